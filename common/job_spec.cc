@@ -1,0 +1,371 @@
+#include "common/job_spec.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <set>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/hf_config.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+
+namespace paft {
+namespace {
+
+using json = nlohmann::json;
+using paft::v1::BranchSpec;
+using paft::v1::JobSpec;
+
+// YAML -> JSON. Plain scalars become numbers, booleans or null when they read as such; quoted
+// scalars always stay strings.
+absl::StatusOr<json> YamlToJson(const YAML::Node& node, const std::string& where) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      return json(nullptr);
+    case YAML::NodeType::Sequence: {
+      json out = json::array();
+      for (size_t i = 0; i < node.size(); ++i) {
+        PAFT_ASSIGN_OR_RETURN(json item, YamlToJson(node[i], absl::StrCat(where, "[", i, "]")));
+        out.push_back(std::move(item));
+      }
+      return out;
+    }
+    case YAML::NodeType::Map: {
+      json out = json::object();
+      for (const auto& kv : node) {
+        if (!kv.first.IsScalar()) {
+          return absl::InvalidArgumentError(absl::StrCat(where, ": keys must be plain strings"));
+        }
+        std::string key = kv.first.Scalar();
+        if (out.contains(key)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where.empty() ? "" : where + ".", key, ": given twice"));
+        }
+        PAFT_ASSIGN_OR_RETURN(json value,
+                              YamlToJson(kv.second, where.empty() ? key : where + "." + key));
+        out[key] = std::move(value);
+      }
+      return out;
+    }
+    case YAML::NodeType::Scalar: {
+      const std::string& s = node.Scalar();
+      if (node.Tag() != "?") return json(s);  // quoted or explicitly tagged: a string
+      if (s == "true" || s == "True") return json(true);
+      if (s == "false" || s == "False") return json(false);
+      if (s == "null" || s == "~") return json(nullptr);
+      int64_t i;
+      if (absl::SimpleAtoi(s, &i)) return json(i);
+      uint64_t u;
+      if (absl::SimpleAtoi(s, &u)) return json(u);
+      double d;
+      if (!s.empty() && (std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '-' ||
+                         s[0] == '+' || s[0] == '.') &&
+          absl::SimpleAtod(s, &d)) {
+        return json(d);
+      }
+      return json(s);
+    }
+  }
+  return json(nullptr);
+}
+
+class Errors {
+ public:
+  void Add(const std::string& field, const std::string& what) {
+    errors_.push_back(absl::StrCat(field, ": ", what));
+  }
+  absl::Status ToStatus() const {
+    if (errors_.empty()) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid job spec: ", absl::StrJoin(errors_, "; ")));
+  }
+
+ private:
+  std::vector<std::string> errors_;
+};
+
+bool OneOf(const std::string& value, std::initializer_list<const char*> allowed) {
+  for (const char* a : allowed) {
+    if (value == a) return true;
+  }
+  return false;
+}
+
+std::string Allowed(std::initializer_list<const char*> allowed) {
+  return absl::StrCat("one of ", absl::StrJoin(allowed, ", "));
+}
+
+void CheckRange(Errors& e, const std::string& field, double value, double lo, double hi,
+                bool lo_open = false) {
+  if (!std::isfinite(value) || value < lo || value > hi || (lo_open && value == lo)) {
+    e.Add(field, absl::StrCat("must be in ", lo_open ? "(" : "[", lo, ", ", hi, "], got ", value));
+  }
+}
+
+void CheckPath(Errors& e, const std::string& field, const std::string& path, bool required) {
+  if (path.empty()) {
+    if (required) e.Add(field, "is required");
+    return;
+  }
+  if (path.size() > static_cast<size_t>(kMaxPathLength)) {
+    e.Add(field, absl::StrCat("is longer than ", kMaxPathLength, " characters"));
+  }
+  if (path.find('\0') != std::string::npos) e.Add(field, "contains a NUL character");
+}
+
+void DefaultBranch(BranchSpec* b, bool is_sft) {
+  if (b->dataset().format().empty()) b->mutable_dataset()->set_format("auto");
+  if (is_sft && b->objective_case() == BranchSpec::OBJECTIVE_NOT_SET) b->mutable_sft();
+  if (!is_sft && b->objective_case() == BranchSpec::OBJECTIVE_NOT_SET) b->mutable_dpo();
+  if (b->has_dpo()) {
+    if (b->dpo().beta() == 0) b->mutable_dpo()->set_beta(0.1);
+    if (b->dpo().loss_type().empty()) b->mutable_dpo()->set_loss_type("sigmoid");
+  }
+  if (b->has_orpo() && b->orpo().beta() == 0) b->mutable_orpo()->set_beta(0.1);
+  if (b->has_simpo()) {
+    if (b->simpo().beta() == 0) b->mutable_simpo()->set_beta(2.0);
+    if (b->simpo().gamma() == 0) b->mutable_simpo()->set_gamma(0.5);
+  }
+  if (b->tuning_case() == BranchSpec::TUNING_NOT_SET) b->mutable_lora();
+  if (b->has_lora()) {
+    auto* lora = b->mutable_lora();
+    if (lora->r() == 0) lora->set_r(8);
+    if (lora->alpha() == 0) lora->set_alpha(2.0 * lora->r());
+    if (lora->target_modules().empty()) {
+      for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj"}) lora->add_target_modules(m);
+    }
+  }
+  auto* opt = b->mutable_optimizer();
+  if (opt->name().empty()) opt->set_name("adamw");
+  if (opt->learning_rate() == 0) opt->set_learning_rate(b->has_lora() ? 2e-4 : 2e-5);
+  if (opt->beta1() == 0) opt->set_beta1(0.9);
+  if (opt->beta2() == 0) opt->set_beta2(0.999);
+  if (opt->epsilon() == 0) opt->set_epsilon(1e-8);
+  if (opt->lr_schedule().empty()) opt->set_lr_schedule("cosine");
+  auto* batch = b->mutable_batch();
+  if (batch->per_device_batch_size() == 0) batch->set_per_device_batch_size(1);
+  if (batch->gradient_accumulation_steps() == 0) batch->set_gradient_accumulation_steps(1);
+  if (batch->max_seq_len() == 0) batch->set_max_seq_len(512);
+  if (b->max_steps() == 0 && b->epochs() == 0) b->set_epochs(1.0);
+  if (b->checkpoint().keep_last() == 0) b->mutable_checkpoint()->set_keep_last(2);
+  if (b->seed() == 0) b->set_seed(42);
+}
+
+void ValidateBranch(Errors& e, const BranchSpec& b, const std::string& p, bool is_sft) {
+  if (b.pool().empty()) e.Add(p + ".pool", "is required");
+  if (b.pool().size() > 63) e.Add(p + ".pool", "is longer than 63 characters");
+  if (b.world_size() < 1 || b.world_size() > kMaxWorldSize) {
+    e.Add(p + ".world_size",
+          absl::StrCat("must be between 1 and ", kMaxWorldSize, ", got ", b.world_size()));
+  }
+  CheckPath(e, p + ".dataset.path", b.dataset().path(), /*required=*/true);
+  CheckPath(e, p + ".dataset.eval_path", b.dataset().eval_path(), /*required=*/false);
+  const auto kFormats = {"auto", "prompt_completion", "messages", "text", "preference"};
+  if (!OneOf(b.dataset().format(), kFormats)) {
+    e.Add(p + ".dataset.format", Allowed(kFormats));
+  }
+  if (is_sft && !b.has_sft()) {
+    e.Add(p + ".objective", "the SFT branch must use the 'sft' objective");
+  }
+  if (!is_sft && b.has_sft()) {
+    e.Add(p + ".objective", "the alignment branch needs a preference objective (dpo, orpo, simpo)");
+  }
+  if (b.has_sft()) CheckRange(e, p + ".sft.l1_lambda", b.sft().l1_lambda(), 0, 1e3);
+  if (b.has_dpo()) {
+    CheckRange(e, p + ".dpo.beta", b.dpo().beta(), 0, 1e3, /*lo_open=*/true);
+    const auto kLosses = {"sigmoid", "ipo", "hinge", "robust"};
+    if (!OneOf(b.dpo().loss_type(), kLosses)) e.Add(p + ".dpo.loss_type", Allowed(kLosses));
+    if (!(b.dpo().label_smoothing() >= 0 && b.dpo().label_smoothing() < 0.5)) {
+      e.Add(p + ".dpo.label_smoothing",
+            absl::StrCat("must be in [0, 0.5), got ", b.dpo().label_smoothing()));
+    }
+  }
+  if (b.has_orpo()) CheckRange(e, p + ".orpo.beta", b.orpo().beta(), 0, 1e3, true);
+  if (b.has_simpo()) {
+    CheckRange(e, p + ".simpo.beta", b.simpo().beta(), 0, 1e3, true);
+    CheckRange(e, p + ".simpo.gamma", b.simpo().gamma(), -1e3, 1e3);
+  }
+  if (b.has_lora()) {
+    if (b.lora().r() < 1 || b.lora().r() > 4096) {
+      e.Add(p + ".lora.r", absl::StrCat("must be between 1 and 4096, got ", b.lora().r()));
+    }
+    CheckRange(e, p + ".lora.alpha", b.lora().alpha(), 0, 1e6, true);
+    if (!(b.lora().dropout() >= 0 && b.lora().dropout() < 1)) {
+      e.Add(p + ".lora.dropout", absl::StrCat("must be in [0, 1), got ", b.lora().dropout()));
+    }
+    const auto kModules = {"q_proj", "k_proj", "v_proj", "o_proj",
+                           "gate_proj", "up_proj", "down_proj"};
+    for (const std::string& m : b.lora().target_modules()) {
+      if (!OneOf(m, kModules)) {
+        e.Add(p + ".lora.target_modules", absl::StrCat("'", m, "' is not ", Allowed(kModules)));
+      }
+    }
+  }
+  const auto& opt = b.optimizer();
+  const auto kOptimizers = {"adamw", "sgd"};
+  if (!OneOf(opt.name(), kOptimizers)) e.Add(p + ".optimizer.name", Allowed(kOptimizers));
+  CheckRange(e, p + ".optimizer.learning_rate", opt.learning_rate(), 0, 10, true);
+  CheckRange(e, p + ".optimizer.weight_decay", opt.weight_decay(), 0, 10);
+  if (!(opt.beta1() >= 0 && opt.beta1() < 1)) {
+    e.Add(p + ".optimizer.beta1", absl::StrCat("must be in [0, 1), got ", opt.beta1()));
+  }
+  if (!(opt.beta2() >= 0 && opt.beta2() < 1)) {
+    e.Add(p + ".optimizer.beta2", absl::StrCat("must be in [0, 1), got ", opt.beta2()));
+  }
+  CheckRange(e, p + ".optimizer.epsilon", opt.epsilon(), 0, 1, true);
+  const auto kSchedules = {"cosine", "linear", "constant"};
+  if (!OneOf(opt.lr_schedule(), kSchedules)) {
+    e.Add(p + ".optimizer.lr_schedule", Allowed(kSchedules));
+  }
+  if (opt.warmup_steps() < 0) e.Add(p + ".optimizer.warmup_steps", "must be >= 0");
+  CheckRange(e, p + ".optimizer.max_grad_norm", opt.max_grad_norm(), 0, 1e6);
+  const auto& batch = b.batch();
+  if (batch.per_device_batch_size() < 1 || batch.per_device_batch_size() > 4096) {
+    e.Add(p + ".batch.per_device_batch_size",
+          absl::StrCat("must be between 1 and 4096, got ", batch.per_device_batch_size()));
+  }
+  if (batch.gradient_accumulation_steps() < 1 || batch.gradient_accumulation_steps() > 4096) {
+    e.Add(p + ".batch.gradient_accumulation_steps",
+          absl::StrCat("must be between 1 and 4096, got ", batch.gradient_accumulation_steps()));
+  }
+  if (batch.max_seq_len() < 8 || batch.max_seq_len() > 1 << 20) {
+    e.Add(p + ".batch.max_seq_len",
+          absl::StrCat("must be between 8 and 1048576, got ", batch.max_seq_len()));
+  }
+  if (b.max_steps() < 0) e.Add(p + ".max_steps", "must be >= 0");
+  if (!(b.epochs() >= 0 && b.epochs() <= 1e4)) e.Add(p + ".epochs", "must be in [0, 10000]");
+  if (b.max_steps() == 0 && b.epochs() == 0) {
+    e.Add(p + ".max_steps", "either max_steps or epochs must be positive");
+  }
+  if (b.checkpoint().every_steps() < 0) e.Add(p + ".checkpoint.every_steps", "must be >= 0");
+  if (b.checkpoint().keep_last() < 1 || b.checkpoint().keep_last() > 1000) {
+    e.Add(p + ".checkpoint.keep_last", "must be between 1 and 1000");
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<JobSpec> ParseJobSpec(const std::string& text) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("job spec is not valid YAML/JSON: ", e.what()));
+  }
+  if (!root.IsMap()) return absl::InvalidArgumentError("job spec must be a mapping (object)");
+  PAFT_ASSIGN_OR_RETURN(json j, YamlToJson(root, ""));
+  JobSpec spec;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  auto status = google::protobuf::util::JsonStringToMessage(j.dump(), &spec, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job spec does not match the schema: ", status.message().as_string()));
+  }
+  return spec;
+}
+
+absl::StatusOr<JobSpec> LoadJobSpecFile(const std::string& path) {
+  PAFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  auto spec = ParseJobSpec(text);
+  if (!spec.ok()) return Annotate(spec.status(), path);
+  return spec;
+}
+
+void ApplyJobSpecDefaults(JobSpec* spec) {
+  DefaultBranch(spec->mutable_sft(), /*is_sft=*/true);
+  DefaultBranch(spec->mutable_alignment(), /*is_sft=*/false);
+  auto* merge = spec->mutable_merge();
+  if (merge->method().empty()) merge->set_method("ties");
+  for (auto* input : {merge->mutable_sft(), merge->mutable_alignment()}) {
+    if (input->weight() == 0) input->set_weight(1.0);
+    if (input->density() == 0) input->set_density(1.0);
+  }
+  if (merge->lambda() == 0) merge->set_lambda(1.0);
+}
+
+absl::Status ValidateJobSpec(const JobSpec& spec) {
+  Errors e;
+  if (spec.name().size() > static_cast<size_t>(kMaxNameLength)) {
+    e.Add("name", absl::StrCat("is longer than ", kMaxNameLength, " characters"));
+  }
+  CheckPath(e, "base_model", spec.base_model(), /*required=*/true);
+  CheckPath(e, "output_dir", spec.output_dir(), /*required=*/true);
+  ValidateBranch(e, spec.sft(), "sft", /*is_sft=*/true);
+  ValidateBranch(e, spec.alignment(), "alignment", /*is_sft=*/false);
+  const auto& merge = spec.merge();
+  const auto kMethods = {"linear", "task_arithmetic", "ties", "dare_linear",
+                         "dare_ties", "breadcrumbs", "magnitude_prune"};
+  if (!OneOf(merge.method(), kMethods)) e.Add("merge.method", Allowed(kMethods));
+  for (const auto& [name, input] : {std::make_pair("merge.sft", &merge.sft()),
+                                    std::make_pair("merge.alignment", &merge.alignment())}) {
+    CheckRange(e, absl::StrCat(name, ".weight"), input->weight(), -100, 100);
+    CheckRange(e, absl::StrCat(name, ".density"), input->density(), 0, 1, /*lo_open=*/true);
+  }
+  CheckRange(e, "merge.lambda", merge.lambda(), 0, 100, /*lo_open=*/true);
+  const auto kDtypes = {"", "float32", "bfloat16", "float16"};
+  if (!OneOf(merge.dtype(), kDtypes)) e.Add("merge.dtype", Allowed(kDtypes));
+  if (spec.restart_budget() < 0 || spec.restart_budget() > kMaxRestartBudget) {
+    e.Add("restart_budget", absl::StrCat("must be between 0 and ", kMaxRestartBudget, ", got ",
+                                         spec.restart_budget()));
+  }
+  for (const auto& [key, value] : spec.labels()) {
+    if (key.empty() || key.size() > 63 || value.size() > 63) {
+      e.Add("labels", absl::StrCat("key '", key, "': keys 1-63 and values 0-63 characters"));
+    }
+  }
+  return e.ToStatus();
+}
+
+absl::Status CheckJobInputs(const JobSpec& spec) {
+  auto precondition = [](const std::string& field, const std::string& what) {
+    return absl::FailedPreconditionError(absl::StrCat(field, ": ", what));
+  };
+  if (!IsDirectory(spec.base_model())) {
+    return precondition("base_model", absl::StrCat("'", spec.base_model(), "' is not a folder"));
+  }
+  auto config = LoadModelConfig(spec.base_model());
+  if (!config.ok()) return precondition("base_model", std::string(config.status().message()));
+  if (!PathExists(JoinPath(spec.base_model(), "model.safetensors")) &&
+      !PathExists(JoinPath(spec.base_model(), "model.safetensors.index.json"))) {
+    return precondition("base_model", absl::StrCat("no safetensors weights in '",
+                                                   spec.base_model(), "'"));
+  }
+  for (const auto& [field, branch] : {std::make_pair("sft", &spec.sft()),
+                                      std::make_pair("alignment", &spec.alignment())}) {
+    if (!IsRegularFile(branch->dataset().path())) {
+      return precondition(absl::StrCat(field, ".dataset.path"),
+                          absl::StrCat("'", branch->dataset().path(), "' is not a readable file"));
+    }
+    if (!branch->dataset().eval_path().empty() && !IsRegularFile(branch->dataset().eval_path())) {
+      return precondition(absl::StrCat(field, ".dataset.eval_path"),
+                          absl::StrCat("'", branch->dataset().eval_path(), "' is not a file"));
+    }
+  }
+  const std::string merged = JoinPath(spec.output_dir(), "merged");
+  if (PathExists(merged)) {
+    return precondition("output_dir", absl::StrCat("'", merged, "' already exists; choose a new "
+                                                   "output_dir or remove it"));
+  }
+  return absl::OkStatus();
+}
+
+std::string JobSpecToJson(const JobSpec& spec) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(spec, &out, options);
+  return out;
+}
+
+}  // namespace paft

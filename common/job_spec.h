@@ -1,0 +1,42 @@
+// Job specifications: parsing from YAML or JSON (the proto's JSON mapping, so field names are the
+// proto's, snake_case or lowerCamelCase), defaults, and validation with errors naming the field.
+#ifndef PAFT_COMMON_JOB_SPEC_H_
+#define PAFT_COMMON_JOB_SPEC_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "paft/v1/job.pb.h"
+
+namespace paft {
+
+// Limits enforced at admission (docs/job-spec.md).
+inline constexpr int kMaxWorldSize = 1024;
+inline constexpr int kMaxRestartBudget = 100;
+inline constexpr int kMaxPathLength = 4096;
+inline constexpr int kMaxNameLength = 253;
+
+// Parses a job spec from YAML or JSON text (JSON is YAML, so one parser serves both). Unknown
+// fields are errors. Does not apply defaults or validate.
+absl::StatusOr<paft::v1::JobSpec> ParseJobSpec(const std::string& text);
+// Reads and parses a spec file.
+absl::StatusOr<paft::v1::JobSpec> LoadJobSpecFile(const std::string& path);
+
+// Fills unset fields with their documented defaults. Idempotent.
+void ApplyJobSpecDefaults(paft::v1::JobSpec* spec);
+
+// Checks every field of a defaulted spec. InvalidArgument listing each bad field by its path
+// ("sft.world_size: must be between 1 and 1024, got 0"), all of them, separated by "; ".
+absl::Status ValidateJobSpec(const paft::v1::JobSpec& spec);
+
+// Checks what a spec refers to on shared storage: the base model folder holds a valid
+// config.json and safetensors weights, the dataset files exist, the output folder can be made.
+// FailedPrecondition naming the field and the path.
+absl::Status CheckJobInputs(const paft::v1::JobSpec& spec);
+
+std::string JobSpecToJson(const paft::v1::JobSpec& spec);
+
+}  // namespace paft
+
+#endif  // PAFT_COMMON_JOB_SPEC_H_

@@ -1,0 +1,25 @@
+// Process-level helpers shared by the binaries: termination signals and port files.
+#ifndef PAFT_COMMON_PROCESS_UTIL_H_
+#define PAFT_COMMON_PROCESS_UTIL_H_
+
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace paft {
+
+// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it starts afterwards;
+// call first thing in main(), then WaitForTerminationSignal() from the main thread.
+void BlockTerminationSignals();
+// Waits for one of those signals and returns its number.
+int WaitForTerminationSignal();
+// Sends SIGTERM to this process (to end WaitForTerminationSignal from inside, e.g. on fatal error).
+void RequestTermination();
+
+// Writes {"name": port, ...} as JSON atomically (lets scripts and tests use port 0).
+absl::Status WritePortFile(const std::string& path, const std::map<std::string, int>& ports);
+
+}  // namespace paft
+
+#endif  // PAFT_COMMON_PROCESS_UTIL_H_

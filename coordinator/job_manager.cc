@@ -1,0 +1,847 @@
+#include "coordinator/job_manager.h"
+
+#include <google/protobuf/util/message_differencer.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <set>
+#include <random>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/file_util.h"
+#include "common/job_spec.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "common/time_util.h"
+
+namespace paft::coordinator {
+
+using paft::v1::BranchKind;
+using paft::v1::BranchSpec;
+using paft::v1::BranchState;
+using paft::v1::BranchStatus;
+using paft::v1::Job;
+using paft::v1::JobEvent;
+using paft::v1::JobState;
+
+namespace {
+
+constexpr int kDefaultPageSize = 50;
+constexpr int kMaxPageSize = 500;
+constexpr BranchKind kBranches[] = {paft::v1::BRANCH_KIND_SFT, paft::v1::BRANCH_KIND_ALIGNMENT};
+
+BranchStatus* MutableBranch(Job& job, BranchKind kind) {
+  return kind == paft::v1::BRANCH_KIND_SFT ? job.mutable_sft() : job.mutable_alignment();
+}
+const BranchStatus& Branch(const Job& job, BranchKind kind) {
+  return kind == paft::v1::BRANCH_KIND_SFT ? job.sft() : job.alignment();
+}
+const BranchSpec& Spec(const Job& job, BranchKind kind) {
+  return kind == paft::v1::BRANCH_KIND_SFT ? job.spec().sft() : job.spec().alignment();
+}
+
+bool BranchTerminal(BranchState s) {
+  return s == paft::v1::BRANCH_STATE_SUCCEEDED || s == paft::v1::BRANCH_STATE_FAILED ||
+         s == paft::v1::BRANCH_STATE_CANCELLED;
+}
+bool BranchWaiting(BranchState s) {
+  return s == paft::v1::BRANCH_STATE_PENDING || s == paft::v1::BRANCH_STATE_RESTARTING;
+}
+
+std::string NewJobId() {
+  static std::mt19937_64 rng(std::random_device{}());
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  return absl::StrFormat("job-%012x", rng() & 0xffffffffffffULL);
+}
+
+std::string BranchTitle(BranchKind kind) {
+  return kind == paft::v1::BRANCH_KIND_SFT ? "Sft" : "Alignment";
+}
+
+}  // namespace
+
+bool IsTerminal(JobState state) {
+  return state == paft::v1::JOB_STATE_SUCCEEDED || state == paft::v1::JOB_STATE_FAILED ||
+         state == paft::v1::JOB_STATE_CANCELLED;
+}
+
+const char* BranchName(BranchKind kind) {
+  return kind == paft::v1::BRANCH_KIND_SFT ? "sft" : "alignment";
+}
+
+std::string TaskId(const std::string& job_id, BranchKind kind, int attempt, int rank) {
+  return absl::StrCat(job_id, ".", BranchName(kind), ".a", attempt, ".r", rank);
+}
+
+JobManager::JobManager(JobManagerOptions options, JobStore* store, WorkerRegistry* registry,
+                       Clock* clock, CoordinatorMetrics* metrics)
+    : options_(std::move(options)),
+      store_(store),
+      registry_(registry),
+      clock_(clock),
+      metrics_(metrics) {}
+
+// ---------------------------------------------------------------------------------------------
+// Changes: copy, mutate, persist, publish.
+
+JobManager::Change JobManager::BeginChange(const JobRecord& record) const {
+  Change change;
+  change.job = record.job;
+  change.base_seq = record.last_seq;
+  return change;
+}
+
+void JobManager::AddEvent(Change& change, const std::string& type, BranchKind branch,
+                          const std::string& reason, const std::string& message) {
+  JobEvent event;
+  event.set_seq(change.base_seq + static_cast<int64_t>(change.events.size()) + 1);
+  event.set_job_id(change.job.job_id());
+  *event.mutable_time() = ToProtoTime(clock_->Now());
+  event.set_type(type);
+  event.set_branch(branch);
+  event.set_job_state(change.job.state());
+  if (branch != paft::v1::BRANCH_KIND_UNSPECIFIED) {
+    event.set_branch_state(Branch(change.job, branch).state());
+  }
+  event.set_reason(reason);
+  event.set_message(message);
+  change.events.push_back(std::move(event));
+}
+
+void JobManager::SetCondition(Job& job, const std::string& type, bool value,
+                              const std::string& reason, const std::string& message) {
+  const std::string status = value ? "True" : "False";
+  for (auto& c : *job.mutable_conditions()) {
+    if (c.type() != type) continue;
+    if (c.status() != status) *c.mutable_last_transition_time() = ToProtoTime(clock_->Now());
+    c.set_status(status);
+    c.set_reason(reason);
+    c.set_message(message);
+    return;
+  }
+  auto* c = job.add_conditions();
+  c->set_type(type);
+  c->set_status(status);
+  c->set_reason(reason);
+  c->set_message(message);
+  *c->mutable_last_transition_time() = ToProtoTime(clock_->Now());
+}
+
+void JobManager::SetJobState(Change& change, JobState state, const std::string& reason,
+                             const std::string& message) {
+  Job& job = change.job;
+  if (job.state() == state) return;
+  job.set_state(state);
+  job.set_reason(reason);
+  job.set_message(message);
+  if (IsTerminal(state)) {
+    *job.mutable_end_time() = ToProtoTime(clock_->Now());
+    SetCondition(job, "Complete", state == paft::v1::JOB_STATE_SUCCEEDED, reason, message);
+    SetCondition(job, "Failed", state == paft::v1::JOB_STATE_FAILED, reason, message);
+  }
+  if (metrics_) metrics_->job_transitions.Add({{"state", JobState_Name(state)}}).Increment();
+  AddEvent(change, "JobState", paft::v1::BRANCH_KIND_UNSPECIFIED, reason, message);
+}
+
+void JobManager::SetBranchState(Change& change, BranchKind kind, BranchState state,
+                                const std::string& reason, const std::string& message) {
+  BranchStatus* b = MutableBranch(change.job, kind);
+  if (b->state() == state && b->reason() == reason) return;
+  b->set_state(state);
+  b->set_reason(reason);
+  b->set_message(message);
+  const auto now = ToProtoTime(clock_->Now());
+  if (state == paft::v1::BRANCH_STATE_RUNNING && !b->has_start_time()) {
+    *b->mutable_start_time() = now;
+  }
+  if (BranchTerminal(state)) *b->mutable_end_time() = now;
+  SetCondition(change.job, BranchTitle(kind) + "Trained", state == paft::v1::BRANCH_STATE_SUCCEEDED,
+               reason, message);
+  AddEvent(change, "BranchState", kind, reason, message);
+}
+
+absl::Status JobManager::CommitLocked(JobRecord& record, Change change) {
+  *change.job.mutable_update_time() = ToProtoTime(clock_->Now());
+  PAFT_RETURN_IF_ERROR(store_->UpdateJob(change.job, change.events));
+  record.job = std::move(change.job);
+  record.last_seq += static_cast<int64_t>(change.events.size());
+  record.progress_dirty = false;
+  record.last_flush = clock_->Now();
+  if (!change.events.empty()) events_cv_.notify_all();
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery
+
+absl::Status JobManager::Recover() {
+  std::lock_guard<std::mutex> lock(mu_);
+  PAFT_ASSIGN_OR_RETURN(auto jobs, store_->LoadAllJobs());
+  for (auto& job : jobs) {
+    JobRecord& record = jobs_[job.job_id()];
+    PAFT_ASSIGN_OR_RETURN(record.last_seq, store_->LastEventSeq(job.job_id()));
+    record.job = std::move(job);
+    record.last_flush = clock_->Now();
+    if (IsTerminal(record.job.state())) continue;
+    Change change = BeginChange(record);
+    for (BranchKind kind : kBranches) {
+      BranchState s = Branch(change.job, kind).state();
+      if (s == paft::v1::BRANCH_STATE_SCHEDULED || s == paft::v1::BRANCH_STATE_RUNNING) {
+        MutableBranch(change.job, kind)->clear_workers();
+        SetBranchState(change, kind, paft::v1::BRANCH_STATE_RESTARTING, "CoordinatorRestarted",
+                       "the coordinator restarted; the branch resumes from its newest checkpoint");
+      }
+    }
+    if (!change.events.empty()) PAFT_RETURN_IF_ERROR(CommitLocked(record, std::move(change)));
+  }
+  PAFT_LOG(INFO) << "recovered " << jobs_.size() << " jobs from the state database";
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// JobService
+
+absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& request) {
+  if (request.request_id().empty()) {
+    return absl::InvalidArgumentError("request_id: is required (a client-chosen idempotency key)");
+  }
+  if (request.request_id().size() > 128) {
+    return absl::InvalidArgumentError("request_id: longer than 128 characters");
+  }
+  paft::v1::JobSpec spec = request.spec();
+  ApplyJobSpecDefaults(&spec);
+  PAFT_RETURN_IF_ERROR(ValidateJobSpec(spec));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, record] : jobs_) {
+    if (record.job.request_id() != request.request_id()) continue;
+    if (!google::protobuf::util::MessageDifferencer::Equals(record.job.spec(), spec)) {
+      return absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(),
+                                                   "' was already used for job ", id,
+                                                   " with a different spec"));
+    }
+    return Decorate(record);
+  }
+  if (options_.check_inputs) PAFT_RETURN_IF_ERROR(CheckJobInputs(spec));
+
+  JobRecord record;
+  Job& job = record.job;
+  job.set_job_id(NewJobId());
+  job.set_request_id(request.request_id());
+  *job.mutable_spec() = spec;
+  const auto now = ToProtoTime(clock_->Now());
+  *job.mutable_create_time() = now;
+  *job.mutable_update_time() = now;
+  for (BranchKind kind : kBranches) {
+    BranchStatus* b = MutableBranch(job, kind);
+    b->set_kind(kind);
+    b->set_state(paft::v1::BRANCH_STATE_PENDING);
+    b->set_reason("WaitingForDevices");
+  }
+  Change change = BeginChange(record);
+  SetCondition(change.job, "Admitted", true, "Validated", "the job spec passed admission checks");
+  SetJobState(change, paft::v1::JOB_STATE_QUEUED, "Submitted", "waiting for devices");
+  record.job = change.job;
+  record.last_seq = static_cast<int64_t>(change.events.size());
+  record.last_flush = clock_->Now();
+  PAFT_RETURN_IF_ERROR(store_->InsertJob(record.job, change.events));
+  const std::string job_id = job.job_id();
+  jobs_[job_id] = std::move(record);
+  if (metrics_) metrics_->jobs_submitted.Increment();
+  PAFT_LOG(INFO) << "job " << job_id << " submitted (request " << request.request_id() << ")";
+  events_cv_.notify_all();
+  ScheduleLocked();
+  return Decorate(jobs_[job_id]);
+}
+
+absl::StatusOr<JobManager::JobRecord*> JobManager::FindLocked(const std::string& job_id) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
+  return &it->second;
+}
+
+absl::StatusOr<Job> JobManager::GetJob(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PAFT_ASSIGN_OR_RETURN(JobRecord * record, FindLocked(job_id));
+  return Decorate(*record);
+}
+
+absl::StatusOr<paft::v1::ListJobsResponse> JobManager::ListJobs(
+    const paft::v1::ListJobsRequest& request) {
+  int page_size = request.page_size() <= 0 ? kDefaultPageSize : request.page_size();
+  if (page_size > kMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: at most ", kMaxPageSize, ", got ", request.page_size()));
+  }
+  int64_t offset = 0;
+  if (!request.page_token().empty() &&
+      (!absl::SimpleAtoi(request.page_token(), &offset) || offset < 0)) {
+    return absl::InvalidArgumentError("page_token: not a token returned by ListJobs");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<const JobRecord*> matching;
+  for (const auto& [id, record] : jobs_) {
+    bool match = request.states().empty();
+    for (int s : request.states()) match = match || record.job.state() == s;
+    if (match) matching.push_back(&record);
+  }
+  // Newest first; ties by id for a stable order across pages.
+  std::sort(matching.begin(), matching.end(), [](const JobRecord* a, const JobRecord* b) {
+    const auto& ta = a->job.create_time();
+    const auto& tb = b->job.create_time();
+    if (ta.seconds() != tb.seconds()) return ta.seconds() > tb.seconds();
+    if (ta.nanos() != tb.nanos()) return ta.nanos() > tb.nanos();
+    return a->job.job_id() > b->job.job_id();
+  });
+  paft::v1::ListJobsResponse response;
+  for (int64_t i = offset; i < static_cast<int64_t>(matching.size()) && i < offset + page_size;
+       ++i) {
+    *response.add_jobs() = Decorate(*matching[i]);
+  }
+  if (offset + page_size < static_cast<int64_t>(matching.size())) {
+    response.set_next_page_token(absl::StrCat(offset + page_size));
+  }
+  return response;
+}
+
+absl::StatusOr<Job> JobManager::CancelJob(const paft::v1::CancelJobRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PAFT_ASSIGN_OR_RETURN(JobRecord * record, FindLocked(request.job_id()));
+  if (IsTerminal(record->job.state())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", request.job_id(), " is already ",
+                     JobState_Name(record->job.state())));
+  }
+  const std::string message =
+      request.reason().empty() ? "cancelled by the client" : request.reason();
+  Change change = BeginChange(*record);
+  for (BranchKind kind : kBranches) {
+    if (!BranchTerminal(Branch(change.job, kind).state())) {
+      SetBranchState(change, kind, paft::v1::BRANCH_STATE_CANCELLED, "JobCancelled", message);
+    }
+  }
+  SetJobState(change, paft::v1::JOB_STATE_CANCELLED, "Cancelled", message);
+  PAFT_RETURN_IF_ERROR(CommitLocked(*record, std::move(change)));
+  for (BranchKind kind : kBranches) StopTasksLocked(request.job_id(), kind, "JobCancelled");
+  PAFT_LOG(INFO) << "job " << request.job_id() << " cancelled: " << message;
+  ScheduleLocked();
+  return Decorate(*record);
+}
+
+absl::StatusOr<paft::v1::ListCheckpointsResponse> JobManager::ListCheckpoints(
+    const std::string& job_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    PAFT_RETURN_IF_ERROR(FindLocked(job_id).status());
+  }
+  PAFT_ASSIGN_OR_RETURN(auto checkpoints, store_->ListCheckpoints(job_id));
+  paft::v1::ListCheckpointsResponse response;
+  for (auto& c : checkpoints) *response.add_checkpoints() = std::move(c);
+  return response;
+}
+
+absl::StatusOr<std::vector<JobEvent>> JobManager::EventsAfter(const std::string& job_id,
+                                                              int64_t after_seq, int limit) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    PAFT_RETURN_IF_ERROR(FindLocked(job_id).status());
+  }
+  return store_->EventsAfter(job_id, after_seq, limit);
+}
+
+void JobManager::WaitForEvent(const std::string& job_id, int64_t after_seq,
+                              absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  events_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] {
+    auto it = jobs_.find(job_id);
+    return it == jobs_.end() || it->second.last_seq > after_seq;
+  });
+}
+
+bool JobManager::WatchComplete(const std::string& job_id, int64_t seq) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ||
+         (IsTerminal(it->second.job.state()) && it->second.last_seq <= seq);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue and scheduling
+
+std::vector<JobManager::JobRecord*> JobManager::QueueOrderLocked() {
+  std::vector<JobRecord*> order;
+  for (auto& [id, record] : jobs_) {
+    if (IsTerminal(record.job.state())) continue;
+    if (BranchWaiting(record.job.sft().state()) || BranchWaiting(record.job.alignment().state())) {
+      order.push_back(&record);
+    }
+  }
+  std::stable_sort(order.begin(), order.end(), [](const JobRecord* a, const JobRecord* b) {
+    if (a->job.spec().priority() != b->job.spec().priority()) {
+      return a->job.spec().priority() > b->job.spec().priority();
+    }
+    const auto& ta = a->job.create_time();
+    const auto& tb = b->job.create_time();
+    if (ta.seconds() != tb.seconds()) return ta.seconds() < tb.seconds();
+    return ta.nanos() < tb.nanos();
+  });
+  return order;
+}
+
+int JobManager::QueuePositionLocked(const std::string& job_id) const {
+  auto order = const_cast<JobManager*>(this)->QueueOrderLocked();
+  int position = 0;
+  for (const JobRecord* r : order) {
+    if (r->job.state() != paft::v1::JOB_STATE_QUEUED) continue;
+    ++position;
+    if (r->job.job_id() == job_id) return position;
+  }
+  return 0;
+}
+
+Job JobManager::Decorate(const JobRecord& record) const {
+  Job job = record.job;
+  if (job.state() == paft::v1::JOB_STATE_QUEUED) {
+    job.set_queue_position(QueuePositionLocked(job.job_id()));
+  }
+  return job;
+}
+
+void JobManager::ScheduleLocked() {
+  // Strict FIFO (within priority) per pool: once a branch cannot get its gang, later branches of
+  // the same pool wait behind it, so large gangs are not starved by small ones.
+  std::set<std::string> blocked_pools;
+  for (JobRecord* record : QueueOrderLocked()) {
+    for (BranchKind kind : kBranches) {
+      if (!BranchWaiting(Branch(record->job, kind).state())) continue;
+      const std::string& pool = Spec(record->job, kind).pool();
+      if (blocked_pools.count(pool)) continue;
+      if (!StartBranchLocked(*record, kind)) blocked_pools.insert(pool);
+    }
+  }
+}
+
+bool JobManager::StartBranchLocked(JobRecord& record, BranchKind kind) {
+  const BranchSpec& spec = Spec(record.job, kind);
+  auto slots = registry_->Allocate(spec.pool(), spec.world_size());
+  if (!slots) return false;
+
+  Change change = BeginChange(record);
+  Job& job = change.job;
+  BranchStatus* branch = MutableBranch(job, kind);
+  const int attempt = branch->attempt() + 1;
+  branch->set_attempt(attempt);
+  branch->clear_workers();
+  for (const Slot& s : *slots) branch->add_workers(s.worker_id);
+  const int port = options_.rendezvous_port_base +
+                   static_cast<int>(port_counter_++ % options_.rendezvous_port_range);
+  SetBranchState(change, kind, paft::v1::BRANCH_STATE_SCHEDULED, "GangScheduled",
+                 absl::StrCat(spec.world_size(), " ranks on pool '", spec.pool(), "', attempt ",
+                              attempt));
+  if (job.state() == paft::v1::JOB_STATE_QUEUED) {
+    SetJobState(change, paft::v1::JOB_STATE_RUNNING, "BranchScheduled",
+                absl::StrCat("the ", BranchName(kind), " branch was scheduled"));
+  }
+  const std::string resume_from = branch->checkpoint_path();
+  if (absl::Status s = CommitLocked(record, std::move(change)); !s.ok()) {
+    PAFT_LOG(ERROR) << "cannot persist scheduling of job " << record.job.job_id() << ": " << s;
+    for (const Slot& slot : *slots) registry_->Release(slot.worker_id, slot.device);
+    return false;
+  }
+
+  const std::string& job_id = record.job.job_id();
+  const std::string branch_dir = JoinPath(record.job.spec().output_dir(), BranchName(kind));
+  for (int rank = 0; rank < static_cast<int>(slots->size()); ++rank) {
+    const Slot& slot = (*slots)[rank];
+    TaskRecord task;
+    task.task_id = TaskId(job_id, kind, attempt, rank);
+    task.job_id = job_id;
+    task.branch = kind;
+    task.attempt = attempt;
+    task.rank = rank;
+    task.slot = slot;
+    paft::v1::Assignment assignment;
+    paft::v1::Task* t = assignment.mutable_start();
+    t->set_task_id(task.task_id);
+    t->set_job_id(job_id);
+    t->set_branch(kind);
+    t->set_attempt(attempt);
+    t->set_rank(rank);
+    t->set_world_size(static_cast<int>(slots->size()));
+    t->set_local_rank(slot.device);
+    t->set_master_addr((*slots)[0].address);
+    t->set_master_port(port);
+    t->set_base_model(record.job.spec().base_model());
+    *t->mutable_spec() = spec;
+    t->set_checkpoint_dir(JoinPath(branch_dir, "checkpoints"));
+    t->set_log_dir(JoinPath(branch_dir, absl::StrCat("logs/attempt-", attempt)));
+    t->set_resume_from(resume_from);
+    tasks_[task.task_id] = task;
+    registry_->Send(slot.worker_id, std::move(assignment));
+  }
+  PAFT_LOG(INFO) << "job " << job_id << ": " << BranchName(kind) << " branch attempt " << attempt
+                 << " scheduled on " << slots->size() << " slot(s) of pool " << spec.pool();
+  return true;
+}
+
+void JobManager::StopTasksLocked(const std::string& job_id, BranchKind kind,
+                                 const std::string& reason) {
+  for (auto& [id, task] : tasks_) {
+    if (task.job_id != job_id || task.branch != kind || task.stopping) continue;
+    task.stopping = true;
+    paft::v1::Assignment assignment;
+    assignment.mutable_stop()->set_task_id(id);
+    assignment.mutable_stop()->set_reason(reason);
+    assignment.mutable_stop()->set_grace_period_ms(
+        absl::ToInt64Milliseconds(options_.stop_grace_period));
+    registry_->Send(task.slot.worker_id, std::move(assignment));
+  }
+}
+
+void JobManager::FailAttemptLocked(JobRecord& record, BranchKind kind, bool permanent,
+                                   const std::string& reason, const std::string& message) {
+  const std::string job_id = record.job.job_id();
+  StopTasksLocked(job_id, kind, reason);
+  Change change = BeginChange(record);
+  Job& job = change.job;
+  const bool can_restart = !permanent && job.restarts_used() < job.spec().restart_budget();
+  if (can_restart) {
+    job.set_restarts_used(job.restarts_used() + 1);
+    SetBranchState(change, kind, paft::v1::BRANCH_STATE_RESTARTING, reason,
+                   absl::StrCat(message, " (restart ", job.restarts_used(), " of ",
+                                job.spec().restart_budget(), ")"));
+    if (metrics_) metrics_->branch_restarts.Add({{"reason", reason}}).Increment();
+  } else {
+    const std::string why =
+        permanent ? message
+                  : absl::StrCat(message, " (restart budget of ", job.spec().restart_budget(),
+                                 " used up)");
+    SetBranchState(change, kind, paft::v1::BRANCH_STATE_FAILED, reason, why);
+    for (BranchKind other : kBranches) {
+      if (other != kind && !BranchTerminal(Branch(job, other).state())) {
+        SetBranchState(change, other, paft::v1::BRANCH_STATE_CANCELLED, "OtherBranchFailed",
+                       absl::StrCat("the ", BranchName(kind), " branch failed"));
+      }
+    }
+    SetJobState(change, paft::v1::JOB_STATE_FAILED,
+                absl::StrCat(BranchTitle(kind), "BranchFailed"), why);
+  }
+  if (absl::Status s = CommitLocked(record, std::move(change)); !s.ok()) {
+    PAFT_LOG(ERROR) << "cannot persist the failure of job " << job_id << ": " << s;
+    return;
+  }
+  if (!can_restart) {
+    for (BranchKind other : kBranches) StopTasksLocked(job_id, other, "JobFailed");
+  }
+  PAFT_LOG(WARNING) << "job " << job_id << ": " << BranchName(kind) << " branch attempt failed ("
+                    << reason << "): " << message
+                    << (can_restart ? "; restarting" : "; giving up");
+}
+
+// ---------------------------------------------------------------------------------------------
+// WorkerService
+
+absl::StatusOr<paft::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
+    const paft::v1::RegisterWorkerRequest& request) {
+  if (request.name().empty()) return absl::InvalidArgumentError("name: is required");
+  if (request.pool().empty()) return absl::InvalidArgumentError("pool: is required");
+  if (request.devices() < 1 || request.devices() > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("devices: must be between 1 and 1024, got ", request.devices()));
+  }
+  if (request.address().empty()) return absl::InvalidArgumentError("address: is required");
+  std::lock_guard<std::mutex> lock(mu_);
+  // Tasks of the agent's previous registration that it does not report any more are lost.
+  std::vector<std::string> vanished;
+  for (auto& [id, task] : tasks_) {
+    const bool same_agent = task.slot.worker_name == request.name();
+    const bool reported = std::find(request.running_task_ids().begin(),
+                                    request.running_task_ids().end(),
+                                    id) != request.running_task_ids().end();
+    if (same_agent && !reported) vanished.push_back(id);
+  }
+  const std::string worker_id = registry_->Register(request, clock_->Now());
+  paft::v1::RegisterWorkerResponse response;
+  response.set_worker_id(worker_id);
+  response.set_lease_ttl_ms(absl::ToInt64Milliseconds(registry_->lease_ttl()));
+  response.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
+  for (const std::string& id : request.running_task_ids()) {
+    auto it = tasks_.find(id);
+    if (it == tasks_.end() || it->second.stopping) {
+      response.add_stop_task_ids(id);
+      continue;
+    }
+    it->second.slot.worker_id = worker_id;  // adopt the running rank under the new id
+    registry_->Occupy(worker_id, it->second.slot.device);
+  }
+  for (const std::string& id : vanished) {
+    auto it = tasks_.find(id);
+    if (it != tasks_.end()) {
+      HandleTaskEndLocked(it->second, false, false, "WorkerRestarted",
+                          "the worker agent restarted without this rank");
+    }
+  }
+  PAFT_LOG(INFO) << "worker " << worker_id << " registered: pool " << request.pool() << ", "
+                 << request.devices() << " device(s), address " << request.address();
+  ScheduleLocked();
+  return response;
+}
+
+absl::StatusOr<paft::v1::HeartbeatResponse> JobManager::Heartbeat(
+    const paft::v1::HeartbeatRequest& request) {
+  PAFT_RETURN_IF_ERROR(registry_->Heartbeat(request.worker_id(), clock_->Now()));
+  paft::v1::HeartbeatResponse response;
+  response.set_lease_ttl_ms(absl::ToInt64Milliseconds(registry_->lease_ttl()));
+  return response;
+}
+
+absl::StatusOr<JobManager::TaskRecord*> JobManager::FindTaskLocked(const std::string& task_id) {
+  auto it = tasks_.find(task_id);
+  if (it == tasks_.end()) {
+    return absl::NotFoundError(absl::StrCat("task '", task_id, "' is not active"));
+  }
+  return &it->second;
+}
+
+absl::Status JobManager::ReportProgress(const paft::v1::ReportProgressRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PAFT_ASSIGN_OR_RETURN(TaskRecord * task, FindTaskLocked(request.task_id()));
+  PAFT_ASSIGN_OR_RETURN(JobRecord * record, FindLocked(task->job_id));
+  if (task->stopping || Branch(record->job, task->branch).attempt() != task->attempt) {
+    return absl::OkStatus();  // a rank on its way out
+  }
+  if (Branch(record->job, task->branch).state() == paft::v1::BRANCH_STATE_SCHEDULED) {
+    Change change = BeginChange(*record);
+    SetBranchState(change, task->branch, paft::v1::BRANCH_STATE_RUNNING, "Training",
+                   "ranks started training");
+    PAFT_RETURN_IF_ERROR(CommitLocked(*record, std::move(change)));
+  }
+  if (task->rank != 0) return absl::OkStatus();  // rank 0 speaks for the gang
+  BranchStatus* b = MutableBranch(record->job, task->branch);
+  b->set_step(request.step());
+  b->set_total_steps(request.total_steps());
+  b->set_loss(request.loss());
+  b->set_tokens_per_second(request.tokens_per_second());
+  record->progress_dirty = true;
+  return absl::OkStatus();
+}
+
+absl::Status JobManager::ReportCheckpoint(const paft::v1::ReportCheckpointRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PAFT_ASSIGN_OR_RETURN(TaskRecord * task, FindTaskLocked(request.task_id()));
+  if (task->rank != 0) {
+    return absl::InvalidArgumentError("only rank 0 reports checkpoints");
+  }
+  if (request.path().empty() || request.step() < 0) {
+    return absl::InvalidArgumentError("path and a non-negative step are required");
+  }
+  PAFT_ASSIGN_OR_RETURN(JobRecord * record, FindLocked(task->job_id));
+  paft::v1::CheckpointInfo info;
+  info.set_job_id(task->job_id);
+  info.set_branch(task->branch);
+  info.set_step(request.step());
+  info.set_path(request.path());
+  info.set_size_bytes(request.size_bytes());
+  info.set_digest(request.digest());
+  info.set_final(request.final());
+  *info.mutable_time() = ToProtoTime(clock_->Now());
+  PAFT_RETURN_IF_ERROR(store_->InsertCheckpoint(info));
+  Change change = BeginChange(*record);
+  BranchStatus* b = MutableBranch(change.job, task->branch);
+  b->set_checkpoint_path(request.path());
+  b->set_checkpoint_step(request.step());
+  AddEvent(change, "Checkpoint", task->branch, request.final() ? "FinalCheckpoint" : "Checkpoint",
+           absl::StrCat("step ", request.step(), ": ", request.path()));
+  return CommitLocked(*record, std::move(change));
+}
+
+absl::Status JobManager::ReportExit(const paft::v1::ReportExitRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PAFT_ASSIGN_OR_RETURN(TaskRecord * task, FindTaskLocked(request.task_id()));
+  const bool success = request.exit_code() == 0 && request.signal() == 0 &&
+                       request.reason() != paft::v1::EXIT_REASON_STOPPED;
+  const bool permanent = request.reason() == paft::v1::EXIT_REASON_USER_ERROR ||
+                         request.reason() == paft::v1::EXIT_REASON_OOM;
+  std::string reason = paft::v1::ExitReason_Name(request.reason());
+  // "EXIT_REASON_USER_ERROR" -> "UserError"
+  std::string camel;
+  bool upper = true;
+  for (char c : reason.substr(std::string("EXIT_REASON_").size())) {
+    if (c == '_') {
+      upper = true;
+      continue;
+    }
+    camel.push_back(upper ? c : static_cast<char>(std::tolower(c)));
+    upper = false;
+  }
+  std::string message = request.message();
+  if (message.empty()) {
+    message = request.signal() != 0 ? absl::StrCat("rank killed by signal ", request.signal())
+                                    : absl::StrCat("rank exited with code ", request.exit_code());
+  }
+  HandleTaskEndLocked(*task, success, permanent, camel,
+                      absl::StrCat("rank ", task->rank, ": ", message));
+  return absl::OkStatus();
+}
+
+void JobManager::HandleTaskEndLocked(TaskRecord& task_ref, bool success, bool permanent,
+                                     const std::string& reason, const std::string& message) {
+  TaskRecord task = task_ref;  // task_ref may be erased below
+  registry_->Release(task.slot.worker_id, task.slot.device);
+  auto job_it = jobs_.find(task.job_id);
+  const bool current = job_it != jobs_.end() && !task.stopping &&
+                       Branch(job_it->second.job, task.branch).attempt() == task.attempt &&
+                       !BranchTerminal(Branch(job_it->second.job, task.branch).state());
+  if (!success || !current) {
+    tasks_.erase(task.task_id);
+    if (current) FailAttemptLocked(job_it->second, task.branch, permanent, reason, message);
+    ScheduleLocked();
+    return;
+  }
+  // Success of one rank: the branch succeeds when every rank of the attempt has.
+  tasks_[task.task_id].succeeded = true;
+  int total = 0, done = 0;
+  for (const auto& [id, t] : tasks_) {
+    if (t.job_id == task.job_id && t.branch == task.branch && t.attempt == task.attempt) {
+      ++total;
+      done += t.succeeded ? 1 : 0;
+    }
+  }
+  JobRecord& record = job_it->second;
+  if (done < total || total < Spec(record.job, task.branch).world_size()) {
+    ScheduleLocked();
+    return;
+  }
+  for (auto it = tasks_.begin(); it != tasks_.end();) {
+    const TaskRecord& t = it->second;
+    const bool same = t.job_id == task.job_id && t.branch == task.branch;
+    it = same ? tasks_.erase(it) : std::next(it);
+  }
+  Change change = BeginChange(record);
+  if (Branch(change.job, task.branch).checkpoint_path().empty()) {
+    // Nothing to merge: treat as a failure of the trainer.
+    tasks_.erase(task.task_id);
+    FailAttemptLocked(record, task.branch, /*permanent=*/true, "NoFinalCheckpoint",
+                      "all ranks exited 0 but no checkpoint was reported");
+    ScheduleLocked();
+    return;
+  }
+  SetBranchState(change, task.branch, paft::v1::BRANCH_STATE_SUCCEEDED, "Completed",
+                 absl::StrCat("final checkpoint ", Branch(change.job, task.branch).checkpoint_path()));
+  if (change.job.sft().state() == paft::v1::BRANCH_STATE_SUCCEEDED &&
+      change.job.alignment().state() == paft::v1::BRANCH_STATE_SUCCEEDED) {
+    SetJobState(change, paft::v1::JOB_STATE_MERGING, "BranchesSucceeded",
+                "both branches succeeded; merging");
+  }
+  if (absl::Status s = CommitLocked(record, std::move(change)); !s.ok()) {
+    PAFT_LOG(ERROR) << "cannot persist branch success of job " << task.job_id << ": " << s;
+  }
+  ScheduleLocked();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control loop and merges
+
+void JobManager::Tick() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const absl::Time now = clock_->Now();
+  for (const std::string& worker_id : registry_->ExpireLeases(now)) {
+    PAFT_LOG(WARNING) << "worker " << worker_id << " lost: no heartbeat within the lease";
+    std::vector<std::string> lost;
+    for (const auto& [id, task] : tasks_) {
+      if (task.slot.worker_id == worker_id) lost.push_back(id);
+    }
+    for (const std::string& id : lost) {
+      auto it = tasks_.find(id);
+      if (it == tasks_.end()) continue;
+      HandleTaskEndLocked(it->second, false, false, "WorkerLost",
+                          absl::StrCat("worker ", worker_id, " missed its heartbeats"));
+    }
+  }
+  ScheduleLocked();
+  for (auto& [id, record] : jobs_) {
+    if (record.progress_dirty && now - record.last_flush >= options_.progress_flush_interval) {
+      Change change = BeginChange(record);
+      if (absl::Status s = CommitLocked(record, std::move(change)); !s.ok()) {
+        PAFT_LOG(ERROR) << "cannot persist progress of job " << id << ": " << s;
+      }
+    }
+  }
+  UpdateGaugesLocked();
+}
+
+void JobManager::UpdateGaugesLocked() {
+  if (metrics_ == nullptr) return;
+  std::map<JobState, int> counts;
+  for (const auto& [id, record] : jobs_) ++counts[record.job.state()];
+  for (int s = paft::v1::JOB_STATE_QUEUED; s <= paft::v1::JOB_STATE_CANCELLED; ++s) {
+    metrics_->jobs.Add({{"state", JobState_Name(static_cast<JobState>(s))}})
+        .Set(counts[static_cast<JobState>(s)]);
+  }
+  std::map<std::string, std::array<int, 3>> pools;  // workers, free, busy
+  for (const auto& w : registry_->List("")) {
+    auto& p = pools[w.pool()];
+    p[0] += 1;
+    p[1] += w.devices() - w.busy_devices();
+    p[2] += w.busy_devices();
+  }
+  for (const auto& [pool, p] : pools) {
+    metrics_->workers.Add({{"pool", pool}}).Set(p[0]);
+    metrics_->pool_slots.Add({{"pool", pool}, {"state", "free"}}).Set(p[1]);
+    metrics_->pool_slots.Add({{"pool", pool}, {"state", "busy"}}).Set(p[2]);
+  }
+}
+
+std::vector<JobManager::PendingMerge> JobManager::PendingMerges() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<PendingMerge> out;
+  for (const auto& [id, record] : jobs_) {
+    const Job& job = record.job;
+    if (job.state() != paft::v1::JOB_STATE_MERGING) continue;
+    paft::v1::MergeRequest request;
+    request.set_merge_id(absl::StrCat(id, "-merge"));
+    request.set_base_model(job.spec().base_model());
+    auto* sft = request.add_inputs();
+    sft->set_path(job.sft().checkpoint_path());
+    *sft->mutable_params() = job.spec().merge().sft();
+    auto* align = request.add_inputs();
+    align->set_path(job.alignment().checkpoint_path());
+    *align->mutable_params() = job.spec().merge().alignment();
+    *request.mutable_spec() = job.spec().merge();
+    request.set_output_dir(JoinPath(job.spec().output_dir(), "merged"));
+    out.push_back(PendingMerge{id, std::move(request)});
+  }
+  return out;
+}
+
+void JobManager::OnMergeFinished(const std::string& job_id,
+                                 const paft::v1::MergeOperation& operation) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end() || it->second.job.state() != paft::v1::JOB_STATE_MERGING) return;
+  JobRecord& record = it->second;
+  Change change = BeginChange(record);
+  if (operation.state() == paft::v1::MERGE_STATE_SUCCEEDED) {
+    change.job.set_merged_model_path(operation.output_dir());
+    SetCondition(change.job, "Merged", true, "MergeSucceeded", operation.output_dir());
+    AddEvent(change, "Merge", paft::v1::BRANCH_KIND_UNSPECIFIED, "MergeSucceeded",
+             absl::StrCat("merged model at ", operation.output_dir()));
+    SetJobState(change, paft::v1::JOB_STATE_SUCCEEDED, "Merged",
+                absl::StrCat("merged model at ", operation.output_dir()));
+  } else {
+    SetCondition(change.job, "Merged", false, "MergeFailed", operation.error());
+    SetJobState(change, paft::v1::JOB_STATE_FAILED, "MergeFailed", operation.error());
+  }
+  if (absl::Status s = CommitLocked(record, std::move(change)); !s.ok()) {
+    PAFT_LOG(ERROR) << "cannot persist the merge result of job " << job_id << ": " << s;
+    return;
+  }
+  PAFT_LOG(INFO) << "job " << job_id << " " << JobState_Name(record.job.state()) << ": "
+                 << record.job.message();
+}
+
+}  // namespace paft::coordinator

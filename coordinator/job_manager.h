@@ -1,0 +1,155 @@
+// The coordinator's control logic: job admission, the job and branch state machines, gang
+// scheduling of branches onto pools, task exits and restarts, checkpoints and the merge trigger.
+//
+// Synchronous and free of gRPC: the services in coordinator/services.h are thin adapters. Every
+// state change is computed on a copy of the job, persisted (job + events in one transaction) and
+// only then made visible; side effects on workers (start/stop assignments) follow the commit.
+#ifndef PAFT_COORDINATOR_JOB_MANAGER_H_
+#define PAFT_COORDINATOR_JOB_MANAGER_H_
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "coordinator/job_store.h"
+#include "coordinator/metrics.h"
+#include "coordinator/worker_registry.h"
+#include "paft/v1/job.pb.h"
+#include "paft/v1/merger.pb.h"
+#include "paft/v1/worker.pb.h"
+
+namespace paft::coordinator {
+
+struct JobManagerOptions {
+  absl::Duration heartbeat_interval = absl::Seconds(2);
+  // Check that base model and datasets exist at admission (off only in unit tests).
+  bool check_inputs = true;
+  // Rendezvous ports handed to rank 0 of each gang: base + (counter % range).
+  int rendezvous_port_base = 29500;
+  int rendezvous_port_range = 1000;
+  absl::Duration stop_grace_period = absl::Seconds(30);
+  // How often progress (not a transition) is flushed to the store.
+  absl::Duration progress_flush_interval = absl::Seconds(5);
+};
+
+class JobManager {
+ public:
+  JobManager(JobManagerOptions options, JobStore* store, WorkerRegistry* registry, Clock* clock,
+             CoordinatorMetrics* metrics);
+
+  // Loads jobs from the store. Branches that were running when the coordinator stopped are
+  // restarted from their newest checkpoint (their old ranks are stopped when agents re-register).
+  absl::Status Recover();
+
+  // --- JobService
+  absl::StatusOr<paft::v1::Job> SubmitJob(const paft::v1::SubmitJobRequest& request);
+  absl::StatusOr<paft::v1::Job> GetJob(const std::string& job_id);
+  absl::StatusOr<paft::v1::ListJobsResponse> ListJobs(const paft::v1::ListJobsRequest& request);
+  absl::StatusOr<paft::v1::Job> CancelJob(const paft::v1::CancelJobRequest& request);
+  absl::StatusOr<paft::v1::ListCheckpointsResponse> ListCheckpoints(const std::string& job_id);
+  // Events with seq > after_seq (at most `limit`); NotFound for an unknown job.
+  absl::StatusOr<std::vector<paft::v1::JobEvent>> EventsAfter(const std::string& job_id,
+                                                              int64_t after_seq, int limit);
+  // Blocks until the job has an event with seq > after_seq, or `timeout`.
+  void WaitForEvent(const std::string& job_id, int64_t after_seq, absl::Duration timeout);
+  // True when the job is terminal and `seq` is its last event.
+  bool WatchComplete(const std::string& job_id, int64_t seq);
+
+  // --- WorkerService
+  absl::StatusOr<paft::v1::RegisterWorkerResponse> RegisterWorker(
+      const paft::v1::RegisterWorkerRequest& request);
+  absl::StatusOr<paft::v1::HeartbeatResponse> Heartbeat(const paft::v1::HeartbeatRequest& request);
+  absl::Status ReportProgress(const paft::v1::ReportProgressRequest& request);
+  absl::Status ReportCheckpoint(const paft::v1::ReportCheckpointRequest& request);
+  absl::Status ReportExit(const paft::v1::ReportExitRequest& request);
+
+  // --- Control loop (called periodically): lease expiry, scheduling, progress flush, gauges.
+  void Tick();
+
+  // --- Merges: requests for jobs waiting in MERGING, and their outcome.
+  struct PendingMerge {
+    std::string job_id;
+    paft::v1::MergeRequest request;
+  };
+  std::vector<PendingMerge> PendingMerges();
+  void OnMergeFinished(const std::string& job_id, const paft::v1::MergeOperation& operation);
+
+ private:
+  struct TaskRecord {
+    std::string task_id;
+    std::string job_id;
+    paft::v1::BranchKind branch = paft::v1::BRANCH_KIND_UNSPECIFIED;
+    int attempt = 0;
+    int rank = 0;
+    Slot slot;
+    bool stopping = false;   // a STOP was sent
+    bool succeeded = false;  // exited 0
+  };
+  struct JobRecord {
+    paft::v1::Job job;
+    int64_t last_seq = 0;
+    bool progress_dirty = false;
+    absl::Time last_flush;
+  };
+  // Pending change: a copy of the job plus the events it adds.
+  struct Change {
+    paft::v1::Job job;
+    std::vector<paft::v1::JobEvent> events;
+    int64_t base_seq = 0;
+  };
+
+  Change BeginChange(const JobRecord& record) const;
+  void AddEvent(Change& change, const std::string& type, paft::v1::BranchKind branch,
+                const std::string& reason, const std::string& message);
+  void SetJobState(Change& change, paft::v1::JobState state, const std::string& reason,
+                   const std::string& message);
+  void SetBranchState(Change& change, paft::v1::BranchKind kind, paft::v1::BranchState state,
+                      const std::string& reason, const std::string& message);
+  void SetCondition(paft::v1::Job& job, const std::string& type, bool value,
+                    const std::string& reason, const std::string& message);
+  // Persists and publishes the change. On failure nothing changes (memory or store).
+  absl::Status CommitLocked(JobRecord& record, Change change);
+
+  absl::StatusOr<JobRecord*> FindLocked(const std::string& job_id);
+  absl::StatusOr<TaskRecord*> FindTaskLocked(const std::string& task_id);
+  void ScheduleLocked();
+  bool StartBranchLocked(JobRecord& record, paft::v1::BranchKind kind);
+  // A rank of the branch's current attempt ended unsuccessfully: stop its peers, then restart
+  // the branch or fail it (and the job).
+  void FailAttemptLocked(JobRecord& record, paft::v1::BranchKind kind, bool permanent,
+                         const std::string& reason, const std::string& message);
+  void StopTasksLocked(const std::string& job_id, paft::v1::BranchKind kind,
+                       const std::string& reason);
+  void HandleTaskEndLocked(TaskRecord& task, bool success, bool permanent,
+                           const std::string& reason, const std::string& message);
+  int QueuePositionLocked(const std::string& job_id) const;
+  std::vector<JobRecord*> QueueOrderLocked();
+  paft::v1::Job Decorate(const JobRecord& record) const;
+  void UpdateGaugesLocked();
+
+  const JobManagerOptions options_;
+  JobStore* const store_;
+  WorkerRegistry* const registry_;
+  Clock* const clock_;
+  CoordinatorMetrics* const metrics_;
+
+  std::mutex mu_;
+  std::condition_variable events_cv_;
+  std::map<std::string, JobRecord> jobs_;    // GUARDED_BY(mu_)
+  std::map<std::string, TaskRecord> tasks_;  // GUARDED_BY(mu_), active tasks only
+  uint64_t port_counter_ = 0;                // GUARDED_BY(mu_)
+};
+
+bool IsTerminal(paft::v1::JobState state);
+const char* BranchName(paft::v1::BranchKind kind);  // "sft", "alignment"
+std::string TaskId(const std::string& job_id, paft::v1::BranchKind kind, int attempt, int rank);
+
+}  // namespace paft::coordinator
+
+#endif  // PAFT_COORDINATOR_JOB_MANAGER_H_

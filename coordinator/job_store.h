@@ -1,0 +1,57 @@
+// Durable coordinator state in SQLite (WAL mode): jobs (the Job proto as a blob plus indexed
+// columns), their events, and the checkpoint registry. Every mutation is one transaction.
+#ifndef PAFT_COORDINATOR_JOB_STORE_H_
+#define PAFT_COORDINATOR_JOB_STORE_H_
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "paft/v1/job.pb.h"
+
+namespace paft::coordinator {
+
+class JobStore {
+ public:
+  // Opens (creating if needed) the database at `path`.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
+  ~JobStore();
+
+  // Inserts a new job and its first events. AlreadyExists if the job id or request id is taken.
+  absl::Status InsertJob(const paft::v1::Job& job, const std::vector<paft::v1::JobEvent>& events);
+  // Replaces a job's stored state and appends events, atomically.
+  absl::Status UpdateJob(const paft::v1::Job& job, const std::vector<paft::v1::JobEvent>& events);
+
+  absl::StatusOr<paft::v1::Job> GetJob(const std::string& job_id);
+  // NotFound when no job has this request id.
+  absl::StatusOr<paft::v1::Job> GetJobByRequestId(const std::string& request_id);
+  // All jobs, oldest first (used to rebuild memory at start-up).
+  absl::StatusOr<std::vector<paft::v1::Job>> LoadAllJobs();
+  // Highest event seq of a job, 0 if none.
+  absl::StatusOr<int64_t> LastEventSeq(const std::string& job_id);
+  // Events of a job with seq > after_seq, ascending, at most `limit`.
+  absl::StatusOr<std::vector<paft::v1::JobEvent>> EventsAfter(const std::string& job_id,
+                                                               int64_t after_seq, int limit);
+
+  absl::Status InsertCheckpoint(const paft::v1::CheckpointInfo& checkpoint);
+  absl::StatusOr<std::vector<paft::v1::CheckpointInfo>> ListCheckpoints(const std::string& job_id);
+
+ private:
+  explicit JobStore(sqlite3* db) : db_(db) {}
+  absl::Status Exec(const char* sql);
+  absl::Status WriteJobLocked(const paft::v1::Job& job, bool insert,
+                              const std::vector<paft::v1::JobEvent>& events);
+
+  std::mutex mu_;
+  sqlite3* db_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace paft::coordinator
+
+#endif  // PAFT_COORDINATOR_JOB_STORE_H_

@@ -1,0 +1,98 @@
+// paft-coordinator: the control plane. Composition root: store, registry, manager, services,
+// metrics, control loop; SIGTERM drains.
+#include <atomic>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "common/clock.h"
+#include "common/grpc_server.h"
+#include "common/logging.h"
+#include "common/metrics.h"
+#include "common/process_util.h"
+#include "coordinator/job_manager.h"
+#include "coordinator/job_store.h"
+#include "coordinator/merge_driver.h"
+#include "coordinator/services.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address (port 0: any free port)");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9091", "Prometheus /metrics listen address");
+ABSL_FLAG(std::string, state_db, "paft-coordinator.db", "SQLite state database (WAL mode)");
+ABSL_FLAG(std::string, merger, "localhost:50053", "Address of the merger service");
+ABSL_FLAG(absl::Duration, lease_ttl, absl::Seconds(10), "Worker lease; lost after this silence");
+ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(2), "Heartbeat period for agents");
+ABSL_FLAG(absl::Duration, tick_interval, absl::Milliseconds(250), "Control-loop period");
+ABSL_FLAG(int, rendezvous_port_base, 29500, "First c10d rendezvous port handed to rank 0");
+ABSL_FLAG(std::string, port_file, "", "If set, write the bound ports here as JSON");
+
+int main(int argc, char** argv) {
+  paft::BlockTerminationSignals();
+  absl::SetProgramUsageMessage("paft-coordinator: schedules PAFT jobs onto worker pools");
+  absl::ParseCommandLine(argc, argv);
+  paft::SetLogTag("coordinator");
+
+  auto store = paft::coordinator::JobStore::Open(absl::GetFlag(FLAGS_state_db));
+  if (!store.ok()) {
+    PAFT_LOG(ERROR) << store.status();
+    return 1;
+  }
+  auto registry_prom = std::make_shared<prometheus::Registry>();
+  paft::coordinator::CoordinatorMetrics metrics(*registry_prom);
+  paft::RealClock clock;
+  paft::coordinator::WorkerRegistry registry(absl::GetFlag(FLAGS_lease_ttl));
+  paft::coordinator::JobManagerOptions options;
+  options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+  options.rendezvous_port_base = absl::GetFlag(FLAGS_rendezvous_port_base);
+  paft::coordinator::JobManager manager(options, store->get(), &registry, &clock, &metrics);
+  if (absl::Status s = manager.Recover(); !s.ok()) {
+    PAFT_LOG(ERROR) << "recovering state: " << s;
+    return 1;
+  }
+  paft::coordinator::GrpcMergerClient merger_client(absl::GetFlag(FLAGS_merger));
+  paft::coordinator::MergeDriver merge_driver(&manager, &merger_client);
+
+  std::atomic<bool> shutting_down{false};
+  paft::coordinator::JobServiceImpl job_service(&manager, &registry, &metrics, &shutting_down);
+  paft::coordinator::WorkerServiceImpl worker_service(&manager, &registry, &metrics,
+                                                      &shutting_down);
+  auto server = paft::StartGrpcServer(absl::GetFlag(FLAGS_listen), {&job_service, &worker_service});
+  if (!server.ok()) {
+    PAFT_LOG(ERROR) << server.status();
+    return 1;
+  }
+  auto metrics_server =
+      paft::MetricsServer::Start(absl::GetFlag(FLAGS_metrics_listen), "coordinator", registry_prom);
+  if (!metrics_server.ok()) {
+    PAFT_LOG(ERROR) << metrics_server.status();
+    return 1;
+  }
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    absl::Status s = paft::WritePortFile(absl::GetFlag(FLAGS_port_file),
+                                         {{"grpc", server->port},
+                                          {"metrics", (*metrics_server)->port()}});
+    if (!s.ok()) {
+      PAFT_LOG(ERROR) << s;
+      return 1;
+    }
+  }
+  PAFT_LOG(INFO) << "serving gRPC on port " << server->port << ", metrics on port "
+                 << (*metrics_server)->port() << ", state in " << absl::GetFlag(FLAGS_state_db);
+
+  std::thread control_loop([&] {
+    const absl::Duration tick = absl::GetFlag(FLAGS_tick_interval);
+    while (!shutting_down.load()) {
+      manager.Tick();
+      merge_driver.Poll();
+      absl::SleepFor(tick);
+    }
+  });
+
+  int signal_number = paft::WaitForTerminationSignal();
+  PAFT_LOG(INFO) << "signal " << signal_number << ": draining";
+  shutting_down.store(true);
+  server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  control_loop.join();
+  PAFT_LOG(INFO) << "stopped";
+  return 0;
+}

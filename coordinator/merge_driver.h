@@ -1,0 +1,45 @@
+// Drives the merges of jobs in MERGING: asks the merger (idempotently, by merge id) and records
+// the outcome in the job. Retries while the merger is unavailable.
+#ifndef PAFT_COORDINATOR_MERGE_DRIVER_H_
+#define PAFT_COORDINATOR_MERGE_DRIVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "coordinator/job_manager.h"
+#include "paft/v1/merger.grpc.pb.h"
+
+namespace paft::coordinator {
+
+// The seam to the merger service (a fake in tests).
+class MergerClient {
+ public:
+  virtual ~MergerClient() = default;
+  // Starts the merge or returns the existing operation with the same merge_id.
+  virtual absl::StatusOr<paft::v1::MergeOperation> Merge(const paft::v1::MergeRequest& request) = 0;
+};
+
+class GrpcMergerClient : public MergerClient {
+ public:
+  explicit GrpcMergerClient(const std::string& address);
+  absl::StatusOr<paft::v1::MergeOperation> Merge(const paft::v1::MergeRequest& request) override;
+
+ private:
+  std::unique_ptr<paft::v1::MergerService::Stub> stub_;
+};
+
+class MergeDriver {
+ public:
+  MergeDriver(JobManager* manager, MergerClient* client) : manager_(manager), client_(client) {}
+  // One pass over the jobs waiting in MERGING.
+  void Poll();
+
+ private:
+  JobManager* manager_;
+  MergerClient* client_;
+};
+
+}  // namespace paft::coordinator
+
+#endif  // PAFT_COORDINATOR_MERGE_DRIVER_H_

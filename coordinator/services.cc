@@ -1,0 +1,149 @@
+#include "coordinator/services.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+
+namespace paft::coordinator {
+namespace {
+
+constexpr int kEventsPerRead = 256;
+constexpr absl::Duration kStreamPoll = absl::Seconds(1);
+
+template <typename T>
+absl::Status Assign(absl::StatusOr<T> result, T* out) {
+  if (!result.ok()) return result.status();
+  *out = std::move(result).value();
+  return absl::OkStatus();
+}
+
+grpc::Status CountAndConvert(CoordinatorMetrics* metrics, const char* method,
+                             const absl::Status& status) {
+  if (metrics != nullptr) {
+    metrics->rpcs.Add({{"method", method}, {"code", absl::StatusCodeToString(status.code())}})
+        .Increment();
+  }
+  return ToGrpcStatus(status);
+}
+
+}  // namespace
+
+// --- JobService
+
+grpc::Status JobServiceImpl::Done(const char* method, const absl::Status& status) {
+  return CountAndConvert(metrics_, method, status);
+}
+
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*,
+                                       const paft::v1::SubmitJobRequest* request,
+                                       paft::v1::Job* response) {
+  return Done("SubmitJob", Assign(manager_->SubmitJob(*request), response));
+}
+
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*, const paft::v1::GetJobRequest* request,
+                                    paft::v1::Job* response) {
+  return Done("GetJob", Assign(manager_->GetJob(request->job_id()), response));
+}
+
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*,
+                                      const paft::v1::ListJobsRequest* request,
+                                      paft::v1::ListJobsResponse* response) {
+  return Done("ListJobs", Assign(manager_->ListJobs(*request), response));
+}
+
+grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
+                                      const paft::v1::WatchJobRequest* request,
+                                      grpc::ServerWriter<paft::v1::JobEvent>* writer) {
+  int64_t after = request->after_seq();
+  while (!context->IsCancelled()) {
+    if (shutting_down_->load()) {
+      return Done("WatchJob", absl::UnavailableError("coordinator shutting down; resume the watch "
+                                                     "from the last seq received"));
+    }
+    auto events = manager_->EventsAfter(request->job_id(), after, kEventsPerRead);
+    if (!events.ok()) return Done("WatchJob", events.status());
+    for (const auto& event : *events) {
+      if (!writer->Write(event)) return Done("WatchJob", absl::CancelledError("client went away"));
+      after = event.seq();
+    }
+    if (events->size() < kEventsPerRead) {
+      if (manager_->WatchComplete(request->job_id(), after)) break;
+      manager_->WaitForEvent(request->job_id(), after, kStreamPoll);
+    }
+  }
+  return Done("WatchJob", absl::OkStatus());
+}
+
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*,
+                                       const paft::v1::CancelJobRequest* request,
+                                       paft::v1::Job* response) {
+  return Done("CancelJob", Assign(manager_->CancelJob(*request), response));
+}
+
+grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext*,
+                                         const paft::v1::ListWorkersRequest* request,
+                                         paft::v1::ListWorkersResponse* response) {
+  for (auto& w : registry_->List(request->pool())) *response->add_workers() = std::move(w);
+  return Done("ListWorkers", absl::OkStatus());
+}
+
+grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext*,
+                                             const paft::v1::ListCheckpointsRequest* request,
+                                             paft::v1::ListCheckpointsResponse* response) {
+  return Done("ListCheckpoints", Assign(manager_->ListCheckpoints(request->job_id()), response));
+}
+
+// --- WorkerService
+
+grpc::Status WorkerServiceImpl::Done(const char* method, const absl::Status& status) {
+  return CountAndConvert(metrics_, method, status);
+}
+
+grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext*,
+                                               const paft::v1::RegisterWorkerRequest* request,
+                                               paft::v1::RegisterWorkerResponse* response) {
+  return Done("RegisterWorker", Assign(manager_->RegisterWorker(*request), response));
+}
+
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*,
+                                          const paft::v1::HeartbeatRequest* request,
+                                          paft::v1::HeartbeatResponse* response) {
+  return Done("Heartbeat", Assign(manager_->Heartbeat(*request), response));
+}
+
+grpc::Status WorkerServiceImpl::StreamAssignments(
+    grpc::ServerContext* context, const paft::v1::StreamAssignmentsRequest* request,
+    grpc::ServerWriter<paft::v1::Assignment>* writer) {
+  while (!context->IsCancelled() && !shutting_down_->load()) {
+    auto assignments = registry_->TakeAssignments(request->worker_id(), kStreamPoll);
+    if (!assignments.ok()) return Done("StreamAssignments", assignments.status());
+    for (size_t i = 0; i < assignments->size(); ++i) {
+      if (!writer->Write((*assignments)[i])) {
+        registry_->Requeue(request->worker_id(),
+                           std::vector<paft::v1::Assignment>(assignments->begin() + i,
+                                                             assignments->end()));
+        return Done("StreamAssignments", absl::CancelledError("agent went away"));
+      }
+    }
+  }
+  return Done("StreamAssignments", absl::UnavailableError("stream closed; reconnect"));
+}
+
+grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext*,
+                                               const paft::v1::ReportProgressRequest* request,
+                                               paft::v1::Ack*) {
+  return Done("ReportProgress", manager_->ReportProgress(*request));
+}
+
+grpc::Status WorkerServiceImpl::ReportCheckpoint(grpc::ServerContext*,
+                                                 const paft::v1::ReportCheckpointRequest* request,
+                                                 paft::v1::Ack*) {
+  return Done("ReportCheckpoint", manager_->ReportCheckpoint(*request));
+}
+
+grpc::Status WorkerServiceImpl::ReportExit(grpc::ServerContext*,
+                                           const paft::v1::ReportExitRequest* request,
+                                           paft::v1::Ack*) {
+  return Done("ReportExit", manager_->ReportExit(*request));
+}
+
+}  // namespace paft::coordinator

@@ -1,0 +1,77 @@
+// Thin gRPC adapters over JobManager: convert status, count RPCs, run the two streams.
+#ifndef PAFT_COORDINATOR_SERVICES_H_
+#define PAFT_COORDINATOR_SERVICES_H_
+
+#include <atomic>
+
+#include "coordinator/job_manager.h"
+#include "coordinator/metrics.h"
+#include "paft/v1/job.grpc.pb.h"
+#include "paft/v1/worker.grpc.pb.h"
+
+namespace paft::coordinator {
+
+class JobServiceImpl final : public paft::v1::JobService::Service {
+ public:
+  JobServiceImpl(JobManager* manager, WorkerRegistry* registry, CoordinatorMetrics* metrics,
+                 const std::atomic<bool>* shutting_down)
+      : manager_(manager), registry_(registry), metrics_(metrics), shutting_down_(shutting_down) {}
+
+  grpc::Status SubmitJob(grpc::ServerContext*, const paft::v1::SubmitJobRequest* request,
+                         paft::v1::Job* response) override;
+  grpc::Status GetJob(grpc::ServerContext*, const paft::v1::GetJobRequest* request,
+                      paft::v1::Job* response) override;
+  grpc::Status ListJobs(grpc::ServerContext*, const paft::v1::ListJobsRequest* request,
+                        paft::v1::ListJobsResponse* response) override;
+  grpc::Status WatchJob(grpc::ServerContext* context, const paft::v1::WatchJobRequest* request,
+                        grpc::ServerWriter<paft::v1::JobEvent>* writer) override;
+  grpc::Status CancelJob(grpc::ServerContext*, const paft::v1::CancelJobRequest* request,
+                         paft::v1::Job* response) override;
+  grpc::Status ListWorkers(grpc::ServerContext*, const paft::v1::ListWorkersRequest* request,
+                           paft::v1::ListWorkersResponse* response) override;
+  grpc::Status ListCheckpoints(grpc::ServerContext*,
+                               const paft::v1::ListCheckpointsRequest* request,
+                               paft::v1::ListCheckpointsResponse* response) override;
+
+ private:
+  grpc::Status Done(const char* method, const absl::Status& status);
+
+  JobManager* manager_;
+  WorkerRegistry* registry_;
+  CoordinatorMetrics* metrics_;
+  const std::atomic<bool>* shutting_down_;
+};
+
+class WorkerServiceImpl final : public paft::v1::WorkerService::Service {
+ public:
+  WorkerServiceImpl(JobManager* manager, WorkerRegistry* registry, CoordinatorMetrics* metrics,
+                    const std::atomic<bool>* shutting_down)
+      : manager_(manager), registry_(registry), metrics_(metrics), shutting_down_(shutting_down) {}
+
+  grpc::Status RegisterWorker(grpc::ServerContext*, const paft::v1::RegisterWorkerRequest* request,
+                              paft::v1::RegisterWorkerResponse* response) override;
+  grpc::Status Heartbeat(grpc::ServerContext*, const paft::v1::HeartbeatRequest* request,
+                         paft::v1::HeartbeatResponse* response) override;
+  grpc::Status StreamAssignments(grpc::ServerContext* context,
+                                 const paft::v1::StreamAssignmentsRequest* request,
+                                 grpc::ServerWriter<paft::v1::Assignment>* writer) override;
+  grpc::Status ReportProgress(grpc::ServerContext*, const paft::v1::ReportProgressRequest* request,
+                              paft::v1::Ack*) override;
+  grpc::Status ReportCheckpoint(grpc::ServerContext*,
+                                const paft::v1::ReportCheckpointRequest* request,
+                                paft::v1::Ack*) override;
+  grpc::Status ReportExit(grpc::ServerContext*, const paft::v1::ReportExitRequest* request,
+                          paft::v1::Ack*) override;
+
+ private:
+  grpc::Status Done(const char* method, const absl::Status& status);
+
+  JobManager* manager_;
+  WorkerRegistry* registry_;
+  CoordinatorMetrics* metrics_;
+  const std::atomic<bool>* shutting_down_;
+};
+
+}  // namespace paft::coordinator
+
+#endif  // PAFT_COORDINATOR_SERVICES_H_

@@ -359,6 +359,19 @@ absl::Status CheckJobInputs(const JobSpec& spec) {
   return absl::OkStatus();
 }
 
+void ResolveRelativePaths(JobSpec* spec, const std::string& base_dir) {
+  auto resolve = [&](std::string* path) {
+    if (!path->empty() && (*path)[0] != '/') *path = JoinPath(base_dir, *path);
+  };
+  resolve(spec->mutable_base_model());
+  resolve(spec->mutable_output_dir());
+  for (BranchSpec* b : {spec->mutable_sft(), spec->mutable_alignment()}) {
+    if (!b->has_dataset()) continue;
+    resolve(b->mutable_dataset()->mutable_path());
+    resolve(b->mutable_dataset()->mutable_eval_path());
+  }
+}
+
 std::string JobSpecToJson(const JobSpec& spec) {
   std::string out;
   google::protobuf::util::JsonPrintOptions options;

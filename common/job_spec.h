@@ -35,6 +35,10 @@ absl::Status ValidateJobSpec(const paft::v1::JobSpec& spec);
 // FailedPrecondition naming the field and the path.
 absl::Status CheckJobInputs(const paft::v1::JobSpec& spec);
 
+// Makes relative paths (base model, output, datasets) absolute against `base_dir` (the folder of
+// the spec file), since every component resolves them from a different working directory.
+void ResolveRelativePaths(paft::v1::JobSpec* spec, const std::string& base_dir);
+
 std::string JobSpecToJson(const paft::v1::JobSpec& spec);
 
 }  // namespace paft

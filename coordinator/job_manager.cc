@@ -83,7 +83,12 @@ JobManager::JobManager(JobManagerOptions options, JobStore* store, WorkerRegistr
       store_(store),
       registry_(registry),
       clock_(clock),
-      metrics_(metrics) {}
+      metrics_(metrics) {
+  if (metrics_ == nullptr) return;
+  for (int s = paft::v1::JOB_STATE_QUEUED; s <= paft::v1::JOB_STATE_CANCELLED; ++s) {
+    metrics_->jobs.Add({{"state", JobState_Name(static_cast<JobState>(s))}});  // export zeros
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Changes: copy, mutate, persist, publish.
@@ -167,12 +172,21 @@ void JobManager::SetBranchState(Change& change, BranchKind kind, BranchState sta
 absl::Status JobManager::CommitLocked(JobRecord& record, Change change) {
   *change.job.mutable_update_time() = ToProtoTime(clock_->Now());
   PAFT_RETURN_IF_ERROR(store_->UpdateJob(change.job, change.events));
+  CountJobState(record.job.state(), change.job.state());
   record.job = std::move(change.job);
   record.last_seq += static_cast<int64_t>(change.events.size());
   record.progress_dirty = false;
   record.last_flush = clock_->Now();
   if (!change.events.empty()) events_cv_.notify_all();
   return absl::OkStatus();
+}
+
+void JobManager::CountJobState(JobState from, JobState to) {
+  if (metrics_ == nullptr || from == to) return;
+  if (from != paft::v1::JOB_STATE_UNSPECIFIED) {
+    metrics_->jobs.Add({{"state", JobState_Name(from)}}).Decrement();
+  }
+  metrics_->jobs.Add({{"state", JobState_Name(to)}}).Increment();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,6 +200,7 @@ absl::Status JobManager::Recover() {
     PAFT_ASSIGN_OR_RETURN(record.last_seq, store_->LastEventSeq(job.job_id()));
     record.job = std::move(job);
     record.last_flush = clock_->Now();
+    CountJobState(paft::v1::JOB_STATE_UNSPECIFIED, record.job.state());
     if (IsTerminal(record.job.state())) continue;
     Change change = BeginChange(record);
     for (BranchKind kind : kBranches) {
@@ -250,6 +265,7 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   record.last_flush = clock_->Now();
   PAFT_RETURN_IF_ERROR(store_->InsertJob(record.job, change.events));
   const std::string job_id = job.job_id();
+  CountJobState(paft::v1::JOB_STATE_UNSPECIFIED, record.job.state());
   jobs_[job_id] = std::move(record);
   if (metrics_) metrics_->jobs_submitted.Increment();
   PAFT_LOG(INFO) << "job " << job_id << " submitted (request " << request.request_id() << ")";
@@ -426,7 +442,7 @@ void JobManager::ScheduleLocked() {
 }
 
 bool JobManager::StartBranchLocked(JobRecord& record, BranchKind kind) {
-  const BranchSpec& spec = Spec(record.job, kind);
+  const BranchSpec spec = Spec(record.job, kind);  // a copy: the commit replaces record.job
   auto slots = registry_->Allocate(spec.pool(), spec.world_size());
   if (!slots) return false;
 
@@ -776,12 +792,6 @@ void JobManager::Tick() {
 
 void JobManager::UpdateGaugesLocked() {
   if (metrics_ == nullptr) return;
-  std::map<JobState, int> counts;
-  for (const auto& [id, record] : jobs_) ++counts[record.job.state()];
-  for (int s = paft::v1::JOB_STATE_QUEUED; s <= paft::v1::JOB_STATE_CANCELLED; ++s) {
-    metrics_->jobs.Add({{"state", JobState_Name(static_cast<JobState>(s))}})
-        .Set(counts[static_cast<JobState>(s)]);
-  }
   std::map<std::string, std::array<int, 3>> pools;  // workers, free, busy
   for (const auto& w : registry_->List("")) {
     auto& p = pools[w.pool()];

@@ -131,7 +131,9 @@ class JobManager {
   int QueuePositionLocked(const std::string& job_id) const;
   std::vector<JobRecord*> QueueOrderLocked();
   paft::v1::Job Decorate(const JobRecord& record) const;
-  void UpdateGaugesLocked();
+  void UpdateGaugesLocked();  // pool and worker gauges
+  // Moves one job between the paft_jobs{state} gauges (from UNSPECIFIED: a new job).
+  void CountJobState(paft::v1::JobState from, paft::v1::JobState to);
 
   const JobManagerOptions options_;
   JobStore* const store_;

@@ -1,0 +1,219 @@
+#include "common/job_spec.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "common/file_util.h"
+#include "tests/testing/temp_dir.h"
+
+namespace paft {
+namespace {
+
+using ::testing::HasSubstr;
+using paft::v1::JobSpec;
+
+constexpr char kValidYaml[] = R"yaml(
+name: demo
+base_model: /models/base
+output_dir: /jobs/demo
+restart_budget: 2
+sft:
+  pool: sft
+  world_size: 2
+  dataset: {path: /data/sft.jsonl}
+  sft: {l1_lambda: 0.001}
+  lora: {r: 16, alpha: 32, target_modules: [q_proj, v_proj]}
+  optimizer: {learning_rate: 1.0e-4}
+  batch: {per_device_batch_size: 4, gradient_accumulation_steps: 2, max_seq_len: 256}
+  max_steps: 100
+  checkpoint: {every_steps: 50, keep_last: 3}
+alignment:
+  pool: align
+  world_size: 1
+  dataset: {path: "/data/pref.jsonl"}
+  dpo: {beta: 0.2, loss_type: ipo}
+merge:
+  method: ties
+  sft: {weight: 0.7, density: 0.3}
+  alignment: {weight: 0.3, density: 0.5}
+  normalize: true
+)yaml";
+
+JobSpec Valid() {
+  auto spec = ParseJobSpec(kValidYaml);
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  ApplyJobSpecDefaults(&*spec);
+  return *spec;
+}
+
+TEST(JobSpecTest, ParsesYamlOntoTheProto) {
+  JobSpec spec = Valid();
+  EXPECT_EQ(spec.name(), "demo");
+  EXPECT_EQ(spec.sft().world_size(), 2);
+  EXPECT_DOUBLE_EQ(spec.sft().sft().l1_lambda(), 0.001);
+  EXPECT_EQ(spec.sft().lora().r(), 16);
+  EXPECT_EQ(spec.sft().lora().target_modules_size(), 2);
+  EXPECT_DOUBLE_EQ(spec.sft().optimizer().learning_rate(), 1e-4);
+  EXPECT_EQ(spec.alignment().dpo().loss_type(), "ipo");
+  EXPECT_DOUBLE_EQ(spec.merge().sft().density(), 0.3);
+  EXPECT_TRUE(spec.merge().normalize());
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+}
+
+TEST(JobSpecTest, JsonIsAcceptedToo) {
+  auto spec = ParseJobSpec(R"({"name": "j", "base_model": "/b", "sft": {"worldSize": 3}})");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->sft().world_size(), 3);
+}
+
+TEST(JobSpecTest, DefaultsAreApplied) {
+  JobSpec spec = Valid();
+  EXPECT_EQ(spec.alignment().lora().r(), 8);  // LoRA by default
+  EXPECT_DOUBLE_EQ(spec.alignment().lora().alpha(), 16);
+  EXPECT_EQ(spec.alignment().optimizer().name(), "adamw");
+  EXPECT_DOUBLE_EQ(spec.alignment().epochs(), 1.0);
+  EXPECT_EQ(spec.alignment().batch().max_seq_len(), 512);
+  EXPECT_DOUBLE_EQ(spec.alignment().dpo().beta(), 0.2);  // given values stay
+  JobSpec again = spec;
+  ApplyJobSpecDefaults(&again);
+  EXPECT_EQ(again.DebugString(), spec.DebugString());  // idempotent
+}
+
+TEST(JobSpecTest, UnknownFieldsAndBadYamlAreRejected) {
+  auto unknown = ParseJobSpec("name: x\nsft: {worldsize: 2}\n");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("worldsize"));
+  EXPECT_FALSE(ParseJobSpec("name: [unclosed").ok());
+  EXPECT_FALSE(ParseJobSpec("- just\n- a list\n").ok());
+  auto duplicate = ParseJobSpec("name: a\nname: b\n");
+  ASSERT_FALSE(duplicate.ok());
+  EXPECT_THAT(std::string(duplicate.status().message()), HasSubstr("name: given twice"));
+  auto wrong_type = ParseJobSpec("sft: {world_size: many}\n");
+  EXPECT_FALSE(wrong_type.ok());
+}
+
+TEST(JobSpecTest, QuotedScalarsStayStrings) {
+  auto spec = ParseJobSpec("name: \"123\"\nbase_model: '/m'\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name(), "123");
+}
+
+struct InvalidCase {
+  const char* field;
+  std::function<void(JobSpec&)> mutate;
+};
+
+class InvalidFieldTest : public ::testing::TestWithParam<InvalidCase> {};
+
+TEST_P(InvalidFieldTest, ErrorNamesTheField) {
+  JobSpec spec = Valid();
+  GetParam().mutate(spec);
+  absl::Status status = ValidateJobSpec(spec);
+  ASSERT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << GetParam().field;
+  EXPECT_THAT(std::string(status.message()), HasSubstr(std::string(GetParam().field) + ":"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fields, InvalidFieldTest,
+    ::testing::Values(
+        InvalidCase{"base_model", [](JobSpec& s) { s.clear_base_model(); }},
+        InvalidCase{"output_dir", [](JobSpec& s) { s.clear_output_dir(); }},
+        InvalidCase{"name", [](JobSpec& s) { s.set_name(std::string(300, 'x')); }},
+        InvalidCase{"sft.pool", [](JobSpec& s) { s.mutable_sft()->clear_pool(); }},
+        InvalidCase{"sft.world_size", [](JobSpec& s) { s.mutable_sft()->set_world_size(0); }},
+        InvalidCase{"alignment.world_size",
+                    [](JobSpec& s) { s.mutable_alignment()->set_world_size(5000); }},
+        InvalidCase{"sft.dataset.path",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_dataset()->clear_path(); }},
+        InvalidCase{"sft.dataset.format",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_dataset()->set_format("csv"); }},
+        InvalidCase{"sft.objective", [](JobSpec& s) { s.mutable_sft()->mutable_dpo(); }},
+        InvalidCase{"alignment.objective", [](JobSpec& s) { s.mutable_alignment()->mutable_sft(); }},
+        InvalidCase{"sft.sft.l1_lambda",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_sft()->set_l1_lambda(-1); }},
+        InvalidCase{"alignment.dpo.beta",
+                    [](JobSpec& s) { s.mutable_alignment()->mutable_dpo()->set_beta(-0.1); }},
+        InvalidCase{"alignment.dpo.loss_type",
+                    [](JobSpec& s) { s.mutable_alignment()->mutable_dpo()->set_loss_type("kto"); }},
+        InvalidCase{"alignment.dpo.label_smoothing",
+                    [](JobSpec& s) {
+                      s.mutable_alignment()->mutable_dpo()->set_label_smoothing(0.5);
+                    }},
+        InvalidCase{"sft.lora.r", [](JobSpec& s) { s.mutable_sft()->mutable_lora()->set_r(0); }},
+        InvalidCase{"sft.lora.alpha",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_lora()->set_alpha(-1); }},
+        InvalidCase{"sft.lora.dropout",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_lora()->set_dropout(1.0); }},
+        InvalidCase{"sft.lora.target_modules",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_lora()->add_target_modules("fc9"); }},
+        InvalidCase{"sft.optimizer.name",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_optimizer()->set_name("lion"); }},
+        InvalidCase{"sft.optimizer.learning_rate",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_optimizer()->set_learning_rate(-1); }},
+        InvalidCase{"sft.optimizer.beta2",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_optimizer()->set_beta2(1.0); }},
+        InvalidCase{"sft.optimizer.lr_schedule",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_optimizer()->set_lr_schedule("exp"); }},
+        InvalidCase{"sft.optimizer.warmup_steps",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_optimizer()->set_warmup_steps(-5); }},
+        InvalidCase{"sft.batch.per_device_batch_size",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_batch()->set_per_device_batch_size(-1); }},
+        InvalidCase{"sft.batch.max_seq_len",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_batch()->set_max_seq_len(4); }},
+        InvalidCase{"sft.max_steps", [](JobSpec& s) { s.mutable_sft()->set_max_steps(-1); }},
+        InvalidCase{"sft.epochs", [](JobSpec& s) { s.mutable_sft()->set_epochs(-2); }},
+        InvalidCase{"sft.checkpoint.every_steps",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_checkpoint()->set_every_steps(-1); }},
+        InvalidCase{"merge.method", [](JobSpec& s) { s.mutable_merge()->set_method("average"); }},
+        InvalidCase{"merge.sft.density",
+                    [](JobSpec& s) { s.mutable_merge()->mutable_sft()->set_density(1.5); }},
+        InvalidCase{"merge.alignment.weight",
+                    [](JobSpec& s) { s.mutable_merge()->mutable_alignment()->set_weight(1e9); }},
+        InvalidCase{"merge.lambda", [](JobSpec& s) { s.mutable_merge()->set_lambda(-1); }},
+        InvalidCase{"merge.dtype", [](JobSpec& s) { s.mutable_merge()->set_dtype("int8"); }},
+        InvalidCase{"restart_budget", [](JobSpec& s) { s.set_restart_budget(-1); }}),
+    [](const ::testing::TestParamInfo<InvalidCase>& info) {
+      std::string name;
+      for (char c : std::string(info.param.field)) name += std::isalnum(c) ? c : '_';
+      return name;
+    });
+
+TEST(JobSpecTest, AllErrorsAreReportedTogether) {
+  JobSpec spec = Valid();
+  spec.mutable_sft()->set_world_size(0);
+  spec.mutable_alignment()->clear_pool();
+  absl::Status status = ValidateJobSpec(spec);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("sft.world_size:"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("alignment.pool:"));
+}
+
+TEST(JobSpecTest, CheckJobInputsNamesWhatIsMissing) {
+  testing::TempDir dir;
+  JobSpec spec = Valid();
+  spec.set_base_model(dir.Join("no-model"));
+  absl::Status status = CheckJobInputs(spec);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("base_model:"));
+
+  ASSERT_TRUE(MakeDirs(dir.Join("model")).ok());
+  spec.set_base_model(dir.Join("model"));
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("model/config.json"), R"({"vocab_size": 8})").ok());
+  status = CheckJobInputs(spec);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("base_model: "));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("'hidden_size' is required"));
+}
+
+TEST(JobSpecTest, RelativePathsResolveAgainstTheSpecFolder) {
+  JobSpec spec = Valid();
+  spec.set_base_model("models/base");
+  spec.mutable_sft()->mutable_dataset()->set_path("data/sft.jsonl");
+  ResolveRelativePaths(&spec, "/srv/specs");
+  EXPECT_EQ(spec.base_model(), "/srv/specs/models/base");
+  EXPECT_EQ(spec.sft().dataset().path(), "/srv/specs/data/sft.jsonl");
+  EXPECT_EQ(spec.output_dir(), "/jobs/demo");  // absolute paths stay
+}
+
+}  // namespace
+}  // namespace paft

@@ -1,0 +1,63 @@
+#include <gtest/gtest.h>
+
+#include "common/grpc_status.h"
+#include "common/status.h"
+
+namespace paft {
+namespace {
+
+TEST(StatusTest, EveryCodeConvertsBothWays) {
+  for (int code = 0; code <= 16; ++code) {
+    absl::Status status(static_cast<absl::StatusCode>(code), code == 0 ? "" : "why");
+    grpc::Status g = ToGrpcStatus(status);
+    EXPECT_EQ(static_cast<int>(g.error_code()), code);
+    if (code != 0) EXPECT_EQ(g.error_message(), "why");
+    EXPECT_EQ(FromGrpcStatus(g), status);
+  }
+  // Specific pairs the callers rely on.
+  EXPECT_EQ(ToGrpcStatus(absl::NotFoundError("x")).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(ToGrpcStatus(absl::FailedPreconditionError("x")).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(ToGrpcStatus(absl::UnavailableError("x")).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST(StatusTest, OutOfRangeGrpcCodeBecomesUnknown) {
+  grpc::Status weird(static_cast<grpc::StatusCode>(99), "odd");
+  EXPECT_EQ(FromGrpcStatus(weird).code(), absl::StatusCode::kUnknown);
+  EXPECT_EQ(FromGrpcStatus(weird).message(), "odd");
+}
+
+absl::StatusOr<int> Half(int x) {
+  if (x % 2) return absl::InvalidArgumentError("odd");
+  return x / 2;
+}
+
+absl::StatusOr<int> Quarter(int x) {
+  PAFT_ASSIGN_OR_RETURN(int half, Half(x));
+  PAFT_ASSIGN_OR_RETURN(int quarter, Half(half));
+  return quarter;
+}
+
+absl::Status CheckEven(int x) {
+  PAFT_RETURN_IF_ERROR(Half(x).status());
+  return absl::OkStatus();
+}
+
+TEST(StatusTest, Macros) {
+  EXPECT_EQ(*Quarter(8), 2);
+  EXPECT_EQ(Quarter(6).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(CheckEven(4).ok());
+  EXPECT_FALSE(CheckEven(5).ok());
+}
+
+TEST(StatusTest, AnnotateKeepsCode) {
+  absl::Status s = Annotate(absl::NotFoundError("gone"), "reading f");
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s.message(), "reading f: gone");
+  EXPECT_TRUE(Annotate(absl::OkStatus(), "x").ok());
+  EXPECT_EQ(ErrnoToStatus(ENOENT, "open").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ErrnoToStatus(ENOSPC, "write").code(), absl::StatusCode::kResourceExhausted);
+}
+
+}  // namespace
+}  // namespace paft

@@ -1,0 +1,356 @@
+#include "coordinator/job_manager.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "common/job_spec.h"
+#include "tests/testing/temp_dir.h"
+
+namespace paft::coordinator {
+namespace {
+
+using ::testing::HasSubstr;
+using paft::v1::Job;
+
+constexpr char kSpec[] = R"yaml(
+name: t
+base_model: /m
+output_dir: /out
+restart_budget: 1
+sft: {pool: sft, world_size: 2, dataset: {path: /d/sft.jsonl}, max_steps: 10}
+alignment: {pool: align, world_size: 2, dataset: {path: /d/pref.jsonl}, max_steps: 10}
+)yaml";
+
+class JobManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+
+  void Open() {
+    manager_.reset();
+    store_.reset();
+    auto store = JobStore::Open(dir_.Join("state.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    registry_ = std::make_unique<WorkerRegistry>(absl::Seconds(10));
+    JobManagerOptions options;
+    options.check_inputs = false;
+    manager_ = std::make_unique<JobManager>(options, store_.get(), registry_.get(), &clock_,
+                                            nullptr);
+    ASSERT_TRUE(manager_->Recover().ok());
+  }
+
+  Job Submit(const std::string& request_id, int restart_budget = 1) {
+    paft::v1::SubmitJobRequest request;
+    request.set_request_id(request_id);
+    *request.mutable_spec() = *ParseJobSpec(kSpec);
+    request.mutable_spec()->set_restart_budget(restart_budget);
+    auto job = manager_->SubmitJob(request);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return *job;
+  }
+
+  std::string Register(const std::string& name, const std::string& pool, int devices) {
+    paft::v1::RegisterWorkerRequest request;
+    request.set_name(name);
+    request.set_pool(pool);
+    request.set_devices(devices);
+    request.set_address(name + ".local");
+    auto response = manager_->RegisterWorker(request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response->worker_id();
+  }
+
+  std::vector<paft::v1::Assignment> Take(const std::string& worker_id) {
+    auto a = registry_->TakeAssignments(worker_id, absl::ZeroDuration());
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() ? *a : std::vector<paft::v1::Assignment>{};
+  }
+
+  Job Get(const std::string& id) { return *manager_->GetJob(id); }
+
+  absl::Status Exit(const std::string& task_id, int code,
+                    paft::v1::ExitReason reason = paft::v1::EXIT_REASON_COMPLETED) {
+    paft::v1::ReportExitRequest request;
+    request.set_task_id(task_id);
+    request.set_exit_code(code);
+    request.set_reason(reason);
+    return manager_->ReportExit(request);
+  }
+
+  absl::Status Checkpoint(const std::string& task_id, int64_t step, bool final) {
+    paft::v1::ReportCheckpointRequest request;
+    request.set_task_id(task_id);
+    request.set_step(step);
+    request.set_path("/out/ckpt-" + task_id + "-" + std::to_string(step));
+    request.set_final(final);
+    return manager_->ReportCheckpoint(request);
+  }
+
+  // Runs a branch's started tasks to a successful end.
+  void Complete(const std::vector<paft::v1::Assignment>& starts) {
+    for (const auto& a : starts) {
+      if (a.start().rank() == 0) ASSERT_TRUE(Checkpoint(a.start().task_id(), 10, true).ok());
+    }
+    for (const auto& a : starts) ASSERT_TRUE(Exit(a.start().task_id(), 0).ok());
+  }
+
+  testing::TempDir dir_;
+  FakeClock clock_;
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<WorkerRegistry> registry_;
+  std::unique_ptr<JobManager> manager_;
+};
+
+TEST_F(JobManagerTest, JobFlowsToSucceeded) {
+  Job job = Submit("r1");
+  EXPECT_EQ(job.state(), paft::v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(job.queue_position(), 1);
+
+  // The SFT pool appears: the SFT branch runs while alignment still waits for devices.
+  std::string sft_worker = Register("s1", "sft", 2);
+  auto sft_starts = Take(sft_worker);
+  ASSERT_EQ(sft_starts.size(), 2u);
+  EXPECT_EQ(sft_starts[0].start().world_size(), 2);
+  EXPECT_EQ(sft_starts[0].start().master_addr(), "s1.local");
+  EXPECT_EQ(sft_starts[0].start().master_port(), sft_starts[1].start().master_port());
+  EXPECT_EQ(sft_starts[1].start().rank(), 1);
+  job = Get(job.job_id());
+  EXPECT_EQ(job.state(), paft::v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(job.sft().state(), paft::v1::BRANCH_STATE_SCHEDULED);
+  EXPECT_EQ(job.alignment().state(), paft::v1::BRANCH_STATE_PENDING);
+
+  // One align device is not a gang of two; two single-device agents are.
+  std::string a1 = Register("a1", "align", 1);
+  EXPECT_TRUE(Take(a1).empty());
+  std::string a2 = Register("a2", "align", 1);
+  auto align_starts = Take(a1);
+  auto more = Take(a2);
+  align_starts.insert(align_starts.end(), more.begin(), more.end());
+  ASSERT_EQ(align_starts.size(), 2u);
+  EXPECT_EQ(Get(job.job_id()).alignment().state(), paft::v1::BRANCH_STATE_SCHEDULED);
+
+  paft::v1::ReportProgressRequest progress;
+  progress.set_task_id(sft_starts[0].start().task_id());
+  progress.set_step(3);
+  progress.set_total_steps(10);
+  progress.set_loss(1.25);
+  ASSERT_TRUE(manager_->ReportProgress(progress).ok());
+  job = Get(job.job_id());
+  EXPECT_EQ(job.sft().state(), paft::v1::BRANCH_STATE_RUNNING);
+  EXPECT_EQ(job.sft().step(), 3);
+  EXPECT_DOUBLE_EQ(job.sft().loss(), 1.25);
+
+  // Checkpoints only from rank 0.
+  EXPECT_EQ(Checkpoint(sft_starts[1].start().task_id(), 5, false).code(),
+            absl::StatusCode::kInvalidArgument);
+  Complete(sft_starts);
+  job = Get(job.job_id());
+  EXPECT_EQ(job.sft().state(), paft::v1::BRANCH_STATE_SUCCEEDED);
+  EXPECT_EQ(job.state(), paft::v1::JOB_STATE_RUNNING);
+  EXPECT_TRUE(manager_->PendingMerges().empty());
+
+  Complete(align_starts);
+  job = Get(job.job_id());
+  EXPECT_EQ(job.state(), paft::v1::JOB_STATE_MERGING);
+  auto merges = manager_->PendingMerges();
+  ASSERT_EQ(merges.size(), 1u);
+  EXPECT_EQ(merges[0].job_id, job.job_id());
+  EXPECT_EQ(merges[0].request.base_model(), "/m");
+  ASSERT_EQ(merges[0].request.inputs_size(), 2);
+  EXPECT_EQ(merges[0].request.inputs(0).path(), job.sft().checkpoint_path());
+  EXPECT_EQ(merges[0].request.inputs(1).path(), job.alignment().checkpoint_path());
+  EXPECT_EQ(merges[0].request.output_dir(), "/out/merged");
+  EXPECT_EQ(merges[0].request.spec().method(), "ties");  // the default
+
+  paft::v1::MergeOperation done;
+  done.set_state(paft::v1::MERGE_STATE_SUCCEEDED);
+  done.set_output_dir("/out/merged");
+  manager_->OnMergeFinished(job.job_id(), done);
+  job = Get(job.job_id());
+  EXPECT_EQ(job.state(), paft::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.merged_model_path(), "/out/merged");
+  EXPECT_TRUE(job.has_end_time());
+
+  // Events are contiguous from 1 and end with the terminal state.
+  auto events = manager_->EventsAfter(job.job_id(), 0, 1000);
+  ASSERT_TRUE(events.ok());
+  for (size_t i = 0; i < events->size(); ++i) EXPECT_EQ((*events)[i].seq(), int64_t(i + 1));
+  EXPECT_EQ(events->back().job_state(), paft::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_TRUE(manager_->WatchComplete(job.job_id(), events->back().seq()));
+  // Slots are free again.
+  EXPECT_EQ(registry_->List("sft")[0].busy_devices(), 0);
+  auto checkpoints = manager_->ListCheckpoints(job.job_id());
+  ASSERT_TRUE(checkpoints.ok());
+  EXPECT_EQ(checkpoints->checkpoints_size(), 2);
+}
+
+TEST_F(JobManagerTest, SubmissionIsIdempotentAndValidated) {
+  Job a = Submit("same");
+  Job b = Submit("same");
+  EXPECT_EQ(a.job_id(), b.job_id());
+  paft::v1::SubmitJobRequest other;
+  other.set_request_id("same");
+  *other.mutable_spec() = *ParseJobSpec(kSpec);
+  other.mutable_spec()->set_name("different");
+  EXPECT_EQ(manager_->SubmitJob(other).status().code(), absl::StatusCode::kAlreadyExists);
+
+  paft::v1::SubmitJobRequest bad;
+  bad.set_request_id("bad");
+  *bad.mutable_spec() = *ParseJobSpec(kSpec);
+  bad.mutable_spec()->mutable_sft()->set_world_size(0);
+  auto rejected = manager_->SubmitJob(bad);
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(rejected.status().message()), HasSubstr("sft.world_size"));
+  paft::v1::SubmitJobRequest no_id;
+  *no_id.mutable_spec() = *ParseJobSpec(kSpec);
+  EXPECT_EQ(manager_->SubmitJob(no_id).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(manager_->ListJobs({})->jobs_size(), 1);  // nothing stored for the rejected ones
+  EXPECT_EQ(manager_->GetJob("job-nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobManagerTest, FailedRankRestartsOnlyItsBranchFromTheCheckpoint) {
+  Job job = Submit("r", /*restart_budget=*/1);
+  std::string s = Register("s1", "sft", 2);
+  std::string a = Register("a1", "align", 2);
+  auto sft = Take(s);
+  auto align = Take(a);
+  ASSERT_TRUE(Checkpoint(sft[0].start().task_id(), 4, false).ok());
+  ASSERT_TRUE(Exit(sft[1].start().task_id(), 3, paft::v1::EXIT_REASON_INFRASTRUCTURE).ok());
+  job = Get(job.job_id());
+  EXPECT_EQ(job.sft().state(), paft::v1::BRANCH_STATE_RESTARTING);
+  EXPECT_EQ(job.sft().reason(), "Infrastructure");
+  EXPECT_EQ(job.alignment().state(), paft::v1::BRANCH_STATE_SCHEDULED);  // untouched
+  EXPECT_EQ(job.restarts_used(), 1);
+  auto stops = Take(s);
+  ASSERT_EQ(stops.size(), 1u);
+  EXPECT_EQ(stops[0].stop().task_id(), sft[0].start().task_id());
+  EXPECT_TRUE(Take(a).empty());
+
+  // The stopped rank exits; its slot frees and the branch's second attempt resumes.
+  ASSERT_TRUE(Exit(sft[0].start().task_id(), 0, paft::v1::EXIT_REASON_STOPPED).ok());
+  auto restarted = Take(s);
+  ASSERT_EQ(restarted.size(), 2u);
+  EXPECT_EQ(restarted[0].start().attempt(), 2);
+  EXPECT_EQ(restarted[0].start().resume_from(), "/out/ckpt-" + sft[0].start().task_id() + "-4");
+  EXPECT_EQ(Get(job.job_id()).sft().state(), paft::v1::BRANCH_STATE_SCHEDULED);
+
+  // Budget spent: the next failure fails the branch and the job, and stops the other branch.
+  ASSERT_TRUE(Exit(restarted[0].start().task_id(), -1, paft::v1::EXIT_REASON_SIGNAL).ok());
+  job = Get(job.job_id());
+  EXPECT_EQ(job.state(), paft::v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.reason(), "SftBranchFailed");
+  EXPECT_THAT(job.message(), HasSubstr("restart budget of 1 used up"));
+  EXPECT_EQ(job.alignment().state(), paft::v1::BRANCH_STATE_CANCELLED);
+  EXPECT_EQ(Take(a).size(), 2u);  // stops for both alignment ranks
+}
+
+TEST_F(JobManagerTest, UserErrorFailsWithoutBurningRestarts) {
+  Job job = Submit("r", /*restart_budget=*/3);
+  std::string s = Register("s1", "sft", 2);
+  auto sft = Take(s);
+  paft::v1::ReportExitRequest exit;
+  exit.set_task_id(sft[0].start().task_id());
+  exit.set_exit_code(2);
+  exit.set_reason(paft::v1::EXIT_REASON_USER_ERROR);
+  exit.set_message("dataset line 3: missing 'completion'");
+  ASSERT_TRUE(manager_->ReportExit(exit).ok());
+  job = Get(job.job_id());
+  EXPECT_EQ(job.state(), paft::v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.restarts_used(), 0);
+  EXPECT_EQ(job.sft().reason(), "UserError");
+  EXPECT_THAT(job.message(), HasSubstr("missing 'completion'"));
+}
+
+TEST_F(JobManagerTest, LostWorkerRestartsTheBranch) {
+  Job job = Submit("r", 1);
+  std::string s = Register("s1", "sft", 2);
+  Take(s);
+  clock_.Advance(absl::Seconds(11));
+  std::string s2 = Register("s2", "sft", 2);  // a fresh agent, within its lease
+  manager_->Tick();
+  job = Get(job.job_id());
+  EXPECT_EQ(job.restarts_used(), 1);
+  EXPECT_EQ(job.sft().attempt(), 2);
+  EXPECT_EQ(Take(s2).size(), 2u);
+  EXPECT_EQ(registry_->Heartbeat(s, clock_.Now()).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobManagerTest, CancelStopsEverything) {
+  Job job = Submit("r");
+  std::string s = Register("s1", "sft", 2);
+  Take(s);
+  paft::v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.job_id());
+  cancel.set_reason("changed my mind");
+  auto cancelled = manager_->CancelJob(cancel);
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), paft::v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(cancelled->message(), "changed my mind");
+  EXPECT_EQ(cancelled->alignment().state(), paft::v1::BRANCH_STATE_CANCELLED);
+  EXPECT_EQ(Take(s).size(), 2u);
+  EXPECT_EQ(manager_->CancelJob(cancel).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(JobManagerTest, StateSurvivesARestart) {
+  Job job = Submit("r");
+  std::string s = Register("s1", "sft", 2);
+  auto sft = Take(s);
+  ASSERT_TRUE(Checkpoint(sft[0].start().task_id(), 5, false).ok());
+  const int64_t seq_before = manager_->EventsAfter(job.job_id(), 0, 1000)->back().seq();
+
+  Open();  // a new coordinator on the same database
+  Job after = Get(job.job_id());
+  EXPECT_EQ(after.request_id(), "r");
+  EXPECT_EQ(after.sft().checkpoint_step(), 5);
+  EXPECT_EQ(after.sft().state(), paft::v1::BRANCH_STATE_RESTARTING);
+  EXPECT_EQ(after.sft().reason(), "CoordinatorRestarted");
+  auto events = manager_->EventsAfter(job.job_id(), seq_before, 100);
+  ASSERT_TRUE(events.ok());
+  ASSERT_FALSE(events->empty());
+  EXPECT_EQ(events->front().seq(), seq_before + 1);
+  // Resubmission after the restart is still idempotent.
+  EXPECT_EQ(Submit("r").job_id(), job.job_id());
+  // The old ranks are unknown now: a re-registering agent is told to stop them.
+  paft::v1::RegisterWorkerRequest again;
+  again.set_name("s1");
+  again.set_pool("sft");
+  again.set_devices(2);
+  again.set_address("s1.local");
+  again.add_running_task_ids(sft[0].start().task_id());
+  auto response = manager_->RegisterWorker(again);
+  ASSERT_TRUE(response.ok());
+  ASSERT_EQ(response->stop_task_ids_size(), 1);
+  EXPECT_EQ(response->stop_task_ids(0), sft[0].start().task_id());
+}
+
+TEST_F(JobManagerTest, ListJobsFiltersAndPages) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    ids.push_back(Submit("r" + std::to_string(i)).job_id());
+    clock_.Advance(absl::Seconds(1));
+  }
+  paft::v1::CancelJobRequest cancel;
+  cancel.set_job_id(ids[0]);
+  ASSERT_TRUE(manager_->CancelJob(cancel).ok());
+  paft::v1::ListJobsRequest request;
+  request.set_page_size(2);
+  std::vector<std::string> seen;
+  do {
+    auto page = manager_->ListJobs(request);
+    ASSERT_TRUE(page.ok());
+    for (const auto& j : page->jobs()) seen.push_back(j.job_id());
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty());
+  EXPECT_EQ(seen, (std::vector<std::string>{ids[4], ids[3], ids[2], ids[1], ids[0]}));
+  paft::v1::ListJobsRequest queued;
+  queued.add_states(paft::v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(manager_->ListJobs(queued)->jobs_size(), 1);
+  request.set_page_token("garbage");
+  EXPECT_EQ(manager_->ListJobs(request).status().code(), absl::StatusCode::kInvalidArgument);
+  // Queue positions follow submission order.
+  EXPECT_EQ(Get(ids[1]).queue_position(), 1);
+  EXPECT_EQ(Get(ids[4]).queue_position(), 4);
+}
+
+}  // namespace
+}  // namespace paft::coordinator

@@ -1,0 +1,254 @@
+// Starts the real binaries as processes (merger, coordinator, one agent per pool) on free ports
+// and drives a job to SUCCEEDED through the real client, paftctl.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/dtype.h"
+#include "common/file_util.h"
+#include "common/grpc_server.h"
+#include "common/safetensors.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "paft/v1/job.grpc.pb.h"
+#include "tests/testing/process.h"
+#include "tests/testing/temp_dir.h"
+
+namespace paft {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::ChildProcess;
+
+std::vector<float> Floats(const SafetensorsModel& model, const std::string& name) {
+  auto found = model.Find(name);
+  EXPECT_TRUE(found.ok()) << found.status();
+  std::vector<float> out(found->second->numel());
+  auto data = found->first->Data(*found->second);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = LoadAsFloat(found->second->dtype, data.data(), i);
+  return out;
+}
+
+class EndToEndTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = dir_.path();
+    std::string output;
+    ASSERT_EQ(testing::RunCommand({PAFT_MAKE_TOY_MODEL, "--out=" + root_ + "/models/base",
+                                   "--vocab_size=64", "--hidden_size=32", "--intermediate_size=64",
+                                   "--layers=2", "--heads=4", "--kv_heads=2"},
+                                  &output),
+              0)
+        << output;
+    ASSERT_TRUE(MakeDirs(root_ + "/data").ok());
+    ASSERT_TRUE(WriteFileAtomic(root_ + "/data/sft.jsonl",
+                                "{\"prompt\": \"1+1=\", \"completion\": \"2\"}\n").ok());
+    ASSERT_TRUE(WriteFileAtomic(root_ + "/data/pref.jsonl",
+                                "{\"prompt\": \"hi\", \"chosen\": \"hello\", \"rejected\": \"go\"}\n")
+                    .ok());
+
+    merger_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{PAFT_MERGER, "serve", "--listen=127.0.0.1:0",
+                                 "--metrics_listen=127.0.0.1:0",
+                                 "--port_file=" + root_ + "/merger.ports"},
+        std::vector<std::string>{}, root_ + "/merger.log");
+    auto merger_ports = testing::WaitForPortFile(root_ + "/merger.ports", absl::Seconds(20));
+    ASSERT_TRUE(merger_ports.has_value()) << "merger did not start; see " << root_;
+    merger_ports_ = *merger_ports;
+
+    coordinator_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{
+            PAFT_COORDINATOR, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+            "--state_db=" + root_ + "/state.db",
+            absl::StrCat("--merger=127.0.0.1:", merger_ports_["grpc"]),
+            "--port_file=" + root_ + "/coordinator.ports", "--lease_ttl=5s",
+            "--heartbeat_interval=500ms", "--tick_interval=100ms"},
+        std::vector<std::string>{}, root_ + "/coordinator.log");
+    auto ports = testing::WaitForPortFile(root_ + "/coordinator.ports", absl::Seconds(20));
+    ASSERT_TRUE(ports.has_value()) << "coordinator did not start";
+    coordinator_ports_ = *ports;
+    address_ = absl::StrCat("127.0.0.1:", coordinator_ports_["grpc"]);
+
+    for (const auto& [name, pool] : {std::pair<std::string, std::string>{"w-sft", "sft"},
+                                     {"w-align", "align"}}) {
+      workers_.push_back(std::make_unique<ChildProcess>(
+          std::vector<std::string>{PAFT_WORKER, "--coordinator=" + address_, "--name=" + name,
+                                   "--pool=" + pool, "--devices=2", "--address=127.0.0.1",
+                                   std::string("--trainer=") + PAFT_PLACEHOLDER_TRAINER},
+          std::vector<std::string>{"PAFT_PLACEHOLDER_STEP_MS=20"}, root_ + "/" + name + ".log"));
+    }
+  }
+
+  void TearDown() override {
+    // Every component drains on SIGTERM and exits 0.
+    std::vector<ChildProcess*> all;
+    for (auto& w : workers_) all.push_back(w.get());
+    if (coordinator_) all.push_back(coordinator_.get());
+    if (merger_) all.push_back(merger_.get());
+    for (auto* p : all) p->Signal(SIGTERM);
+    for (auto* p : all) {
+      auto status = p->Wait(absl::Seconds(20));
+      ASSERT_TRUE(status.has_value()) << "a component did not stop on SIGTERM";
+      EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "status " << *status;
+    }
+  }
+
+  std::string WriteSpec(const std::string& name, int sft_world_size) {
+    const std::string path = root_ + "/" + name + ".yaml";
+    EXPECT_TRUE(WriteFileAtomic(path, absl::StrCat(R"(
+name: )", name, R"(
+base_model: models/base
+output_dir: jobs/)", name, R"(
+sft:
+  pool: sft
+  world_size: )", sft_world_size, R"(
+  dataset: {path: data/sft.jsonl}
+  max_steps: 6
+  checkpoint: {every_steps: 3}
+alignment:
+  pool: align
+  world_size: 2
+  dataset: {path: data/pref.jsonl}
+  dpo: {beta: 0.1}
+  max_steps: 4
+merge:
+  method: ties
+  normalize: true
+)")).ok());
+    return path;
+  }
+
+  testing::TempDir dir_;
+  std::string root_;
+  std::string address_;
+  std::map<std::string, int> merger_ports_, coordinator_ports_;
+  std::unique_ptr<ChildProcess> merger_, coordinator_;
+  std::vector<std::unique_ptr<ChildProcess>> workers_;
+};
+
+TEST_F(EndToEndTest, JobRunsToSucceededAndTheMergeIsRight) {
+  std::string output;
+  const int code = testing::RunCommand(
+      {PAFTCTL, "--coordinator=" + address_, "submit", WriteSpec("demo", 2), "--watch"}, &output);
+  ASSERT_EQ(code, 0) << output;
+  EXPECT_THAT(output, HasSubstr("SUCCEEDED"));
+  EXPECT_THAT(output, HasSubstr("merged model: " + root_ + "/jobs/demo/merged"));
+  EXPECT_THAT(output, HasSubstr("sft RUNNING"));
+  EXPECT_THAT(output, HasSubstr("alignment SUCCEEDED"));
+
+  auto stub = v1::JobService::NewStub(MakeChannel(address_));
+  grpc::ClientContext context;
+  v1::ListJobsResponse jobs;
+  ASSERT_TRUE(stub->ListJobs(&context, {}, &jobs).ok());
+  ASSERT_EQ(jobs.jobs_size(), 1);
+  const v1::Job& job = jobs.jobs(0);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.sft().step(), 6);
+  EXPECT_EQ(job.sft().checkpoint_step(), 6);
+  EXPECT_EQ(job.alignment().checkpoint_step(), 4);
+  grpc::ClientContext context2;
+  v1::ListCheckpointsRequest list_checkpoints;
+  list_checkpoints.set_job_id(job.job_id());
+  v1::ListCheckpointsResponse checkpoints;
+  ASSERT_TRUE(stub->ListCheckpoints(&context2, list_checkpoints, &checkpoints).ok());
+  EXPECT_EQ(checkpoints.checkpoints_size(), 3);  // sft 3 and 6, alignment 4
+  // Each rank's output is kept with the job.
+  EXPECT_TRUE(IsRegularFile(root_ + "/jobs/demo/sft/logs/attempt-1/rank-1.log"));
+
+  // The merged folder is a loadable HF folder, and its values are TIES (density 1, normalize)
+  // of the two final checkpoints, computed here independently.
+  const std::string merged = job.merged_model_path();
+  EXPECT_TRUE(IsRegularFile(merged + "/config.json"));
+  auto base = SafetensorsModel::Open(root_ + "/models/base");
+  auto sft = SafetensorsModel::Open(job.sft().checkpoint_path());
+  auto align = SafetensorsModel::Open(job.alignment().checkpoint_path());
+  auto out = SafetensorsModel::Open(merged);
+  ASSERT_TRUE(base.ok() && sft.ok() && align.ok() && out.ok()) << out.status();
+  EXPECT_EQ((*out)->names(), (*base)->names());
+  int64_t differing = 0;
+  for (const std::string& name : (*base)->names()) {
+    auto b = Floats(**base, name), s = Floats(**sft, name), a = Floats(**align, name),
+         m = Floats(**out, name);
+    for (size_t i = 0; i < b.size(); ++i) {
+      const double d1 = s[i] - b[i], d2 = a[i] - b[i];
+      const double elected = d1 + d2;
+      double sum = 0, count = 0;
+      for (double d : {d1, d2}) {
+        if (d != 0 && elected != 0 && (d > 0) == (elected > 0)) {
+          sum += d;
+          count += 1;
+        }
+      }
+      const float expected = Bf16ToFloat(FloatToBf16(static_cast<float>(b[i] + (count ? sum / count : 0))));
+      ASSERT_NEAR(m[i], expected, std::fabs(expected) * 0x1p-7 + 1e-7) << name << "[" << i << "]";
+      differing += m[i] != b[i];
+    }
+  }
+  EXPECT_GT(differing, 0);
+
+  // Health and metrics of both servers.
+  for (int port : {coordinator_ports_["grpc"], merger_ports_["grpc"]}) {
+    auto health = grpc::health::v1::Health::NewStub(MakeChannel(absl::StrCat("127.0.0.1:", port)));
+    grpc::ClientContext c;
+    grpc::health::v1::HealthCheckResponse response;
+    ASSERT_TRUE(health->Check(&c, {}, &response).ok());
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  }
+  auto coordinator_metrics = testing::HttpGet(coordinator_ports_["metrics"], "/metrics");
+  ASSERT_TRUE(coordinator_metrics.has_value());
+  EXPECT_THAT(*coordinator_metrics, HasSubstr("paft_jobs_submitted_total 1"));
+  EXPECT_THAT(*coordinator_metrics, HasSubstr("paft_jobs{state=\"JOB_STATE_SUCCEEDED\"} 1"));
+  auto merger_metrics = testing::HttpGet(merger_ports_["metrics"], "/metrics");
+  ASSERT_TRUE(merger_metrics.has_value());
+  EXPECT_THAT(*merger_metrics, HasSubstr("paft_merges_total{method=\"ties\",result=\"ok\"} 1"));
+
+  // A second submission whose merged output already exists is refused at admission.
+  std::string again;
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "submit",
+                                 WriteSpec("demo", 2)},
+                                &again),
+            2);
+  EXPECT_THAT(again, HasSubstr("output_dir"));
+}
+
+TEST_F(EndToEndTest, BadSpecsAreRejectedWithTheField) {
+  std::string output;
+  EXPECT_EQ(testing::RunCommand(
+                {PAFTCTL, "--coordinator=" + address_, "submit", WriteSpec("bad", 0)}, &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("sft.world_size"));
+  output.clear();
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "get", "job-missing"},
+                                &output),
+            3);
+  EXPECT_THAT(output, HasSubstr("NOT_FOUND"));
+}
+
+TEST_F(EndToEndTest, CancelStopsTheTrainers) {
+  std::string output;
+  ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "--json", "submit",
+                                 WriteSpec("long", 2)},
+                                &output,
+                                {}),
+            0)
+      << output;
+  const auto id_pos = output.find("\"job_id\": \"");
+  ASSERT_NE(id_pos, std::string::npos) << output;
+  const std::string job_id = output.substr(id_pos + 11, output.find('"', id_pos + 11) - id_pos - 11);
+  output.clear();
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "cancel", job_id}, &output),
+            0)
+      << output;
+  EXPECT_THAT(output, HasSubstr("CANCELLED"));
+  output.clear();
+  // watch of a cancelled job ends at once with exit code 1.
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "watch", job_id}, &output),
+            1);
+  EXPECT_FALSE(PathExists(root_ + "/jobs/long/merged"));
+}
+
+}  // namespace
+}  // namespace paft

@@ -1,0 +1,455 @@
+#include "worker/agent.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/grpc_server.h"
+#include "common/grpc_status.h"
+#include "common/logging.h"
+#include "worker/trainer_protocol.h"
+
+extern char** environ;
+
+namespace paft::worker {
+namespace {
+
+constexpr int kReportAttempts = 30;
+
+// Last `max_bytes` of a file, for exit messages.
+std::string Tail(const std::string& path, size_t max_bytes) {
+  auto text = ReadFileToString(path);
+  if (!text.ok()) return "";
+  std::string s = text->size() > max_bytes ? text->substr(text->size() - max_bytes) : *text;
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+Agent::Agent(AgentOptions options)
+    : options_(std::move(options)),
+      stub_(paft::v1::WorkerService::NewStub(MakeChannel(options_.coordinator))) {}
+
+Agent::~Agent() { Shutdown(absl::Seconds(5)); }
+
+std::unique_ptr<grpc::ClientContext> Agent::NewContext() const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() +
+                        absl::ToChronoNanoseconds(options_.rpc_timeout));
+  return context;
+}
+
+void Agent::Start() {
+  session_thread_ = std::thread([this] { SessionLoop(); });
+  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+}
+
+std::vector<std::string> Agent::RunningTaskIds() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> ids;
+  for (const auto& [id, child] : children_) ids.push_back(id);
+  return ids;
+}
+
+bool Agent::Register() {
+  paft::v1::RegisterWorkerRequest request;
+  request.set_name(options_.name);
+  request.set_pool(options_.pool);
+  request.set_devices(options_.devices);
+  for (int d = 0; d < options_.devices; ++d) request.add_device_names(absl::StrCat("cpu:", d));
+  request.set_address(options_.address);
+  for (const auto& id : RunningTaskIds()) request.add_running_task_ids(id);
+  paft::v1::RegisterWorkerResponse response;
+  auto context = NewContext();
+  grpc::Status status = stub_->RegisterWorker(context.get(), request, &response);
+  if (!status.ok()) {
+    PAFT_LOG(WARNING) << "registering with " << options_.coordinator << ": "
+                      << FromGrpcStatus(status);
+    return false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    worker_id_ = response.worker_id();
+    heartbeat_interval_ = absl::Milliseconds(std::max<int64_t>(100, response.heartbeat_interval_ms()));
+  }
+  cv_.notify_all();
+  PAFT_LOG(INFO) << "registered as " << response.worker_id() << " (pool " << options_.pool << ", "
+                 << options_.devices << " device(s))";
+  for (const auto& id : response.stop_task_ids()) {
+    HandleStop(id, "unknown to the coordinator", absl::Seconds(10));
+  }
+  return true;
+}
+
+void Agent::SessionLoop() {
+  while (!stopping_) {
+    std::string worker_id;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      worker_id = worker_id_;
+    }
+    if (worker_id.empty()) {
+      if (!Register()) {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.reconnect_backoff),
+                     [&] { return stopping_.load(); });
+      }
+      continue;
+    }
+    grpc::ClientContext context;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) break;
+      stream_context_ = &context;
+    }
+    paft::v1::StreamAssignmentsRequest request;
+    request.set_worker_id(worker_id);
+    auto reader = stub_->StreamAssignments(&context, request);
+    paft::v1::Assignment assignment;
+    while (reader->Read(&assignment)) {
+      if (assignment.has_start()) {
+        HandleStart(assignment.start());
+      } else if (assignment.has_stop()) {
+        HandleStop(assignment.stop().task_id(), assignment.stop().reason(),
+                   absl::Milliseconds(assignment.stop().grace_period_ms()));
+      }
+    }
+    grpc::Status status = reader->Finish();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stream_context_ = nullptr;
+      if (status.error_code() == grpc::StatusCode::NOT_FOUND && worker_id_ == worker_id) {
+        worker_id_.clear();  // lease lost or coordinator restarted: register again
+      }
+    }
+    if (stopping_) break;
+    if (status.error_code() != grpc::StatusCode::NOT_FOUND) {
+      PAFT_LOG(WARNING) << "assignment stream ended: " << FromGrpcStatus(status) << "; reconnecting";
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.reconnect_backoff),
+                   [&] { return stopping_.load(); });
+    }
+  }
+}
+
+void Agent::HeartbeatLoop() {
+  while (!stopping_) {
+    std::string worker_id;
+    absl::Duration interval;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, absl::ToChronoNanoseconds(heartbeat_interval_),
+                   [&] { return stopping_.load(); });
+      if (stopping_) return;
+      worker_id = worker_id_;
+      interval = heartbeat_interval_;
+    }
+    if (worker_id.empty()) continue;
+    paft::v1::HeartbeatRequest request;
+    request.set_worker_id(worker_id);
+    for (const auto& id : RunningTaskIds()) request.add_running_task_ids(id);
+    paft::v1::HeartbeatResponse response;
+    auto context = NewContext();
+    grpc::Status status = stub_->Heartbeat(context.get(), request, &response);
+    if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+      PAFT_LOG(WARNING) << "lease of " << worker_id << " lost; re-registering";
+      std::lock_guard<std::mutex> lock(mu_);
+      if (worker_id_ == worker_id) {
+        worker_id_.clear();
+        if (stream_context_ != nullptr) stream_context_->TryCancel();
+      }
+    } else if (!status.ok()) {
+      PAFT_LOG(WARNING) << "heartbeat failed: " << FromGrpcStatus(status);
+    }
+  }
+}
+
+void Agent::HandleStart(const paft::v1::Task& task) {
+  std::vector<std::unique_ptr<Child>> finished;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    finished.swap(finished_);
+    if (children_.count(task.task_id())) return;  // duplicate delivery
+  }
+  for (auto& f : finished) {
+    if (f->waiter.joinable()) f->waiter.join();
+  }
+  auto child = std::make_unique<Child>();
+  child->task = task;
+  const std::string prefix = JoinPath(task.log_dir(), absl::StrCat("rank-", task.rank()));
+  child->log_path = prefix + ".log";
+  const std::string task_file = prefix + ".task.json";
+  std::string task_json;
+  google::protobuf::util::JsonPrintOptions json_options;
+  json_options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(task, &task_json, json_options);
+  absl::Status status = MakeDirs(task.log_dir());
+  if (status.ok()) status = WriteFileAtomic(task_file, task_json);
+  int log_fd = -1;
+  if (status.ok()) {
+    log_fd = ::open(child->log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd < 0) status = absl::InternalError(absl::StrCat("opening ", child->log_path));
+  }
+  int pipe_fds[2] = {-1, -1};
+  if (status.ok() && ::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    status = absl::InternalError("pipe2 failed");
+  }
+  if (!status.ok()) {
+    if (log_fd >= 0) ::close(log_fd);
+    PAFT_LOG(ERROR) << "cannot start " << task.task_id() << ": " << status;
+    ReportExitFor(task, 127, 0, false, std::string(status.message()), "");
+    return;
+  }
+
+  // Everything the child needs is built before fork (only async-signal-safe calls after it).
+  std::vector<std::string> args = {options_.trainer};
+  for (const auto& a : options_.trainer_args) args.push_back(a);
+  args.push_back("--task_file=" + task_file);
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  env.push_back(absl::StrCat("RANK=", task.rank()));
+  env.push_back(absl::StrCat("WORLD_SIZE=", task.world_size()));
+  env.push_back(absl::StrCat("LOCAL_RANK=", task.local_rank()));
+  env.push_back(absl::StrCat("MASTER_ADDR=", task.master_addr()));
+  env.push_back(absl::StrCat("MASTER_PORT=", task.master_port()));
+  env.push_back(absl::StrCat("PAFT_TASK_ID=", task.task_id()));
+  std::vector<char*> argv, envp;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);  // own process group: a stop reaches the trainer's children too
+    ::dup2(pipe_fds[1], STDOUT_FILENO);
+    ::dup2(log_fd, STDERR_FILENO);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::signal(SIGPIPE, SIG_DFL);
+    ::execve(argv[0], argv.data(), envp.data());
+    const char message[] = "paft-worker: exec of the trainer failed\n";
+    (void)!::write(STDERR_FILENO, message, sizeof(message) - 1);
+    ::_exit(127);
+  }
+  if (pid > 0) ::setpgid(pid, pid);  // also here, so a stop right after fork cannot miss it
+  ::close(pipe_fds[1]);
+  ::close(log_fd);
+  if (pid < 0) {
+    ::close(pipe_fds[0]);
+    ReportExitFor(task, 127, 0, false, "fork failed", "");
+    return;
+  }
+  child->pid = pid;
+  child->stdout_fd = pipe_fds[0];
+  Child* raw = child.get();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    children_[task.task_id()] = std::move(child);
+    raw->reader = std::thread([this, raw] { ReadOutput(raw); });
+    raw->waiter = std::thread([this, raw] { WaitChild(raw); });
+  }
+  PAFT_LOG(INFO) << "started " << task.task_id() << " (pid " << pid << "), log " << raw->log_path;
+}
+
+void Agent::HandleStop(const std::string& task_id, const std::string& reason,
+                       absl::Duration grace) {
+  pid_t pid;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = children_.find(task_id);
+    if (it == children_.end()) return;
+    it->second->stop_requested = true;
+    pid = it->second->pid;
+  }
+  PAFT_LOG(INFO) << "stopping " << task_id << " (" << reason << ")";
+  ::kill(-pid, SIGTERM);
+  std::lock_guard<std::mutex> lock(mu_);
+  stop_timers_.emplace_back([this, task_id, pid, grace] {
+    std::unique_lock<std::mutex> lock(mu_);
+    bool exited = cv_.wait_for(lock, absl::ToChronoNanoseconds(grace),
+                               [&] { return children_.count(task_id) == 0; });
+    if (!exited) {
+      PAFT_LOG(WARNING) << task_id << " did not stop within the grace period: SIGKILL";
+      ::kill(-pid, SIGKILL);
+    }
+  });
+}
+
+void Agent::ReadOutput(Child* child) {
+  std::string log_path = child->log_path;
+  int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  std::string buffer;
+  char chunk[4096];
+  auto handle_line = [&](const std::string& line) {
+    if (log_fd >= 0) {
+      std::string with_newline = line + "\n";
+      (void)!::write(log_fd, with_newline.data(), with_newline.size());
+    }
+    auto event = ParseEvent(line);
+    if (!event) return;
+    const std::string type = (*event)["type"];
+    const auto& task = child->task;
+    if (type == "progress") {
+      paft::v1::ReportProgressRequest request;
+      request.set_task_id(task.task_id());
+      request.set_step(event->value("step", int64_t{0}));
+      request.set_total_steps(event->value("total_steps", int64_t{0}));
+      request.set_loss(event->value("loss", 0.0));
+      request.set_tokens_per_second(event->value("tokens_per_second", 0.0));
+      paft::v1::Ack ack;
+      auto context = NewContext();
+      (void)stub_->ReportProgress(context.get(), request, &ack);
+    } else if (type == "checkpoint") {
+      paft::v1::ReportCheckpointRequest request;
+      request.set_task_id(task.task_id());
+      request.set_step(event->value("step", int64_t{0}));
+      request.set_path(event->value("path", std::string()));
+      request.set_size_bytes(event->value("size_bytes", int64_t{0}));
+      request.set_digest(event->value("digest", std::string()));
+      request.set_final(event->value("final", false));
+      for (int attempt = 0; attempt < kReportAttempts; ++attempt) {
+        paft::v1::Ack ack;
+        auto context = NewContext();
+        grpc::Status s = stub_->ReportCheckpoint(context.get(), request, &ack);
+        if (s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND ||
+            s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+          break;
+        }
+        absl::SleepFor(absl::Seconds(1));
+      }
+    } else if (type == "error") {
+      std::lock_guard<std::mutex> lock(mu_);
+      child->last_error = event->value("message", std::string());
+    }
+  };
+  while (true) {
+    ssize_t n = ::read(child->stdout_fd, chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    buffer.append(chunk, static_cast<size_t>(n));
+    size_t pos;
+    while ((pos = buffer.find('\n')) != std::string::npos) {
+      handle_line(buffer.substr(0, pos));
+      buffer.erase(0, pos + 1);
+    }
+  }
+  if (!buffer.empty()) handle_line(buffer);
+  ::close(child->stdout_fd);
+  if (log_fd >= 0) ::close(log_fd);
+}
+
+void Agent::WaitChild(Child* child) {
+  int wstatus = 0;
+  while (::waitpid(child->pid, &wstatus, 0) < 0 && errno == EINTR) {
+  }
+  if (child->reader.joinable()) child->reader.join();
+  const int exit_code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
+  const int signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
+  std::string last_error;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_error = child->last_error;
+  }
+  PAFT_LOG(INFO) << child->task.task_id() << " exited: code " << exit_code << ", signal "
+                 << signal;
+  ReportExitFor(child->task, exit_code, signal, child->stop_requested, last_error,
+                child->log_path);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = children_.find(child->task.task_id());
+  if (it != children_.end()) {
+    finished_.push_back(std::move(it->second));
+    children_.erase(it);
+  }
+  cv_.notify_all();
+}
+
+void Agent::ReportExitFor(const paft::v1::Task& task, int exit_code, int signal, bool stopped,
+                          const std::string& last_error, const std::string& log_path) {
+  paft::v1::ReportExitRequest request;
+  request.set_task_id(task.task_id());
+  request.set_exit_code(exit_code);
+  request.set_signal(signal);
+  std::string message = last_error;
+  if (stopped) {
+    request.set_reason(paft::v1::EXIT_REASON_STOPPED);
+  } else if (signal != 0) {
+    request.set_reason(paft::v1::EXIT_REASON_SIGNAL);
+    if (message.empty()) {
+      message = absl::StrCat("killed by signal ", signal, " (", strsignal(signal), ")",
+                             signal == SIGKILL ? "; possibly the kernel's OOM killer" : "");
+    }
+  } else if (exit_code == kExitOk) {
+    request.set_reason(paft::v1::EXIT_REASON_COMPLETED);
+  } else if (exit_code == kExitUserError) {
+    request.set_reason(paft::v1::EXIT_REASON_USER_ERROR);
+  } else if (exit_code == kExitInfrastructure) {
+    request.set_reason(paft::v1::EXIT_REASON_INFRASTRUCTURE);
+  } else if (exit_code == kExitOutOfMemory) {
+    request.set_reason(paft::v1::EXIT_REASON_OOM);
+  } else if (exit_code == 127) {
+    request.set_reason(paft::v1::EXIT_REASON_FAILED_TO_START);
+  } else {
+    request.set_reason(paft::v1::EXIT_REASON_UNKNOWN);
+  }
+  if (message.empty() && exit_code != 0 && !log_path.empty()) {
+    message = Tail(log_path, 512);
+  }
+  request.set_message(message);
+  for (int attempt = 0; attempt < kReportAttempts; ++attempt) {
+    paft::v1::Ack ack;
+    auto context = NewContext();
+    grpc::Status s = stub_->ReportExit(context.get(), request, &ack);
+    if (s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND) return;
+    PAFT_LOG(WARNING) << "reporting the exit of " << task.task_id() << ": "
+                      << FromGrpcStatus(s);
+    if (stopping_ && attempt >= 2) return;
+    absl::SleepFor(absl::Seconds(1));
+  }
+}
+
+void Agent::Shutdown(absl::Duration grace) {
+  if (stopping_.exchange(true)) return;
+  std::vector<std::pair<std::string, pid_t>> running;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, child] : children_) {
+      child->stop_requested = true;
+      running.emplace_back(id, child->pid);
+    }
+    if (stream_context_ != nullptr) stream_context_->TryCancel();
+  }
+  cv_.notify_all();
+  for (const auto& [id, pid] : running) ::kill(-pid, SIGTERM);
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, absl::ToChronoNanoseconds(grace), [&] { return children_.empty(); })) {
+      for (const auto& [id, child] : children_) ::kill(-child->pid, SIGKILL);
+      cv_.wait(lock, [&] { return children_.empty(); });
+    }
+  }
+  if (session_thread_.joinable()) session_thread_.join();
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  std::vector<std::unique_ptr<Child>> finished;
+  std::vector<std::thread> timers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    finished.swap(finished_);
+    timers.swap(stop_timers_);
+  }
+  for (auto& f : finished) {
+    if (f->waiter.joinable()) f->waiter.join();
+  }
+  for (auto& t : timers) t.join();
+}
+
+}  // namespace paft::worker

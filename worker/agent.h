@@ -1,0 +1,87 @@
+// The worker agent: registers its devices with the coordinator under a pool label, keeps its lease
+// with heartbeats, receives assignments on a server stream and runs each rank as a child trainer
+// process (like torchrun's local agent), reporting progress, checkpoints and exits.
+#ifndef PAFT_WORKER_AGENT_H_
+#define PAFT_WORKER_AGENT_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "paft/v1/worker.grpc.pb.h"
+
+namespace paft::worker {
+
+struct AgentOptions {
+  std::string coordinator = "localhost:50051";
+  std::string name;     // stable agent name (host or pod name)
+  std::string pool;     // pool label
+  int devices = 1;      // device slots offered
+  std::string address;  // where this host's trainers are reachable (rank-0 rendezvous)
+  std::string trainer;  // trainer executable
+  std::vector<std::string> trainer_args;  // extra arguments before --task_file
+  absl::Duration reconnect_backoff = absl::Seconds(1);
+  absl::Duration rpc_timeout = absl::Seconds(10);
+};
+
+class Agent {
+ public:
+  explicit Agent(AgentOptions options);
+  ~Agent();
+
+  void Start();
+  // Stops every trainer (SIGTERM, then SIGKILL after `grace`), reports their exits, stops threads.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  struct Child {
+    paft::v1::Task task;
+    pid_t pid = -1;
+    int stdout_fd = -1;
+    std::string log_path;
+    std::atomic<bool> stop_requested{false};
+    std::string last_error;  // from an "error" event; guarded by the agent's mu_
+    std::thread reader;
+    std::thread waiter;
+  };
+
+  void SessionLoop();
+  void HeartbeatLoop();
+  bool Register();
+  void HandleStart(const paft::v1::Task& task);
+  void HandleStop(const std::string& task_id, const std::string& reason, absl::Duration grace);
+  void ReadOutput(Child* child);
+  void WaitChild(Child* child);
+  std::vector<std::string> RunningTaskIds();
+  void ReportExitFor(const paft::v1::Task& task, int exit_code, int signal, bool stopped,
+                     const std::string& last_error, const std::string& log_path);
+  std::unique_ptr<grpc::ClientContext> NewContext() const;
+
+  const AgentOptions options_;
+  std::unique_ptr<paft::v1::WorkerService::Stub> stub_;
+  std::atomic<bool> stopping_{false};
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string worker_id_;                                 // GUARDED_BY(mu_); empty: unregistered
+  absl::Duration heartbeat_interval_ = absl::Seconds(2);  // GUARDED_BY(mu_)
+  grpc::ClientContext* stream_context_ = nullptr;         // GUARDED_BY(mu_)
+  std::map<std::string, std::unique_ptr<Child>> children_;  // GUARDED_BY(mu_), by task id
+  std::vector<std::unique_ptr<Child>> finished_;            // GUARDED_BY(mu_), to join
+  std::vector<std::thread> stop_timers_;                    // GUARDED_BY(mu_), SIGKILL timers
+
+  std::thread session_thread_;
+  std::thread heartbeat_thread_;
+};
+
+}  // namespace paft::worker
+
+#endif  // PAFT_WORKER_AGENT_H_

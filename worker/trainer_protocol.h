@@ -1,0 +1,47 @@
+// The contract between a worker agent and the trainer processes it runs.
+//
+// The agent starts one trainer per rank with `--task_file=FILE` (the paft.v1.Task as JSON) and
+// torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) plus
+// PAFT_TASK_ID. The trainer reports on stdout with lines
+//   PAFT_EVENT {"type":"progress","step":S,"total_steps":T,"loss":L,"tokens_per_second":R}
+//   PAFT_EVENT {"type":"checkpoint","step":S,"path":P,"size_bytes":B,"digest":D,"final":F}
+//   PAFT_EVENT {"type":"error","message":M}
+// Every other line is log output. Exit codes below classify failures.
+#ifndef PAFT_WORKER_TRAINER_PROTOCOL_H_
+#define PAFT_WORKER_TRAINER_PROTOCOL_H_
+
+#include <optional>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
+
+namespace paft::worker {
+
+inline constexpr char kEventPrefix[] = "PAFT_EVENT ";
+
+// Trainer exit codes.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitUserError = 2;      // bad spec, dataset or model: do not retry
+inline constexpr int kExitInfrastructure = 3;  // peer lost, I/O error: retry
+inline constexpr int kExitOutOfMemory = 4;
+
+// Formats an event line (with the trailing newline).
+inline std::string FormatEvent(const nlohmann::json& event) {
+  return std::string(kEventPrefix) + event.dump() + "\n";
+}
+
+// Parses an event line; nullopt for ordinary log lines or malformed events.
+inline std::optional<nlohmann::json> ParseEvent(absl::string_view line) {
+  if (line.substr(0, sizeof(kEventPrefix) - 1) != kEventPrefix) return std::nullopt;
+  line.remove_prefix(sizeof(kEventPrefix) - 1);
+  nlohmann::json j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("type") || !j["type"].is_string()) {
+    return std::nullopt;
+  }
+  return j;
+}
+
+}  // namespace paft::worker
+
+#endif  // PAFT_WORKER_TRAINER_PROTOCOL_H_

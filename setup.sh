@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One command to set up, build and run paft on a Debian 12 machine.
+#
+#   ./setup.sh demo    install what is missing, build, run a PAFT job on a local cluster
+#   ./setup.sh test    install what is missing, build, run every test (what CI runs)
+#   ./setup.sh build   install what is missing and build
+#   ./setup.sh deps    only install the Debian packages
+#
+# Environment: BUILD_DIR (default build), JOBS (default: number of cores), CMAKE_ARGS.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+BUILD_DIR=${BUILD_DIR:-build}
+JOBS=${JOBS:-$(nproc)}
+
+# Debian 12 packages. libopenblas0-pthread replaces the slow reference BLAS that libtorch would
+# otherwise load (docs/toolchain.md).
+PACKAGES=(
+  g++ cmake make pkg-config curl
+  libtorch-dev libgloo-dev libopenblas0-pthread
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libabsl-dev prometheus-cpp-dev libsqlite3-dev libsentencepiece-dev sentencepiece
+  nlohmann-json3-dev libyaml-cpp-dev libgtest-dev libgmock-dev
+)
+
+install_deps() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "setup: all ${#PACKAGES[@]} Debian packages present"
+    return
+  fi
+  echo "setup: installing ${missing[*]}"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+build() {
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${CMAKE_ARGS:-} >/dev/null
+  cmake --build "$BUILD_DIR" -j "$JOBS"
+}
+
+run_tests() {
+  # Integration tests start real processes on loopback ports; keep them from running into each
+  # other's CPU budget on a 2-core machine by running at most two test processes at once.
+  (cd "$BUILD_DIR" && ctest --output-on-failure -j 2 --timeout 300)
+}
+
+cmd=${1:-}
+case "$cmd" in
+  deps) install_deps ;;
+  build) install_deps; build ;;
+  test) install_deps; build; run_tests ;;
+  demo) install_deps; build; exec examples/run_local_demo.sh "$BUILD_DIR" ;;
+  *)
+    sed -n '2,10p' "$0"
+    exit 2
+    ;;
+esac

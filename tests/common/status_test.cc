@@ -11,7 +11,9 @@ TEST(StatusTest, EveryCodeConvertsBothWays) {
     absl::Status status(static_cast<absl::StatusCode>(code), code == 0 ? "" : "why");
     grpc::Status g = ToGrpcStatus(status);
     EXPECT_EQ(static_cast<int>(g.error_code()), code);
-    if (code != 0) EXPECT_EQ(g.error_message(), "why");
+    if (code != 0) {
+      EXPECT_EQ(g.error_message(), "why");
+    }
     EXPECT_EQ(FromGrpcStatus(g), status);
   }
   // Specific pairs the callers rely on.

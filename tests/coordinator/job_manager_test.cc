@@ -89,7 +89,9 @@ class JobManagerTest : public ::testing::Test {
   // Runs a branch's started tasks to a successful end.
   void Complete(const std::vector<paft::v1::Assignment>& starts) {
     for (const auto& a : starts) {
-      if (a.start().rank() == 0) ASSERT_TRUE(Checkpoint(a.start().task_id(), 10, true).ok());
+      if (a.start().rank() == 0) {
+        ASSERT_TRUE(Checkpoint(a.start().task_id(), 10, true).ok());
+      }
     }
     for (const auto& a : starts) ASSERT_TRUE(Exit(a.start().task_id(), 0).ok());
   }

@@ -303,13 +303,14 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
   ValidateBranch(e, spec.sft(), "sft", /*is_sft=*/true);
   ValidateBranch(e, spec.alignment(), "alignment", /*is_sft=*/false);
   const auto& merge = spec.merge();
-  const auto kMethods = {"linear", "task_arithmetic", "ties", "dare_linear",
-                         "dare_ties", "breadcrumbs", "magnitude_prune"};
+  const auto kMethods = {"linear",      "task_arithmetic",  "ties",           "dare_linear",
+                         "dare_ties",   "breadcrumbs",      "breadcrumbs_ties", "magnitude_prune"};
   if (!OneOf(merge.method(), kMethods)) e.Add("merge.method", Allowed(kMethods));
   for (const auto& [name, input] : {std::make_pair("merge.sft", &merge.sft()),
                                     std::make_pair("merge.alignment", &merge.alignment())}) {
     CheckRange(e, absl::StrCat(name, ".weight"), input->weight(), -100, 100);
     CheckRange(e, absl::StrCat(name, ".density"), input->density(), 0, 1, /*lo_open=*/true);
+    if (input->has_gamma()) CheckRange(e, absl::StrCat(name, ".gamma"), input->gamma(), 0, 1);
   }
   CheckRange(e, "merge.lambda", merge.lambda(), 0, 100, /*lo_open=*/true);
   const auto kDtypes = {"", "float32", "bfloat16", "float16"};

@@ -237,6 +237,15 @@ absl::Span<const uint8_t> SafetensorsFile::Data(const TensorInfo& info) const {
   return absl::Span<const uint8_t>(base_ + header_.data_start + info.begin, info.nbytes());
 }
 
+void SafetensorsFile::Release(const TensorInfo& info) const {
+  static const uintptr_t kPage = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(base_ + header_.data_start + info.begin);
+  const uintptr_t end = begin + info.nbytes();
+  const uintptr_t first = (begin + kPage - 1) & ~(kPage - 1);  // whole pages inside the tensor
+  const uintptr_t last = end & ~(kPage - 1);
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 // ---------------------------------------------------------------------------------------------
 // SafetensorsWriter
 

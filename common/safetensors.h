@@ -63,6 +63,9 @@ class SafetensorsFile {
   // The tensor's bytes (little-endian), valid while this object lives.
   absl::Span<const uint8_t> Data(const TensorInfo& info) const;
   uint64_t file_size() const { return size_; }
+  // Drops the tensor's pages from this process's mapping (they stay in the page cache), so a
+  // streaming reader's resident memory does not grow with the model. Data() stays valid.
+  void Release(const TensorInfo& info) const;
 
  private:
   SafetensorsFile(std::string path, const uint8_t* base, uint64_t size, SafetensorsHeader header);

@@ -1,29 +1,34 @@
-// paft-merger: the merge service (`serve`), and a one-shot CLI (`merge`).
+// paft-merger: the merge service, a mergekit-compatible CLI, and delta analysis.
+//
+//   paft-merger serve [--listen=0.0.0.0:50053] [--metrics_listen=0.0.0.0:9093]
+//   paft-merger merge CONFIG.yaml OUT [--threads=N] [--max_shard_bytes=B]
+//   paft-merger inspect --base=BASE INPUT... [--epsilon=0] [--summary] [--json]
+#include <filesystem>
 #include <iostream>
-
-#include "absl/strings/numbers.h"
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/time/clock.h"
+#include "common/file_util.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/process_util.h"
+#include "merger/inspect.h"
+#include "merger/mergekit_config.h"
 #include "merger/merger.h"
 #include "merger/service.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50053", "serve: gRPC listen address");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9093", "serve: Prometheus /metrics address");
 ABSL_FLAG(std::string, port_file, "", "serve: write the bound ports here as JSON");
-ABSL_FLAG(std::string, base, "", "merge: base model folder");
-ABSL_FLAG(std::vector<std::string>, inputs, {}, "merge: comma-separated input model folders");
-ABSL_FLAG(std::vector<std::string>, weights, {}, "merge: one weight per input (default 1)");
-ABSL_FLAG(std::string, method, "task_arithmetic", "merge: linear, task_arithmetic, ties");
-ABSL_FLAG(double, density, 1.0, "merge: density for every input (ties)");
-ABSL_FLAG(double, lambda, 1.0, "merge: scale of the merged delta");
-ABSL_FLAG(bool, normalize, false, "merge: divide by the sum of weights");
-ABSL_FLAG(std::string, dtype, "", "merge: output dtype (float32, bfloat16, float16)");
+ABSL_FLAG(int, threads, 0, "merge: tensors merged in parallel (default: cores)");
+ABSL_FLAG(int64_t, max_shard_bytes, 0, "merge: largest output shard (default 5 GiB)");
+ABSL_FLAG(std::string, base, "", "inspect: base model folder");
+ABSL_FLAG(double, epsilon, 0.0, "inspect: |delta| above this counts as nonzero");
+ABSL_FLAG(bool, summary, false, "inspect: only the totals");
+ABSL_FLAG(bool, json, false, "inspect: JSON output");
 
 namespace {
 
@@ -57,35 +62,47 @@ int Serve() {
   return 0;
 }
 
-int MergeOnce(const std::string& out) {
-  paft::v1::MergeRequest request;
-  request.set_merge_id("cli");
-  request.set_base_model(absl::GetFlag(FLAGS_base));
-  request.set_output_dir(out);
-  const auto inputs = absl::GetFlag(FLAGS_inputs);
-  const auto weights = absl::GetFlag(FLAGS_weights);
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    auto* input = request.add_inputs();
-    input->set_path(inputs[i]);
-    double w = 1.0;
-    if (i < weights.size() && !absl::SimpleAtod(weights[i], &w)) {
-      std::cerr << "--weights: '" << weights[i] << "' is not a number\n";
-      return 2;
-    }
-    input->mutable_params()->set_weight(w);
-    input->mutable_params()->set_density(absl::GetFlag(FLAGS_density));
+int MergeOnce(const std::string& config_path, const std::string& out) {
+  auto text = paft::ReadFileToString(config_path);
+  if (!text.ok()) {
+    std::cerr << "error: " << text.status() << "\n";
+    return 2;
   }
-  request.mutable_spec()->set_method(absl::GetFlag(FLAGS_method));
-  request.mutable_spec()->set_lambda(absl::GetFlag(FLAGS_lambda));
-  request.mutable_spec()->set_normalize(absl::GetFlag(FLAGS_normalize));
-  request.mutable_spec()->set_dtype(absl::GetFlag(FLAGS_dtype));
+  std::error_code ec;
+  const std::string dir = std::filesystem::absolute(config_path, ec).parent_path().string();
+  auto request = paft::merger::ParseMergekitConfig(*text, dir);
+  if (!request.ok()) {
+    std::cerr << "error: " << request.status() << "\n";
+    return 2;
+  }
+  request->set_merge_id("cli");
+  request->set_output_dir(out);
+  request->set_threads(absl::GetFlag(FLAGS_threads));
+  request->set_max_shard_bytes(absl::GetFlag(FLAGS_max_shard_bytes));
   paft::merger::MergeProgress progress;
-  absl::Status status = paft::merger::RunMerge(request, &progress);
+  const absl::Time start = absl::Now();
+  absl::Status status = paft::merger::RunMerge(*request, &progress);
   if (!status.ok()) {
     std::cerr << "merge failed: " << status << "\n";
     return 1;
   }
-  std::cout << "merged " << progress.tensors_done << " tensors into " << out << "\n";
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::cout << "merged " << progress.tensors_done << " tensors (" << request->spec().method()
+            << ") into " << out << ": read " << progress.bytes_read / 1e9 << " GB, wrote "
+            << progress.bytes_written / 1e9 << " GB in " << seconds << " s\n";
+  return 0;
+}
+
+int Inspect(const std::vector<std::string>& inputs) {
+  auto report = paft::merger::InspectDeltas(absl::GetFlag(FLAGS_base), inputs,
+                                            absl::GetFlag(FLAGS_epsilon));
+  if (!report.ok()) {
+    std::cerr << "error: " << report.status() << "\n";
+    return 1;
+  }
+  std::cout << (absl::GetFlag(FLAGS_json)
+                    ? paft::merger::ReportToJson(*report, inputs) + "\n"
+                    : paft::merger::FormatReport(*report, inputs, absl::GetFlag(FLAGS_summary)));
   return 0;
 }
 
@@ -94,12 +111,17 @@ int MergeOnce(const std::string& out) {
 int main(int argc, char** argv) {
   paft::BlockTerminationSignals();
   absl::SetProgramUsageMessage(
-      "paft-merger serve [--listen ...]\n"
-      "paft-merger merge --base BASE --inputs A,B [--weights 1,1] [--method ties] OUT");
+      "paft-merger serve [--listen=ADDR] [--metrics_listen=ADDR]\n"
+      "paft-merger merge CONFIG.yaml OUT [--threads=N] [--max_shard_bytes=B]\n"
+      "paft-merger inspect --base=BASE INPUT... [--epsilon=E] [--summary] [--json]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   paft::SetLogTag("merger");
-  if (args.size() >= 2 && std::string(args[1]) == "serve") return Serve();
-  if (args.size() == 3 && std::string(args[1]) == "merge") return MergeOnce(args[2]);
+  const std::string command = args.size() >= 2 ? args[1] : "";
+  if (command == "serve" && args.size() == 2) return Serve();
+  if (command == "merge" && args.size() == 4) return MergeOnce(args[2], args[3]);
+  if (command == "inspect" && args.size() >= 3 && !absl::GetFlag(FLAGS_base).empty()) {
+    return Inspect(std::vector<std::string>(args.begin() + 2, args.end()));
+  }
   std::cerr << absl::ProgramUsageMessage() << "\n";
   return 2;
 }

@@ -2,106 +2,197 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
-#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
 namespace paft::merger {
+namespace {
 
-absl::StatusOr<MergeMethod> ParseMergeMethod(const std::string& name) {
-  if (name == "linear") return MergeMethod::kLinear;
-  if (name == "task_arithmetic") return MergeMethod::kTaskArithmetic;
-  if (name == "ties") return MergeMethod::kTies;
-  if (name == "dare_linear" || name == "dare_ties" || name == "breadcrumbs" ||
-      name == "magnitude_prune") {
-    return absl::UnimplementedError(absl::StrCat(
-        "merge method '", name, "' is not implemented yet (available: linear, task_arithmetic, "
-        "ties)"));
+const std::vector<MethodTraits>& Methods() {
+  static const auto* methods = new std::vector<MethodTraits>{
+      {"linear", true, Consensus::kNone, Sparsification::kNone, true, false},
+      {"task_arithmetic", false, Consensus::kNone, Sparsification::kNone, false, false},
+      {"ties", false, Consensus::kSum, Sparsification::kMagnitude, true, false},
+      {"dare_linear", false, Consensus::kNone, Sparsification::kRandom, false, true},
+      {"dare_ties", false, Consensus::kSum, Sparsification::kRandom, false, true},
+      {"breadcrumbs", false, Consensus::kNone, Sparsification::kMagnitudeOutliers, false, false},
+      {"breadcrumbs_ties", false, Consensus::kSum, Sparsification::kMagnitudeOutliers, false,
+       false},
+      {"magnitude_prune", false, Consensus::kNone, Sparsification::kMagnitude, false, false},
+  };
+  return *methods;
+}
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// Keeps the entries whose rank by (|value|, index), ascending, is in [lo, hi); zeroes the rest.
+void KeepRankRange(float* v, int64_t n, int64_t lo, int64_t hi) {
+  if (lo <= 0 && hi >= n) return;
+  if (lo >= hi) {
+    std::fill(v, v + n, 0.0f);
+    return;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown merge method '", name, "'"));
+  auto less = [v](uint32_t a, uint32_t b) {
+    const float fa = std::fabs(v[a]), fb = std::fabs(v[b]);
+    return fa != fb ? fa < fb : a < b;
+  };
+  std::vector<uint32_t> index(static_cast<size_t>(n));  // 4 bytes an entry: tensors < 2^32
+  std::iota(index.begin(), index.end(), 0u);
+  // The boundary elements: rank lo (first kept) and rank hi - 1 (last kept).
+  std::nth_element(index.begin(), index.begin() + lo, index.end(), less);
+  const uint32_t first = index[lo];
+  std::nth_element(index.begin() + lo, index.begin() + (hi - 1), index.end(), less);
+  const uint32_t last = index[hi - 1];
+  index.clear();
+  index.shrink_to_fit();
+  // Decide every entry before zeroing any (zeroing changes the magnitudes being compared).
+  std::vector<uint8_t> keep(static_cast<size_t>(n), 0);
+  for (int64_t j = 0; j < n; ++j) {
+    keep[j] = !less(static_cast<uint32_t>(j), first) && !less(last, static_cast<uint32_t>(j));
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    if (!keep[j]) v[j] = 0.0f;
+  }
+}
+
+// Scales v so that its L1 norm becomes `l1_before` (mergekit's rescale of magnitude methods).
+void RescaleL1(float* v, int64_t n, double l1_before) {
+  double l1_after = 0;
+  for (int64_t j = 0; j < n; ++j) l1_after += std::fabs(v[j]);
+  if (l1_before < 1e-8 || l1_after < 1e-8) return;
+  const double scale = l1_before / l1_after;
+  for (int64_t j = 0; j < n; ++j) v[j] = static_cast<float>(v[j] * scale);
+}
+
+double L1(const float* v, int64_t n) {
+  double s = 0;
+  for (int64_t j = 0; j < n; ++j) s += std::fabs(v[j]);
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<MethodTraits> LookupMergeMethod(const std::string& name) {
+  std::string known;
+  for (const auto& m : Methods()) {
+    if (m.name == name) return m;
+    absl::StrAppend(&known, known.empty() ? "" : ", ", m.name);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown merge method '", name, "' (known: ", known, ")"));
 }
 
 int64_t KeptCount(int64_t n, double density) {
-  // mergekit: k = int(density * numel), i.e. floor (with slack for 0.1 * 30 = 2.9999...).
+  // floor, with slack so that e.g. 0.3 * 10 = 2.9999999999999996 keeps 3.
   const auto k = static_cast<int64_t>(std::floor(density * static_cast<double>(n) + 1e-9));
   return std::clamp<int64_t>(k, 0, n);
 }
 
-float TopKThreshold(const float* values, int64_t n, double density) {
-  if (density >= 1.0 || n == 0) return 0.0f;
-  int64_t k = KeptCount(n, density);
-  if (k == n) return 0.0f;
-  if (k == 0) return INFINITY;
-  std::vector<float> magnitudes(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) magnitudes[i] = std::fabs(values[i]);
-  // The k-th largest magnitude: entries >= it are kept.
-  std::nth_element(magnitudes.begin(), magnitudes.begin() + (k - 1), magnitudes.end(),
-                   std::greater<float>());
-  return magnitudes[k - 1];
+uint64_t TensorKey(const std::string& name) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : name) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  return h;
 }
 
-void MergeTensor(const MergeOptions& options, const float* base,
-                 const std::vector<const float*>& inputs,
-                 const std::vector<InputWeights>& weights, int64_t n, float* out) {
-  const size_t m = inputs.size();
+void SparsifyMagnitude(float* delta, int64_t n, double density, bool rescale) {
+  if (density >= 1.0) return;
+  const double before = rescale ? L1(delta, n) : 0;
+  KeepRankRange(delta, n, n - KeptCount(n, density), n);
+  if (rescale) RescaleL1(delta, n, before);
+}
+
+void SparsifyRandom(float* delta, int64_t n, double density, bool rescale, uint64_t stream) {
+  if (density >= 1.0) return;
+  const uint64_t key = SplitMix64(stream);
+  const float scale = rescale ? static_cast<float>(1.0 / density) : 1.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    const double u =
+        static_cast<double>(SplitMix64(key ^ static_cast<uint64_t>(j)) >> 11) * 0x1.0p-53;
+    delta[j] = u < density ? delta[j] * scale : 0.0f;
+  }
+}
+
+void SparsifyMagnitudeOutliers(float* delta, int64_t n, double density, double gamma,
+                               bool rescale) {
+  if (density >= 1.0) return;
+  const int64_t target = KeptCount(n, density);
+  int64_t top = static_cast<int64_t>(std::floor(gamma * static_cast<double>(n) + 1e-9));
+  int64_t bottom = n - target - top;
+  if (bottom < 0) {  // drop fewer outliers to reach the target density
+    top += bottom;
+    bottom = 0;
+  }
+  const double before = rescale ? L1(delta, n) : 0;
+  KeepRankRange(delta, n, bottom, n - top);
+  if (rescale) RescaleL1(delta, n, before);
+}
+
+void MergeDeltas(const MergeOptions& options, const float* base,
+                 const std::vector<float*>& deltas, const std::vector<InputWeights>& weights,
+                 int64_t n, uint64_t tensor_key, float* out) {
+  const size_t m = deltas.size();
+  const MethodTraits& method = options.method;
   double weight_sum = 0;
   for (const auto& w : weights) weight_sum += w.weight;
-  const double norm = options.normalize && weight_sum != 0 ? 1.0 / weight_sum : 1.0;
 
-  if (options.method == MergeMethod::kLinear) {
+  if (method.linear) {
+    const double norm = options.normalize && weight_sum != 0 ? weight_sum : 1.0;
     for (int64_t j = 0; j < n; ++j) {
       double acc = 0;
-      for (size_t i = 0; i < m; ++i) acc += weights[i].weight * inputs[i][j];
-      out[j] = static_cast<float>(acc * norm);
-    }
-    return;
-  }
-  if (options.method == MergeMethod::kTaskArithmetic) {
-    for (int64_t j = 0; j < n; ++j) {
-      double acc = 0;
-      for (size_t i = 0; i < m; ++i) acc += weights[i].weight * (inputs[i][j] - base[j]);
-      out[j] = static_cast<float>(base[j] + options.lambda * acc * norm);
+      for (size_t i = 0; i < m; ++i) acc += weights[i].weight * (base[j] + deltas[i][j]);
+      out[j] = static_cast<float>(acc / norm);
     }
     return;
   }
 
-  // TIES: trim each delta, elect a sign per entry, disjoint-merge the agreeing entries.
-  std::vector<std::vector<float>> trimmed(m, std::vector<float>(static_cast<size_t>(n)));
   for (size_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < n; ++j) trimmed[i][j] = inputs[i][j] - base[j];
-    const float threshold = TopKThreshold(trimmed[i].data(), n, weights[i].density);
-    if (threshold > 0) {
-      // Keep exactly the top k; entries equal to the threshold are kept in index order until k.
-      const int64_t k = KeptCount(n, weights[i].density);
-      int64_t above = 0;
-      for (int64_t j = 0; j < n; ++j) above += std::fabs(trimmed[i][j]) > threshold ? 1 : 0;
-      int64_t ties_left = k - above;
-      for (int64_t j = 0; j < n; ++j) {
-        const float a = std::fabs(trimmed[i][j]);
-        if (a > threshold) continue;
-        if (a == threshold && ties_left > 0) {
-          --ties_left;
-          continue;
-        }
-        trimmed[i][j] = 0.0f;
-      }
+    switch (method.sparsification) {
+      case Sparsification::kNone:
+        break;
+      case Sparsification::kMagnitude:
+        SparsifyMagnitude(deltas[i], n, weights[i].density, options.rescale);
+        break;
+      case Sparsification::kRandom:
+        SparsifyRandom(deltas[i], n, weights[i].density, options.rescale,
+                       SplitMix64(options.seed ^ SplitMix64(tensor_key + i)));
+        break;
+      case Sparsification::kMagnitudeOutliers:
+        SparsifyMagnitudeOutliers(deltas[i], n, weights[i].density, weights[i].gamma,
+                                  options.rescale);
+        break;
     }
   }
+
+  const double plain_divisor = std::fabs(weight_sum) < 1e-8 ? 1.0 : weight_sum;
   for (int64_t j = 0; j < n; ++j) {
-    double elected = 0;
-    for (size_t i = 0; i < m; ++i) elected += weights[i].weight * trimmed[i][j];
-    double acc = 0, agreeing_weight = 0;
-    if (elected != 0) {
+    double mixed = 0, divisor = plain_divisor;
+    if (method.consensus == Consensus::kSum) {
+      double sign_weight = 0;
+      for (size_t i = 0; i < m; ++i) sign_weight += weights[i].weight * deltas[i][j];
+      const bool positive = sign_weight >= 0;
+      divisor = 0;
       for (size_t i = 0; i < m; ++i) {
-        const float d = trimmed[i][j];
-        if (d != 0 && ((d > 0) == (elected > 0))) {
-          acc += weights[i].weight * d;
-          agreeing_weight += weights[i].weight;
+        const double wd = weights[i].weight * deltas[i][j];
+        if (wd != 0 && (wd > 0) == positive) {
+          mixed += wd;
+          divisor += weights[i].weight;
         }
       }
+      if (divisor == 0) divisor = 1;
+    } else {
+      for (size_t i = 0; i < m; ++i) mixed += weights[i].weight * deltas[i][j];
     }
-    if (options.normalize && agreeing_weight != 0) acc /= agreeing_weight;
-    out[j] = static_cast<float>(base[j] + options.lambda * acc);
+    if (options.normalize) mixed /= divisor;
+    out[j] = static_cast<float>(base[j] + options.lambda * mixed);
   }
 }
 

@@ -1,13 +1,25 @@
-// Per-tensor merge math on float buffers, with mergekit's semantics. Pure functions.
+// Per-tensor merge math on float buffers, with mergekit's semantics and names. Pure functions.
 //
-//   delta_i   = input_i - base
-//   linear          : out = sum_i w_i * input_i / (normalize ? sum_i w_i : 1)
-//   task_arithmetic : out = base + lambda * sum_i w_i * delta_i / (normalize ? sum_i w_i : 1)
-//   ties            : delta_i trimmed to its top-`density` fraction by |delta|; elected sign
-//                     s = sign(sum_i w_i * trimmed_i); out = base + lambda * sum over agreeing
-//                     entries of w_i * trimmed_i, divided (if normalize) by the sum of the
-//                     agreeing weights.
-// Other mergekit methods (dare_*, breadcrumbs, magnitude_prune) arrive with the merger issue.
+// Every method but linear works on task vectors delta_i = input_i - base:
+//   1. sparsify each delta_i to its `density` (none | magnitude top-k | random (DARE) |
+//      magnitude with outliers removed (breadcrumbs)), optionally rescaled;
+//   2. weight them: wd_i = weight_i * delta_i;
+//   3. with sign consensus (ties, dare_ties, breadcrumbs_ties): majority sign
+//      s = (sum_i wd_i >= 0 ? +1 : -1) per entry, keep only wd_i whose sign equals s
+//      (zeros never agree); divisor = sum of the kept weights (1 where none);
+//      without consensus: divisor = sum_i weight_i (1 where |sum| < 1e-8);
+//   4. merged = base + lambda * (sum of kept wd_i) / (normalize ? divisor : 1).
+// linear: out = sum_i weight_i * input_i / (normalize ? sum_i weight_i : 1).
+//
+// | method           | consensus | sparsification | normalize | rescale |   (defaults)
+// | linear           | -         | -              | true      | -       |
+// | task_arithmetic  | -         | -              | false     | -       |
+// | ties             | sum       | magnitude      | true      | false   |
+// | dare_linear      | -         | random         | false     | true    |
+// | dare_ties        | sum       | random         | false     | true    |
+// | breadcrumbs      | -         | outliers       | false     | false   |
+// | breadcrumbs_ties | sum       | outliers       | false     | false   |
+// | magnitude_prune  | -         | magnitude      | false     | false   |
 #ifndef PAFT_MERGER_MERGE_METHODS_H_
 #define PAFT_MERGER_MERGE_METHODS_H_
 
@@ -20,36 +32,59 @@
 
 namespace paft::merger {
 
-enum class MergeMethod { kLinear, kTaskArithmetic, kTies };
+enum class Consensus { kNone, kSum };
+enum class Sparsification { kNone, kMagnitude, kRandom, kMagnitudeOutliers };
 
-// Parses mergekit's method name; Unimplemented for known methods not yet built, InvalidArgument
-// for unknown names.
-absl::StatusOr<MergeMethod> ParseMergeMethod(const std::string& name);
+struct MethodTraits {
+  std::string name;
+  bool linear = false;  // weighted average of the inputs, no task vectors
+  Consensus consensus = Consensus::kNone;
+  Sparsification sparsification = Sparsification::kNone;
+  bool default_normalize = false;
+  bool default_rescale = false;
+};
+
+// Looks a mergekit method name up; InvalidArgument naming the known ones for anything else.
+absl::StatusOr<MethodTraits> LookupMergeMethod(const std::string& name);
 
 struct MergeOptions {
-  MergeMethod method = MergeMethod::kTaskArithmetic;
+  MethodTraits method;
   double lambda = 1.0;
   bool normalize = false;
+  bool rescale = false;
+  uint64_t seed = 0;  // DARE's stream; combined with the tensor key and input index
 };
 
 struct InputWeights {
   double weight = 1.0;
-  double density = 1.0;  // ties: fraction of entries kept, in (0, 1]
+  double density = 1.0;  // fraction kept, in (0, 1]
+  double gamma = 0.01;   // breadcrumbs: fraction of the largest entries dropped
 };
-
-// Merges one tensor of `n` elements. `inputs[i]` points at input i's values, `weights[i]` are its
-// parameters. REQUIRES: inputs.size() == weights.size() >= 1; every buffer holds n floats.
-void MergeTensor(const MergeOptions& options, const float* base,
-                 const std::vector<const float*>& inputs,
-                 const std::vector<InputWeights>& weights, int64_t n, float* out);
 
 // How many of n entries a density keeps: floor(density * n), as mergekit.
 int64_t KeptCount(int64_t n, double density);
 
-// Magnitude threshold of the top KeptCount(n, density) entries of |values|: entries above it are
-// kept, entries equal to it are kept in index order until the count is reached. 0 when everything
-// is kept, +inf when nothing is.
-float TopKThreshold(const float* values, int64_t n, double density);
+// Sparsifiers, in place on n floats. Entries are ranked by (|value|, index), so ties in
+// magnitude are broken deterministically.
+// magnitude: keep the KeptCount largest; rescale: scale the kept ones to the original L1 norm.
+void SparsifyMagnitude(float* delta, int64_t n, double density, bool rescale);
+// random (DARE): keep each entry with probability `density` from a counter-based stream keyed by
+// `stream`; rescale: divide kept entries by density.
+void SparsifyRandom(float* delta, int64_t n, double density, bool rescale, uint64_t stream);
+// outliers (breadcrumbs): drop the floor(gamma * n) largest and the smallest, keeping
+// KeptCount(n, density) entries; rescale as magnitude.
+void SparsifyMagnitudeOutliers(float* delta, int64_t n, double density, double gamma,
+                               bool rescale);
+
+// Merges one tensor of n elements. `deltas[i]` holds input i's task vector (input - base) and is
+// overwritten (sparsified). `tensor_key` identifies the tensor for DARE's random stream (so the
+// result does not depend on processing order). REQUIRES: deltas.size() == weights.size() >= 1.
+void MergeDeltas(const MergeOptions& options, const float* base,
+                 const std::vector<float*>& deltas, const std::vector<InputWeights>& weights,
+                 int64_t n, uint64_t tensor_key, float* out);
+
+// A stable 64-bit key of a tensor name (FNV-1a), for MergeDeltas' tensor_key.
+uint64_t TensorKey(const std::string& name);
 
 }  // namespace paft::merger
 

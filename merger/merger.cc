@@ -1,24 +1,38 @@
 #include "merger/merger.h"
 
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "absl/strings/str_format.h"
 #include "common/dtype.h"
 #include "common/file_util.h"
 #include "common/hf_config.h"
 #include "common/safetensors.h"
 #include "common/status.h"
+#include "merger/inputs.h"
 #include "merger/merge_methods.h"
+#include "nlohmann/json.hpp"
 
 namespace paft::merger {
 namespace {
+
+constexpr int64_t kDefaultMaxShardBytes = int64_t{5} << 30;
 
 // Files of a Hugging Face model folder other than weights that the merged folder keeps.
 constexpr const char* kSideFiles[] = {
     "config.json",           "generation_config.json", "tokenizer.json",
     "tokenizer.model",       "tokenizer_config.json",  "special_tokens_map.json",
 };
+
+bool IsFloat(DType d) {
+  return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16 || d == DType::kF64;
+}
 
 absl::StatusOr<DType> OutputDType(const std::string& dtype, DType base) {
   if (dtype.empty()) return base;
@@ -28,135 +42,238 @@ absl::StatusOr<DType> OutputDType(const std::string& dtype, DType base) {
   return absl::InvalidArgumentError(absl::StrCat("unsupported output dtype '", dtype, "'"));
 }
 
-bool MergeableDType(DType d) {
-  return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16 || d == DType::kF64;
+// Everything decided before the first tensor is read.
+struct Plan {
+  MergeOptions options;
+  std::unique_ptr<SafetensorsModel> base;
+  std::vector<std::unique_ptr<InputModel>> inputs;
+  std::vector<InputWeights> weights;
+  std::vector<TensorSpec> specs;                  // output tensors, in base name order
+  std::vector<std::vector<size_t>> shards;        // tensor indices per output shard
+  std::map<std::string, std::string> metadata;
+};
+
+absl::StatusOr<Plan> MakePlan(const paft::v1::MergeRequest& request) {
+  Plan plan;
+  const auto& spec = request.spec();
+  PAFT_ASSIGN_OR_RETURN(plan.options.method, LookupMergeMethod(spec.method()));
+  plan.options.lambda = spec.lambda() == 0 ? 1.0 : spec.lambda();
+  plan.options.normalize =
+      spec.has_normalize() ? spec.normalize() : plan.options.method.default_normalize;
+  plan.options.rescale = spec.has_rescale() ? spec.rescale() : plan.options.method.default_rescale;
+  plan.options.seed = spec.seed();
+  if (request.inputs().empty()) return absl::InvalidArgumentError("inputs: at least one needed");
+
+  PAFT_ASSIGN_OR_RETURN(ModelConfig base_config, LoadModelConfig(request.base_model()));
+  PAFT_ASSIGN_OR_RETURN(plan.base, SafetensorsModel::Open(request.base_model()));
+  for (const std::string& name : plan.base->names()) {
+    const TensorInfo& info = *plan.base->Find(name)->second;
+    if (info.dtype == DType::kF8E4M3 || info.dtype == DType::kF8E5M2) {
+      return absl::UnimplementedError(absl::StrCat("tensor '", name, "': dtype ",
+                                                   DTypeName(info.dtype),
+                                                   " is not supported by the merger"));
+    }
+  }
+  for (int i = 0; i < request.inputs_size(); ++i) {
+    const auto& input = request.inputs(i);
+    InputWeights w;
+    w.weight = input.params().weight();
+    w.density = input.params().density() == 0 ? 1.0 : input.params().density();
+    w.gamma = input.params().has_gamma() ? input.params().gamma() : 0.01;
+    if (!(w.density > 0 && w.density <= 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("inputs[", i, "] (", input.path(), "): density must be in (0, 1]"));
+    }
+    if (!(w.gamma >= 0 && w.gamma < 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("inputs[", i, "] (", input.path(), "): gamma must be in [0, 1)"));
+    }
+    if (!PathExists(JoinPath(input.path(), "adapter_config.json"))) {
+      PAFT_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(input.path()));
+      if (config.vocab_size != base_config.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "input ", input.path(), " has vocab_size ", config.vocab_size, ", the base ",
+            base_config.vocab_size, " (tensor 'model.embed_tokens.weight' would not align)"));
+      }
+      if (config.hidden_size != base_config.hidden_size ||
+          config.num_hidden_layers != base_config.num_hidden_layers) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "input ", input.path(), " has a different architecture than the base (hidden_size ",
+            config.hidden_size, " vs ", base_config.hidden_size, ", layers ",
+            config.num_hidden_layers, " vs ", base_config.num_hidden_layers, ")"));
+      }
+    }
+    PAFT_ASSIGN_OR_RETURN(auto model, OpenInput(input.path()));
+    PAFT_RETURN_IF_ERROR(model->Validate(*plan.base));
+    plan.inputs.push_back(std::move(model));
+    plan.weights.push_back(w);
+  }
+
+  // Output tensors and their shards (HF's max_shard_size, greedy in name order).
+  const int64_t max_shard =
+      request.max_shard_bytes() > 0 ? request.max_shard_bytes() : kDefaultMaxShardBytes;
+  int64_t shard_bytes = 0;
+  for (const std::string& name : plan.base->names()) {
+    const TensorInfo& info = *plan.base->Find(name)->second;
+    TensorSpec out{name, info.dtype, info.shape};
+    if (IsFloat(info.dtype)) {
+      PAFT_ASSIGN_OR_RETURN(out.dtype, OutputDType(spec.dtype(), info.dtype));
+    }
+    const int64_t bytes = info.numel() * static_cast<int64_t>(DTypeSize(out.dtype));
+    if (plan.shards.empty() || (shard_bytes > 0 && shard_bytes + bytes > max_shard)) {
+      plan.shards.emplace_back();
+      shard_bytes = 0;
+    }
+    plan.shards.back().push_back(plan.specs.size());
+    shard_bytes += bytes;
+    plan.specs.push_back(std::move(out));
+  }
+  plan.metadata = {{"format", "pt"}, {"paft_merge_method", spec.method()}};
+  return plan;
 }
 
-std::vector<float> ToFloat(const SafetensorsFile& file, const TensorInfo& info) {
-  auto data = file.Data(info);
-  std::vector<float> out(static_cast<size_t>(info.numel()));
-  for (size_t i = 0; i < out.size(); ++i) out[i] = LoadAsFloat(info.dtype, data.data(), i);
+// Merges tensor `index` of the plan into its output bytes.
+absl::StatusOr<std::vector<uint8_t>> MergeOne(const Plan& plan, size_t index,
+                                              MergeProgress* progress) {
+  const TensorSpec& spec = plan.specs[index];
+  PAFT_ASSIGN_OR_RETURN(auto found, plan.base->Find(spec.name));
+  const SafetensorsFile& base_file = *found.first;
+  const TensorInfo& base_info = *found.second;
+  progress->bytes_read += static_cast<int64_t>(base_info.nbytes());
+  if (!IsFloat(base_info.dtype)) {
+    // Integer and boolean buffers are not trained: copied from the base.
+    auto data = base_file.Data(base_info);
+    std::vector<uint8_t> out(data.begin(), data.end());
+    base_file.Release(base_info);
+    return out;
+  }
+  const int64_t n = base_info.numel();
+  std::vector<float> base(static_cast<size_t>(n));
+  ReadAsFloat(base_file, base_info, base.data());
+  std::vector<std::vector<float>> deltas(plan.inputs.size(),
+                                         std::vector<float>(static_cast<size_t>(n)));
+  std::vector<float*> delta_ptrs;
+  for (size_t i = 0; i < plan.inputs.size(); ++i) {
+    PAFT_RETURN_IF_ERROR(plan.inputs[i]->Delta(spec.name, base_info, base.data(),
+                                               deltas[i].data()));
+    delta_ptrs.push_back(deltas[i].data());
+  }
+  std::vector<float> merged(static_cast<size_t>(n));
+  MergeDeltas(plan.options, base.data(), delta_ptrs, plan.weights, n, TensorKey(spec.name),
+              merged.data());
+  std::vector<uint8_t> out(static_cast<size_t>(n) * DTypeSize(spec.dtype));
+  if (spec.dtype == DType::kF32) {
+    std::memcpy(out.data(), merged.data(), out.size());
+  } else {
+    for (int64_t j = 0; j < n; ++j) StoreFromFloat(spec.dtype, out.data(), j, merged[j]);
+  }
   return out;
+}
+
+// Runs MergeOne over all tensors on `threads` workers and appends the results in order to the
+// shard writers. At most `window` merged tensors wait in memory for the writer.
+absl::Status MergeAll(const Plan& plan, const std::string& dir, int threads,
+                      MergeProgress* progress) {
+  const size_t total = plan.specs.size();
+  const size_t window = static_cast<size_t>(threads) + 1;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<size_t, std::vector<uint8_t>> ready;  // GUARDED_BY(mu)
+  size_t written = 0;                            // GUARDED_BY(mu)
+  size_t next = 0;                               // GUARDED_BY(mu)
+  absl::Status error;                            // GUARDED_BY(mu)
+
+  auto worker = [&] {
+    while (true) {
+      size_t index;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return !error.ok() || next >= total || next < written + window; });
+        if (!error.ok() || next >= total) return;
+        index = next++;
+      }
+      auto bytes = MergeOne(plan, index, progress);
+      std::lock_guard<std::mutex> lock(mu);
+      if (!bytes.ok()) {
+        if (error.ok()) error = bytes.status();
+      } else {
+        ready[index] = std::move(bytes).value();
+      }
+      cv.notify_all();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
+
+  absl::Status status;
+  const bool sharded = plan.shards.size() > 1;
+  std::map<std::string, std::string> weight_map;
+  int64_t total_size = 0;
+  for (size_t s = 0; s < plan.shards.size() && status.ok(); ++s) {
+    const std::string file =
+        sharded ? absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, plan.shards.size())
+                : "model.safetensors";
+    std::vector<TensorSpec> specs;
+    for (size_t index : plan.shards[s]) {
+      specs.push_back(plan.specs[index]);
+      weight_map[plan.specs[index].name] = file;
+    }
+    auto writer = SafetensorsWriter::Create(JoinPath(dir, file), specs, plan.metadata);
+    if (!writer.ok()) {
+      status = writer.status();
+      break;
+    }
+    for (size_t index : plan.shards[s]) {
+      std::vector<uint8_t> bytes;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return !error.ok() || ready.count(index); });
+        if (!error.ok()) {
+          status = error;
+          break;
+        }
+        bytes = std::move(ready[index]);
+        ready.erase(index);
+      }
+      status = (*writer)->Append(bytes);
+      total_size += static_cast<int64_t>(bytes.size());
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ++written;
+        if (!status.ok() && error.ok()) error = status;
+      }
+      cv.notify_all();
+      if (!status.ok()) break;
+      ++progress->tensors_done;
+    }
+    if (status.ok()) status = (*writer)->Commit();
+    if (status.ok()) progress->bytes_written += static_cast<int64_t>((*writer)->bytes_written());
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!status.ok() && error.ok()) error = status;
+  }
+  cv.notify_all();
+  for (auto& t : pool) t.join();
+  if (!status.ok()) return status;
+  if (sharded) {
+    nlohmann::json index = {{"metadata", {{"total_size", total_size}}},
+                            {"weight_map", weight_map}};
+    PAFT_RETURN_IF_ERROR(
+        WriteFileAtomic(JoinPath(dir, "model.safetensors.index.json"), index.dump(2)));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status MergeInto(const paft::v1::MergeRequest& request, const std::string& tmp_dir,
                        MergeProgress* progress) {
-  PAFT_ASSIGN_OR_RETURN(MergeMethod method, ParseMergeMethod(request.spec().method()));
-  if (request.inputs().empty()) return absl::InvalidArgumentError("inputs: at least one needed");
-  PAFT_ASSIGN_OR_RETURN(ModelConfig base_config, LoadModelConfig(request.base_model()));
-  PAFT_ASSIGN_OR_RETURN(auto base, SafetensorsModel::Open(request.base_model()));
-
-  std::vector<std::unique_ptr<SafetensorsModel>> inputs;
-  std::vector<InputWeights> weights;
-  for (const auto& input : request.inputs()) {
-    if (PathExists(JoinPath(input.path(), "adapter_config.json"))) {
-      return absl::UnimplementedError(absl::StrCat(
-          "input ", input.path(), " is a PEFT adapter; adapter inputs arrive with the merger "
-          "issue"));
-    }
-    PAFT_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(input.path()));
-    if (config.vocab_size != base_config.vocab_size ||
-        config.hidden_size != base_config.hidden_size ||
-        config.num_hidden_layers != base_config.num_hidden_layers) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input ", input.path(), " has a different architecture than the base (vocab_size ",
-          config.vocab_size, " vs ", base_config.vocab_size, ", hidden_size ",
-          config.hidden_size, " vs ", base_config.hidden_size, ", layers ",
-          config.num_hidden_layers, " vs ", base_config.num_hidden_layers, ")"));
-    }
-    PAFT_ASSIGN_OR_RETURN(auto model, SafetensorsModel::Open(input.path()));
-    if (model->names() != base->names()) {
-      std::vector<std::string> missing, extra;
-      for (const auto& n : base->names()) {
-        if (!model->Find(n).ok()) missing.push_back(n);
-      }
-      for (const auto& n : model->names()) {
-        if (!base->Find(n).ok()) extra.push_back(n);
-      }
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input ", input.path(), " does not have the base's tensors; missing: [",
-          absl::StrJoin(missing, ", "), "], unexpected: [", absl::StrJoin(extra, ", "), "]"));
-    }
-    InputWeights w;
-    w.weight = input.params().weight();
-    w.density = input.params().density() == 0 ? 1.0 : input.params().density();
-    if (!(w.density > 0 && w.density <= 1)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("input ", input.path(), ": density must be in (0, 1]"));
-    }
-    weights.push_back(w);
-    inputs.push_back(std::move(model));
-  }
-
-  MergeOptions options;
-  options.method = method;
-  options.lambda = request.spec().lambda() == 0 ? 1.0 : request.spec().lambda();
-  options.normalize = request.spec().normalize();
-
-  // Header first: every tensor keeps its name and shape; float tensors take the output dtype.
-  std::vector<TensorSpec> specs;
-  for (const std::string& name : base->names()) {
-    PAFT_ASSIGN_OR_RETURN(auto found, base->Find(name));
-    const TensorInfo& info = *found.second;
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      PAFT_ASSIGN_OR_RETURN(auto other, inputs[i]->Find(name));
-      if (other.second->shape != info.shape) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("tensor '", name, "': shape [", absl::StrJoin(other.second->shape, ","),
-                         "] in ", request.inputs(i).path(), " differs from the base's [",
-                         absl::StrJoin(info.shape, ","), "]"));
-      }
-      if (MergeableDType(info.dtype) != MergeableDType(other.second->dtype)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tensor '", name, "': dtype ", DTypeName(other.second->dtype), " in ",
-            request.inputs(i).path(), " cannot be merged with the base's ",
-            DTypeName(info.dtype)));
-      }
-    }
-    TensorSpec spec{name, info.dtype, info.shape};
-    if (MergeableDType(info.dtype)) {
-      PAFT_ASSIGN_OR_RETURN(spec.dtype, OutputDType(request.spec().dtype(), info.dtype));
-    }
-    specs.push_back(std::move(spec));
-  }
-  progress->tensors_total = static_cast<int64_t>(specs.size());
-  std::map<std::string, std::string> metadata = {{"format", "pt"},
-                                                 {"paft_merge_method", request.spec().method()}};
-  PAFT_ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(
-                                         JoinPath(tmp_dir, "model.safetensors"), specs, metadata));
-
-  std::vector<uint8_t> out_bytes;
-  for (const TensorSpec& spec : specs) {
-    PAFT_ASSIGN_OR_RETURN(auto found, base->Find(spec.name));
-    const SafetensorsFile& base_file = *found.first;
-    const TensorInfo& base_info = *found.second;
-    const int64_t n = base_info.numel();
-    progress->bytes_read += static_cast<int64_t>(base_info.nbytes());
-    if (!MergeableDType(base_info.dtype)) {
-      // Integer/bool buffers are not trained: copied from the base.
-      auto data = base_file.Data(base_info);
-      PAFT_RETURN_IF_ERROR(writer->Append(data));
-    } else {
-      std::vector<float> base_values = ToFloat(base_file, base_info);
-      std::vector<std::vector<float>> input_values;
-      std::vector<const float*> input_ptrs;
-      for (const auto& model : inputs) {
-        PAFT_ASSIGN_OR_RETURN(auto in, model->Find(spec.name));
-        input_values.push_back(ToFloat(*in.first, *in.second));
-        progress->bytes_read += static_cast<int64_t>(in.second->nbytes());
-      }
-      for (const auto& v : input_values) input_ptrs.push_back(v.data());
-      std::vector<float> merged(static_cast<size_t>(n));
-      MergeTensor(options, base_values.data(), input_ptrs, weights, n, merged.data());
-      out_bytes.assign(static_cast<size_t>(n) * DTypeSize(spec.dtype), 0);
-      for (int64_t i = 0; i < n; ++i) StoreFromFloat(spec.dtype, out_bytes.data(), i, merged[i]);
-      PAFT_RETURN_IF_ERROR(writer->Append(out_bytes));
-    }
-    ++progress->tensors_done;
-  }
-  PAFT_RETURN_IF_ERROR(writer->Commit());
-  progress->bytes_written = static_cast<int64_t>(writer->bytes_written());
-
+  PAFT_ASSIGN_OR_RETURN(Plan plan, MakePlan(request));
+  progress->tensors_total = static_cast<int64_t>(plan.specs.size());
+  int threads = request.threads() > 0 ? request.threads()
+                                      : static_cast<int>(std::thread::hardware_concurrency());
+  threads = std::clamp(threads, 1, 64);
+  PAFT_RETURN_IF_ERROR(MergeAll(plan, tmp_dir, threads, progress));
+  for (const auto& input : plan.inputs) progress->bytes_read += input->bytes_read();
   for (const char* name : kSideFiles) {
     const std::string from = JoinPath(request.base_model(), name);
     if (IsRegularFile(from)) PAFT_RETURN_IF_ERROR(CopyFileDurably(from, JoinPath(tmp_dir, name)));
@@ -172,10 +289,8 @@ absl::Status RunMerge(const paft::v1::MergeRequest& request, MergeProgress* prog
   if (PathExists(out)) {
     return absl::AlreadyExistsError(absl::StrCat("output_dir '", out, "' already exists"));
   }
-  std::string parent = out.substr(0, out.find_last_of('/') == std::string::npos
-                                         ? 0
-                                         : out.find_last_of('/'));
-  if (!parent.empty()) PAFT_RETURN_IF_ERROR(MakeDirs(parent));
+  const size_t slash = out.find_last_of('/');
+  if (slash != std::string::npos && slash > 0) PAFT_RETURN_IF_ERROR(MakeDirs(out.substr(0, slash)));
   PAFT_ASSIGN_OR_RETURN(std::string tmp_dir, MakeTempDirBeside(out));
   absl::Status status = MergeInto(request, tmp_dir, progress);
   if (status.ok()) status = RenameDurably(tmp_dir, out);

@@ -174,10 +174,10 @@ TEST_F(EndToEndTest, JobRunsToSucceededAndTheMergeIsRight) {
          m = Floats(**out, name);
     for (size_t i = 0; i < b.size(); ++i) {
       const double d1 = s[i] - b[i], d2 = a[i] - b[i];
-      const double elected = d1 + d2;
+      const bool positive = d1 + d2 >= 0;  // mergekit: a tie elects +
       double sum = 0, count = 0;
       for (double d : {d1, d2}) {
-        if (d != 0 && elected != 0 && (d > 0) == (elected > 0)) {
+        if (d != 0 && (d > 0) == positive) {
           sum += d;
           count += 1;
         }

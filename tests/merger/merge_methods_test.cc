@@ -1,90 +1,198 @@
+// Each method against results computed by hand, with mergekit's semantics.
 #include "merger/merge_methods.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <numeric>
 #include <vector>
 
 namespace paft::merger {
 namespace {
 
-std::vector<float> Merge(MergeOptions options, const std::vector<float>& base,
+MergeOptions Options(const std::string& method) {
+  MergeOptions o;
+  o.method = *LookupMergeMethod(method);
+  o.normalize = o.method.default_normalize;
+  o.rescale = o.method.default_rescale;
+  return o;
+}
+
+// inputs are full values; deltas are formed here.
+std::vector<float> Merge(const MergeOptions& options, const std::vector<float>& base,
                          const std::vector<std::vector<float>>& inputs,
-                         const std::vector<InputWeights>& weights) {
-  std::vector<const float*> ptrs;
-  for (const auto& in : inputs) ptrs.push_back(in.data());
+                         const std::vector<InputWeights>& weights, uint64_t key = 1) {
+  std::vector<std::vector<float>> deltas;
+  for (const auto& in : inputs) {
+    std::vector<float> d(base.size());
+    for (size_t j = 0; j < base.size(); ++j) d[j] = in[j] - base[j];
+    deltas.push_back(d);
+  }
+  std::vector<float*> ptrs;
+  for (auto& d : deltas) ptrs.push_back(d.data());
   std::vector<float> out(base.size());
-  MergeTensor(options, base.data(), ptrs, weights, static_cast<int64_t>(base.size()), out.data());
+  MergeDeltas(options, base.data(), ptrs, weights, static_cast<int64_t>(base.size()), key,
+              out.data());
   return out;
 }
 
-TEST(MergeMethodsTest, ParsesMergekitNames) {
-  EXPECT_EQ(*ParseMergeMethod("ties"), MergeMethod::kTies);
-  EXPECT_EQ(*ParseMergeMethod("linear"), MergeMethod::kLinear);
-  EXPECT_EQ(ParseMergeMethod("dare_ties").status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(ParseMergeMethod("slerpy").status().code(), absl::StatusCode::kInvalidArgument);
+using V = std::vector<float>;
+
+TEST(MergeMethodsTest, KnowsMergekitsMethodsAndDefaults) {
+  EXPECT_TRUE(LookupMergeMethod("ties")->default_normalize);
+  EXPECT_TRUE(LookupMergeMethod("linear")->default_normalize);
+  EXPECT_FALSE(LookupMergeMethod("task_arithmetic")->default_normalize);
+  EXPECT_TRUE(LookupMergeMethod("dare_ties")->default_rescale);
+  EXPECT_TRUE(LookupMergeMethod("dare_linear")->default_rescale);
+  EXPECT_FALSE(LookupMergeMethod("breadcrumbs")->default_rescale);
+  EXPECT_EQ(LookupMergeMethod("breadcrumbs_ties")->consensus, Consensus::kSum);
+  auto unknown = LookupMergeMethod("slerpy");
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(unknown.status().message().find("known: linear"), absl::string_view::npos);
 }
 
 TEST(MergeMethodsTest, LinearIsAWeightedAverage) {
-  MergeOptions o{MergeMethod::kLinear, 1.0, /*normalize=*/true};
-  EXPECT_EQ(Merge(o, {0, 0}, {{1, 2}, {3, 4}}, {{1, 1}, {1, 1}}), (std::vector<float>{2, 3}));
-  EXPECT_EQ(Merge(o, {0, 0}, {{1, 2}, {3, 4}}, {{3, 1}, {1, 1}}),
-            (std::vector<float>{1.5f, 2.5f}));
+  auto o = Options("linear");
+  EXPECT_EQ(Merge(o, {0, 0}, {{1, 2}, {3, 4}}, {{1}, {1}}), (V{2, 3}));
+  EXPECT_EQ(Merge(o, {0, 0}, {{1, 2}, {3, 4}}, {{3}, {1}}), (V{1.5f, 2.5f}));
   o.normalize = false;
-  EXPECT_EQ(Merge(o, {0, 0}, {{1, 2}, {3, 4}}, {{1, 1}, {1, 1}}), (std::vector<float>{4, 6}));
+  EXPECT_EQ(Merge(o, {9, 9}, {{1, 2}, {3, 4}}, {{1}, {1}}), (V{4, 6}));  // base not used
 }
 
 TEST(MergeMethodsTest, TaskArithmeticAddsWeightedDeltas) {
-  MergeOptions o{MergeMethod::kTaskArithmetic, 1.0, false};
+  auto o = Options("task_arithmetic");
   // deltas [1,-1] and [0,2]; weights 1 and 0.5 -> [1, 0]
-  EXPECT_EQ(Merge(o, {1, 1}, {{2, 0}, {1, 3}}, {{1, 1}, {0.5, 1}}), (std::vector<float>{2, 1}));
+  EXPECT_EQ(Merge(o, {1, 1}, {{2, 0}, {1, 3}}, {{1}, {0.5}}), (V{2, 1}));
   o.lambda = 2.0;
-  EXPECT_EQ(Merge(o, {1, 1}, {{2, 0}, {1, 3}}, {{1, 1}, {0.5, 1}}), (std::vector<float>{3, 1}));
-  // Zero weights leave the base.
+  EXPECT_EQ(Merge(o, {1, 1}, {{2, 0}, {1, 3}}, {{1}, {0.5}}), (V{3, 1}));
   o.lambda = 1.0;
-  EXPECT_EQ(Merge(o, {1, 1}, {{5, 5}, {7, 7}}, {{0, 1}, {0, 1}}), (std::vector<float>{1, 1}));
+  o.normalize = true;  // divided by 1.5
+  auto n = Merge(o, {1, 1}, {{2, 0}, {1, 3}}, {{1}, {0.5}});
+  EXPECT_FLOAT_EQ(n[0], 1 + 1 / 1.5f);
+  EXPECT_FLOAT_EQ(n[1], 1);
+  o.normalize = false;
+  EXPECT_EQ(Merge(o, {1, 1}, {{5, 5}, {7, 7}}, {{0}, {0}}), (V{1, 1}));  // zero weights
 }
 
 TEST(MergeMethodsTest, TiesWithFullDensity) {
-  // deltas A = [3,-1,0.5,2], B = [-1,-2,1,-3]; elected signs [+,-,+,-].
-  const std::vector<float> base = {0, 0, 0, 0};
-  const std::vector<std::vector<float>> in = {{3, -1, 0.5, 2}, {-1, -2, 1, -3}};
-  MergeOptions o{MergeMethod::kTies, 1.0, /*normalize=*/false};
-  EXPECT_EQ(Merge(o, base, in, {{1, 1}, {1, 1}}), (std::vector<float>{3, -3, 1.5, -3}));
-  o.normalize = true;
-  EXPECT_EQ(Merge(o, base, in, {{1, 1}, {1, 1}}), (std::vector<float>{3, -1.5, 0.75, -3}));
+  // deltas A = [3,-1,0.5,2], B = [-1,-2,1,-3]; sums [2,-3,1.5,-1] elect [+,-,+,-].
+  const V base = {0, 0, 0, 0};
+  const std::vector<V> in = {{3, -1, 0.5, 2}, {-1, -2, 1, -3}};
+  auto o = Options("ties");  // normalize by default
+  EXPECT_EQ(Merge(o, base, in, {{1}, {1}}), (V{3, -1.5, 0.75, -3}));
+  o.normalize = false;
+  EXPECT_EQ(Merge(o, base, in, {{1}, {1}}), (V{3, -3, 1.5, -3}));
 }
 
 TEST(MergeMethodsTest, TiesTrimsToDensity) {
-  // Top-2 by magnitude: A -> [3,0,0,2], B -> [0,-2,0,-3]; elected [+,-,0,-].
-  const std::vector<float> base = {1, 1, 1, 1};
-  const std::vector<std::vector<float>> in = {{4, 0, 1.5, 3}, {0, -1, 2, -2}};
-  MergeOptions o{MergeMethod::kTies, 1.0, true};
-  EXPECT_EQ(Merge(o, base, in, {{1, 0.5}, {1, 0.5}}), (std::vector<float>{4, -1, 1, -2}));
+  // Top-2 by magnitude: A -> [3,0,0,2], B -> [0,-2,0,-3]; sums [3,-2,0,-1]; at 0 the majority
+  // sign is + (sum >= 0) but no kept entry is positive there, so the base stays.
+  const V base = {1, 1, 1, 1};
+  const std::vector<V> in = {{4, 0, 1.5, 3}, {0, -1, 2, -2}};
+  EXPECT_EQ(Merge(Options("ties"), base, in, {{1, 0.5}, {1, 0.5}}), (V{4, -1, 1, -2}));
 }
 
-TEST(MergeMethodsTest, TiesSignElectionTieKeepsTheBase) {
-  MergeOptions o{MergeMethod::kTies, 1.0, true};
-  EXPECT_EQ(Merge(o, {5}, {{6}, {4}}, {{1, 1}, {1, 1}}), (std::vector<float>{5}));
+TEST(MergeMethodsTest, TiesSignTieElectsPositive) {
+  // Deltas +1 and -1 sum to 0: mergekit's majority sign is + (sum >= 0).
+  EXPECT_EQ(Merge(Options("ties"), {5}, {{6}, {4}}, {{1}, {1}}), (V{6}));
 }
 
-TEST(MergeMethodsTest, TiesZeroWeightDoesNotVote) {
-  MergeOptions o{MergeMethod::kTies, 1.0, true};
-  // A votes +2, B (weight 0) does not move the election nor the sum.
-  EXPECT_EQ(Merge(o, {0}, {{2}, {-4}}, {{1, 1}, {0, 1}}), (std::vector<float>{2}));
+TEST(MergeMethodsTest, TiesWeightsEnterTheElection) {
+  // A = +2 (weight 1), B = -1 (weight 3): weighted sum 2 - 3 < 0 elects -, B wins.
+  EXPECT_EQ(Merge(Options("ties"), {0}, {{2}, {-1}}, {{1}, {3}}), (V{-1}));
+  // A zero weight neither votes nor counts in the divisor.
+  EXPECT_EQ(Merge(Options("ties"), {0}, {{2}, {-4}}, {{1}, {0}}), (V{2}));
 }
 
-TEST(MergeMethodsTest, TopKThresholdKeepsExactlyK) {
-  const std::vector<float> v = {1, -1, 1, 1};
-  EXPECT_EQ(TopKThreshold(v.data(), 4, 0.5), 1.0f);
-  EXPECT_EQ(TopKThreshold(v.data(), 4, 1.0), 0.0f);
-  const std::vector<float> w = {0.1f, -5, 3, 0.2f, -0.3f};
-  EXPECT_EQ(TopKThreshold(w.data(), 5, 0.4), 3.0f);  // keeps |-5| and |3|
-  // Ties at the threshold: exactly ceil(0.5 * 4) = 2 entries survive.
-  MergeOptions o{MergeMethod::kTies, 1.0, false};
-  auto out = Merge(o, {0, 0, 0, 0}, {{1, -1, 1, 1}}, {{1, 0.5}});
-  int kept = 0;
-  for (float x : out) kept += x != 0;
-  EXPECT_EQ(kept, 2);
+TEST(MergeMethodsTest, DensityZeroAndOne) {
+  // Density 1 keeps everything; a density below 1/n keeps nothing (floor(density * n) = 0).
+  EXPECT_EQ(KeptCount(4, 1.0), 4);
+  EXPECT_EQ(KeptCount(4, 0.2), 0);
+  EXPECT_EQ(KeptCount(10, 0.3), 3);
+  EXPECT_EQ(Merge(Options("ties"), {1, 1}, {{2, 3}}, {{1, 0.4}}), (V{1, 1}));
+  EXPECT_EQ(Merge(Options("magnitude_prune"), {0, 0, 0, 0}, {{1, -4, 2, 3}}, {{1, 0.5}}),
+            (V{0, -4, 0, 3}));
+}
+
+TEST(MergeMethodsTest, MagnitudeTiesAreBrokenByIndex) {
+  V d = {1, -1, 1, 1};
+  SparsifyMagnitude(d.data(), 4, 0.5, false);
+  EXPECT_EQ(d, (V{0, 0, 1, 1}));  // equal magnitudes: the later indices rank higher
+}
+
+TEST(MergeMethodsTest, MagnitudeRescaleKeepsTheL1Norm) {
+  V d = {1, -2, 3, -4};  // L1 10; top-2 keeps 3, -4 (L1 7) -> scaled by 10/7
+  SparsifyMagnitude(d.data(), 4, 0.5, true);
+  EXPECT_FLOAT_EQ(d[2], 3 * 10.0f / 7);
+  EXPECT_FLOAT_EQ(d[3], -4 * 10.0f / 7);
+  EXPECT_EQ(d[0], 0);
+}
+
+TEST(MergeMethodsTest, BreadcrumbsDropsOutliersAndSmallest) {
+  // n = 10, density 0.5 keeps 5, gamma 0.2 drops the 2 largest, so the 3 smallest go too.
+  V d = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  SparsifyMagnitudeOutliers(d.data(), 10, 0.5, 0.2, false);
+  EXPECT_EQ(d, (V{0, 0, 0, 4, 5, 6, 7, 8, 0, 0}));
+  // gamma too large for the density: fewer outliers are dropped.
+  V e = {1, 2, 3, 4};
+  SparsifyMagnitudeOutliers(e.data(), 4, 0.75, 0.5, false);
+  EXPECT_EQ(e, (V{1, 2, 3, 0}));
+  // Through the method, default gamma 0.01 on 4 entries drops no outlier.
+  EXPECT_EQ(Merge(Options("breadcrumbs"), {0, 0, 0, 0}, {{-1, 2, 3, 4}}, {{1, 0.5}}),
+            (V{0, 0, 3, 4}));
+}
+
+TEST(MergeMethodsTest, DareKeepsDensityFractionAndRescales) {
+  const int64_t n = 200000;
+  const double density = 0.3;
+  V d(n);
+  for (int64_t j = 0; j < n; ++j) d[j] = 0.5f + static_cast<float>(j % 7);
+  const V original = d;
+  SparsifyRandom(d.data(), n, density, /*rescale=*/true, /*stream=*/42);
+  int64_t kept = 0;
+  double sum_before = 0, sum_after = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    sum_before += original[j];
+    sum_after += d[j];
+    if (d[j] != 0) {
+      ++kept;
+      ASSERT_FLOAT_EQ(d[j], original[j] / 0.3f);
+    }
+  }
+  // Binomial(n, 0.3): sigma = sqrt(n p (1-p)) ~ 205; allow 5 sigma.
+  EXPECT_NEAR(static_cast<double>(kept), density * n, 5 * std::sqrt(n * density * (1 - density)));
+  // Rescaling keeps the expected sum: relative error well within 2%.
+  EXPECT_NEAR(sum_after / sum_before, 1.0, 0.02);
+  // The same stream gives the same mask; another stream another one.
+  V again = original, other = original;
+  SparsifyRandom(again.data(), n, density, true, 42);
+  SparsifyRandom(other.data(), n, density, true, 43);
+  EXPECT_EQ(again, d);
+  EXPECT_NE(other, d);
+  // Without rescale the kept entries are unchanged.
+  V plain = original;
+  SparsifyRandom(plain.data(), n, density, false, 42);
+  for (int64_t j = 0; j < n; ++j) {
+    if (d[j] != 0) {
+      ASSERT_EQ(plain[j], original[j]);
+    }
+  }
+}
+
+TEST(MergeMethodsTest, DareLinearAndTiesDependOnSeedAndTensor) {
+  auto o = Options("dare_ties");
+  o.seed = 7;
+  V base(1000, 0.0f);
+  std::vector<V> in = {V(1000, 1.0f), V(1000, -0.5f)};
+  auto a = Merge(o, base, in, {{1, 0.5}, {1, 0.5}}, TensorKey("x"));
+  auto b = Merge(o, base, in, {{1, 0.5}, {1, 0.5}}, TensorKey("x"));
+  auto c = Merge(o, base, in, {{1, 0.5}, {1, 0.5}}, TensorKey("y"));
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  // Each entry: A kept -> 2 (1/0.5) wins the sign; only B kept -> -1; none -> 0.
+  for (float x : a) EXPECT_TRUE(x == 2.0f || x == -1.0f || x == 0.0f) << x;
+  auto linear = Options("dare_linear");
+  for (float x : Merge(linear, base, in, {{1, 1}, {1, 1}})) EXPECT_FLOAT_EQ(x, 0.5f);
 }
 
 }  // namespace

@@ -3,6 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <tuple>
+
 #include "common/dtype.h"
 #include "common/file_util.h"
 #include "common/safetensors.h"
@@ -113,8 +118,159 @@ TEST(MergerTest, RefusesExistingOutputAndUnknownMethods) {
   WriteModel(dir.Join("y"), DType::kF32, {1, 2}, {0, 0});
   MergeProgress progress;
   EXPECT_EQ(RunMerge(Request(dir, "nope"), &progress).code(), absl::StatusCode::kInvalidArgument);
+  auto bad_density = Request(dir, "ties");
+  bad_density.mutable_inputs(1)->mutable_params()->set_density(1.5);
+  EXPECT_EQ(RunMerge(bad_density, &progress).code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(MakeDirs(dir.Join("out/merged")).ok());
   EXPECT_EQ(RunMerge(Request(dir, "ties"), &progress).code(), absl::StatusCode::kAlreadyExists);
+}
+
+// A base with one attention projection, and helpers for LoRA adapters of it.
+constexpr char kQ[] = "model.layers.0.self_attn.q_proj.weight";
+
+void WriteFloatModel(const std::string& dir, const std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>>& tensors) {
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  ASSERT_TRUE(WriteFileAtomic(JoinPath(dir, "config.json"), kConfig).ok());
+  std::vector<TensorData> data;
+  for (const auto& [name, t] : tensors) {
+    TensorData d{{name, DType::kF32, t.first}, std::vector<uint8_t>(t.second.size() * 4)};
+    std::memcpy(d.bytes.data(), t.second.data(), d.bytes.size());
+    data.push_back(std::move(d));
+  }
+  ASSERT_TRUE(WriteSafetensors(JoinPath(dir, "model.safetensors"), data).ok());
+}
+
+std::vector<float> Ramp(int n, float scale, float offset) {
+  std::vector<float> v(n);
+  for (int i = 0; i < n; ++i) v[i] = offset + scale * std::sin(1.7f * i + offset);
+  return v;
+}
+
+TEST(MergerTest, AdapterInputEqualsTheEquivalentFullModel) {
+  testing::TempDir dir;
+  const std::vector<float> q = Ramp(12, 0.5f, 0.1f), norm = Ramp(3, 0.2f, 1.0f);
+  WriteFloatModel(dir.Join("base"), {{kQ, {{4, 3}, q}}, {"model.norm.weight", {{3}, norm}}});
+  // LoRA r=2, alpha=4 -> scale 2; delta = 2 * B[4x2] @ A[2x3].
+  const std::vector<float> a = Ramp(6, 0.3f, 0.7f), b = Ramp(8, 0.4f, -0.2f);
+  ASSERT_TRUE(MakeDirs(dir.Join("adapter")).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("adapter/adapter_config.json"),
+                              R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
+                                  "target_modules": ["q_proj"]})").ok());
+  std::vector<TensorData> lora;
+  for (const auto& [name, shape, values] :
+       {std::tuple<std::string, std::vector<int64_t>, std::vector<float>>{
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {2, 3}, a},
+        {"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", {4, 2}, b}}) {
+    TensorData d{{name, DType::kF32, shape}, std::vector<uint8_t>(values.size() * 4)};
+    std::memcpy(d.bytes.data(), values.data(), d.bytes.size());
+    lora.push_back(std::move(d));
+  }
+  ASSERT_TRUE(WriteSafetensors(dir.Join("adapter/adapter_model.safetensors"), lora).ok());
+  // The equivalent full model, computed here by hand.
+  std::vector<float> full_q(12);
+  for (int o = 0; o < 4; ++o) {
+    for (int i = 0; i < 3; ++i) {
+      double acc = 0;
+      for (int k = 0; k < 2; ++k) acc += b[o * 2 + k] * a[k * 3 + i];
+      full_q[o * 3 + i] = static_cast<float>(q[o * 3 + i] + 2.0 * acc);
+    }
+  }
+  WriteFloatModel(dir.Join("full"), {{kQ, {{4, 3}, full_q}}, {"model.norm.weight", {{3}, norm}}});
+  WriteFloatModel(dir.Join("other"), {{kQ, {{4, 3}, Ramp(12, 0.6f, 0.3f)}},
+                                      {"model.norm.weight", {{3}, Ramp(3, 0.1f, 0.9f)}}});
+  for (const char* method : {"task_arithmetic", "ties", "linear"}) {
+    std::vector<std::vector<float>> results;
+    for (const char* first : {"adapter", "full"}) {
+      paft::v1::MergeRequest r;
+      r.set_base_model(dir.Join("base"));
+      for (const std::string in : {first, "other"}) {
+        auto* input = r.add_inputs();
+        input->set_path(dir.Join(in));
+        input->mutable_params()->set_weight(0.7);
+        input->mutable_params()->set_density(0.5);
+      }
+      r.mutable_spec()->set_method(method);
+      r.set_output_dir(dir.Join(std::string("out-") + method + "-" + first));
+      MergeProgress progress;
+      absl::Status status = RunMerge(r, &progress);
+      ASSERT_TRUE(status.ok()) << status;
+      results.push_back(Read(r.output_dir(), kQ));
+      auto n = Read(r.output_dir(), "model.norm.weight");
+      results.back().insert(results.back().end(), n.begin(), n.end());
+    }
+    ASSERT_EQ(results[0].size(), results[1].size());
+    for (size_t j = 0; j < results[0].size(); ++j) {
+      EXPECT_NEAR(results[0][j], results[1][j], 1e-5) << method << " [" << j << "]";
+    }
+  }
+}
+
+TEST(MergerTest, BadAdaptersAreRefusedNamingTheTensor) {
+  testing::TempDir dir;
+  WriteFloatModel(dir.Join("base"), {{kQ, {{4, 3}, Ramp(12, 1, 0)}}});
+  WriteFloatModel(dir.Join("other"), {{kQ, {{4, 3}, Ramp(12, 1, 1)}}});
+  ASSERT_TRUE(MakeDirs(dir.Join("adapter")).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("adapter/adapter_config.json"),
+                              R"({"r": 2, "lora_alpha": 4})").ok());
+  auto write = [&](const std::string& key_a, std::vector<int64_t> shape_a) {
+    ASSERT_TRUE(WriteSafetensors(
+        dir.Join("adapter/adapter_model.safetensors"),
+        {TensorData{{key_a, DType::kF32, shape_a},
+                    std::vector<uint8_t>(4 * shape_a[0] * shape_a[1])},
+         TensorData{{"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight",
+                     DType::kF32, {4, 2}}, std::vector<uint8_t>(32)}}).ok());
+  };
+  paft::v1::MergeRequest r;
+  r.set_base_model(dir.Join("base"));
+  r.add_inputs()->set_path(dir.Join("adapter"));
+  r.mutable_inputs(0)->mutable_params()->set_weight(1);
+  r.mutable_spec()->set_method("task_arithmetic");
+  r.set_output_dir(dir.Join("out"));
+  MergeProgress progress;
+  write("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {2, 5});
+  absl::Status status = RunMerge(r, &progress);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr(kQ));
+  write("base_model.model.model.layers.0.mlp.fc9.lora_A.weight", {2, 3});
+  status = RunMerge(r, &progress);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("only one of lora_A / lora_B"));
+  EXPECT_FALSE(PathExists(dir.Join("out")));
+}
+
+TEST(MergerTest, ShardedOutputAndThreadCountDoNotChangeTheResult) {
+  testing::TempDir dir;
+  std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> base, x, y;
+  for (int t = 0; t < 7; ++t) {
+    const std::string name = "t" + std::to_string(t);
+    base[name] = {{64}, Ramp(64, 1.0f, t * 0.1f)};
+    x[name] = {{64}, Ramp(64, 1.1f, t * 0.1f + 0.05f)};
+    y[name] = {{64}, Ramp(64, 0.9f, t * 0.1f - 0.05f)};
+  }
+  WriteFloatModel(dir.Join("base"), base);
+  WriteFloatModel(dir.Join("x"), x);
+  WriteFloatModel(dir.Join("y"), y);
+  auto request = Request(dir, "dare_ties");
+  request.mutable_spec()->set_seed(5);
+  request.mutable_inputs(0)->mutable_params()->set_density(0.4);
+  request.mutable_inputs(1)->mutable_params()->set_density(0.6);
+  request.set_threads(1);
+  request.set_output_dir(dir.Join("single"));
+  MergeProgress p1;
+  ASSERT_TRUE(RunMerge(request, &p1).ok());
+  request.set_threads(4);
+  request.set_max_shard_bytes(600);  // 2 tensors of 256 bytes a shard
+  request.set_output_dir(dir.Join("sharded"));
+  MergeProgress p2;
+  ASSERT_TRUE(RunMerge(request, &p2).ok());
+  EXPECT_TRUE(IsRegularFile(dir.Join("sharded/model.safetensors.index.json")));
+  EXPECT_TRUE(IsRegularFile(dir.Join("sharded/model-00004-of-00004.safetensors")));
+  EXPECT_FALSE(PathExists(dir.Join("sharded/model.safetensors")));
+  for (int t = 0; t < 7; ++t) {
+    const std::string name = "t" + std::to_string(t);
+    EXPECT_EQ(Read(dir.Join("single"), name), Read(dir.Join("sharded"), name)) << name;
+  }
+  EXPECT_EQ(p2.tensors_done, 7);
+  EXPECT_GT(p2.bytes_read, 3 * 7 * 256 - 1);
 }
 
 TEST(MergerTest, MissingTensorIsNamed) {

@@ -1,0 +1,234 @@
+#include "merger/inputs.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+
+namespace paft::merger {
+namespace {
+
+bool IsFloat(DType d) {
+  return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16 || d == DType::kF64;
+}
+
+class FullModel : public InputModel {
+ public:
+  FullModel(std::string path, std::unique_ptr<SafetensorsModel> model)
+      : path_(std::move(path)), model_(std::move(model)) {}
+
+  absl::Status Validate(const SafetensorsModel& base) const override {
+    if (model_->names() != base.names()) {
+      std::vector<std::string> missing, extra;
+      for (const auto& n : base.names()) {
+        if (!model_->Find(n).ok()) missing.push_back(n);
+      }
+      for (const auto& n : model_->names()) {
+        if (!base.Find(n).ok()) extra.push_back(n);
+      }
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input ", path_, " does not have the base's tensors; missing: [",
+          absl::StrJoin(missing, ", "), "], unexpected: [", absl::StrJoin(extra, ", "), "]"));
+    }
+    for (const std::string& name : base.names()) {
+      const TensorInfo& b = *base.Find(name)->second;
+      const TensorInfo& x = *model_->Find(name)->second;
+      if (x.shape != b.shape) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", name, "': shape [", absl::StrJoin(x.shape, ","), "] in ",
+                         path_, " differs from the base's [", absl::StrJoin(b.shape, ","), "]"));
+      }
+      if (IsFloat(b.dtype) != IsFloat(x.dtype) || (!IsFloat(b.dtype) && b.dtype != x.dtype)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor '", name, "': dtype ", DTypeName(x.dtype), " in ", path_,
+            " cannot be merged with the base's ", DTypeName(b.dtype)));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Delta(const std::string& name, const TensorInfo& base_info, const float* base,
+                     float* delta) const override {
+    PAFT_ASSIGN_OR_RETURN(auto found, model_->Find(name));
+    ReadAsFloat(*found.first, *found.second, delta);
+    bytes_read_ += static_cast<int64_t>(found.second->nbytes());
+    const int64_t n = base_info.numel();
+    for (int64_t j = 0; j < n; ++j) delta[j] -= base[j];
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string path_;
+  std::unique_ptr<SafetensorsModel> model_;
+};
+
+// A PEFT LoRA adapter: for each adapted module, delta(W) = scale * B @ A with A [r, in] and
+// B [out, r]; every other tensor has a zero delta.
+class Adapter : public InputModel {
+ public:
+  struct Module {
+    const TensorInfo* a = nullptr;
+    const TensorInfo* b = nullptr;
+    std::string a_key, b_key;
+  };
+
+  absl::Status Validate(const SafetensorsModel& base) const override {
+    for (const auto& [name, module] : modules_) {
+      auto found = base.Find(name);
+      if (!found.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "adapter ", path_, ": '", module.a_key, "' adapts '", name,
+            "', which the base model does not have"));
+      }
+      const TensorInfo& w = *found->second;
+      const auto& a = module.a->shape;
+      const auto& b = module.b->shape;
+      if (w.shape.size() != 2 || a.size() != 2 || b.size() != 2 || a[0] != b[1] ||
+          a[1] != w.shape[1] || b[0] != w.shape[0]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "adapter ", path_, ": tensor '", name, "' [", absl::StrJoin(w.shape, ","),
+            "] cannot take lora_A [", absl::StrJoin(a, ","), "] and lora_B [",
+            absl::StrJoin(b, ","), "]"));
+      }
+      if (a[0] != config_.r) {
+        return absl::InvalidArgumentError(absl::StrCat("adapter ", path_, ": '", module.a_key,
+                                                       "' has rank ", a[0], " but r is ",
+                                                       config_.r));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Delta(const std::string& name, const TensorInfo& base_info, const float*,
+                     float* delta) const override {
+    const int64_t n = base_info.numel();
+    std::fill(delta, delta + n, 0.0f);
+    auto it = modules_.find(name);
+    if (it == modules_.end()) return absl::OkStatus();
+    const int64_t r = it->second.a->shape[0], in = it->second.a->shape[1];
+    const int64_t out = it->second.b->shape[0];
+    std::vector<float> a(static_cast<size_t>(r * in)), b(static_cast<size_t>(out * r));
+    ReadAsFloat(*file_, *it->second.a, a.data());
+    ReadAsFloat(*file_, *it->second.b, b.data());
+    bytes_read_ += static_cast<int64_t>(it->second.a->nbytes() + it->second.b->nbytes());
+    const float scale = static_cast<float>(config_.scale());
+    for (int64_t o = 0; o < out; ++o) {
+      float* row = delta + o * in;
+      for (int64_t k = 0; k < r; ++k) {
+        const float coefficient = scale * b[o * r + k];
+        const float* a_row = a.data() + k * in;
+        for (int64_t i = 0; i < in; ++i) row[i] += coefficient * a_row[i];
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  std::string path_;
+  LoraConfig config_;
+  std::unique_ptr<SafetensorsFile> file_;
+  std::map<std::string, Module> modules_;  // by base tensor name
+};
+
+absl::StatusOr<std::unique_ptr<InputModel>> OpenAdapter(const std::string& path) {
+  auto adapter = std::make_unique<Adapter>();
+  adapter->path_ = path;
+  PAFT_ASSIGN_OR_RETURN(std::string text,
+                        ReadFileToString(JoinPath(path, "adapter_config.json")));
+  auto config = ParseAdapterConfig(text);
+  if (!config.ok()) return Annotate(config.status(), JoinPath(path, "adapter_config.json"));
+  adapter->config_ = *config;
+  PAFT_ASSIGN_OR_RETURN(adapter->file_,
+                        SafetensorsFile::Open(JoinPath(path, "adapter_model.safetensors")));
+  constexpr absl::string_view kPrefix = "base_model.model.";
+  for (const TensorInfo& t : adapter->file_->tensors()) {
+    absl::string_view key = t.name;
+    const bool is_a = absl::EndsWith(key, ".lora_A.weight");
+    const bool is_b = absl::EndsWith(key, ".lora_B.weight");
+    if (!absl::StartsWith(key, kPrefix) || !(is_a || is_b)) {
+      return absl::UnimplementedError(absl::StrCat(
+          "adapter ", path, ": tensor '", t.name,
+          "' is not a LoRA A/B matrix (only base_model.model.<module>.lora_{A,B}.weight are "
+          "supported)"));
+    }
+    if (!IsFloat(t.dtype)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("adapter ", path, ": tensor '", t.name, "' has dtype ", DTypeName(t.dtype)));
+    }
+    key.remove_prefix(kPrefix.size());
+    key.remove_suffix(std::string(".lora_A.weight").size());
+    Adapter::Module& m = adapter->modules_[absl::StrCat(key, ".weight")];
+    (is_a ? m.a : m.b) = &t;
+    (is_a ? m.a_key : m.b_key) = t.name;
+  }
+  for (const auto& [name, m] : adapter->modules_) {
+    if (m.a == nullptr || m.b == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("adapter ", path, ": '", name,
+                                                     "' has only one of lora_A / lora_B"));
+    }
+  }
+  return std::unique_ptr<InputModel>(std::move(adapter));
+}
+
+}  // namespace
+
+double LoraConfig::scale() const {
+  return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
+}
+
+absl::StatusOr<LoraConfig> ParseAdapterConfig(const std::string& json_text) {
+  auto j = nlohmann::json::parse(json_text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError("not a JSON object");
+  }
+  LoraConfig c;
+  if (!j.contains("r") || !j["r"].is_number_integer() || j["r"].get<int64_t>() <= 0) {
+    return absl::InvalidArgumentError("'r' must be a positive integer");
+  }
+  c.r = j["r"].get<int64_t>();
+  if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number()) {
+    return absl::InvalidArgumentError("'lora_alpha' must be a number");
+  }
+  c.alpha = j["lora_alpha"].get<double>();
+  if (j.contains("use_rslora") && j["use_rslora"].is_boolean()) c.use_rslora = j["use_rslora"];
+  if (j.contains("fan_in_fan_out") && j["fan_in_fan_out"].is_boolean() &&
+      j["fan_in_fan_out"].get<bool>()) {
+    return absl::UnimplementedError("'fan_in_fan_out': true is not supported");
+  }
+  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+    if (j.contains(key) && j[key].is_object() && !j[key].empty()) {
+      return absl::UnimplementedError(absl::StrCat("'", key, "' is not supported"));
+    }
+  }
+  if (j.contains("peft_type") && j["peft_type"].is_string() && j["peft_type"] != "LORA") {
+    return absl::UnimplementedError(
+        absl::StrCat("peft_type '", j["peft_type"].get<std::string>(), "' is not supported"));
+  }
+  return c;
+}
+
+void ReadAsFloat(const SafetensorsFile& file, const TensorInfo& info, float* out) {
+  auto data = file.Data(info);
+  const int64_t n = info.numel();
+  switch (info.dtype) {
+    case DType::kF32:
+      std::memcpy(out, data.data(), static_cast<size_t>(n) * 4);
+      break;
+    default:
+      for (int64_t i = 0; i < n; ++i) out[i] = LoadAsFloat(info.dtype, data.data(), i);
+  }
+  file.Release(info);
+}
+
+absl::StatusOr<std::unique_ptr<InputModel>> OpenInput(const std::string& path) {
+  if (PathExists(JoinPath(path, "adapter_config.json"))) return OpenAdapter(path);
+  PAFT_ASSIGN_OR_RETURN(auto model, SafetensorsModel::Open(path));
+  return std::unique_ptr<InputModel>(new FullModel(path, std::move(model)));
+}
+
+}  // namespace paft::merger

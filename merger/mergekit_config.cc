@@ -1,0 +1,155 @@
+#include "merger/mergekit_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/status.h"
+#include "merger/merge_methods.h"
+
+namespace paft::merger {
+namespace {
+
+absl::Status Bad(const std::string& key, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("merge config: ", key, ": ", what));
+}
+
+std::string Resolve(const std::string& path, const std::string& base_dir) {
+  if (path.empty() || path[0] == '/' || base_dir.empty()) return path;
+  return JoinPath(base_dir, path);
+}
+
+absl::Status CheckKeys(const YAML::Node& node, const std::string& where,
+                       const std::set<std::string>& allowed) {
+  for (const auto& kv : node) {
+    const std::string key = kv.first.as<std::string>();
+    if (!allowed.count(key)) return Bad(where.empty() ? key : where + "." + key, "unknown key");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> Number(const YAML::Node& node, const std::string& key) {
+  if (node.IsSequence()) {
+    return absl::UnimplementedError(
+        absl::StrCat("merge config: ", key, ": per-layer gradients (lists) are not supported"));
+  }
+  if (node.IsMap()) {
+    return absl::UnimplementedError(
+        absl::StrCat("merge config: ", key, ": filtered parameters are not supported"));
+  }
+  try {
+    return node.as<double>();
+  } catch (const YAML::Exception&) {
+    return Bad(key, absl::StrCat("'", node.Scalar(), "' is not a number"));
+  }
+}
+
+absl::StatusOr<bool> Bool(const YAML::Node& node, const std::string& key) {
+  try {
+    return node.as<bool>();
+  } catch (const YAML::Exception&) {
+    return Bad(key, "must be true or false");
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<paft::v1::MergeRequest> ParseMergekitConfig(const std::string& yaml_text,
+                                                           const std::string& base_dir) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("merge config is not valid YAML: ", e.what()));
+  }
+  if (!root.IsMap()) return absl::InvalidArgumentError("merge config must be a mapping");
+  PAFT_RETURN_IF_ERROR(CheckKeys(root, "", {"merge_method", "base_model", "models", "parameters",
+                                            "dtype", "tokenizer_source", "name"}));
+  paft::v1::MergeRequest request;
+  auto* spec = request.mutable_spec();
+  if (!root["merge_method"] || !root["merge_method"].IsScalar()) {
+    return Bad("merge_method", "is required");
+  }
+  spec->set_method(root["merge_method"].as<std::string>());
+  PAFT_RETURN_IF_ERROR(LookupMergeMethod(spec->method()).status());
+  if (!root["base_model"] || !root["base_model"].IsScalar()) {
+    return Bad("base_model", "is required (every method here works on task vectors)");
+  }
+  const std::string base_name = root["base_model"].as<std::string>();
+  request.set_base_model(Resolve(base_name, base_dir));
+  if (root["tokenizer_source"] && root["tokenizer_source"].as<std::string>() != "base") {
+    return absl::UnimplementedError("merge config: tokenizer_source: only 'base' is supported");
+  }
+  if (root["dtype"]) {
+    const std::string dtype = root["dtype"].as<std::string>();
+    if (dtype != "float32" && dtype != "bfloat16" && dtype != "float16") {
+      return Bad("dtype", "must be float32, bfloat16 or float16");
+    }
+    spec->set_dtype(dtype);
+  }
+  if (const YAML::Node params = root["parameters"]) {
+    if (!params.IsMap()) return Bad("parameters", "must be a mapping");
+    PAFT_RETURN_IF_ERROR(
+        CheckKeys(params, "parameters", {"normalize", "lambda", "rescale", "int8_mask", "seed"}));
+    if (params["normalize"]) {
+      PAFT_ASSIGN_OR_RETURN(bool v, Bool(params["normalize"], "parameters.normalize"));
+      spec->set_normalize(v);
+    }
+    if (params["rescale"]) {
+      PAFT_ASSIGN_OR_RETURN(bool v, Bool(params["rescale"], "parameters.rescale"));
+      spec->set_rescale(v);
+    }
+    if (params["int8_mask"]) {  // a memory option of mergekit's; nothing to do here
+      PAFT_RETURN_IF_ERROR(Bool(params["int8_mask"], "parameters.int8_mask").status());
+    }
+    if (params["lambda"]) {
+      PAFT_ASSIGN_OR_RETURN(double v, Number(params["lambda"], "parameters.lambda"));
+      spec->set_lambda(v);
+    }
+    if (params["seed"]) {
+      PAFT_ASSIGN_OR_RETURN(double v, Number(params["seed"], "parameters.seed"));
+      if (v < 0) return Bad("parameters.seed", "must be >= 0");
+      spec->set_seed(static_cast<uint64_t>(v));
+    }
+  }
+  const YAML::Node models = root["models"];
+  if (!models || !models.IsSequence() || models.size() == 0) {
+    return Bad("models", "a non-empty list is required");
+  }
+  for (size_t i = 0; i < models.size(); ++i) {
+    const std::string where = absl::StrCat("models[", i, "]");
+    const YAML::Node m = models[i];
+    if (!m.IsMap() || !m["model"] || !m["model"].IsScalar()) {
+      return Bad(where, "needs a 'model' path");
+    }
+    PAFT_RETURN_IF_ERROR(CheckKeys(m, where, {"model", "parameters"}));
+    const std::string path = m["model"].as<std::string>();
+    const YAML::Node params = m["parameters"];
+    if (path == base_name && !params) continue;  // the base listed among the models
+    auto* input = request.add_inputs();
+    input->set_path(Resolve(path, base_dir));
+    if (!params || !params.IsMap() || !params["weight"]) {
+      return Bad(where + ".parameters.weight", "is required");
+    }
+    PAFT_RETURN_IF_ERROR(CheckKeys(params, where + ".parameters", {"weight", "density", "gamma"}));
+    PAFT_ASSIGN_OR_RETURN(double weight, Number(params["weight"], where + ".parameters.weight"));
+    input->mutable_params()->set_weight(weight);
+    input->mutable_params()->set_density(1.0);
+    if (params["density"]) {
+      PAFT_ASSIGN_OR_RETURN(double d, Number(params["density"], where + ".parameters.density"));
+      if (!(d > 0 && d <= 1)) return Bad(where + ".parameters.density", "must be in (0, 1]");
+      input->mutable_params()->set_density(d);
+    }
+    if (params["gamma"]) {
+      PAFT_ASSIGN_OR_RETURN(double g, Number(params["gamma"], where + ".parameters.gamma"));
+      if (!(g >= 0 && g < 1)) return Bad(where + ".parameters.gamma", "must be in [0, 1)");
+      input->mutable_params()->set_gamma(g);
+    }
+  }
+  if (request.inputs().empty()) return Bad("models", "no model other than the base");
+  return request;
+}
+
+}  // namespace paft::merger

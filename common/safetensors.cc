@@ -323,16 +323,20 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   return writer;
 }
 
+uint64_t SafetensorsWriter::SizeOf(size_t index) const {
+  uint64_t bytes = 0;
+  CheckedByteSize(specs_[index].shape, DTypeSize(specs_[index].dtype), &bytes);
+  return bytes;
+}
+
 absl::Status SafetensorsWriter::Append(absl::Span<const uint8_t> data) {
   if (next_ >= specs_.size()) {
     return absl::FailedPreconditionError(absl::StrCat("all tensors of ", path_, " already written"));
   }
-  const TensorSpec& spec = specs_[next_];
-  uint64_t expected = 0;
-  CheckedByteSize(spec.shape, DTypeSize(spec.dtype), &expected);
-  if (data.size() != expected) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor '", spec.name, "': got ", data.size(),
-                                                   " bytes, shape needs ", expected));
+  const uint64_t expected = SizeOf(next_);
+  if (written_of_next_ != 0 || data.size() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", specs_[next_].name, "': got ",
+                                                   data.size(), " bytes, shape needs ", expected));
   }
   PAFT_RETURN_IF_ERROR(WriteFully(fd_, data.data(), data.size(), tmp_path_));
   bytes_written_ += data.size();
@@ -340,7 +344,29 @@ absl::Status SafetensorsWriter::Append(absl::Span<const uint8_t> data) {
   return absl::OkStatus();
 }
 
+absl::Status SafetensorsWriter::AppendPartial(absl::Span<const uint8_t> data) {
+  while (!data.empty()) {
+    while (next_ < specs_.size() && written_of_next_ == 0 && SizeOf(next_) == 0) ++next_;
+    if (next_ >= specs_.size()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("data past the last tensor of ", path_));
+    }
+    const uint64_t expected = SizeOf(next_);
+    const uint64_t take = std::min<uint64_t>(expected - written_of_next_, data.size());
+    PAFT_RETURN_IF_ERROR(WriteFully(fd_, data.data(), take, tmp_path_));
+    bytes_written_ += take;
+    written_of_next_ += take;
+    data.remove_prefix(take);
+    if (written_of_next_ == expected) {
+      ++next_;
+      written_of_next_ = 0;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SafetensorsWriter::Commit() {
+  while (next_ < specs_.size() && written_of_next_ == 0 && SizeOf(next_) == 0) ++next_;
   if (next_ != specs_.size()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "committing ", path_, " with ", specs_.size() - next_, " tensors not yet written"));

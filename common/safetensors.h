@@ -95,18 +95,24 @@ class SafetensorsWriter {
       const std::map<std::string, std::string>& metadata = {});
   ~SafetensorsWriter();
 
+  // Writes the next tensor's bytes, whole.
   absl::Status Append(absl::Span<const uint8_t> data);
+  // Writes part of the next tensor's bytes; a tensor may be written in any number of parts
+  // (streaming). The parts must not run past the tensor's size.
+  absl::Status AppendPartial(absl::Span<const uint8_t> data);
   absl::Status Commit();
   uint64_t bytes_written() const { return bytes_written_; }
 
  private:
   SafetensorsWriter(std::string path, std::string tmp_path, int fd, std::vector<TensorSpec> specs);
+  uint64_t SizeOf(size_t index) const;
 
   std::string path_;
   std::string tmp_path_;
   int fd_;
   std::vector<TensorSpec> specs_;
   size_t next_ = 0;
+  uint64_t written_of_next_ = 0;  // bytes of specs_[next_] already written
   uint64_t bytes_written_ = 0;
   bool committed_ = false;
 };

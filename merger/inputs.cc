@@ -53,13 +53,16 @@ class FullModel : public InputModel {
     return absl::OkStatus();
   }
 
-  absl::Status Delta(const std::string& name, const TensorInfo& base_info, const float* base,
-                     float* delta) const override {
+  int64_t TensorBytes(const std::string& name) const override {
+    auto found = model_->Find(name);
+    return found.ok() ? static_cast<int64_t>(found->second->nbytes()) : 0;
+  }
+
+  absl::Status Delta(const std::string& name, const TensorInfo&, int64_t begin, int64_t count,
+                     const float* base, float* delta) const override {
     PAFT_ASSIGN_OR_RETURN(auto found, model_->Find(name));
-    ReadAsFloat(*found.first, *found.second, delta);
-    bytes_read_ += static_cast<int64_t>(found.second->nbytes());
-    const int64_t n = base_info.numel();
-    for (int64_t j = 0; j < n; ++j) delta[j] -= base[j];
+    ReadRangeAsFloat(*found.first, *found.second, begin, count, delta);
+    for (int64_t j = 0; j < count; ++j) delta[j] -= base[j];
     return absl::OkStatus();
   }
 
@@ -105,25 +108,34 @@ class Adapter : public InputModel {
     return absl::OkStatus();
   }
 
-  absl::Status Delta(const std::string& name, const TensorInfo& base_info, const float*,
-                     float* delta) const override {
-    const int64_t n = base_info.numel();
-    std::fill(delta, delta + n, 0.0f);
+  int64_t TensorBytes(const std::string& name) const override {
+    auto it = modules_.find(name);
+    if (it == modules_.end()) return 0;
+    return static_cast<int64_t>(it->second.a->nbytes() + it->second.b->nbytes());
+  }
+
+  absl::Status Delta(const std::string& name, const TensorInfo&, int64_t begin, int64_t count,
+                     const float*, float* delta) const override {
+    std::fill(delta, delta + count, 0.0f);
     auto it = modules_.find(name);
     if (it == modules_.end()) return absl::OkStatus();
     const int64_t r = it->second.a->shape[0], in = it->second.a->shape[1];
-    const int64_t out = it->second.b->shape[0];
-    std::vector<float> a(static_cast<size_t>(r * in)), b(static_cast<size_t>(out * r));
-    ReadAsFloat(*file_, *it->second.a, a.data());
-    ReadAsFloat(*file_, *it->second.b, b.data());
-    bytes_read_ += static_cast<int64_t>(it->second.a->nbytes() + it->second.b->nbytes());
+    // Rows [first_row, last_row] of W cover the range; B's rows for them and all of A.
+    const int64_t first_row = begin / in, last_row = (begin + count - 1) / in;
+    std::vector<float> a(static_cast<size_t>(r * in));
+    std::vector<float> b(static_cast<size_t>((last_row - first_row + 1) * r));
+    ReadRangeAsFloat(*file_, *it->second.a, 0, r * in, a.data());
+    ReadRangeAsFloat(*file_, *it->second.b, first_row * r, static_cast<int64_t>(b.size()),
+                     b.data());
     const float scale = static_cast<float>(config_.scale());
-    for (int64_t o = 0; o < out; ++o) {
-      float* row = delta + o * in;
+    for (int64_t o = first_row; o <= last_row; ++o) {
+      const int64_t i_begin = std::max<int64_t>(0, begin - o * in);
+      const int64_t i_end = std::min<int64_t>(in, begin + count - o * in);
+      float* row = delta + (o * in - begin);
       for (int64_t k = 0; k < r; ++k) {
-        const float coefficient = scale * b[o * r + k];
+        const float coefficient = scale * b[(o - first_row) * r + k];
         const float* a_row = a.data() + k * in;
-        for (int64_t i = 0; i < in; ++i) row[i] += coefficient * a_row[i];
+        for (int64_t i = i_begin; i < i_end; ++i) row[i] += coefficient * a_row[i];
       }
     }
     return absl::OkStatus();
@@ -212,17 +224,45 @@ absl::StatusOr<LoraConfig> ParseAdapterConfig(const std::string& json_text) {
   return c;
 }
 
-void ReadAsFloat(const SafetensorsFile& file, const TensorInfo& info, float* out) {
-  auto data = file.Data(info);
-  const int64_t n = info.numel();
+void ReadRangeAsFloat(const SafetensorsFile& file, const TensorInfo& info, int64_t begin,
+                      int64_t count, float* out) {
+  const size_t item = DTypeSize(info.dtype);
+  const uint8_t* data = file.Data(info).data() + begin * item;
   switch (info.dtype) {
     case DType::kF32:
-      std::memcpy(out, data.data(), static_cast<size_t>(n) * 4);
+      std::memcpy(out, data, static_cast<size_t>(count) * 4);
+      break;
+    case DType::kBF16:
+      for (int64_t i = 0; i < count; ++i) {
+        uint16_t h;
+        std::memcpy(&h, data + 2 * i, 2);
+        const uint32_t bits = static_cast<uint32_t>(h) << 16;
+        std::memcpy(out + i, &bits, 4);
+      }
       break;
     default:
-      for (int64_t i = 0; i < n; ++i) out[i] = LoadAsFloat(info.dtype, data.data(), i);
+      for (int64_t i = 0; i < count; ++i) out[i] = LoadAsFloat(info.dtype, data, i);
   }
-  file.Release(info);
+  TensorInfo range = info;  // release the pages of this range only
+  range.begin = info.begin + begin * item;
+  range.end = range.begin + count * item;
+  file.Release(range);
+}
+
+void StoreFloats(DType dtype, const float* in, int64_t count, uint8_t* out) {
+  switch (dtype) {
+    case DType::kF32:
+      std::memcpy(out, in, static_cast<size_t>(count) * 4);
+      break;
+    case DType::kBF16:
+      for (int64_t i = 0; i < count; ++i) {
+        const uint16_t h = FloatToBf16(in[i]);
+        std::memcpy(out + 2 * i, &h, 2);
+      }
+      break;
+    default:
+      for (int64_t i = 0; i < count; ++i) StoreFromFloat(dtype, out, i, in[i]);
+  }
 }
 
 absl::StatusOr<std::unique_ptr<InputModel>> OpenInput(const std::string& path) {

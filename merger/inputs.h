@@ -4,7 +4,6 @@
 #ifndef PAFT_MERGER_INPUTS_H_
 #define PAFT_MERGER_INPUTS_H_
 
-#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -19,21 +18,23 @@ class InputModel {
   virtual ~InputModel() = default;
   // Checks this input against the base (names, shapes, dtypes); errors name the tensor.
   virtual absl::Status Validate(const SafetensorsModel& base) const = 0;
-  // Writes the task vector of tensor `name` (n = base_info.numel() floats) into `delta`.
-  // `base` holds the base tensor's values. Thread-safe.
-  virtual absl::Status Delta(const std::string& name, const TensorInfo& base_info,
-                             const float* base, float* delta) const = 0;
-  int64_t bytes_read() const { return bytes_read_.load(); }
-
- protected:
-  mutable std::atomic<int64_t> bytes_read_{0};
+  // Writes the task vector of tensor `name` over elements [begin, begin + count) into `delta`;
+  // `base` holds the base values of that range. Thread-safe.
+  virtual absl::Status Delta(const std::string& name, const TensorInfo& base_info, int64_t begin,
+                             int64_t count, const float* base, float* delta) const = 0;
+  // Bytes this input stores for tensor `name` (0 when an adapter does not touch it).
+  virtual int64_t TensorBytes(const std::string& name) const = 0;
 };
 
 // Opens `path` as a PEFT adapter (adapter_config.json present) or a full model folder.
 absl::StatusOr<std::unique_ptr<InputModel>> OpenInput(const std::string& path);
 
-// Reads a float tensor (F32, F16, BF16, F64) into `out` and releases its pages.
-void ReadAsFloat(const SafetensorsFile& file, const TensorInfo& info, float* out);
+// Reads elements [begin, begin + count) of a float tensor (F32, F16, BF16, F64) into `out`, then
+// releases the whole pages of that range from the mapping (resident memory stays at a chunk).
+void ReadRangeAsFloat(const SafetensorsFile& file, const TensorInfo& info, int64_t begin,
+                      int64_t count, float* out);
+// Converts floats to a float dtype's little-endian bytes (F32, F16, BF16, F64).
+void StoreFloats(DType dtype, const float* in, int64_t count, uint8_t* out);
 
 // The PEFT scale of a LoRA delta: lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora.
 struct LoraConfig {

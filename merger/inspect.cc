@@ -33,34 +33,42 @@ absl::StatusOr<InspectReport> InspectDeltas(const std::string& base_model,
       continue;
     }
     const int64_t n = info.numel();
-    std::vector<float> base_values(static_cast<size_t>(n));
-    ReadAsFloat(*found.first, info, base_values.data());
-    std::vector<std::vector<float>> deltas(models.size(), std::vector<float>(n));
+    constexpr int64_t kChunk = int64_t{1} << 20;
+    std::vector<float> base_values(static_cast<size_t>(std::min(n, kChunk)));
+    std::vector<std::vector<float>> deltas(models.size(), std::vector<float>(base_values.size()));
     TensorReport t;
     t.name = name;
-    for (size_t i = 0; i < models.size(); ++i) {
-      PAFT_RETURN_IF_ERROR(models[i]->Delta(name, info, base_values.data(), deltas[i].data()));
-      DeltaStats s;
-      s.numel = n;
-      for (float d : deltas[i]) {
-        s.above_epsilon += std::fabs(d) > epsilon ? 1 : 0;
-        s.l1 += std::fabs(d);
-        s.l2_squared += static_cast<double>(d) * d;
+    t.inputs.assign(models.size(), DeltaStats{});
+    for (int64_t begin = 0; begin < n; begin += kChunk) {
+      const int64_t count = std::min(kChunk, n - begin);
+      ReadRangeAsFloat(*found.first, info, begin, count, base_values.data());
+      for (size_t i = 0; i < models.size(); ++i) {
+        PAFT_RETURN_IF_ERROR(
+            models[i]->Delta(name, info, begin, count, base_values.data(), deltas[i].data()));
+        DeltaStats& s = t.inputs[i];
+        s.numel += count;
+        for (int64_t j = 0; j < count; ++j) {
+          const float d = deltas[i][j];
+          s.above_epsilon += std::fabs(d) > epsilon ? 1 : 0;
+          s.l1 += std::fabs(d);
+          s.l2_squared += static_cast<double>(d) * d;
+        }
       }
-      t.inputs.push_back(s);
-      DeltaStats& total = report.total.inputs[i];
-      total.numel += s.numel;
-      total.above_epsilon += s.above_epsilon;
-      total.l1 += s.l1;
-      total.l2_squared += s.l2_squared;
+      for (int64_t j = 0; j < count; ++j) {
+        bool positive = false, negative = false;
+        for (const auto& d : deltas) {
+          positive |= d[j] > epsilon;
+          negative |= d[j] < -epsilon;
+        }
+        t.sign_conflicts += positive && negative ? 1 : 0;
+      }
     }
-    for (int64_t j = 0; j < n; ++j) {
-      bool positive = false, negative = false;
-      for (const auto& d : deltas) {
-        positive |= d[j] > epsilon;
-        negative |= d[j] < -epsilon;
-      }
-      t.sign_conflicts += positive && negative ? 1 : 0;
+    for (size_t i = 0; i < models.size(); ++i) {
+      DeltaStats& total = report.total.inputs[i];
+      total.numel += t.inputs[i].numel;
+      total.above_epsilon += t.inputs[i].above_epsilon;
+      total.l1 += t.inputs[i].l1;
+      total.l2_squared += t.inputs[i].l2_squared;
     }
     report.total.sign_conflicts += t.sign_conflicts;
     report.tensors.push_back(std::move(t));

@@ -1,10 +1,14 @@
 #include "merger/merge_methods.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
-#include <numeric>
+#include <cstring>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "merger/parallel.h"
 
 namespace paft::merger {
 namespace {
@@ -31,49 +35,266 @@ uint64_t SplitMix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Keeps the entries whose rank by (|value|, index), ascending, is in [lo, hi); zeroes the rest.
-void KeepRankRange(float* v, int64_t n, int64_t lo, int64_t hi) {
-  if (lo <= 0 && hi >= n) return;
-  if (lo >= hi) {
-    std::fill(v, v + n, 0.0f);
-    return;
+// Entries are ordered by key (bits of |delta|, index). For non-negative floats the bit pattern
+// orders like the value (NaN above infinity).
+inline uint32_t MagnitudeBits(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  return bits & 0x7fffffffu;
+}
+
+struct Boundary {
+  uint32_t bits = 0;
+  int64_t index = 0;
+};
+
+inline bool KeyAtLeast(uint32_t bits, int64_t index, const Boundary& b) {
+  return bits != b.bits ? bits > b.bits : index >= b.index;
+}
+inline bool KeyAtMost(uint32_t bits, int64_t index, const Boundary& b) {
+  return bits != b.bits ? bits < b.bits : index <= b.index;
+}
+
+// What survives sparsification of one input's delta on one tensor.
+struct KeepRule {
+  enum Kind { kAll, kNone, kRange, kRandom } kind = kAll;
+  bool has_lo = false, has_hi = false;
+  Boundary lo, hi;  // kRange: keep lo <= key <= hi
+  double density = 1.0;
+  uint64_t stream = 0;  // kRandom
+  float scale = 1.0f;   // applied to kept entries
+
+  bool Keeps(float d, int64_t j) const {
+    switch (kind) {
+      case kAll:
+        return true;
+      case kNone:
+        return false;
+      case kRandom:
+        return static_cast<double>(SplitMix64(stream ^ static_cast<uint64_t>(j)) >> 11) *
+                   0x1.0p-53 <
+               density;
+      case kRange: {
+        const uint32_t bits = MagnitudeBits(d);
+        return (!has_lo || KeyAtLeast(bits, j, lo)) && (!has_hi || KeyAtMost(bits, j, hi));
+      }
+    }
+    return true;
   }
-  auto less = [v](uint32_t a, uint32_t b) {
-    const float fa = std::fabs(v[a]), fb = std::fabs(v[b]);
-    return fa != fb ? fa < fb : a < b;
+};
+
+// Reads input i's delta over a chunk into `out`, using `scratch` for the base values.
+class DeltaReader {
+ public:
+  DeltaReader(const TensorSource& source, size_t input, int threads, int64_t chunk)
+      : source_(source), input_(input), chunk_(chunk), scratch_(threads) {
+    for (auto& s : scratch_) s.resize(static_cast<size_t>(chunk));
+  }
+  int64_t chunks() const { return (source_.numel() + chunk_ - 1) / chunk_; }
+  int64_t begin(int64_t c) const { return c * chunk_; }
+  int64_t count(int64_t c) const { return std::min(chunk_, source_.numel() - c * chunk_); }
+  absl::Status Read(int64_t c, int worker, float* out) const {
+    float* base = scratch_[worker].data();
+    PAFT_RETURN_IF_ERROR(source_.Base(begin(c), count(c), base));
+    return source_.Delta(input_, begin(c), count(c), base, out);
+  }
+
+ private:
+  const TensorSource& source_;
+  size_t input_;
+  int64_t chunk_;
+  mutable std::vector<std::vector<float>> scratch_;
+};
+
+// First error of a parallel pass.
+class ErrorSlot {
+ public:
+  void Set(const absl::Status& s) {
+    if (s.ok()) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (status_.ok()) status_ = s;
+  }
+  absl::Status Get() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return status_;
+  }
+
+ private:
+  std::mutex mu_;
+  absl::Status status_;
+};
+
+// The boundary of ascending rank `rank` (0-based) of the delta's entries by key: a radix select
+// over the high then low 16 bits of |delta|, then the index among equal magnitudes.
+absl::StatusOr<Boundary> SelectRank(const DeltaReader& reader, int threads, int64_t rank) {
+  const int64_t chunks = reader.chunks();
+  std::vector<std::vector<float>> buffers(threads, std::vector<float>(reader.count(0)));
+  ErrorSlot error;
+  auto histogram = [&](auto bucket_of) -> std::vector<int64_t> {
+    std::vector<std::vector<int64_t>> per_thread(threads, std::vector<int64_t>(65536, 0));
+    ParallelFor(chunks, threads, [&](int64_t c, int w) {
+      absl::Status s = reader.Read(c, w, buffers[w].data());
+      if (!s.ok()) return error.Set(s);
+      const int64_t n = reader.count(c);
+      for (int64_t j = 0; j < n; ++j) {
+        const int bucket = bucket_of(MagnitudeBits(buffers[w][j]));
+        if (bucket >= 0) ++per_thread[w][bucket];
+      }
+    });
+    std::vector<int64_t> total(65536, 0);
+    for (const auto& h : per_thread) {
+      for (int b = 0; b < 65536; ++b) total[b] += h[b];
+    }
+    return total;
   };
-  std::vector<uint32_t> index(static_cast<size_t>(n));  // 4 bytes an entry: tensors < 2^32
-  std::iota(index.begin(), index.end(), 0u);
-  // The boundary elements: rank lo (first kept) and rank hi - 1 (last kept).
-  std::nth_element(index.begin(), index.begin() + lo, index.end(), less);
-  const uint32_t first = index[lo];
-  std::nth_element(index.begin() + lo, index.begin() + (hi - 1), index.end(), less);
-  const uint32_t last = index[hi - 1];
-  index.clear();
-  index.shrink_to_fit();
-  // Decide every entry before zeroing any (zeroing changes the magnitudes being compared).
-  std::vector<uint8_t> keep(static_cast<size_t>(n), 0);
-  for (int64_t j = 0; j < n; ++j) {
-    keep[j] = !less(static_cast<uint32_t>(j), first) && !less(last, static_cast<uint32_t>(j));
+  // Walks a histogram to the bucket holding `rank`; `below` counts the entries before it.
+  auto find = [](const std::vector<int64_t>& h, int64_t rank, int64_t* below) {
+    for (int b = 0; b < 65536; ++b) {
+      if (*below + h[b] > rank) return b;
+      *below += h[b];
+    }
+    return 65535;
+  };
+  int64_t below = 0;
+  auto high = histogram([](uint32_t bits) { return static_cast<int>(bits >> 16); });
+  PAFT_RETURN_IF_ERROR(error.Get());
+  const uint32_t hi16 = static_cast<uint32_t>(find(high, rank, &below));
+  auto low = histogram([hi16](uint32_t bits) {
+    return (bits >> 16) == hi16 ? static_cast<int>(bits & 0xffffu) : -1;
+  });
+  PAFT_RETURN_IF_ERROR(error.Get());
+  const uint32_t lo16 = static_cast<uint32_t>(find(low, rank, &below));
+  Boundary boundary;
+  boundary.bits = (hi16 << 16) | lo16;
+  // `below` entries are smaller; the boundary is the (rank - below)-th entry equal to it.
+  std::vector<int64_t> equal_per_chunk(chunks, 0);
+  ParallelFor(chunks, threads, [&](int64_t c, int w) {
+    absl::Status s = reader.Read(c, w, buffers[w].data());
+    if (!s.ok()) return error.Set(s);
+    for (int64_t j = 0; j < reader.count(c); ++j) {
+      equal_per_chunk[c] += MagnitudeBits(buffers[w][j]) == boundary.bits ? 1 : 0;
+    }
+  });
+  PAFT_RETURN_IF_ERROR(error.Get());
+  int64_t ordinal = rank - below;
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (ordinal >= equal_per_chunk[c]) {
+      ordinal -= equal_per_chunk[c];
+      continue;
+    }
+    PAFT_RETURN_IF_ERROR(reader.Read(c, 0, buffers[0].data()));
+    for (int64_t j = 0; j < reader.count(c); ++j) {
+      if (MagnitudeBits(buffers[0][j]) == boundary.bits && ordinal-- == 0) {
+        boundary.index = reader.begin(c) + j;
+        return boundary;
+      }
+    }
   }
-  for (int64_t j = 0; j < n; ++j) {
-    if (!keep[j]) v[j] = 0.0f;
-  }
+  return absl::InternalError("rank selection ran past the tensor");
 }
 
-// Scales v so that its L1 norm becomes `l1_before` (mergekit's rescale of magnitude methods).
-void RescaleL1(float* v, int64_t n, double l1_before) {
-  double l1_after = 0;
-  for (int64_t j = 0; j < n; ++j) l1_after += std::fabs(v[j]);
-  if (l1_before < 1e-8 || l1_after < 1e-8) return;
-  const double scale = l1_before / l1_after;
-  for (int64_t j = 0; j < n; ++j) v[j] = static_cast<float>(v[j] * scale);
+// Plans what input `i` keeps of this tensor (and how kept entries are scaled).
+absl::StatusOr<KeepRule> PlanKeep(const MergeOptions& options, const InputWeights& w,
+                                  const DeltaReader& reader, int64_t n, int threads,
+                                  uint64_t stream) {
+  KeepRule rule;
+  const Sparsification method = options.method.sparsification;
+  if (method == Sparsification::kNone || w.density >= 1.0 || n == 0) return rule;
+  if (method == Sparsification::kRandom) {
+    rule.kind = KeepRule::kRandom;
+    rule.density = w.density;
+    rule.stream = SplitMix64(stream);
+    if (options.rescale) rule.scale = static_cast<float>(1.0 / w.density);
+    return rule;
+  }
+  const int64_t target = KeptCount(n, w.density);
+  if (target == 0) {
+    rule.kind = KeepRule::kNone;
+    return rule;
+  }
+  int64_t top = 0;  // largest entries dropped (breadcrumbs)
+  if (method == Sparsification::kMagnitudeOutliers) {
+    top = static_cast<int64_t>(std::floor(w.gamma * static_cast<double>(n) + 1e-9));
+    if (n - target - top < 0) top = n - target;
+  }
+  const int64_t bottom = n - target - top;  // smallest entries dropped
+  rule.kind = KeepRule::kRange;
+  if (bottom > 0) {
+    PAFT_ASSIGN_OR_RETURN(rule.lo, SelectRank(reader, threads, bottom));
+    rule.has_lo = true;
+  }
+  if (top > 0) {
+    PAFT_ASSIGN_OR_RETURN(rule.hi, SelectRank(reader, threads, n - top - 1));
+    rule.has_hi = true;
+  }
+  if (options.rescale) {
+    // mergekit's rescale of magnitude methods: kept entries scaled to the original L1 norm.
+    std::vector<std::array<double, 2>> sums(threads, {0.0, 0.0});
+    std::vector<std::vector<float>> buffers(threads, std::vector<float>(reader.count(0)));
+    ErrorSlot error;
+    ParallelFor(reader.chunks(), threads, [&](int64_t c, int t) {
+      absl::Status s = reader.Read(c, t, buffers[t].data());
+      if (!s.ok()) return error.Set(s);
+      for (int64_t j = 0; j < reader.count(c); ++j) {
+        const float d = buffers[t][j];
+        sums[t][0] += std::fabs(d);
+        if (rule.Keeps(d, reader.begin(c) + j)) sums[t][1] += std::fabs(d);
+      }
+    });
+    PAFT_RETURN_IF_ERROR(error.Get());
+    double before = 0, after = 0;
+    for (const auto& s : sums) {
+      before += s[0];
+      after += s[1];
+    }
+    if (before >= 1e-8 && after >= 1e-8) rule.scale = static_cast<float>(before / after);
+  }
+  return rule;
 }
 
-double L1(const float* v, int64_t n) {
-  double s = 0;
-  for (int64_t j = 0; j < n; ++j) s += std::fabs(v[j]);
-  return s;
+// In-memory source for the conveniences below.
+class MemorySource : public TensorSource {
+ public:
+  MemorySource(const float* base, std::vector<const float*> deltas, int64_t n)
+      : base_(base), deltas_(std::move(deltas)), n_(n) {}
+  int64_t numel() const override { return n_; }
+  size_t num_inputs() const override { return deltas_.size(); }
+  absl::Status Base(int64_t begin, int64_t count, float* out) const override {
+    if (base_ == nullptr) {
+      std::fill(out, out + count, 0.0f);
+    } else {
+      std::copy(base_ + begin, base_ + begin + count, out);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Delta(size_t input, int64_t begin, int64_t count, const float*,
+                     float* out) const override {
+    std::copy(deltas_[input] + begin, deltas_[input] + begin + count, out);
+    return absl::OkStatus();
+  }
+
+ private:
+  const float* base_;
+  std::vector<const float*> deltas_;
+  int64_t n_;
+};
+
+void SparsifyInPlace(Sparsification method, float* delta, int64_t n, double density,
+                     double gamma, bool rescale, uint64_t stream) {
+  MergeOptions options;
+  options.method.sparsification = method;
+  options.rescale = rescale;
+  InputWeights w;
+  w.density = density;
+  w.gamma = gamma;
+  MemorySource source(nullptr, {delta}, n);
+  // Small chunks: the in-memory path runs the same multi-chunk selection as the streaming one.
+  DeltaReader reader(source, 0, 1, std::min<int64_t>(4096, std::max<int64_t>(n, 1)));
+  auto rule = PlanKeep(options, w, reader, n, 1, stream);
+  if (!rule.ok()) return;  // in-memory reads cannot fail
+  for (int64_t j = 0; j < n; ++j) {
+    delta[j] = rule->Keeps(delta[j], j) ? delta[j] * rule->scale : 0.0f;
+  }
 }
 
 }  // namespace
@@ -103,97 +324,125 @@ uint64_t TensorKey(const std::string& name) {
   return h;
 }
 
+absl::Status MergeTensor(const MergeOptions& options, const std::vector<InputWeights>& weights,
+                         const TensorSource& source, uint64_t tensor_key,
+                         const StreamOptions& stream, const ChunkSink& sink) {
+  const int64_t n = source.numel();
+  const size_t m = source.num_inputs();
+  const int threads = std::max(1, stream.threads);
+  const int64_t chunk = std::max<int64_t>(1, std::min(stream.chunk, std::max<int64_t>(n, 1)));
+  if (n == 0) return absl::OkStatus();
+  const MethodTraits& method = options.method;
+
+  std::vector<KeepRule> rules(m);
+  for (size_t i = 0; i < m && !method.linear; ++i) {
+    DeltaReader reader(source, i, threads, chunk);
+    PAFT_ASSIGN_OR_RETURN(rules[i],
+                          PlanKeep(options, weights[i], reader, n, threads,
+                                   options.seed ^ SplitMix64(tensor_key + i)));
+  }
+  double weight_sum = 0;
+  for (const auto& w : weights) weight_sum += w.weight;
+  const double plain_divisor = std::fabs(weight_sum) < 1e-8 ? 1.0 : weight_sum;
+  const double linear_norm = options.normalize && weight_sum != 0 ? weight_sum : 1.0;
+
+  struct Scratch {
+    std::vector<float> base, out;
+    std::vector<std::vector<float>> deltas;
+  };
+  std::vector<Scratch> scratch(threads);
+  for (auto& s : scratch) {
+    s.base.resize(chunk);
+    s.out.resize(chunk);
+    s.deltas.assign(m, std::vector<float>(chunk));
+  }
+  // Waves of `threads` chunks: merged in parallel, handed to the sink in order.
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  std::vector<std::vector<float>> wave_out(threads, std::vector<float>(chunk));
+  for (int64_t first = 0; first < chunks; first += threads) {
+    const int64_t wave = std::min<int64_t>(threads, chunks - first);
+    ErrorSlot error;
+    ParallelFor(wave, threads, [&](int64_t k, int w) {
+      const int64_t c = first + k;
+      const int64_t begin = c * chunk, count = std::min(chunk, n - begin);
+      Scratch& s = scratch[w];
+      absl::Status st = source.Base(begin, count, s.base.data());
+      for (size_t i = 0; i < m && st.ok(); ++i) {
+        st = source.Delta(i, begin, count, s.base.data(), s.deltas[i].data());
+      }
+      if (!st.ok()) return error.Set(st);
+      float* out = wave_out[k].data();
+      if (method.linear) {
+        for (int64_t j = 0; j < count; ++j) {
+          double acc = 0;
+          for (size_t i = 0; i < m; ++i) acc += weights[i].weight * (s.base[j] + s.deltas[i][j]);
+          out[j] = static_cast<float>(acc / linear_norm);
+        }
+        return;
+      }
+      for (size_t i = 0; i < m; ++i) {
+        const KeepRule& rule = rules[i];
+        if (rule.kind == KeepRule::kAll && rule.scale == 1.0f) continue;
+        float* d = s.deltas[i].data();
+        for (int64_t j = 0; j < count; ++j) {
+          d[j] = rule.Keeps(d[j], begin + j) ? d[j] * rule.scale : 0.0f;
+        }
+      }
+      for (int64_t j = 0; j < count; ++j) {
+        double mixed = 0, divisor = plain_divisor;
+        if (method.consensus == Consensus::kSum) {
+          double sign_weight = 0;
+          for (size_t i = 0; i < m; ++i) sign_weight += weights[i].weight * s.deltas[i][j];
+          const bool positive = sign_weight >= 0;  // a tie elects + (mergekit)
+          divisor = 0;
+          for (size_t i = 0; i < m; ++i) {
+            const double wd = weights[i].weight * s.deltas[i][j];
+            if (wd != 0 && (wd > 0) == positive) {
+              mixed += wd;
+              divisor += weights[i].weight;
+            }
+          }
+          if (divisor == 0) divisor = 1;
+        } else {
+          for (size_t i = 0; i < m; ++i) mixed += weights[i].weight * s.deltas[i][j];
+        }
+        if (options.normalize) mixed /= divisor;
+        out[j] = static_cast<float>(s.base[j] + options.lambda * mixed);
+      }
+    });
+    PAFT_RETURN_IF_ERROR(error.Get());
+    for (int64_t k = 0; k < wave; ++k) {
+      const int64_t begin = (first + k) * chunk;
+      PAFT_RETURN_IF_ERROR(sink(begin, std::min(chunk, n - begin), wave_out[k].data()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 void SparsifyMagnitude(float* delta, int64_t n, double density, bool rescale) {
-  if (density >= 1.0) return;
-  const double before = rescale ? L1(delta, n) : 0;
-  KeepRankRange(delta, n, n - KeptCount(n, density), n);
-  if (rescale) RescaleL1(delta, n, before);
+  SparsifyInPlace(Sparsification::kMagnitude, delta, n, density, 0, rescale, 0);
 }
 
 void SparsifyRandom(float* delta, int64_t n, double density, bool rescale, uint64_t stream) {
-  if (density >= 1.0) return;
-  const uint64_t key = SplitMix64(stream);
-  const float scale = rescale ? static_cast<float>(1.0 / density) : 1.0f;
-  for (int64_t j = 0; j < n; ++j) {
-    const double u =
-        static_cast<double>(SplitMix64(key ^ static_cast<uint64_t>(j)) >> 11) * 0x1.0p-53;
-    delta[j] = u < density ? delta[j] * scale : 0.0f;
-  }
+  SparsifyInPlace(Sparsification::kRandom, delta, n, density, 0, rescale, stream);
 }
 
 void SparsifyMagnitudeOutliers(float* delta, int64_t n, double density, double gamma,
                                bool rescale) {
-  if (density >= 1.0) return;
-  const int64_t target = KeptCount(n, density);
-  int64_t top = static_cast<int64_t>(std::floor(gamma * static_cast<double>(n) + 1e-9));
-  int64_t bottom = n - target - top;
-  if (bottom < 0) {  // drop fewer outliers to reach the target density
-    top += bottom;
-    bottom = 0;
-  }
-  const double before = rescale ? L1(delta, n) : 0;
-  KeepRankRange(delta, n, bottom, n - top);
-  if (rescale) RescaleL1(delta, n, before);
+  SparsifyInPlace(Sparsification::kMagnitudeOutliers, delta, n, density, gamma, rescale, 0);
 }
 
 void MergeDeltas(const MergeOptions& options, const float* base,
                  const std::vector<float*>& deltas, const std::vector<InputWeights>& weights,
                  int64_t n, uint64_t tensor_key, float* out) {
-  const size_t m = deltas.size();
-  const MethodTraits& method = options.method;
-  double weight_sum = 0;
-  for (const auto& w : weights) weight_sum += w.weight;
-
-  if (method.linear) {
-    const double norm = options.normalize && weight_sum != 0 ? weight_sum : 1.0;
-    for (int64_t j = 0; j < n; ++j) {
-      double acc = 0;
-      for (size_t i = 0; i < m; ++i) acc += weights[i].weight * (base[j] + deltas[i][j]);
-      out[j] = static_cast<float>(acc / norm);
-    }
-    return;
-  }
-
-  for (size_t i = 0; i < m; ++i) {
-    switch (method.sparsification) {
-      case Sparsification::kNone:
-        break;
-      case Sparsification::kMagnitude:
-        SparsifyMagnitude(deltas[i], n, weights[i].density, options.rescale);
-        break;
-      case Sparsification::kRandom:
-        SparsifyRandom(deltas[i], n, weights[i].density, options.rescale,
-                       SplitMix64(options.seed ^ SplitMix64(tensor_key + i)));
-        break;
-      case Sparsification::kMagnitudeOutliers:
-        SparsifyMagnitudeOutliers(deltas[i], n, weights[i].density, weights[i].gamma,
-                                  options.rescale);
-        break;
-    }
-  }
-
-  const double plain_divisor = std::fabs(weight_sum) < 1e-8 ? 1.0 : weight_sum;
-  for (int64_t j = 0; j < n; ++j) {
-    double mixed = 0, divisor = plain_divisor;
-    if (method.consensus == Consensus::kSum) {
-      double sign_weight = 0;
-      for (size_t i = 0; i < m; ++i) sign_weight += weights[i].weight * deltas[i][j];
-      const bool positive = sign_weight >= 0;
-      divisor = 0;
-      for (size_t i = 0; i < m; ++i) {
-        const double wd = weights[i].weight * deltas[i][j];
-        if (wd != 0 && (wd > 0) == positive) {
-          mixed += wd;
-          divisor += weights[i].weight;
-        }
-      }
-      if (divisor == 0) divisor = 1;
-    } else {
-      for (size_t i = 0; i < m; ++i) mixed += weights[i].weight * deltas[i][j];
-    }
-    if (options.normalize) mixed /= divisor;
-    out[j] = static_cast<float>(base[j] + options.lambda * mixed);
-  }
+  MemorySource source(base, std::vector<const float*>(deltas.begin(), deltas.end()), n);
+  StreamOptions stream;
+  stream.chunk = 4096;  // several chunks even for small tensors: exercises the streaming path
+  (void)MergeTensor(options, weights, source, tensor_key, stream,
+                    [&](int64_t begin, int64_t count, const float* merged) {
+                      std::copy(merged, merged + count, out + begin);
+                      return absl::OkStatus();
+                    });
 }
 
 }  // namespace paft::merger

@@ -24,6 +24,7 @@
 #define PAFT_MERGER_MERGE_METHODS_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -64,27 +65,58 @@ struct InputWeights {
 // How many of n entries a density keeps: floor(density * n), as mergekit.
 int64_t KeptCount(int64_t n, double density);
 
-// Sparsifiers, in place on n floats. Entries are ranked by (|value|, index), so ties in
-// magnitude are broken deterministically.
+// A stable 64-bit key of a tensor name (FNV-1a), for DARE's per-tensor random stream.
+uint64_t TensorKey(const std::string& name);
+
+// One tensor's data, served in chunks so that no full-size float copy is ever needed.
+// Thread-safe: chunks are read concurrently.
+class TensorSource {
+ public:
+  virtual ~TensorSource() = default;
+  virtual int64_t numel() const = 0;
+  virtual size_t num_inputs() const = 0;
+  // Base values of elements [begin, begin + count).
+  virtual absl::Status Base(int64_t begin, int64_t count, float* out) const = 0;
+  // Input i's task vector (input - base) over the same range; `base` holds Base() of it.
+  virtual absl::Status Delta(size_t input, int64_t begin, int64_t count, const float* base,
+                             float* out) const = 0;
+};
+
+// Called in element order with consecutive chunks of the merged tensor.
+using ChunkSink = std::function<absl::Status(int64_t begin, int64_t count, const float* merged)>;
+
+struct StreamOptions {
+  int threads = 1;
+  int64_t chunk = int64_t{1} << 20;  // elements per chunk
+};
+
+// Merges one tensor from `source` into `sink`. Sparsification is exact, not approximate:
+// magnitude ranks come from a radix select over the float bits of |delta| (three streaming
+// passes per rank boundary), ties broken by index, so memory stays at a few chunks per thread
+// whatever the tensor size. `tensor_key` seeds DARE (so results do not depend on the order or
+// chunking of the work).
+absl::Status MergeTensor(const MergeOptions& options, const std::vector<InputWeights>& weights,
+                         const TensorSource& source, uint64_t tensor_key,
+                         const StreamOptions& stream, const ChunkSink& sink);
+
+// In-memory conveniences over the same code (tests, small tensors). Entries are ranked by
+// (|value|, index): equal magnitudes keep the later indices.
 // magnitude: keep the KeptCount largest; rescale: scale the kept ones to the original L1 norm.
 void SparsifyMagnitude(float* delta, int64_t n, double density, bool rescale);
 // random (DARE): keep each entry with probability `density` from a counter-based stream keyed by
 // `stream`; rescale: divide kept entries by density.
 void SparsifyRandom(float* delta, int64_t n, double density, bool rescale, uint64_t stream);
 // outliers (breadcrumbs): drop the floor(gamma * n) largest and the smallest, keeping
-// KeptCount(n, density) entries; rescale as magnitude.
+// KeptCount(n, density) entries (fewer outliers dropped if both do not fit); rescale as
+// magnitude.
 void SparsifyMagnitudeOutliers(float* delta, int64_t n, double density, double gamma,
                                bool rescale);
 
-// Merges one tensor of n elements. `deltas[i]` holds input i's task vector (input - base) and is
-// overwritten (sparsified). `tensor_key` identifies the tensor for DARE's random stream (so the
-// result does not depend on processing order). REQUIRES: deltas.size() == weights.size() >= 1.
+// Merges one in-memory tensor of n elements. `deltas[i]` holds input i's task vector.
+// REQUIRES: deltas.size() == weights.size() >= 1.
 void MergeDeltas(const MergeOptions& options, const float* base,
                  const std::vector<float*>& deltas, const std::vector<InputWeights>& weights,
                  int64_t n, uint64_t tensor_key, float* out);
-
-// A stable 64-bit key of a tensor name (FNV-1a), for MergeDeltas' tensor_key.
-uint64_t TensorKey(const std::string& name);
 
 }  // namespace paft::merger
 

@@ -1,10 +1,8 @@
 #include "merger/merger.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -132,84 +130,41 @@ absl::StatusOr<Plan> MakePlan(const paft::v1::MergeRequest& request) {
   return plan;
 }
 
-// Merges tensor `index` of the plan into its output bytes.
-absl::StatusOr<std::vector<uint8_t>> MergeOne(const Plan& plan, size_t index,
-                                              MergeProgress* progress) {
-  const TensorSpec& spec = plan.specs[index];
-  PAFT_ASSIGN_OR_RETURN(auto found, plan.base->Find(spec.name));
-  const SafetensorsFile& base_file = *found.first;
-  const TensorInfo& base_info = *found.second;
-  progress->bytes_read += static_cast<int64_t>(base_info.nbytes());
-  if (!IsFloat(base_info.dtype)) {
-    // Integer and boolean buffers are not trained: copied from the base.
-    auto data = base_file.Data(base_info);
-    std::vector<uint8_t> out(data.begin(), data.end());
-    base_file.Release(base_info);
-    return out;
+// One base tensor and the inputs' task vectors for it, read in chunks from mmapped files.
+class ModelTensorSource : public TensorSource {
+ public:
+  ModelTensorSource(const Plan& plan, const std::string& name, const SafetensorsFile& file,
+                    const TensorInfo& info)
+      : plan_(plan), name_(name), file_(file), info_(info) {}
+  int64_t numel() const override { return info_.numel(); }
+  size_t num_inputs() const override { return plan_.inputs.size(); }
+  absl::Status Base(int64_t begin, int64_t count, float* out) const override {
+    ReadRangeAsFloat(file_, info_, begin, count, out);
+    return absl::OkStatus();
   }
-  const int64_t n = base_info.numel();
-  std::vector<float> base(static_cast<size_t>(n));
-  ReadAsFloat(base_file, base_info, base.data());
-  std::vector<std::vector<float>> deltas(plan.inputs.size(),
-                                         std::vector<float>(static_cast<size_t>(n)));
-  std::vector<float*> delta_ptrs;
-  for (size_t i = 0; i < plan.inputs.size(); ++i) {
-    PAFT_RETURN_IF_ERROR(plan.inputs[i]->Delta(spec.name, base_info, base.data(),
-                                               deltas[i].data()));
-    delta_ptrs.push_back(deltas[i].data());
+  absl::Status Delta(size_t input, int64_t begin, int64_t count, const float* base,
+                     float* out) const override {
+    return plan_.inputs[input]->Delta(name_, info_, begin, count, base, out);
   }
-  std::vector<float> merged(static_cast<size_t>(n));
-  MergeDeltas(plan.options, base.data(), delta_ptrs, plan.weights, n, TensorKey(spec.name),
-              merged.data());
-  std::vector<uint8_t> out(static_cast<size_t>(n) * DTypeSize(spec.dtype));
-  if (spec.dtype == DType::kF32) {
-    std::memcpy(out.data(), merged.data(), out.size());
-  } else {
-    for (int64_t j = 0; j < n; ++j) StoreFromFloat(spec.dtype, out.data(), j, merged[j]);
-  }
-  return out;
-}
 
-// Runs MergeOne over all tensors on `threads` workers and appends the results in order to the
-// shard writers. At most `window` merged tensors wait in memory for the writer.
+ private:
+  const Plan& plan_;
+  const std::string& name_;
+  const SafetensorsFile& file_;
+  const TensorInfo& info_;
+};
+
+// Merges every tensor, in order, into the shard files of `dir`. Tensors are processed one after
+// the other; the threads work on chunks of the current tensor.
 absl::Status MergeAll(const Plan& plan, const std::string& dir, int threads,
                       MergeProgress* progress) {
-  const size_t total = plan.specs.size();
-  const size_t window = static_cast<size_t>(threads) + 1;
-  std::mutex mu;
-  std::condition_variable cv;
-  std::map<size_t, std::vector<uint8_t>> ready;  // GUARDED_BY(mu)
-  size_t written = 0;                            // GUARDED_BY(mu)
-  size_t next = 0;                               // GUARDED_BY(mu)
-  absl::Status error;                            // GUARDED_BY(mu)
-
-  auto worker = [&] {
-    while (true) {
-      size_t index;
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return !error.ok() || next >= total || next < written + window; });
-        if (!error.ok() || next >= total) return;
-        index = next++;
-      }
-      auto bytes = MergeOne(plan, index, progress);
-      std::lock_guard<std::mutex> lock(mu);
-      if (!bytes.ok()) {
-        if (error.ok()) error = bytes.status();
-      } else {
-        ready[index] = std::move(bytes).value();
-      }
-      cv.notify_all();
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
-
-  absl::Status status;
   const bool sharded = plan.shards.size() > 1;
   std::map<std::string, std::string> weight_map;
   int64_t total_size = 0;
-  for (size_t s = 0; s < plan.shards.size() && status.ok(); ++s) {
+  StreamOptions stream;
+  stream.threads = threads;
+  std::vector<uint8_t> bytes;
+  for (size_t s = 0; s < plan.shards.size(); ++s) {
     const std::string file =
         sharded ? absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, plan.shards.size())
                 : "model.safetensors";
@@ -218,44 +173,37 @@ absl::Status MergeAll(const Plan& plan, const std::string& dir, int threads,
       specs.push_back(plan.specs[index]);
       weight_map[plan.specs[index].name] = file;
     }
-    auto writer = SafetensorsWriter::Create(JoinPath(dir, file), specs, plan.metadata);
-    if (!writer.ok()) {
-      status = writer.status();
-      break;
-    }
+    PAFT_ASSIGN_OR_RETURN(auto writer,
+                          SafetensorsWriter::Create(JoinPath(dir, file), specs, plan.metadata));
     for (size_t index : plan.shards[s]) {
-      std::vector<uint8_t> bytes;
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return !error.ok() || ready.count(index); });
-        if (!error.ok()) {
-          status = error;
-          break;
-        }
-        bytes = std::move(ready[index]);
-        ready.erase(index);
+      const TensorSpec& spec = plan.specs[index];
+      PAFT_ASSIGN_OR_RETURN(auto found, plan.base->Find(spec.name));
+      const SafetensorsFile& base_file = *found.first;
+      const TensorInfo& base_info = *found.second;
+      int64_t read = static_cast<int64_t>(base_info.nbytes());
+      for (const auto& input : plan.inputs) read += input->TensorBytes(spec.name);
+      progress->bytes_read += read;
+      if (!IsFloat(base_info.dtype)) {
+        // Integer and boolean buffers are not trained: copied from the base.
+        PAFT_RETURN_IF_ERROR(writer->Append(base_file.Data(base_info)));
+        base_file.Release(base_info);
+      } else {
+        ModelTensorSource source(plan, spec.name, base_file, base_info);
+        const size_t item = DTypeSize(spec.dtype);
+        PAFT_RETURN_IF_ERROR(MergeTensor(
+            plan.options, plan.weights, source, TensorKey(spec.name), stream,
+            [&](int64_t, int64_t count, const float* merged) {
+              bytes.resize(static_cast<size_t>(count) * item);
+              StoreFloats(spec.dtype, merged, count, bytes.data());
+              return writer->AppendPartial(bytes);
+            }));
       }
-      status = (*writer)->Append(bytes);
-      total_size += static_cast<int64_t>(bytes.size());
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        ++written;
-        if (!status.ok() && error.ok()) error = status;
-      }
-      cv.notify_all();
-      if (!status.ok()) break;
+      total_size += base_info.numel() * static_cast<int64_t>(DTypeSize(spec.dtype));
       ++progress->tensors_done;
     }
-    if (status.ok()) status = (*writer)->Commit();
-    if (status.ok()) progress->bytes_written += static_cast<int64_t>((*writer)->bytes_written());
+    PAFT_RETURN_IF_ERROR(writer->Commit());
+    progress->bytes_written += static_cast<int64_t>(writer->bytes_written());
   }
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (!status.ok() && error.ok()) error = status;
-  }
-  cv.notify_all();
-  for (auto& t : pool) t.join();
-  if (!status.ok()) return status;
   if (sharded) {
     nlohmann::json index = {{"metadata", {{"total_size", total_size}}},
                             {"weight_map", weight_map}};
@@ -273,7 +221,6 @@ absl::Status MergeInto(const paft::v1::MergeRequest& request, const std::string&
                                       : static_cast<int>(std::thread::hardware_concurrency());
   threads = std::clamp(threads, 1, 64);
   PAFT_RETURN_IF_ERROR(MergeAll(plan, tmp_dir, threads, progress));
-  for (const auto& input : plan.inputs) progress->bytes_read += input->bytes_read();
   for (const char* name : kSideFiles) {
     const std::string from = JoinPath(request.base_model(), name);
     if (IsRegularFile(from)) PAFT_RETURN_IF_ERROR(CopyFileDurably(from, JoinPath(tmp_dir, name)));

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <numeric>
 #include <vector>
 
@@ -193,6 +194,50 @@ TEST(MergeMethodsTest, DareLinearAndTiesDependOnSeedAndTensor) {
   for (float x : a) EXPECT_TRUE(x == 2.0f || x == -1.0f || x == 0.0f) << x;
   auto linear = Options("dare_linear");
   for (float x : Merge(linear, base, in, {{1, 1}, {1, 1}})) EXPECT_FLOAT_EQ(x, 0.5f);
+}
+
+// The streaming rank selection (radix select over chunks, ties by index) against a plain sort,
+// on many chunks and heavily tied values (as bf16 deltas are).
+TEST(MergeMethodsTest, StreamingSelectionMatchesASort) {
+  const int64_t n = 50000;
+  for (double density : {0.013, 0.3, 0.5, 0.97}) {
+    for (double gamma : {0.0, 0.05}) {
+      V d(n);
+      uint64_t state = 12345;
+      for (int64_t j = 0; j < n; ++j) {
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        d[j] = static_cast<float>(static_cast<int>(state >> 58) - 32) / 16.0f;  // 64 levels
+      }
+      std::vector<int64_t> order(n);
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        const float fa = std::fabs(d[a]), fb = std::fabs(d[b]);
+        return fa != fb ? fa < fb : a < b;
+      });
+      const int64_t target = KeptCount(n, density);
+      int64_t top = static_cast<int64_t>(std::floor(gamma * n + 1e-9));
+      if (n - target - top < 0) top = n - target;
+      V expected(n, 0.0f);
+      for (int64_t r = n - target - top; r < n - top; ++r) expected[order[r]] = d[order[r]];
+      V got = d;
+      if (gamma == 0) {
+        SparsifyMagnitude(got.data(), n, density, false);
+      } else {
+        SparsifyMagnitudeOutliers(got.data(), n, density, gamma, false);
+      }
+      ASSERT_EQ(got, expected) << "density " << density << " gamma " << gamma;
+    }
+  }
+  // Through MergeDeltas (4096-element chunks): ties on one input equals its sparsified delta.
+  V base(n, 0.0f), delta(n);
+  for (int64_t j = 0; j < n; ++j) delta[j] = static_cast<float>((j * 7919) % 101 - 50);
+  V expected = delta;
+  SparsifyMagnitude(expected.data(), n, 0.25, false);
+  V out(n);
+  V work = delta;
+  std::vector<float*> ptrs = {work.data()};
+  MergeDeltas(Options("ties"), base.data(), ptrs, {{1, 0.25}}, n, 1, out.data());
+  EXPECT_EQ(out, expected);
 }
 
 }  // namespace

@@ -58,6 +58,11 @@ class FullModel : public InputModel {
     return found.ok() ? static_cast<int64_t>(found->second->nbytes()) : 0;
   }
 
+  void Release(const std::string& name) const override {
+    auto found = model_->Find(name);
+    if (found.ok()) found->first->Release(*found->second);
+  }
+
   absl::Status Delta(const std::string& name, const TensorInfo&, int64_t begin, int64_t count,
                      const float* base, float* delta) const override {
     PAFT_ASSIGN_OR_RETURN(auto found, model_->Find(name));
@@ -224,6 +229,13 @@ absl::StatusOr<LoraConfig> ParseAdapterConfig(const std::string& json_text) {
   return c;
 }
 
+namespace {
+// Word types that may alias float storage, so the conversion loops below vectorise without
+// breaking strict aliasing.
+typedef uint32_t __attribute__((may_alias)) AliasU32;
+typedef uint16_t __attribute__((may_alias, aligned(1))) AliasU16;
+}  // namespace
+
 void ReadRangeAsFloat(const SafetensorsFile& file, const TensorInfo& info, int64_t begin,
                       int64_t count, float* out) {
   const size_t item = DTypeSize(info.dtype);
@@ -232,21 +244,15 @@ void ReadRangeAsFloat(const SafetensorsFile& file, const TensorInfo& info, int64
     case DType::kF32:
       std::memcpy(out, data, static_cast<size_t>(count) * 4);
       break;
-    case DType::kBF16:
-      for (int64_t i = 0; i < count; ++i) {
-        uint16_t h;
-        std::memcpy(&h, data + 2 * i, 2);
-        const uint32_t bits = static_cast<uint32_t>(h) << 16;
-        std::memcpy(out + i, &bits, 4);
-      }
+    case DType::kBF16: {
+      const AliasU16* src = reinterpret_cast<const AliasU16*>(data);
+      AliasU32* dst = reinterpret_cast<AliasU32*>(out);
+      for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<uint32_t>(src[i]) << 16;
       break;
+    }
     default:
       for (int64_t i = 0; i < count; ++i) out[i] = LoadAsFloat(info.dtype, data, i);
   }
-  TensorInfo range = info;  // release the pages of this range only
-  range.begin = info.begin + begin * item;
-  range.end = range.begin + count * item;
-  file.Release(range);
 }
 
 void StoreFloats(DType dtype, const float* in, int64_t count, uint8_t* out) {
@@ -254,12 +260,18 @@ void StoreFloats(DType dtype, const float* in, int64_t count, uint8_t* out) {
     case DType::kF32:
       std::memcpy(out, in, static_cast<size_t>(count) * 4);
       break;
-    case DType::kBF16:
+    case DType::kBF16: {
+      // Round to nearest even, NaN kept quiet: FloatToBf16 without branches.
+      const AliasU32* src = reinterpret_cast<const AliasU32*>(in);
+      AliasU16* dst = reinterpret_cast<AliasU16*>(out);
       for (int64_t i = 0; i < count; ++i) {
-        const uint16_t h = FloatToBf16(in[i]);
-        std::memcpy(out + 2 * i, &h, 2);
+        const uint32_t bits = src[i];
+        const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+        const uint32_t nan = (bits >> 16) | 0x40u;
+        dst[i] = static_cast<uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
       }
       break;
+    }
     default:
       for (int64_t i = 0; i < count; ++i) StoreFromFloat(dtype, out, i, in[i]);
   }

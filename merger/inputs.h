@@ -24,13 +24,15 @@ class InputModel {
                              int64_t count, const float* base, float* delta) const = 0;
   // Bytes this input stores for tensor `name` (0 when an adapter does not touch it).
   virtual int64_t TensorBytes(const std::string& name) const = 0;
+  // Drops the mapped pages of tensor `name` once it is merged (resident memory stays at about
+  // one tensor per input; per-chunk release would cost a TLB shootdown per chunk).
+  virtual void Release(const std::string& name) const {}
 };
 
 // Opens `path` as a PEFT adapter (adapter_config.json present) or a full model folder.
 absl::StatusOr<std::unique_ptr<InputModel>> OpenInput(const std::string& path);
 
-// Reads elements [begin, begin + count) of a float tensor (F32, F16, BF16, F64) into `out`, then
-// releases the whole pages of that range from the mapping (resident memory stays at a chunk).
+// Reads elements [begin, begin + count) of a float tensor (F32, F16, BF16, F64) into `out`.
 void ReadRangeAsFloat(const SafetensorsFile& file, const TensorInfo& info, int64_t begin,
                       int64_t count, float* out);
 // Converts floats to a float dtype's little-endian bytes (F32, F16, BF16, F64).

@@ -63,6 +63,8 @@ absl::StatusOr<InspectReport> InspectDeltas(const std::string& base_model,
         t.sign_conflicts += positive && negative ? 1 : 0;
       }
     }
+    found.first->Release(info);
+    for (const auto& model : models) model->Release(name);
     for (size_t i = 0; i < models.size(); ++i) {
       DeltaStats& total = report.total.inputs[i];
       total.numel += t.inputs[i].numel;

@@ -4,10 +4,12 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "merger/inputs.h"
 #include "merger/parallel.h"
 
 namespace paft::merger {
@@ -60,8 +62,8 @@ struct KeepRule {
   enum Kind { kAll, kNone, kRange, kRandom } kind = kAll;
   bool has_lo = false, has_hi = false;
   Boundary lo, hi;  // kRange: keep lo <= key <= hi
-  double density = 1.0;
-  uint64_t stream = 0;  // kRandom
+  uint64_t threshold = 0;  // kRandom: keep when the 53-bit draw is below density * 2^53
+  uint64_t stream = 0;     // kRandom
   float scale = 1.0f;   // applied to kept entries
 
   bool Keeps(float d, int64_t j) const {
@@ -70,10 +72,8 @@ struct KeepRule {
         return true;
       case kNone:
         return false;
-      case kRandom:
-        return static_cast<double>(SplitMix64(stream ^ static_cast<uint64_t>(j)) >> 11) *
-                   0x1.0p-53 <
-               density;
+      case kRandom:  // uniform 53-bit draw below density * 2^53
+        return (SplitMix64(stream ^ static_cast<uint64_t>(j)) >> 11) < threshold;
       case kRange: {
         const uint32_t bits = MagnitudeBits(d);
         return (!has_lo || KeyAtLeast(bits, j, lo)) && (!has_hi || KeyAtMost(bits, j, hi));
@@ -82,6 +82,39 @@ struct KeepRule {
     return true;
   }
 };
+
+// Zeroes what `rule` drops of d[0..count) (elements begin..begin+count) and scales the rest;
+// one loop per rule kind so the common cases stay tight.
+void ApplyKeepRule(const KeepRule& rule, int64_t begin, int64_t count, float* d) {
+  switch (rule.kind) {
+    case KeepRule::kAll:
+      if (rule.scale != 1.0f) {
+        for (int64_t j = 0; j < count; ++j) d[j] *= rule.scale;
+      }
+      return;
+    case KeepRule::kNone:
+      std::fill(d, d + count, 0.0f);
+      return;
+    case KeepRule::kRandom:
+      // Multiplying by the 0/1 decision instead of branching: the decisions are coin flips, and
+      // mispredicted branches cost more than the arithmetic.
+      for (int64_t j = 0; j < count; ++j) {
+        const bool keep = (SplitMix64(rule.stream ^ static_cast<uint64_t>(begin + j)) >> 11) <
+                          rule.threshold;
+        d[j] *= rule.scale * static_cast<float>(keep);
+      }
+      return;
+    case KeepRule::kRange:
+      for (int64_t j = 0; j < count; ++j) {
+        const uint32_t bits = MagnitudeBits(d[j]);
+        const int64_t index = begin + j;
+        const bool keep = (!rule.has_lo || KeyAtLeast(bits, index, rule.lo)) &
+                          (!rule.has_hi || KeyAtMost(bits, index, rule.hi));
+        d[j] *= rule.scale * static_cast<float>(keep);
+      }
+      return;
+  }
+}
 
 // Reads input i's delta over a chunk into `out`, using `scratch` for the base values.
 class DeltaReader {
@@ -126,7 +159,9 @@ class ErrorSlot {
 
 // The boundary of ascending rank `rank` (0-based) of the delta's entries by key: a radix select
 // over the high then low 16 bits of |delta|, then the index among equal magnitudes.
-absl::StatusOr<Boundary> SelectRank(const DeltaReader& reader, int threads, int64_t rank) {
+// `want_last`: the boundary is an upper one (keep keys <= it); else a lower one (keep >=).
+absl::StatusOr<Boundary> SelectRank(const DeltaReader& reader, int threads, int64_t rank,
+                                    bool want_last) {
   const int64_t chunks = reader.chunks();
   std::vector<std::vector<float>> buffers(threads, std::vector<float>(reader.count(0)));
   ErrorSlot error;
@@ -166,6 +201,16 @@ absl::StatusOr<Boundary> SelectRank(const DeltaReader& reader, int threads, int6
   const uint32_t lo16 = static_cast<uint32_t>(find(low, rank, &below));
   Boundary boundary;
   boundary.bits = (hi16 << 16) | lo16;
+  // Among the entries equal to the boundary value, which one is it? When it is the first or
+  // the last of them, every equal entry falls on one side and no third pass is needed.
+  if (rank == below) {
+    boundary.index = std::numeric_limits<int64_t>::min();  // keep-from: all equal ones kept
+    if (!want_last) return boundary;
+  }
+  if (rank == below + low[lo16] - 1 && want_last) {
+    boundary.index = std::numeric_limits<int64_t>::max();  // keep-up-to: all equal ones kept
+    return boundary;
+  }
   // `below` entries are smaller; the boundary is the (rank - below)-th entry equal to it.
   std::vector<int64_t> equal_per_chunk(chunks, 0);
   ParallelFor(chunks, threads, [&](int64_t c, int w) {
@@ -202,7 +247,7 @@ absl::StatusOr<KeepRule> PlanKeep(const MergeOptions& options, const InputWeight
   if (method == Sparsification::kNone || w.density >= 1.0 || n == 0) return rule;
   if (method == Sparsification::kRandom) {
     rule.kind = KeepRule::kRandom;
-    rule.density = w.density;
+    rule.threshold = static_cast<uint64_t>(std::ldexp(w.density, 53));
     rule.stream = SplitMix64(stream);
     if (options.rescale) rule.scale = static_cast<float>(1.0 / w.density);
     return rule;
@@ -220,11 +265,12 @@ absl::StatusOr<KeepRule> PlanKeep(const MergeOptions& options, const InputWeight
   const int64_t bottom = n - target - top;  // smallest entries dropped
   rule.kind = KeepRule::kRange;
   if (bottom > 0) {
-    PAFT_ASSIGN_OR_RETURN(rule.lo, SelectRank(reader, threads, bottom));
+    PAFT_ASSIGN_OR_RETURN(rule.lo, SelectRank(reader, threads, bottom, /*want_last=*/false));
     rule.has_lo = true;
   }
   if (top > 0) {
-    PAFT_ASSIGN_OR_RETURN(rule.hi, SelectRank(reader, threads, n - top - 1));
+    PAFT_ASSIGN_OR_RETURN(rule.hi,
+                          SelectRank(reader, threads, n - top - 1, /*want_last=*/true));
     rule.has_hi = true;
   }
   if (options.rescale) {
@@ -347,18 +393,17 @@ absl::Status MergeTensor(const MergeOptions& options, const std::vector<InputWei
   const double linear_norm = options.normalize && weight_sum != 0 ? weight_sum : 1.0;
 
   struct Scratch {
-    std::vector<float> base, out;
+    std::vector<float> base, out, mixed, sign_weight, divisor;
     std::vector<std::vector<float>> deltas;
   };
   std::vector<Scratch> scratch(threads);
   for (auto& s : scratch) {
-    s.base.resize(chunk);
-    s.out.resize(chunk);
+    for (auto* v : {&s.base, &s.out, &s.mixed, &s.sign_weight, &s.divisor}) v->resize(chunk);
     s.deltas.assign(m, std::vector<float>(chunk));
   }
   // Waves of `threads` chunks: merged in parallel, handed to the sink in order.
   const int64_t chunks = (n + chunk - 1) / chunk;
-  std::vector<std::vector<float>> wave_out(threads, std::vector<float>(chunk));
+  std::vector<std::vector<uint8_t>> wave_bytes(threads);
   for (int64_t first = 0; first < chunks; first += threads) {
     const int64_t wave = std::min<int64_t>(threads, chunks - first);
     ErrorSlot error;
@@ -371,49 +416,71 @@ absl::Status MergeTensor(const MergeOptions& options, const std::vector<InputWei
         st = source.Delta(i, begin, count, s.base.data(), s.deltas[i].data());
       }
       if (!st.ok()) return error.Set(st);
-      float* out = wave_out[k].data();
+      float* out = s.out.data();
       if (method.linear) {
-        for (int64_t j = 0; j < count; ++j) {
-          double acc = 0;
-          for (size_t i = 0; i < m; ++i) acc += weights[i].weight * (s.base[j] + s.deltas[i][j]);
-          out[j] = static_cast<float>(acc / linear_norm);
+        // out = sum_i w_i * (base + d_i) / norm
+        const float inv = static_cast<float>(1.0 / linear_norm);
+        std::fill(out, out + count, 0.0f);
+        for (size_t i = 0; i < m; ++i) {
+          const float w_i = static_cast<float>(weights[i].weight);
+          const float* d = s.deltas[i].data();
+          for (int64_t j = 0; j < count; ++j) out[j] += w_i * (s.base[j] + d[j]);
         }
-        return;
-      }
-      for (size_t i = 0; i < m; ++i) {
-        const KeepRule& rule = rules[i];
-        if (rule.kind == KeepRule::kAll && rule.scale == 1.0f) continue;
-        float* d = s.deltas[i].data();
-        for (int64_t j = 0; j < count; ++j) {
-          d[j] = rule.Keeps(d[j], begin + j) ? d[j] * rule.scale : 0.0f;
-        }
-      }
-      for (int64_t j = 0; j < count; ++j) {
-        double mixed = 0, divisor = plain_divisor;
+        for (int64_t j = 0; j < count; ++j) out[j] *= inv;
+      } else {
+        for (size_t i = 0; i < m; ++i) ApplyKeepRule(rules[i], begin, count, s.deltas[i].data());
+        // Branch-free, vectorisable passes over the chunk: mixed = sum of (kept) w_i * d_i.
+        float* mixed = s.mixed.data();
+        std::fill(mixed, mixed + count, 0.0f);
+        const float lambda = static_cast<float>(options.lambda);
         if (method.consensus == Consensus::kSum) {
-          double sign_weight = 0;
-          for (size_t i = 0; i < m; ++i) sign_weight += weights[i].weight * s.deltas[i][j];
-          const bool positive = sign_weight >= 0;  // a tie elects + (mergekit)
-          divisor = 0;
+          float* sign_weight = s.sign_weight.data();
+          float* divisor = s.divisor.data();
+          std::fill(sign_weight, sign_weight + count, 0.0f);
+          std::fill(divisor, divisor + count, 0.0f);
           for (size_t i = 0; i < m; ++i) {
-            const double wd = weights[i].weight * s.deltas[i][j];
-            if (wd != 0 && (wd > 0) == positive) {
-              mixed += wd;
-              divisor += weights[i].weight;
+            const float w_i = static_cast<float>(weights[i].weight);
+            const float* d = s.deltas[i].data();
+            for (int64_t j = 0; j < count; ++j) sign_weight[j] += w_i * d[j];
+          }
+          for (size_t i = 0; i < m; ++i) {
+            const float w_i = static_cast<float>(weights[i].weight);
+            const float* d = s.deltas[i].data();
+            for (int64_t j = 0; j < count; ++j) {
+              const float wd = w_i * d[j];
+              // Agrees with the majority sign (a tie elects +); zeros never agree.
+              const bool keep = (wd != 0.0f) & ((wd > 0.0f) == (sign_weight[j] >= 0.0f));
+              const float k = static_cast<float>(keep);  // branch-free: signs are unpredictable
+              mixed[j] += wd * k;
+              divisor[j] += w_i * k;
             }
           }
-          if (divisor == 0) divisor = 1;
+          if (options.normalize) {
+            for (int64_t j = 0; j < count; ++j) {
+              mixed[j] /= divisor[j] + static_cast<float>(divisor[j] == 0.0f);
+            }
+          }
         } else {
-          for (size_t i = 0; i < m; ++i) mixed += weights[i].weight * s.deltas[i][j];
+          for (size_t i = 0; i < m; ++i) {
+            const float w_i = static_cast<float>(weights[i].weight);
+            const float* d = s.deltas[i].data();
+            for (int64_t j = 0; j < count; ++j) mixed[j] += w_i * d[j];
+          }
+          if (options.normalize) {
+            const float inv = static_cast<float>(1.0 / plain_divisor);
+            for (int64_t j = 0; j < count; ++j) mixed[j] *= inv;
+          }
         }
-        if (options.normalize) mixed /= divisor;
-        out[j] = static_cast<float>(s.base[j] + options.lambda * mixed);
+        for (int64_t j = 0; j < count; ++j) out[j] = s.base[j] + lambda * mixed[j];
       }
+      std::vector<uint8_t>& bytes = wave_bytes[k];
+      bytes.resize(static_cast<size_t>(count) * DTypeSize(stream.out_dtype));
+      StoreFloats(stream.out_dtype, out, count, bytes.data());
     });
     PAFT_RETURN_IF_ERROR(error.Get());
     for (int64_t k = 0; k < wave; ++k) {
       const int64_t begin = (first + k) * chunk;
-      PAFT_RETURN_IF_ERROR(sink(begin, std::min(chunk, n - begin), wave_out[k].data()));
+      PAFT_RETURN_IF_ERROR(sink(begin, std::min(chunk, n - begin), wave_bytes[k]));
     }
   }
   return absl::OkStatus();
@@ -438,9 +505,10 @@ void MergeDeltas(const MergeOptions& options, const float* base,
   MemorySource source(base, std::vector<const float*>(deltas.begin(), deltas.end()), n);
   StreamOptions stream;
   stream.chunk = 4096;  // several chunks even for small tensors: exercises the streaming path
+  stream.out_dtype = DType::kF32;
   (void)MergeTensor(options, weights, source, tensor_key, stream,
-                    [&](int64_t begin, int64_t count, const float* merged) {
-                      std::copy(merged, merged + count, out + begin);
+                    [&](int64_t begin, int64_t count, absl::Span<const uint8_t> bytes) {
+                      std::memcpy(out + begin, bytes.data(), static_cast<size_t>(count) * 4);
                       return absl::OkStatus();
                     });
 }

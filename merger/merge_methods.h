@@ -30,6 +30,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/dtype.h"
 
 namespace paft::merger {
 
@@ -82,12 +84,14 @@ class TensorSource {
                              float* out) const = 0;
 };
 
-// Called in element order with consecutive chunks of the merged tensor.
-using ChunkSink = std::function<absl::Status(int64_t begin, int64_t count, const float* merged)>;
+// Called in element order with consecutive chunks of the merged tensor, as `out_dtype` bytes.
+using ChunkSink =
+    std::function<absl::Status(int64_t begin, int64_t count, absl::Span<const uint8_t> bytes)>;
 
 struct StreamOptions {
   int threads = 1;
-  int64_t chunk = int64_t{1} << 20;  // elements per chunk
+  int64_t chunk = int64_t{1} << 16;  // elements per chunk (buffers stay in L2)
+  DType out_dtype = DType::kF32;     // a float dtype
 };
 
 // Merges one tensor from `source` into `sink`. Sparsification is exact, not approximate:

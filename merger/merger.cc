@@ -163,7 +163,6 @@ absl::Status MergeAll(const Plan& plan, const std::string& dir, int threads,
   int64_t total_size = 0;
   StreamOptions stream;
   stream.threads = threads;
-  std::vector<uint8_t> bytes;
   for (size_t s = 0; s < plan.shards.size(); ++s) {
     const std::string file =
         sharded ? absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, plan.shards.size())
@@ -189,14 +188,14 @@ absl::Status MergeAll(const Plan& plan, const std::string& dir, int threads,
         base_file.Release(base_info);
       } else {
         ModelTensorSource source(plan, spec.name, base_file, base_info);
-        const size_t item = DTypeSize(spec.dtype);
+        stream.out_dtype = spec.dtype;
         PAFT_RETURN_IF_ERROR(MergeTensor(
             plan.options, plan.weights, source, TensorKey(spec.name), stream,
-            [&](int64_t, int64_t count, const float* merged) {
-              bytes.resize(static_cast<size_t>(count) * item);
-              StoreFloats(spec.dtype, merged, count, bytes.data());
+            [&](int64_t, int64_t, absl::Span<const uint8_t> bytes) {
               return writer->AppendPartial(bytes);
             }));
+        base_file.Release(base_info);
+        for (const auto& input : plan.inputs) input->Release(spec.name);
       }
       total_size += base_info.numel() * static_cast<int64_t>(DTypeSize(spec.dtype));
       ++progress->tensors_done;

@@ -273,6 +273,33 @@ TEST(MergerTest, ShardedOutputAndThreadCountDoNotChangeTheResult) {
   EXPECT_GT(p2.bytes_read, 3 * 7 * 256 - 1);
 }
 
+TEST(MergerTest, UnsupportedDtypesAreNamed) {
+  testing::TempDir dir;
+  for (const char* m : {"base", "x", "y"}) {
+    ASSERT_TRUE(MakeDirs(dir.Join(m)).ok());
+    ASSERT_TRUE(WriteFileAtomic(dir.Join(std::string(m) + "/config.json"), kConfig).ok());
+    ASSERT_TRUE(WriteSafetensors(dir.Join(std::string(m) + "/model.safetensors"),
+                                 {TensorData{{"scales", DType::kF8E4M3, {4}},
+                                             std::vector<uint8_t>(4)}})
+                    .ok());
+  }
+  MergeProgress progress;
+  absl::Status status = RunMerge(Request(dir, "ties"), &progress);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("tensor 'scales': dtype F8_E4M3"));
+  // A float tensor in one input where the base has integers cannot be merged either.
+  ASSERT_TRUE(WriteSafetensors(dir.Join("base/model.safetensors"),
+                               {TensorData{{"scales", DType::kI32, {4}}, std::vector<uint8_t>(16)}})
+                  .ok());
+  ASSERT_TRUE(WriteSafetensors(dir.Join("x/model.safetensors"),
+                               {TensorData{{"scales", DType::kF32, {4}}, std::vector<uint8_t>(16)}})
+                  .ok());
+  status = RunMerge(Request(dir, "ties"), &progress);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("tensor 'scales': dtype F32"));
+  EXPECT_FALSE(PathExists(dir.Join("out/merged")));
+}
+
 TEST(MergerTest, MissingTensorIsNamed) {
   testing::TempDir dir;
   WriteModel(dir.Join("base"), DType::kF32, {1, 2}, {0, 0});

@@ -1,0 +1,136 @@
+// Objectives, schedules and AdamW against values computed by hand.
+#include "trainer/losses.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace paft::trainer {
+namespace {
+
+double LogSigmoid(double x) { return -std::log1p(std::exp(-x)); }
+
+TEST(LossesTest, SftIsTokenMeanNllOverCompletionTokens) {
+  // One sequence [0, 1, 1], vocab 2. Position 0 predicts token 1, position 1 predicts token 1.
+  torch::Tensor logits = torch::tensor({{{0.0, 1.0}, {2.0, 0.0}, {0.0, 0.0}}});
+  torch::Tensor ids = torch::tensor({{0, 1, 1}});
+  const double lp0 = 1.0 - std::log(1 + std::exp(1.0));   // log softmax([0,1])[1]
+  const double lp1 = 0.0 - std::log(std::exp(2.0) + 1.0);  // log softmax([2,0])[1]
+  // Only the last token is a completion token.
+  EXPECT_NEAR(SftLoss(logits, ids, torch::tensor({{0, 0, 1}})).item<double>(), -lp1, 1e-6);
+  EXPECT_NEAR(SftLoss(logits, ids, torch::tensor({{0, 1, 1}})).item<double>(), -(lp0 + lp1) / 2,
+              1e-6);
+  auto seq = CompletionLogProbs(logits, ids, torch::tensor({{0, 1, 1}}));
+  EXPECT_NEAR(seq.sum.item<double>(), lp0 + lp1, 1e-6);
+  EXPECT_EQ(seq.tokens.item<double>(), 2);
+  EXPECT_NEAR(seq.mean().item<double>(), (lp0 + lp1) / 2, 1e-6);
+}
+
+TEST(LossesTest, L1Penalty) {
+  EXPECT_FLOAT_EQ(L1Penalty({torch::tensor({1.0, -2.0}), torch::tensor({-0.5})}).item<float>(), 3.5f);
+  EXPECT_FLOAT_EQ(L1Penalty({torch::tensor({1.0, -2.0})}, {torch::tensor({1.5, -1.0})}).item<float>(),
+                  1.5f);
+}
+
+// Two pairs with policy/reference summed log-probs and token counts.
+SequenceLogProbs Seq(std::vector<double> sum, std::vector<double> tokens) {
+  return {torch::tensor(sum, torch::kDouble), torch::tensor(tokens, torch::kDouble)};
+}
+
+struct Pairs {
+  SideLogProbs chosen{Seq({-4, -6}, {2, 3}), Seq({-5, -5}, {2, 3})};
+  SideLogProbs rejected{Seq({-7, -3}, {4, 1}), Seq({-6, -4}, {4, 1})};
+};
+
+TEST(LossesTest, DpoVariants) {
+  Pairs p;
+  const double beta = 0.5, eps = 0.1;
+  // h = (pi_c - ref_c) - (pi_r - ref_r): pair 0: (1) - (-1) = 2; pair 1: (-1) - (1) = -2.
+  const double h[2] = {2, -2};
+  auto mean = [](auto f) { return (f(0) + f(1)) / 2; };
+  PreferenceParams params;
+  params.beta = beta;
+  params.label_smoothing = eps;
+  auto out = PreferenceLoss(params, p.chosen, p.rejected);
+  EXPECT_NEAR(out.loss.item<double>(), mean([&](int i) {
+                return -(1 - eps) * LogSigmoid(beta * h[i]) - eps * LogSigmoid(-beta * h[i]);
+              }), 1e-9);
+  EXPECT_NEAR(out.chosen_rewards[0].item<double>(), beta * 1, 1e-9);
+  EXPECT_NEAR(out.rejected_rewards[1].item<double>(), beta * 1, 1e-9);
+  EXPECT_NEAR(out.accuracy().item<double>(), 0.5, 1e-9);
+  EXPECT_NEAR(out.margin().item<double>(), (beta * 2 + beta * -2) / 2, 1e-9);
+
+  params.kind = PreferenceKind::kDpoHinge;
+  EXPECT_NEAR(PreferenceLoss(params, p.chosen, p.rejected).loss.item<double>(),
+              mean([&](int i) { return std::max(0.0, 1 - beta * h[i]); }), 1e-9);
+  params.kind = PreferenceKind::kDpoRobust;
+  EXPECT_NEAR(PreferenceLoss(params, p.chosen, p.rejected).loss.item<double>(), mean([&](int i) {
+                return (-(1 - eps) * LogSigmoid(beta * h[i]) + eps * LogSigmoid(-beta * h[i])) /
+                       (1 - 2 * eps);
+              }), 1e-9);
+  // IPO on length-averaged log-probs: pair 0: (-4/2 - -5/2) - (-7/4 - -6/4) = 0.5 + 0.25 = 0.75.
+  params.kind = PreferenceKind::kDpoIpo;
+  const double ipo_h[2] = {0.75, (-6.0 / 3 + 5.0 / 3) - (-3.0 / 1 + 4.0 / 1)};
+  EXPECT_NEAR(PreferenceLoss(params, p.chosen, p.rejected).loss.item<double>(),
+              mean([&](int i) { return std::pow(ipo_h[i] - 1 / (2 * beta), 2); }), 1e-9);
+  EXPECT_EQ(*DpoKind("ipo"), PreferenceKind::kDpoIpo);
+  EXPECT_FALSE(DpoKind("kto").ok());
+}
+
+TEST(LossesTest, OrpoAndSimpo) {
+  Pairs p;
+  const double beta = 0.2;
+  const double c[2] = {-2, -2}, r[2] = {-7.0 / 4, -3};  // average log-probs
+  PreferenceParams params;
+  params.kind = PreferenceKind::kOrpo;
+  params.beta = beta;
+  torch::Tensor nll = torch::tensor(1.5, torch::kDouble);
+  auto orpo = PreferenceLoss(params, p.chosen, p.rejected, nll);
+  double ratio = 0;
+  for (int i = 0; i < 2; ++i) {
+    const double log_odds =
+        (c[i] - r[i]) - (std::log1p(-std::exp(c[i])) - std::log1p(-std::exp(r[i])));
+    ratio += LogSigmoid(log_odds) / 2;
+  }
+  EXPECT_NEAR(orpo.loss.item<double>(), 1.5 - beta * ratio, 1e-9);
+  EXPECT_NEAR(orpo.chosen_rewards[0].item<double>(), beta * c[0], 1e-9);
+
+  params.kind = PreferenceKind::kSimpo;
+  params.beta = 2.0;
+  params.gamma = 0.5;
+  double simpo = 0;
+  for (int i = 0; i < 2; ++i) simpo += -LogSigmoid(2.0 * (c[i] - r[i]) - 0.5) / 2;
+  EXPECT_NEAR(PreferenceLoss(params, p.chosen, p.rejected).loss.item<double>(), simpo, 1e-9);
+}
+
+TEST(LossesTest, LearningRateSchedules) {
+  EXPECT_DOUBLE_EQ(LearningRateFactor(0, 100, 10, "cosine"), 0.0);
+  EXPECT_DOUBLE_EQ(LearningRateFactor(5, 100, 10, "cosine"), 0.5);
+  EXPECT_DOUBLE_EQ(LearningRateFactor(10, 100, 10, "cosine"), 1.0);
+  EXPECT_NEAR(LearningRateFactor(55, 100, 10, "cosine"), 0.5, 1e-12);  // halfway: cos(pi/2)
+  EXPECT_NEAR(LearningRateFactor(100, 100, 10, "cosine"), 0.0, 1e-12);
+  EXPECT_DOUBLE_EQ(LearningRateFactor(55, 100, 10, "linear"), 0.5);
+  EXPECT_DOUBLE_EQ(LearningRateFactor(80, 100, 0, "constant"), 1.0);
+}
+
+TEST(LossesTest, AdamWMatchesTheUpdateByHand) {
+  torch::Tensor p = torch::tensor({1.0}, torch::kDouble).requires_grad_(true);
+  const double lr = 0.1, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.01;
+  torch::optim::AdamW opt({p}, torch::optim::AdamWOptions(lr).betas({b1, b2}).eps(eps).weight_decay(wd));
+  double x = 1.0, m = 0, v = 0;
+  for (int step = 1; step <= 3; ++step) {
+    const double g = 0.5 * step;  // the gradient we feed
+    opt.zero_grad();
+    (p * g).sum().backward();
+    opt.step();
+    x *= 1 - lr * wd;  // decoupled weight decay
+    m = b1 * m + (1 - b1) * g;
+    v = b2 * v + (1 - b2) * g * g;
+    const double m_hat = m / (1 - std::pow(b1, step)), v_hat = v / (1 - std::pow(b2, step));
+    x -= lr * m_hat / (std::sqrt(v_hat) + eps);
+    EXPECT_NEAR(p.item<double>(), x, 1e-12) << "step " << step;
+  }
+}
+
+}  // namespace
+}  // namespace paft::trainer

@@ -1,0 +1,502 @@
+#include "trainer/llama.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/file_util.h"
+#include "common/safetensors.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+#include "trainer/torch_io.h"
+
+namespace paft::trainer {
+namespace F = torch::nn::functional;
+
+namespace {
+
+// Additive mask value: large and finite, so fully masked rows give a uniform softmax, not NaN.
+constexpr float kMaskValue = -1e9f;
+
+constexpr const char* kSideFiles[] = {"generation_config.json", "tokenizer.json", "tokenizer.model",
+                                      "tokenizer_config.json", "special_tokens_map.json"};
+
+}  // namespace
+
+double LoraOptions::scaling() const {
+  return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear with LoRA
+
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
+  weight = register_parameter("weight", torch::empty({out_features, in_features}));
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (with_bias) {
+    bias = register_parameter("bias", torch::zeros({out_features}));
+  }
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y = F::linear(x, weight, bias);
+  if (has_lora() && lora_enabled_) {
+    torch::Tensor h = x;
+    if (dropout > 0 && is_training()) h = F::dropout(h, F::DropoutFuncOptions().p(dropout).training(true));
+    y = y + F::linear(F::linear(h, lora_A), lora_B) * scaling;
+  }
+  return y;
+}
+
+void LinearImpl::AddLora(const LoraOptions& options) {
+  const int64_t out = weight.size(0), in = weight.size(1);
+  lora_A = register_parameter("lora_A", torch::empty({options.r, in}, weight.options()));
+  torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));
+  lora_B = register_parameter("lora_B", torch::zeros({out, options.r}, weight.options()));
+  scaling = options.scaling();
+  dropout = options.dropout;
+  weight.set_requires_grad(false);
+  if (bias.defined()) bias.set_requires_grad(false);
+}
+
+torch::Tensor LinearImpl::MergedWeight() const {
+  torch::NoGradGuard no_grad;
+  if (!has_lora()) return weight.detach().clone();
+  return (weight.to(torch::kFloat) +
+          torch::matmul(lora_B.to(torch::kFloat), lora_A.to(torch::kFloat)) * scaling)
+      .to(weight.scalar_type());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blocks
+
+RMSNormImpl::RMSNormImpl(int64_t size, double eps_value) : eps(eps_value) {
+  weight = register_parameter("weight", torch::ones({size}));
+}
+
+// Low-precision inputs compute in fp32; fp32 and fp64 keep their own precision.
+static torch::ScalarType AtLeastFloat(torch::ScalarType t) {
+  return at::promote_types(t, torch::kFloat);
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  torch::Tensor xf = x.to(AtLeastFloat(x.scalar_type()));
+  torch::Tensor variance = xf.pow(2).mean(-1, /*keepdim=*/true);
+  xf = xf * torch::rsqrt(variance + eps);
+  return weight * xf.to(x.scalar_type());
+}
+
+std::pair<torch::Tensor, torch::Tensor> RotaryTables(const torch::Tensor& position_ids,
+                                                     int64_t head_dim, double theta) {
+  torch::Tensor exponent =
+      torch::arange(0, head_dim, 2, torch::TensorOptions().dtype(torch::kLong)).to(torch::kFloat) /
+      static_cast<double>(head_dim);
+  torch::Tensor inv_freq = 1.0 / torch::pow(theta, exponent);  // (head_dim / 2)
+  torch::Tensor freqs = position_ids.to(torch::kFloat).unsqueeze(-1) * inv_freq;  // (B, T, hd/2)
+  torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+  return {emb.cos(), emb.sin()};
+}
+
+torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos,
+                          const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  torch::Tensor x1 = x.narrow(-1, 0, half);
+  torch::Tensor x2 = x.narrow(-1, half, half);
+  torch::Tensor rotated = torch::cat({-x2, x1}, -1);
+  torch::Tensor c = cos.unsqueeze(1).to(x.scalar_type());
+  torch::Tensor s = sin.unsqueeze(1).to(x.scalar_type());
+  return x * c + rotated * s;
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& config)
+    : heads_(config.num_attention_heads),
+      kv_heads_(config.num_key_value_heads),
+      head_dim_(config.head_dim) {
+  const int64_t h = config.hidden_size;
+  q_proj = register_module("q_proj", Linear(h, heads_ * head_dim_, config.attention_bias));
+  k_proj = register_module("k_proj", Linear(h, kv_heads_ * head_dim_, config.attention_bias));
+  v_proj = register_module("v_proj", Linear(h, kv_heads_ * head_dim_, config.attention_bias));
+  o_proj = register_module("o_proj", Linear(heads_ * head_dim_, h, false));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                     const torch::Tensor& sin, const torch::Tensor& mask,
+                                     LayerCache* cache) {
+  const int64_t b = x.size(0), t = x.size(1);
+  torch::Tensor q = q_proj(x).view({b, t, heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor k = k_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor v = v_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  q = ApplyRotary(q, cos, sin);
+  k = ApplyRotary(k, cos, sin);
+  if (cache != nullptr) {
+    if (cache->k.defined()) {
+      k = torch::cat({cache->k, k}, 2);
+      v = torch::cat({cache->v, v}, 2);
+    }
+    cache->k = k;
+    cache->v = v;
+  }
+  if (kv_heads_ != heads_) {
+    k = k.repeat_interleave(heads_ / kv_heads_, 1);
+    v = v.repeat_interleave(heads_ / kv_heads_, 1);
+  }
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(head_dim_));
+  torch::Tensor probs =
+      torch::softmax(scores.to(AtLeastFloat(q.scalar_type())) + mask, -1)
+          .to(q.scalar_type());  // (B, heads, T, S)
+  torch::Tensor out = torch::matmul(probs, v).transpose(1, 2).contiguous().view(
+      {b, t, heads_ * head_dim_});
+  return o_proj(out);
+}
+
+MlpImpl::MlpImpl(const ModelConfig& config) {
+  gate_proj = register_module("gate_proj",
+                              Linear(config.hidden_size, config.intermediate_size, false));
+  up_proj = register_module("up_proj", Linear(config.hidden_size, config.intermediate_size, false));
+  down_proj = register_module("down_proj",
+                              Linear(config.intermediate_size, config.hidden_size, false));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  return down_proj(F::silu(gate_proj(x)) * up_proj(x));
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config) {
+  self_attn = register_module("self_attn", Attention(config));
+  mlp = register_module("mlp", Mlp(config));
+  input_layernorm =
+      register_module("input_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps));
+  post_attention_layernorm = register_module(
+      "post_attention_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                        const torch::Tensor& sin, const torch::Tensor& mask,
+                                        LayerCache* cache) {
+  torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin, mask, cache);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+LlamaBackboneImpl::LlamaBackboneImpl(const ModelConfig& config) {
+  embed_tokens = register_module(
+      "embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  torch::nn::init::normal_(embed_tokens->weight, 0.0, 0.02);
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(DecoderLayer(config));
+  norm = register_module("norm", RMSNorm(config.hidden_size, config.rms_norm_eps));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Causal LM
+
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& config) : config_(config) {
+  model = register_module("model", LlamaBackbone(config));
+  if (!config.tie_word_embeddings) {
+    lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size, false));
+  }
+}
+
+torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
+                                            const torch::Tensor& attention_mask, KVCache* cache) {
+  const int64_t b = input_ids.size(0), t = input_ids.size(1);
+  const int64_t past = cache != nullptr ? cache->length() : 0;
+  const int64_t s = past + t;
+  auto long_options = torch::TensorOptions().dtype(torch::kLong).device(input_ids.device());
+  torch::Tensor position_ids;
+  if (attention_mask.defined() && past == 0) {
+    // Left or right padding: positions count real tokens only (as transformers).
+    position_ids = (attention_mask.to(torch::kLong).cumsum(-1) - 1).clamp_min(0);
+  } else {
+    position_ids = torch::arange(past, s, long_options).unsqueeze(0).expand({b, t});
+  }
+  auto [cos, sin] = RotaryTables(position_ids, config_.head_dim, config_.rope_theta);
+
+  // Additive mask (B, 1, T, S): causal, plus padded keys.
+  auto float_options = torch::TensorOptions().dtype(torch::kFloat).device(input_ids.device());
+  torch::Tensor query_pos = torch::arange(past, s, long_options).unsqueeze(1);  // (T, 1)
+  torch::Tensor key_pos = torch::arange(0, s, long_options).unsqueeze(0);       // (1, S)
+  torch::Tensor mask = torch::where(key_pos <= query_pos, torch::zeros({1}, float_options),
+                                    torch::full({1}, kMaskValue, float_options))
+                           .view({1, 1, t, s});
+  if (attention_mask.defined()) {
+    torch::Tensor keys = attention_mask.to(torch::kFloat);
+    if (keys.size(1) != s) keys = torch::cat({torch::ones({b, s - keys.size(1)}, float_options), keys}, 1);
+    mask = mask + ((1.0 - keys) * kMaskValue).view({b, 1, 1, s});
+  }
+  if (cache != nullptr && cache->layers.empty()) {
+    cache->layers.resize(static_cast<size_t>(config_.num_hidden_layers));
+  }
+
+  torch::Tensor h = model->embed_tokens(input_ids);
+  for (size_t i = 0; i < model->layers->size(); ++i) {
+    h = model->layers[i]->as<DecoderLayerImpl>()->forward(
+        h, cos, sin, mask, cache != nullptr ? &cache->layers[i] : nullptr);
+  }
+  h = model->norm(h);
+  if (lm_head.is_empty()) return F::linear(h, model->embed_tokens->weight);
+  return lm_head(h);
+}
+
+std::vector<int64_t> LlamaForCausalLMImpl::Generate(const std::vector<int64_t>& prompt,
+                                                    const GenerationOptions& options) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = is_training();
+  eval();
+  auto device = model->embed_tokens->weight.device();
+  auto generator = at::detail::createCPUGenerator(options.seed);
+  KVCache cache;
+  std::vector<int64_t> out;
+  torch::Tensor input = torch::tensor(prompt, torch::kLong).unsqueeze(0).to(device);
+  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+    torch::Tensor logits = forward(input, {}, &cache).select(1, -1).squeeze(0).to(torch::kFloat);
+    int64_t next;
+    if (options.temperature <= 0) {
+      next = logits.argmax().item<int64_t>();
+    } else {
+      torch::Tensor probs = torch::softmax(logits / options.temperature, -1);
+      if (options.top_p < 1.0) {
+        auto [sorted, index] = probs.sort(-1, /*descending=*/true);
+        torch::Tensor cumulative = sorted.cumsum(-1);
+        // Drop tokens once the mass before them reaches top_p (the first token always stays).
+        torch::Tensor drop = (cumulative - sorted) >= options.top_p;
+        sorted = sorted.masked_fill(drop, 0.0);
+        probs = torch::zeros_like(probs).scatter(-1, index, sorted);
+        probs = probs / probs.sum();
+      }
+      next = torch::multinomial(probs.cpu(), 1, false, generator).item<int64_t>();
+    }
+    out.push_back(next);
+    if (next == options.eos_token_id) break;
+    input = torch::tensor({next}, torch::kLong).unsqueeze(0).to(device);
+  }
+  if (was_training) train();
+  return out;
+}
+
+std::vector<std::pair<std::string, Linear>> LlamaForCausalLMImpl::Linears() const {
+  std::vector<std::pair<std::string, Linear>> out;
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    if (auto linear = std::dynamic_pointer_cast<LinearImpl>(item.value())) {
+      out.emplace_back(item.key(), Linear(linear));
+    }
+  }
+  return out;
+}
+
+void LlamaForCausalLMImpl::AddLora(const LoraOptions& options) {
+  for (auto& p : parameters()) p.set_requires_grad(false);
+  for (auto& [name, linear] : Linears()) {
+    const std::string leaf = name.substr(name.find_last_of('.') + 1);
+    if (options.target_modules.count(leaf)) linear->AddLora(options);
+  }
+  lora_ = options;
+}
+
+void LlamaForCausalLMImpl::SetLoraEnabled(bool enabled) {
+  for (auto& [name, linear] : Linears()) linear->set_lora_enabled(enabled);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaForCausalLMImpl::HfStateDict() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    if (absl::StrContains(item.key(), "lora_")) continue;
+    out.emplace_back(item.key(), item.value());
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaForCausalLMImpl::PeftStateDict() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& [name, linear] : Linears()) {
+    if (!linear->has_lora()) continue;
+    out.emplace_back(absl::StrCat("base_model.model.", name, ".lora_A.weight"), linear->lora_A);
+    out.emplace_back(absl::StrCat("base_model.model.", name, ".lora_B.weight"), linear->lora_B);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaForCausalLMImpl::TrainableParameters()
+    const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    if (item.value().requires_grad()) out.emplace_back(item.key(), item.value());
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading and saving
+
+absl::StatusOr<LlamaForCausalLM> LoadPretrained(const std::string& folder, torch::ScalarType dtype,
+                                                std::map<std::string, DType>* stored_dtypes) {
+  PAFT_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(folder));
+  PAFT_ASSIGN_OR_RETURN(auto weights, SafetensorsModel::Open(folder));
+  LlamaForCausalLM model(config);
+  model->to(dtype);
+  torch::NoGradGuard no_grad;
+  std::set<std::string> expected;
+  for (auto& [name, param] : model->HfStateDict()) {
+    expected.insert(name);
+    auto found = weights->Find(name);
+    if (!found.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(folder, ": tensor '", name, "' is missing from the checkpoint"));
+    }
+    const TensorInfo& info = *found->second;
+    if (info.shape != param.sizes().vec()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          folder, ": tensor '", name, "' has shape [", absl::StrJoin(info.shape, ","),
+          "], the config implies [", absl::StrJoin(param.sizes().vec(), ","), "]"));
+    }
+    PAFT_ASSIGN_OR_RETURN(torch::Tensor value, ReadTensor(*found->first, info));
+    if (!value.is_floating_point()) {
+      return absl::InvalidArgumentError(absl::StrCat(folder, ": tensor '", name, "' has dtype ",
+                                                     DTypeName(info.dtype)));
+    }
+    param.copy_(value);
+    if (stored_dtypes != nullptr) (*stored_dtypes)[name] = info.dtype;
+  }
+  for (const std::string& name : weights->names()) {
+    if (expected.count(name)) continue;
+    // Tolerated: rotary buffers of old checkpoints, a stored lm_head of a tied model.
+    if (absl::EndsWith(name, "rotary_emb.inv_freq")) continue;
+    if (name == "lm_head.weight" && config.tie_word_embeddings) continue;
+    return absl::InvalidArgumentError(
+        absl::StrCat(folder, ": unexpected tensor '", name, "' in the checkpoint"));
+  }
+  return model;
+}
+
+namespace {
+
+// Writes into a temp folder beside `folder` and renames it into place.
+absl::Status WriteFolderAtomically(const std::string& folder,
+                                   const std::function<absl::Status(const std::string&)>& fill) {
+  if (PathExists(folder)) {
+    return absl::AlreadyExistsError(absl::StrCat("'", folder, "' already exists"));
+  }
+  const size_t slash = folder.find_last_of('/');
+  if (slash != std::string::npos && slash > 0) PAFT_RETURN_IF_ERROR(MakeDirs(folder.substr(0, slash)));
+  PAFT_ASSIGN_OR_RETURN(std::string tmp, MakeTempDirBeside(folder));
+  absl::Status status = fill(tmp);
+  if (status.ok()) status = FsyncPath(tmp);
+  if (status.ok()) status = RenameDurably(tmp, folder);
+  if (!status.ok()) (void)RemoveAll(tmp);
+  return status;
+}
+
+}  // namespace
+
+absl::Status SavePretrained(const LlamaForCausalLM& model, const std::string& folder,
+                            const std::map<std::string, DType>& dtypes,
+                            const std::string& copy_side_files_from) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  std::map<std::string, torch::Tensor> merged;
+  for (const auto& item : model->named_modules("", false)) {
+    if (auto linear = std::dynamic_pointer_cast<LinearImpl>(item.value())) {
+      if (linear->has_lora()) merged[item.key() + ".weight"] = linear->MergedWeight();
+    }
+  }
+  for (auto& [name, tensor] : model->HfStateDict()) {
+    auto it = merged.find(name);
+    tensors.emplace_back(name, it != merged.end() ? it->second : tensor);
+  }
+  return WriteFolderAtomically(folder, [&](const std::string& tmp) -> absl::Status {
+    PAFT_RETURN_IF_ERROR(WriteTensors(JoinPath(tmp, "model.safetensors"), tensors, dtypes));
+    PAFT_RETURN_IF_ERROR(
+        WriteFileAtomic(JoinPath(tmp, "config.json"), model->config().raw.dump(2)));
+    if (!copy_side_files_from.empty()) {
+      for (const char* name : kSideFiles) {
+        const std::string from = JoinPath(copy_side_files_from, name);
+        if (IsRegularFile(from)) PAFT_RETURN_IF_ERROR(CopyFileDurably(from, JoinPath(tmp, name)));
+      }
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::Status SaveAdapter(const LlamaForCausalLM& model, const std::string& folder,
+                         const std::string& base_model_path) {
+  if (!model->lora()) return absl::FailedPreconditionError("the model has no LoRA adapter");
+  const LoraOptions& lora = *model->lora();
+  nlohmann::json config = {
+      {"peft_type", "LORA"},
+      {"task_type", "CAUSAL_LM"},
+      {"base_model_name_or_path", base_model_path},
+      {"r", lora.r},
+      {"lora_alpha", lora.alpha},
+      {"lora_dropout", lora.dropout},
+      {"use_rslora", lora.use_rslora},
+      {"target_modules", std::vector<std::string>(lora.target_modules.begin(),
+                                                  lora.target_modules.end())},
+      {"bias", "none"},
+      {"fan_in_fan_out", false},
+      {"inference_mode", true},
+  };
+  return WriteFolderAtomically(folder, [&](const std::string& tmp) -> absl::Status {
+    PAFT_RETURN_IF_ERROR(
+        WriteTensors(JoinPath(tmp, "adapter_model.safetensors"), model->PeftStateDict()));
+    return WriteFileAtomic(JoinPath(tmp, "adapter_config.json"), config.dump(2));
+  });
+}
+
+absl::Status LoadAdapter(LlamaForCausalLM& model, const std::string& folder) {
+  if (model->has_lora()) return absl::FailedPreconditionError("the model already has LoRA");
+  const std::string config_path = JoinPath(folder, "adapter_config.json");
+  PAFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(config_path));
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": not a JSON object"));
+  }
+  LoraOptions options;
+  try {
+    options.r = j.at("r").get<int64_t>();
+    options.alpha = j.at("lora_alpha").get<double>();
+    options.dropout = j.value("lora_dropout", 0.0);
+    options.use_rslora = j.value("use_rslora", false);
+    options.target_modules.clear();
+    const auto& targets = j.at("target_modules");
+    if (targets.is_string()) {
+      options.target_modules.insert(targets.get<std::string>());
+    } else {
+      for (const auto& t : targets) options.target_modules.insert(t.get<std::string>());
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", e.what()));
+  }
+  if (options.r <= 0) return absl::InvalidArgumentError(absl::StrCat(config_path, ": r must be > 0"));
+  PAFT_ASSIGN_OR_RETURN(auto file,
+                        SafetensorsFile::Open(JoinPath(folder, "adapter_model.safetensors")));
+  model->AddLora(options);
+  torch::NoGradGuard no_grad;
+  std::set<std::string> expected;
+  for (auto& [name, param] : model->PeftStateDict()) {
+    expected.insert(name);
+    const TensorInfo* info = file->Find(name);
+    if (info == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(folder, ": adapter tensor '", name, "' is missing"));
+    }
+    if (info->shape != param.sizes().vec()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          folder, ": adapter tensor '", name, "' has shape [", absl::StrJoin(info->shape, ","),
+          "], expected [", absl::StrJoin(param.sizes().vec(), ","), "]"));
+    }
+    PAFT_ASSIGN_OR_RETURN(torch::Tensor value, ReadTensor(*file, *info));
+    param.copy_(value);
+  }
+  for (const TensorInfo& t : file->tensors()) {
+    if (!expected.count(t.name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(folder, ": unexpected adapter tensor '", t.name, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace paft::trainer

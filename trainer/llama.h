@@ -1,0 +1,197 @@
+// A Llama-family decoder (Llama, Mistral, Qwen2) in LibTorch, single-device, with Hugging Face
+// parameter names, LoRA adapters in PEFT's layout, and KV-cached generation.
+//
+// Numerics follow transformers' eager implementation: RMSNorm in fp32 (then cast back and scaled
+// by the weight), RoPE with the rotate-half convention, attention softmax in fp32, SwiGLU MLP,
+// grouped-query attention by repeating key/value heads.
+#ifndef PAFT_TRAINER_LLAMA_H_
+#define PAFT_TRAINER_LLAMA_H_
+
+#include <torch/torch.h>
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/dtype.h"
+#include "common/hf_config.h"
+
+namespace paft::trainer {
+
+struct LoraOptions {
+  int64_t r = 8;
+  double alpha = 16;
+  double dropout = 0.0;
+  bool use_rslora = false;
+  // Module names as PEFT's target_modules: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,
+  // down_proj.
+  std::set<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj"};
+  double scaling() const;
+};
+
+// y = x W^T + b, plus an optional LoRA branch: + scaling * dropout(x) A^T B^T.
+// With LoRA the base weight and bias are frozen; A starts Kaiming-uniform, B at zero (as PEFT).
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features, bool bias);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  void AddLora(const LoraOptions& options);
+  bool has_lora() const { return lora_A.defined(); }
+  void set_lora_enabled(bool enabled) { lora_enabled_ = enabled; }
+  // W + scaling * B A (the merged weight), detached.
+  torch::Tensor MergedWeight() const;
+
+  torch::Tensor weight;  // (out, in)
+  torch::Tensor bias;    // (out) or undefined
+  torch::Tensor lora_A;  // (r, in) or undefined
+  torch::Tensor lora_B;  // (out, r) or undefined
+  double scaling = 0.0;
+  double dropout = 0.0;
+
+ private:
+  bool lora_enabled_ = true;
+};
+TORCH_MODULE(Linear);
+
+// RMSNorm computed in fp32: weight * (x / sqrt(mean(x^2) + eps)) cast back to x's dtype.
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t size, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+// Cached keys and values of one layer: (B, kv_heads, S, head_dim).
+struct LayerCache {
+  torch::Tensor k, v;
+};
+struct KVCache {
+  std::vector<LayerCache> layers;
+  int64_t length() const { return layers.empty() || !layers[0].k.defined() ? 0 : layers[0].k.size(2); }
+};
+
+// Rotary embedding tables for given positions: cos, sin of shape (B, T, head_dim), fp32.
+std::pair<torch::Tensor, torch::Tensor> RotaryTables(const torch::Tensor& position_ids,
+                                                     int64_t head_dim, double theta);
+// x * cos + rotate_half(x) * sin, x: (B, heads, T, head_dim); rotate_half(x) = [-x2, x1].
+torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos,
+                          const torch::Tensor& sin);
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const ModelConfig& config);
+  // x: (B, T, H); mask: additive (B, 1, T, S) fp32; returns (B, T, H).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask, LayerCache* cache);
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  int64_t heads_, kv_heads_, head_dim_;
+};
+TORCH_MODULE(Attention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  explicit MlpImpl(const ModelConfig& config);
+  torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  explicit DecoderLayerImpl(const ModelConfig& config);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask, LayerCache* cache);
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  Attention self_attn{nullptr};
+  Mlp mlp{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+// The decoder stack ("model." in HF names).
+class LlamaBackboneImpl : public torch::nn::Module {
+ public:
+  explicit LlamaBackboneImpl(const ModelConfig& config);
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers;
+  RMSNorm norm{nullptr};
+};
+TORCH_MODULE(LlamaBackbone);
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 32;
+  double temperature = 0.0;  // 0: greedy
+  double top_p = 1.0;
+  int64_t eos_token_id = -1;  // stop when generated (-1: never)
+  uint64_t seed = 0;
+};
+
+class LlamaForCausalLMImpl : public torch::nn::Module {
+ public:
+  explicit LlamaForCausalLMImpl(const ModelConfig& config);
+
+  // input_ids: (B, T) int64. attention_mask: (B, T) 1 for tokens, 0 for padding (optional).
+  // With a cache, input_ids continue the cached sequence. Returns logits (B, T, V) in the model's
+  // dtype.
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
+                        KVCache* cache = nullptr);
+
+  // Greedy or nucleus sampling from one prompt with a KV cache; returns the new tokens.
+  std::vector<int64_t> Generate(const std::vector<int64_t>& prompt, const GenerationOptions& options);
+
+  // Adds LoRA to every targeted linear layer and freezes everything else.
+  void AddLora(const LoraOptions& options);
+  void SetLoraEnabled(bool enabled);
+  bool has_lora() const { return lora_.has_value(); }
+  const std::optional<LoraOptions>& lora() const { return lora_; }
+
+  // Parameters under Hugging Face names (lm_head.weight absent when tied); LoRA matrices
+  // excluded.
+  std::vector<std::pair<std::string, torch::Tensor>> HfStateDict() const;
+  // LoRA matrices under PEFT names (base_model.model.<module>.lora_{A,B}.weight).
+  std::vector<std::pair<std::string, torch::Tensor>> PeftStateDict() const;
+  // Every trainable parameter, by its module path.
+  std::vector<std::pair<std::string, torch::Tensor>> TrainableParameters() const;
+
+  const ModelConfig& config() const { return config_; }
+  LlamaBackbone model{nullptr};
+  Linear lm_head{nullptr};  // null when embeddings are tied
+
+ private:
+  std::vector<std::pair<std::string, Linear>> Linears() const;
+
+  ModelConfig config_;
+  std::optional<LoraOptions> lora_;
+};
+TORCH_MODULE(LlamaForCausalLM);
+
+// Builds the model of `folder`'s config.json and loads its safetensors weights (single or
+// sharded; f32/bf16/f16), converting to `dtype`. Errors name missing, unexpected or misshapen
+// tensors. `stored_dtypes` receives each tensor's dtype on disk (to save it back the same way).
+absl::StatusOr<LlamaForCausalLM> LoadPretrained(const std::string& folder, torch::ScalarType dtype,
+                                                std::map<std::string, DType>* stored_dtypes = nullptr);
+
+// Writes a Hugging Face folder (config.json + model.safetensors; tokenizer files copied from
+// `copy_side_files_from` if given), atomically. LoRA is merged in when present. Tensors take
+// `dtypes[name]` when given, else their in-memory dtype.
+absl::Status SavePretrained(const LlamaForCausalLM& model, const std::string& folder,
+                            const std::map<std::string, DType>& dtypes = {},
+                            const std::string& copy_side_files_from = "");
+
+// PEFT adapter folder: adapter_config.json + adapter_model.safetensors, atomically.
+absl::Status SaveAdapter(const LlamaForCausalLM& model, const std::string& folder,
+                         const std::string& base_model_path);
+// Adds LoRA from a PEFT adapter folder to `model` (which must have none yet) and loads it.
+absl::Status LoadAdapter(LlamaForCausalLM& model, const std::string& folder);
+
+}  // namespace paft::trainer
+
+#endif  // PAFT_TRAINER_LLAMA_H_

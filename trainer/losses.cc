@@ -1,0 +1,117 @@
+#include "trainer/losses.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace paft::trainer {
+namespace F = torch::nn::functional;
+
+torch::Tensor TokenLogProbs(const torch::Tensor& logits, const torch::Tensor& input_ids) {
+  const int64_t t = logits.size(1);
+  // fp32 at least (fp64 stays fp64, for gradient checks).
+  const auto dtype = at::promote_types(logits.scalar_type(), torch::kFloat);
+  torch::Tensor log_probs = torch::log_softmax(logits.narrow(1, 0, t - 1).to(dtype), -1);
+  torch::Tensor targets = input_ids.narrow(1, 1, t - 1).unsqueeze(-1);
+  return log_probs.gather(-1, targets).squeeze(-1);
+}
+
+SequenceLogProbs CompletionLogProbs(const torch::Tensor& logits, const torch::Tensor& input_ids,
+                                    const torch::Tensor& completion_mask) {
+  const int64_t t = logits.size(1);
+  torch::Tensor token = TokenLogProbs(logits, input_ids);
+  torch::Tensor mask = completion_mask.narrow(1, 1, t - 1).to(token.scalar_type());
+  return {(token * mask).sum(-1), mask.sum(-1)};
+}
+
+torch::Tensor SftLoss(const torch::Tensor& logits, const torch::Tensor& input_ids,
+                      const torch::Tensor& completion_mask) {
+  const int64_t t = logits.size(1);
+  torch::Tensor token = TokenLogProbs(logits, input_ids);
+  torch::Tensor mask = completion_mask.narrow(1, 1, t - 1).to(token.scalar_type());
+  return -(token * mask).sum() / mask.sum().clamp_min(1);
+}
+
+torch::Tensor L1Penalty(const std::vector<torch::Tensor>& params,
+                        const std::vector<torch::Tensor>& reference) {
+  torch::Tensor total = torch::zeros({}, torch::kFloat);
+  for (size_t i = 0; i < params.size(); ++i) {
+    torch::Tensor p = params[i].to(torch::kFloat);
+    if (!reference.empty()) p = p - reference[i].to(torch::kFloat);
+    total = total + p.abs().sum();
+  }
+  return total;
+}
+
+absl::StatusOr<PreferenceKind> DpoKind(const std::string& loss_type) {
+  if (loss_type == "sigmoid" || loss_type.empty()) return PreferenceKind::kDpoSigmoid;
+  if (loss_type == "ipo") return PreferenceKind::kDpoIpo;
+  if (loss_type == "hinge") return PreferenceKind::kDpoHinge;
+  if (loss_type == "robust") return PreferenceKind::kDpoRobust;
+  return absl::InvalidArgumentError(absl::StrCat("unknown DPO loss_type '", loss_type, "'"));
+}
+
+PreferenceOutput PreferenceLoss(const PreferenceParams& params, const SideLogProbs& chosen,
+                                const SideLogProbs& rejected, const torch::Tensor& chosen_nll) {
+  const double beta = params.beta, eps = params.label_smoothing;
+  PreferenceOutput out;
+  switch (params.kind) {
+    case PreferenceKind::kDpoSigmoid:
+    case PreferenceKind::kDpoHinge:
+    case PreferenceKind::kDpoRobust:
+    case PreferenceKind::kDpoIpo: {
+      const bool average = params.kind == PreferenceKind::kDpoIpo;
+      auto pick = [&](const SequenceLogProbs& s) { return average ? s.mean() : s.sum; };
+      torch::Tensor chosen_ratio = pick(chosen.policy) - pick(chosen.reference);
+      torch::Tensor rejected_ratio = pick(rejected.policy) - pick(rejected.reference);
+      torch::Tensor h = chosen_ratio - rejected_ratio;
+      torch::Tensor losses;
+      if (params.kind == PreferenceKind::kDpoSigmoid) {
+        losses = -F::logsigmoid(beta * h) * (1 - eps) - F::logsigmoid(-beta * h) * eps;
+      } else if (params.kind == PreferenceKind::kDpoHinge) {
+        losses = torch::relu(1 - beta * h);
+      } else if (params.kind == PreferenceKind::kDpoRobust) {
+        losses = (-F::logsigmoid(beta * h) * (1 - eps) + F::logsigmoid(-beta * h) * eps) /
+                 (1 - 2 * eps);
+      } else {
+        losses = (h - 1 / (2 * beta)).pow(2);
+      }
+      out.loss = losses.mean();
+      out.chosen_rewards = (beta * chosen_ratio).detach();
+      out.rejected_rewards = (beta * rejected_ratio).detach();
+      break;
+    }
+    case PreferenceKind::kOrpo: {
+      torch::Tensor c = chosen.policy.mean(), r = rejected.policy.mean();
+      torch::Tensor log_odds = (c - r) - (torch::log1p(-torch::exp(c)) - torch::log1p(-torch::exp(r)));
+      torch::Tensor ratio = F::logsigmoid(log_odds);
+      out.loss = chosen_nll - beta * ratio.mean();
+      out.chosen_rewards = (beta * c).detach();
+      out.rejected_rewards = (beta * r).detach();
+      break;
+    }
+    case PreferenceKind::kSimpo: {
+      torch::Tensor c = chosen.policy.mean(), r = rejected.policy.mean();
+      torch::Tensor logits = beta * (c - r) - params.gamma;
+      out.loss = (-F::logsigmoid(logits) * (1 - eps) - F::logsigmoid(-logits) * eps).mean();
+      out.chosen_rewards = (beta * c).detach();
+      out.rejected_rewards = (beta * r).detach();
+      break;
+    }
+  }
+  return out;
+}
+
+double LearningRateFactor(int64_t step, int64_t total_steps, int64_t warmup_steps,
+                          const std::string& schedule) {
+  if (step < warmup_steps) {
+    return static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup_steps));
+  }
+  if (schedule == "constant") return 1.0;
+  const double progress = static_cast<double>(step - warmup_steps) /
+                          static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps));
+  if (schedule == "linear") return std::max(0.0, 1.0 - progress);
+  return std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));  // cosine
+}
+
+}  // namespace paft::trainer

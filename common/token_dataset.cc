@@ -1,0 +1,158 @@
+#include "common/token_dataset.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/file_util.h"
+#include "common/status.h"
+
+namespace paft {
+namespace {
+
+constexpr char kMagic[] = "PAFTDS01";
+constexpr size_t kEntryBytes = 24;
+
+void PutU64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+void PutU32(std::string* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+uint64_t GetU64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+uint32_t GetU32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+}
+
+absl::Status Corrupt(const std::string& path, absl::string_view what) {
+  return absl::DataLossError(absl::StrCat("dataset ", path, ": ", what));
+}
+
+}  // namespace
+
+std::string Fingerprint(absl::Span<const uint8_t> data) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (uint8_t c : data) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  return absl::StrFormat("%016x", h);
+}
+
+absl::Status WriteTokenDataset(const std::string& path, DatasetKind kind,
+                               const std::vector<TokenExample>& examples,
+                               const nlohmann::json& provenance) {
+  std::string body;  // index then tokens
+  uint64_t first = 0;
+  for (const auto& e : examples) {
+    PutU64(&body, first);
+    PutU32(&body, static_cast<uint32_t>(e.prompt.size()));
+    PutU32(&body, static_cast<uint32_t>(e.completion.size()));
+    PutU32(&body, static_cast<uint32_t>(kind == DatasetKind::kPreference ? e.rejected.size() : 0));
+    PutU32(&body, 0);  // padding to 24 bytes
+    first += e.prompt.size() + e.completion.size() +
+             (kind == DatasetKind::kPreference ? e.rejected.size() : 0);
+  }
+  for (const auto& e : examples) {
+    for (uint32_t t : e.prompt) PutU32(&body, t);
+    for (uint32_t t : e.completion) PutU32(&body, t);
+    if (kind == DatasetKind::kPreference) {
+      for (uint32_t t : e.rejected) PutU32(&body, t);
+    }
+  }
+  nlohmann::json header = provenance;
+  header["kind"] = kind == DatasetKind::kSft ? "sft" : "preference";
+  header["examples"] = examples.size();
+  header["tokens"] = first;
+  header["fingerprint"] =
+      Fingerprint(absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
+  std::string text = header.dump();
+  while ((8 + 8 + text.size()) % 8 != 0) text.push_back(' ');  // tokens 4-byte aligned
+  std::string out(kMagic, 8);
+  PutU64(&out, text.size());
+  out += text;
+  out += body;
+  return WriteFileAtomic(path, out);
+}
+
+absl::StatusOr<std::unique_ptr<TokenDataset>> TokenDataset::Open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("opening dataset ", path));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return ErrnoToStatus(errno, absl::StrCat("stat of ", path));
+  }
+  std::unique_ptr<TokenDataset> ds(new TokenDataset());
+  ds->size_ = static_cast<uint64_t>(st.st_size);
+  if (ds->size_ < 16) {
+    ::close(fd);
+    return Corrupt(path, "shorter than its 16-byte preamble");
+  }
+  void* mapped = ::mmap(nullptr, ds->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (mapped == MAP_FAILED) return ErrnoToStatus(errno, absl::StrCat("mmap of ", path));
+  ds->base_ = static_cast<const uint8_t*>(mapped);
+  if (std::memcmp(ds->base_, kMagic, 8) != 0) {
+    return Corrupt(path, "not a paft token dataset (bad magic); run paft-prepare on the JSONL");
+  }
+  const uint64_t header_len = GetU64(ds->base_ + 8);
+  if (header_len > ds->size_ - 16) return Corrupt(path, "header runs past the end of the file");
+  ds->header_ = nlohmann::json::parse(ds->base_ + 16, ds->base_ + 16 + header_len, nullptr, false);
+  if (ds->header_.is_discarded() || !ds->header_.is_object()) {
+    return Corrupt(path, "header is not a JSON object");
+  }
+  const std::string kind = ds->header_.value("kind", "");
+  if (kind != "sft" && kind != "preference") return Corrupt(path, "header 'kind' is missing");
+  ds->kind_ = kind == "sft" ? DatasetKind::kSft : DatasetKind::kPreference;
+  ds->count_ = ds->header_.value("examples", uint64_t{0});
+  ds->token_count_ = ds->header_.value("tokens", uint64_t{0});
+  ds->fingerprint_ = ds->header_.value("fingerprint", "");
+  const uint64_t body = 16 + header_len;
+  const unsigned __int128 need = static_cast<unsigned __int128>(ds->count_) * kEntryBytes +
+                                 static_cast<unsigned __int128>(ds->token_count_) * 4;
+  if (need != ds->size_ - body) {
+    return Corrupt(path, absl::StrCat("expected ", static_cast<uint64_t>(need),
+                                      " bytes of index and tokens, found ", ds->size_ - body));
+  }
+  ds->index_ = ds->base_ + body;
+  ds->tokens_ = reinterpret_cast<const uint32_t*>(ds->index_ + ds->count_ * kEntryBytes);
+  uint64_t expected_first = 0;
+  for (uint64_t i = 0; i < ds->count_; ++i) {
+    const uint8_t* e = ds->index_ + i * kEntryBytes;
+    const uint64_t len = uint64_t{GetU32(e + 8)} + GetU32(e + 12) + GetU32(e + 16);
+    if (GetU64(e) != expected_first || expected_first + len > ds->token_count_) {
+      return Corrupt(path, absl::StrCat("index entry ", i, " is inconsistent"));
+    }
+    expected_first += len;
+  }
+  const std::string actual = Fingerprint(absl::Span<const uint8_t>(ds->index_, ds->size_ - body));
+  if (actual != ds->fingerprint_) {
+    return Corrupt(path, absl::StrCat("fingerprint mismatch (header ", ds->fingerprint_,
+                                      ", content ", actual, "): the file is corrupt"));
+  }
+  return ds;
+}
+
+TokenDataset::~TokenDataset() {
+  if (base_ != nullptr) ::munmap(const_cast<uint8_t*>(base_), size_);
+}
+
+absl::Span<const uint32_t> TokenDataset::Segment(int64_t i, int which) const {
+  const uint8_t* e = index_ + static_cast<uint64_t>(i) * kEntryBytes;
+  uint64_t first = GetU64(e);
+  for (int s = 0; s < which; ++s) first += GetU32(e + 8 + 4 * s);
+  return absl::Span<const uint32_t>(tokens_ + first, GetU32(e + 8 + 4 * which));
+}
+
+}  // namespace paft

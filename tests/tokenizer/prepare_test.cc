@@ -1,0 +1,188 @@
+#include "tokenizer/prepare.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/token_dataset.h"
+#include "tests/testing/process.h"
+#include "tests/testing/temp_dir.h"
+
+namespace paft::tokenizer {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// One token per character: 'a' -> 97, ...; BOS 1, EOS 2.
+class CharTokenizer : public Tokenizer {
+ public:
+  absl::StatusOr<std::vector<uint32_t>> Encode(const std::string& text) const override {
+    return std::vector<uint32_t>(text.begin(), text.end());
+  }
+  int64_t vocab_size() const override { return 256; }
+  int64_t bos_id() const override { return 1; }
+  int64_t eos_id() const override { return 2; }
+};
+
+TEST(PrepareTest, PromptCompletionWithBosEos) {
+  CharTokenizer tok;
+  auto r = PrepareJsonl("{\"prompt\": \"ab\", \"completion\": \"c\"}\n\n", {}, &tok);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->kind, DatasetKind::kSft);
+  ASSERT_EQ(r->examples.size(), 1u);
+  EXPECT_THAT(r->examples[0].prompt, ElementsAre(1, 'a', 'b'));
+  EXPECT_THAT(r->examples[0].completion, ElementsAre('c', 2));
+}
+
+TEST(PrepareTest, MessagesTextPreferenceAndIds) {
+  CharTokenizer tok;
+  PrepareOptions o;
+  o.chat_template = "plain";
+  o.add_bos = o.add_eos = false;
+  auto m = PrepareJsonl(
+      R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})",
+      o, &tok);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(std::string(m->examples[0].prompt.begin(), m->examples[0].prompt.end()),
+            "user: hi\nassistant: ");
+  EXPECT_EQ(std::string(m->examples[0].completion.begin(), m->examples[0].completion.end()), "yo");
+  auto chatml = RenderChat(nlohmann::json::parse(
+      R"([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])"), "chatml");
+  ASSERT_TRUE(chatml.ok());
+  EXPECT_EQ(chatml->first, "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(chatml->second, "a<|im_end|>");
+
+  auto text = PrepareJsonl(R"({"text": "xyz"})", o, &tok);
+  ASSERT_TRUE(text.ok());
+  EXPECT_TRUE(text->examples[0].prompt.empty());
+  EXPECT_EQ(text->examples[0].completion.size(), 3u);
+
+  auto pref = PrepareJsonl(R"({"prompt_ids": [5, 6], "chosen_ids": [7], "rejected_ids": [8, 9]})",
+                           o, nullptr);
+  ASSERT_TRUE(pref.ok()) << pref.status();
+  EXPECT_EQ(pref->kind, DatasetKind::kPreference);
+  EXPECT_THAT(pref->examples[0].rejected, ElementsAre(8, 9));
+}
+
+TEST(PrepareTest, TruncationPolicies) {
+  CharTokenizer tok;
+  PrepareOptions o;
+  o.add_bos = o.add_eos = false;
+  o.max_seq_len = 5;
+  const std::string line = R"({"prompt": "abcd", "completion": "xyz"})";
+  auto keep_end = PrepareJsonl(line, o, &tok);  // the prompt's start goes
+  ASSERT_TRUE(keep_end.ok());
+  EXPECT_THAT(keep_end->examples[0].prompt, ElementsAre('c', 'd'));
+  EXPECT_EQ(keep_end->truncated, 1);
+  o.truncation = "keep_start";  // the completion's end goes
+  auto keep_start = PrepareJsonl(line, o, &tok);
+  EXPECT_THAT(keep_start->examples[0].prompt, ElementsAre('a', 'b', 'c', 'd'));
+  EXPECT_THAT(keep_start->examples[0].completion, ElementsAre('x'));
+  o.truncation = "drop";
+  auto drop = PrepareJsonl(line + "\n" + R"({"prompt": "a", "completion": "b"})", o, &tok);
+  ASSERT_TRUE(drop.ok());
+  EXPECT_EQ(drop->dropped, 1);
+  EXPECT_EQ(drop->examples.size(), 1u);
+}
+
+TEST(PrepareTest, BadRecordsNameTheLineAndKey) {
+  CharTokenizer tok;
+  auto expect = [&](const std::string& jsonl, const std::string& fragment) {
+    auto r = PrepareJsonl(jsonl, {}, &tok);
+    ASSERT_FALSE(r.ok()) << jsonl;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(fragment)) << jsonl;
+  };
+  expect("{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\"}", "line 2: missing 'completion'");
+  expect("{\"prompt\": 3, \"completion\": \"b\"}", "line 1: 'prompt' must be a string");
+  expect("not json", "line 1: not a JSON object");
+  expect("{\"prompt\": \"p\", \"chosen\": \"c\"}", "line 1: missing 'rejected'");
+  expect("{\"prompt_ids\": [1, -2], \"completion_ids\": [3]}", "'prompt_ids' holds a non-token");
+  expect("{\"prompt_ids\": [1], \"completion_ids\": [300]}", "outside the vocabulary");
+  expect("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "role 'assistant'");
+  expect("", "no usable example");
+}
+
+TEST(TokenDatasetTest, RoundTripAndCorruption) {
+  testing::TempDir dir;
+  std::vector<TokenExample> examples = {{{1, 2}, {3}, {4, 5, 6}}, {{}, {7, 8}, {9}}};
+  const std::string path = dir.Join("d.paftds");
+  ASSERT_TRUE(WriteTokenDataset(path, DatasetKind::kPreference, examples, {{"source", "x"}}).ok());
+  auto ds = TokenDataset::Open(path);
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  EXPECT_EQ((*ds)->size(), 2);
+  EXPECT_EQ((*ds)->kind(), DatasetKind::kPreference);
+  EXPECT_THAT((*ds)->rejected(0), ElementsAre(4, 5, 6));
+  EXPECT_THAT((*ds)->completion(1), ElementsAre(7, 8));
+  EXPECT_TRUE((*ds)->prompt(1).empty());
+  EXPECT_EQ((*ds)->header()["source"], "x");
+  EXPECT_EQ((*ds)->fingerprint().size(), 16u);
+  // A flipped token byte breaks the fingerprint; a cut file breaks the sizes.
+  auto bytes = ReadFileToString(path);
+  std::string flipped = *bytes;
+  flipped[flipped.size() - 2] ^= 1;
+  ASSERT_TRUE(WriteFileAtomic(path, flipped).ok());
+  EXPECT_THAT(std::string(TokenDataset::Open(path).status().message()), HasSubstr("fingerprint"));
+  ASSERT_TRUE(WriteFileAtomic(path, bytes->substr(0, bytes->size() - 4)).ok());
+  EXPECT_EQ(TokenDataset::Open(path).status().code(), absl::StatusCode::kDataLoss);
+  ASSERT_TRUE(WriteFileAtomic(path, "{\"prompt\": \"a\"}\n").ok());
+  EXPECT_THAT(std::string(TokenDataset::Open(path).status().message()), HasSubstr("paft-prepare"));
+}
+
+// The real binary with a real sentencepiece model trained here by spm_train.
+TEST(PrepareBinaryTest, TokenizesWithSentencepiece) {
+  testing::TempDir dir;
+  std::string corpus;
+  const char* words[] = {"the", "cat", "sat", "on", "mat", "hello", "what", "is", "two", "plus"};
+  for (int i = 0; i < 300; ++i) {
+    for (int w = 0; w < 6; ++w) corpus += std::string(words[(i * 7 + w * 3) % 10]) + " ";
+    corpus += "\n";
+  }
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("corpus.txt"), corpus).ok());
+  std::string out;
+  ASSERT_EQ(testing::RunCommand({"/usr/bin/spm_train", "--input=" + dir.Join("corpus.txt"),
+                                 "--model_prefix=" + dir.Join("tok"), "--vocab_size=40",
+                                 "--model_type=bpe", "--bos_id=1", "--eos_id=2", "--unk_id=0"},
+                                &out),
+            0)
+      << out;
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("sft.jsonl"),
+                              "{\"prompt\": \"what is two\", \"completion\": \" the cat\"}\n")
+                  .ok());
+  out.clear();
+  ASSERT_EQ(testing::RunCommand({PAFT_PREPARE, "--tokenizer=" + dir.Join("tok.model"),
+                                 "--input=" + dir.Join("sft.jsonl"),
+                                 "--output=" + dir.Join("sft.paftds")},
+                                &out),
+            0)
+      << out;
+  auto ds = TokenDataset::Open(dir.Join("sft.paftds"));
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  ASSERT_EQ((*ds)->size(), 1);
+  EXPECT_EQ((*ds)->prompt(0)[0], 1u);                           // BOS
+  EXPECT_EQ((*ds)->completion(0)[(*ds)->completion(0).size() - 1], 2u);  // EOS
+  // Decoding the completion (without EOS) gives the text back.
+  std::vector<std::string> ids;
+  for (size_t i = 0; i + 1 < (*ds)->completion(0).size(); ++i) {
+    ids.push_back(std::to_string((*ds)->completion(0)[i]));
+  }
+  out.clear();
+  ASSERT_EQ(testing::RunCommand({PAFT_PREPARE, "--tokenizer=" + dir.Join("tok.model"),
+                                 "--decode=" + absl::StrJoin(ids, ",")},
+                                &out),
+            0);
+  EXPECT_THAT(out, HasSubstr("the cat"));
+  // A bad record fails with exit code 2 and names the line.
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("bad.jsonl"), "{\"prompt\": \"x\"}\n").ok());
+  out.clear();
+  EXPECT_EQ(testing::RunCommand({PAFT_PREPARE, "--tokenizer=" + dir.Join("tok.model"),
+                                 "--input=" + dir.Join("bad.jsonl"),
+                                 "--output=" + dir.Join("bad.paftds")},
+                                &out),
+            2);
+  EXPECT_THAT(out, HasSubstr("line 1: missing 'completion'"));
+}
+
+}  // namespace
+}  // namespace paft::tokenizer

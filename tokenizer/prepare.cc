@@ -1,0 +1,205 @@
+#include "tokenizer/prepare.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/status.h"
+
+namespace paft::tokenizer {
+namespace {
+
+using json = nlohmann::json;
+
+std::string DetectFormat(const json& record) {
+  if (record.contains("chosen") || record.contains("chosen_ids")) return "preference";
+  if (record.contains("messages")) return "messages";
+  if (record.contains("text")) return "text";
+  return "prompt_completion";
+}
+
+// A string field tokenized, or an *_ids field taken as is.
+absl::StatusOr<std::vector<uint32_t>> Field(const json& record, const std::string& key,
+                                            const Tokenizer* tokenizer, int64_t line,
+                                            bool required) {
+  const std::string ids_key = key + "_ids";
+  if (record.contains(ids_key)) {
+    const json& ids = record[ids_key];
+    if (!ids.is_array()) {
+      return absl::InvalidArgumentError(absl::StrCat("line ", line, ": '", ids_key, "' must be a list of token ids"));
+    }
+    std::vector<uint32_t> out;
+    for (const json& id : ids) {
+      if (!id.is_number_unsigned() || id.get<uint64_t>() > UINT32_MAX) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("line ", line, ": '", ids_key, "' holds a non-token value"));
+      }
+      out.push_back(id.get<uint32_t>());
+    }
+    if (tokenizer != nullptr) {
+      for (uint32_t id : out) {
+        if (id >= tokenizer->vocab_size()) {
+          return absl::InvalidArgumentError(absl::StrCat("line ", line, ": '", ids_key, "' id ",
+                                                         id, " is outside the vocabulary of ",
+                                                         tokenizer->vocab_size()));
+        }
+      }
+    }
+    return out;
+  }
+  if (!record.contains(key)) {
+    if (!required) return std::vector<uint32_t>();
+    return absl::InvalidArgumentError(
+        absl::StrCat("line ", line, ": missing '", key, "' (or '", ids_key, "')"));
+  }
+  if (!record[key].is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat("line ", line, ": '", key, "' must be a string"));
+  }
+  if (tokenizer == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("line ", line, ": '", key, "' is text, but no tokenizer was given"));
+  }
+  return tokenizer->Encode(record[key].get<std::string>());
+}
+
+// Fits prompt + each completion into max_len. Returns false to drop the example.
+bool Fit(std::vector<uint32_t>& prompt, std::vector<std::vector<uint32_t>*> completions,
+         const PrepareOptions& options, bool* truncated) {
+  const int64_t max_len = options.max_seq_len;
+  size_t longest = 0;
+  for (auto* c : completions) longest = std::max(longest, c->size());
+  if (static_cast<int64_t>(prompt.size() + longest) <= max_len) return true;
+  if (options.truncation == "drop") return false;
+  *truncated = true;
+  if (options.truncation == "keep_end") {
+    // Cut the prompt's start, keeping at least the completions.
+    const int64_t room = std::max<int64_t>(0, max_len - static_cast<int64_t>(longest));
+    if (static_cast<int64_t>(prompt.size()) > room) prompt.erase(prompt.begin(), prompt.end() - room);
+  }
+  for (auto* c : completions) {
+    const int64_t room = std::max<int64_t>(0, max_len - static_cast<int64_t>(prompt.size()));
+    if (static_cast<int64_t>(c->size()) > room) c->resize(room);
+  }
+  for (auto* c : completions) {
+    if (c->empty()) return false;  // nothing left to learn from
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<std::pair<std::string, std::string>> RenderChat(const json& messages,
+                                                                const std::string& chat_template) {
+  if (!messages.is_array() || messages.empty()) {
+    return absl::InvalidArgumentError("'messages' must be a non-empty list");
+  }
+  const json& last = messages.back();
+  if (!last.is_object() || last.value("role", "") != "assistant") {
+    return absl::InvalidArgumentError("the last message must have role 'assistant'");
+  }
+  auto render = [&](const json& m, bool open_only) -> absl::StatusOr<std::string> {
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+        !m.contains("content") || !m["content"].is_string()) {
+      return absl::InvalidArgumentError("every message needs string 'role' and 'content'");
+    }
+    const std::string role = m["role"], content = m["content"];
+    if (chat_template == "chatml") {
+      return open_only ? absl::StrCat("<|im_start|>", role, "\n")
+                       : absl::StrCat("<|im_start|>", role, "\n", content, "<|im_end|>\n");
+    }
+    if (chat_template == "plain") {
+      return open_only ? absl::StrCat(role, ": ") : absl::StrCat(role, ": ", content, "\n");
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown chat template '", chat_template, "' (chatml, plain)"));
+  };
+  std::string prompt;
+  for (size_t i = 0; i + 1 < messages.size(); ++i) {
+    PAFT_ASSIGN_OR_RETURN(std::string part, render(messages[i], false));
+    prompt += part;
+  }
+  PAFT_ASSIGN_OR_RETURN(std::string open, render(last, true));
+  prompt += open;
+  std::string completion = last["content"];
+  if (chat_template == "chatml") completion += "<|im_end|>";
+  return std::make_pair(prompt, completion);
+}
+
+absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const PrepareOptions& options,
+                                           const Tokenizer* tokenizer) {
+  if (options.max_seq_len < 2) return absl::InvalidArgumentError("max_seq_len must be >= 2");
+  if (options.truncation != "keep_end" && options.truncation != "keep_start" &&
+      options.truncation != "drop") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown truncation '", options.truncation,
+                                                   "' (keep_end, keep_start, drop)"));
+  }
+  PrepareResult result;
+  std::string format = options.format;
+  int64_t line_number = 0;
+  for (absl::string_view line : absl::StrSplit(jsonl, '\n')) {
+    ++line_number;
+    if (line.find_first_not_of(" \t\r") == absl::string_view::npos) continue;
+    json record = json::parse(line.begin(), line.end(), nullptr, false);
+    if (record.is_discarded() || !record.is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat("line ", line_number, ": not a JSON object"));
+    }
+    if (format == "auto") format = DetectFormat(record);
+    const bool preference = format == "preference";
+    if (result.examples.empty() && result.dropped == 0) {
+      result.kind = preference ? DatasetKind::kPreference : DatasetKind::kSft;
+    }
+    TokenExample e;
+    if (format == "prompt_completion" || preference) {
+      PAFT_ASSIGN_OR_RETURN(e.prompt, Field(record, "prompt", tokenizer, line_number, !preference));
+      PAFT_ASSIGN_OR_RETURN(e.completion, Field(record, preference ? "chosen" : "completion",
+                                                tokenizer, line_number, true));
+      if (preference) {
+        PAFT_ASSIGN_OR_RETURN(e.rejected, Field(record, "rejected", tokenizer, line_number, true));
+      }
+    } else if (format == "messages") {
+      if (tokenizer == nullptr) {
+        return absl::FailedPreconditionError("'messages' need a tokenizer");
+      }
+      auto rendered = RenderChat(record.value("messages", json()), options.chat_template);
+      if (!rendered.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("line ", line_number, ": ", rendered.status().message()));
+      }
+      PAFT_ASSIGN_OR_RETURN(e.prompt, tokenizer->Encode(rendered->first));
+      PAFT_ASSIGN_OR_RETURN(e.completion, tokenizer->Encode(rendered->second));
+    } else if (format == "text") {
+      PAFT_ASSIGN_OR_RETURN(e.completion, Field(record, "text", tokenizer, line_number, true));
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown dataset format '", format, "'"));
+    }
+    if ((result.kind == DatasetKind::kPreference) != preference) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", line_number, ": mixes preference and SFT records"));
+    }
+    const int64_t bos = tokenizer != nullptr ? tokenizer->bos_id() : -1;
+    const int64_t eos = tokenizer != nullptr ? tokenizer->eos_id() : -1;
+    if (options.add_bos && bos >= 0) e.prompt.insert(e.prompt.begin(), static_cast<uint32_t>(bos));
+    if (options.add_eos && eos >= 0) {
+      e.completion.push_back(static_cast<uint32_t>(eos));
+      if (preference) e.rejected.push_back(static_cast<uint32_t>(eos));
+    }
+    if (e.completion.empty() || (preference && e.rejected.empty())) {
+      return absl::InvalidArgumentError(absl::StrCat("line ", line_number, ": empty completion"));
+    }
+    bool truncated = false;
+    std::vector<std::vector<uint32_t>*> completions = {&e.completion};
+    if (preference) completions.push_back(&e.rejected);
+    if (!Fit(e.prompt, completions, options, &truncated)) {
+      ++result.dropped;
+      continue;
+    }
+    result.truncated += truncated ? 1 : 0;
+    result.examples.push_back(std::move(e));
+  }
+  if (result.examples.empty()) {
+    return absl::InvalidArgumentError("the dataset has no usable example");
+  }
+  return result;
+}
+
+}  // namespace paft::tokenizer

@@ -1,0 +1,60 @@
+// JSONL datasets in TRL's formats -> tokenized examples (common/token_dataset.h).
+//
+// SFT records:   {"prompt", "completion"} | {"messages": [{"role", "content"}...]} | {"text"}
+//                | {"prompt_ids", "completion_ids"}
+// Preference:    {"prompt", "chosen", "rejected"} | {"prompt_ids", "chosen_ids", "rejected_ids"}
+// "messages" are rendered with a chat template; the last assistant message is the completion.
+// This code knows no tokenizer library: the tokenizer is an interface (sentencepiece lives in
+// the paft-prepare binary only, since it cannot share a process with torch or gRPC).
+#ifndef PAFT_TOKENIZER_PREPARE_H_
+#define PAFT_TOKENIZER_PREPARE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/token_dataset.h"
+#include "nlohmann/json.hpp"
+
+namespace paft::tokenizer {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual absl::StatusOr<std::vector<uint32_t>> Encode(const std::string& text) const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t bos_id() const = 0;  // -1 if none
+  virtual int64_t eos_id() const = 0;  // -1 if none
+};
+
+struct PrepareOptions {
+  std::string format = "auto";  // auto, prompt_completion, messages, text, preference
+  std::string chat_template = "chatml";  // chatml, plain
+  int64_t max_seq_len = 512;
+  // keep_end: cut the prompt's start first (TRL's default); keep_start: cut the completion's
+  // end first; drop: skip examples that do not fit.
+  std::string truncation = "keep_end";
+  bool add_bos = true;
+  bool add_eos = true;
+};
+
+struct PrepareResult {
+  DatasetKind kind = DatasetKind::kSft;
+  std::vector<TokenExample> examples;
+  int64_t truncated = 0;
+  int64_t dropped = 0;
+};
+
+// Parses and tokenizes `jsonl`. Errors name the line and the key ("line 3: 'completion' must be a
+// string"). `tokenizer` may be null when every record is pre-tokenized.
+absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const PrepareOptions& options,
+                                           const Tokenizer* tokenizer);
+
+// Renders a conversation with a template: returns (prompt text, completion text).
+absl::StatusOr<std::pair<std::string, std::string>> RenderChat(const nlohmann::json& messages,
+                                                                const std::string& chat_template);
+
+}  // namespace paft::tokenizer
+
+#endif  // PAFT_TOKENIZER_PREPARE_H_

@@ -4,6 +4,10 @@
 
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
 
 #include "absl/status/status.h"
 
@@ -16,6 +20,10 @@ void BlockTerminationSignals();
 int WaitForTerminationSignal();
 // Sends SIGTERM to this process (to end WaitForTerminationSignal from inside, e.g. on fatal error).
 void RequestTermination();
+
+// Runs argv[0] (a path) to completion with stdout and stderr captured together. Returns the
+// exit code (128 + signal when killed) and the output.
+absl::StatusOr<std::pair<int, std::string>> RunProcess(const std::vector<std::string>& argv);
 
 // Writes {"name": port, ...} as JSON atomically (lets scripts and tests use port 0).
 absl::Status WritePortFile(const std::string& path, const std::map<std::string, int>& ports);

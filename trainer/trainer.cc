@@ -1,0 +1,503 @@
+#include "trainer/trainer.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/file_util.h"
+#include "common/process_util.h"
+#include "common/status.h"
+#include "common/token_dataset.h"
+#include "trainer/llama.h"
+#include "trainer/losses.h"
+#include "trainer/torch_io.h"
+
+namespace paft::trainer {
+namespace {
+
+using json = nlohmann::json;
+
+// One batch: SFT rows, or preference rows [chosen_0..chosen_{B-1}, rejected_0..rejected_{B-1}].
+struct Batch {
+  torch::Tensor input_ids;        // (R, T) int64
+  torch::Tensor attention_mask;   // (R, T) 1 for tokens
+  torch::Tensor completion_mask;  // (R, T) 1 for completion tokens
+  int64_t tokens = 0;             // real tokens
+  int64_t pairs = 0;              // preference: B
+};
+
+Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, int64_t pad_id) {
+  const bool preference = data.kind() == DatasetKind::kPreference;
+  std::vector<std::pair<absl::Span<const uint32_t>, absl::Span<const uint32_t>>> rows;
+  for (int64_t i : indices) rows.emplace_back(data.prompt(i), data.completion(i));
+  if (preference) {
+    for (int64_t i : indices) rows.emplace_back(data.prompt(i), data.rejected(i));
+  }
+  int64_t t = 0;
+  for (const auto& [p, c] : rows) t = std::max<int64_t>(t, p.size() + c.size());
+  const int64_t r = static_cast<int64_t>(rows.size());
+  Batch b;
+  b.input_ids = torch::full({r, t}, pad_id, torch::kLong);
+  b.attention_mask = torch::zeros({r, t}, torch::kLong);
+  b.completion_mask = torch::zeros({r, t}, torch::kLong);
+  auto ids = b.input_ids.accessor<int64_t, 2>();
+  auto am = b.attention_mask.accessor<int64_t, 2>();
+  auto cm = b.completion_mask.accessor<int64_t, 2>();
+  for (int64_t row = 0; row < r; ++row) {
+    const auto& [prompt, completion] = rows[row];
+    int64_t pos = 0;
+    for (uint32_t tok : prompt) {
+      ids[row][pos] = tok;
+      am[row][pos++] = 1;
+    }
+    for (uint32_t tok : completion) {
+      ids[row][pos] = tok;
+      am[row][pos] = 1;
+      cm[row][pos++] = 1;
+    }
+    b.tokens += pos;
+  }
+  b.pairs = preference ? static_cast<int64_t>(indices.size()) : 0;
+  return b;
+}
+
+// Data-order of one epoch: a permutation seeded by (seed, epoch).
+std::vector<int64_t> EpochOrder(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::mt19937_64 rng(seed * 1000003ULL + static_cast<uint64_t>(epoch));
+  std::shuffle(order.begin(), order.end(), rng);
+  return order;
+}
+
+absl::StatusOr<PreferenceParams> PreferenceParamsOf(const paft::v1::BranchSpec& spec) {
+  PreferenceParams p;
+  if (spec.has_dpo()) {
+    PAFT_ASSIGN_OR_RETURN(p.kind, DpoKind(spec.dpo().loss_type()));
+    p.beta = spec.dpo().beta();
+    p.label_smoothing = spec.dpo().label_smoothing();
+  } else if (spec.has_orpo()) {
+    p.kind = PreferenceKind::kOrpo;
+    p.beta = spec.orpo().beta();
+  } else if (spec.has_simpo()) {
+    p.kind = PreferenceKind::kSimpo;
+    p.beta = spec.simpo().beta();
+    p.gamma = spec.simpo().gamma();
+  } else {
+    return absl::InvalidArgumentError("the branch has no preference objective");
+  }
+  if (p.beta <= 0) p.beta = 0.1;
+  return p;
+}
+
+bool NeedsReference(const PreferenceParams& p) {
+  return p.kind != PreferenceKind::kOrpo && p.kind != PreferenceKind::kSimpo;
+}
+
+// Splits log-probs of 2B rows into chosen (first B) and rejected.
+std::pair<SequenceLogProbs, SequenceLogProbs> Split(const SequenceLogProbs& all, int64_t b) {
+  return {{all.sum.narrow(0, 0, b), all.tokens.narrow(0, 0, b)},
+          {all.sum.narrow(0, b, b), all.tokens.narrow(0, b, b)}};
+}
+
+struct StepMetrics {
+  double loss = 0;
+  double chosen_reward = 0, rejected_reward = 0, accuracy = 0, margin = 0;
+  int64_t tokens = 0;
+};
+
+class BranchTrainer {
+ public:
+  explicit BranchTrainer(const TrainOptions& options) : options_(options), spec_(options.task.spec()) {}
+
+  absl::Status Run() {
+    if (options_.threads > 0) at::set_num_threads(options_.threads);
+    torch::manual_seed(spec_.seed());
+    PAFT_ASSIGN_OR_RETURN(model_, LoadPretrained(options_.task.base_model(), torch::kFloat, &stored_));
+    PAFT_ASSIGN_OR_RETURN(data_, TokenDataset::Open(options_.dataset));
+    const bool preference_data = data_->kind() == DatasetKind::kPreference;
+    if (spec_.has_sft() == preference_data) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "dataset ", options_.dataset, " holds ", preference_data ? "preference" : "SFT",
+          " examples but the branch's objective needs ", spec_.has_sft() ? "SFT" : "preference",
+          " data"));
+    }
+    if (data_->header().contains("vocab_size") &&
+        data_->header()["vocab_size"].get<int64_t>() > model_->config().vocab_size) {
+      return absl::InvalidArgumentError("the dataset's tokenizer has a larger vocabulary than the model");
+    }
+    if (!spec_.has_sft()) {
+      PAFT_ASSIGN_OR_RETURN(preference_, PreferenceParamsOf(spec_));
+    }
+
+    if (spec_.has_full()) {
+      for (auto& p : model_->parameters()) p.set_requires_grad(true);
+      const bool needs_copy = spec_.sft().l1_lambda() > 0 ||
+                              (!spec_.has_sft() && NeedsReference(preference_));
+      if (needs_copy) {
+        PAFT_ASSIGN_OR_RETURN(reference_, LoadPretrained(options_.task.base_model(), torch::kFloat));
+        reference_->eval();
+        for (auto& p : reference_->parameters()) p.set_requires_grad(false);
+      }
+    } else {
+      LoraOptions lora;
+      lora.r = spec_.lora().r() > 0 ? spec_.lora().r() : 8;
+      lora.alpha = spec_.lora().alpha() > 0 ? spec_.lora().alpha() : 2.0 * lora.r;
+      lora.dropout = spec_.lora().dropout();
+      if (spec_.lora().target_modules_size() > 0) {
+        lora.target_modules = {spec_.lora().target_modules().begin(),
+                               spec_.lora().target_modules().end()};
+      }
+      model_->AddLora(lora);
+    }
+    PAFT_RETURN_IF_ERROR(MaybeResume());
+
+    std::vector<torch::Tensor> trainable;
+    for (auto& [name, p] : model_->TrainableParameters()) trainable.push_back(p);
+    const auto& opt = spec_.optimizer();
+    const double peak_lr = opt.learning_rate() > 0 ? opt.learning_rate() : 2e-4;
+    std::unique_ptr<torch::optim::Optimizer> optimizer;
+    if (opt.name() == "sgd") {
+      optimizer = std::make_unique<torch::optim::SGD>(
+          trainable, torch::optim::SGDOptions(peak_lr).weight_decay(opt.weight_decay()));
+    } else {
+      optimizer = std::make_unique<torch::optim::AdamW>(
+          trainable, torch::optim::AdamWOptions(peak_lr)
+                         .betas({opt.beta1() > 0 ? opt.beta1() : 0.9,
+                                 opt.beta2() > 0 ? opt.beta2() : 0.999})
+                         .eps(opt.epsilon() > 0 ? opt.epsilon() : 1e-8)
+                         .weight_decay(opt.weight_decay()));
+    }
+
+    const int64_t batch = std::max(1, spec_.batch().per_device_batch_size());
+    const int64_t accum = std::max(1, spec_.batch().gradient_accumulation_steps());
+    const int64_t steps_per_epoch = std::max<int64_t>(1, data_->size() / (batch * accum));
+    const int64_t total = spec_.max_steps() > 0
+                              ? spec_.max_steps()
+                              : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(
+                                                         spec_.epochs() * steps_per_epoch)));
+    const int64_t every = spec_.checkpoint().every_steps();
+    const int64_t pad_id = model_->config().eos_token_id >= 0 ? model_->config().eos_token_id : 0;
+    model_->train();
+    int64_t cursor = start_step_ * batch * accum;  // examples consumed so far
+    for (int64_t step = start_step_; step < total; ++step) {
+      const auto started = std::chrono::steady_clock::now();
+      const double lr = peak_lr * LearningRateFactor(step, total, opt.warmup_steps(),
+                                                     opt.lr_schedule().empty() ? "cosine"
+                                                                               : opt.lr_schedule());
+      for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+      optimizer->zero_grad();
+      StepMetrics metrics;
+      for (int64_t micro = 0; micro < accum; ++micro) {
+        std::vector<int64_t> indices;
+        for (int64_t k = 0; k < batch; ++k, ++cursor) {
+          const int64_t epoch = cursor / data_->size();
+          if (epoch != order_epoch_) {
+            order_ = EpochOrder(data_->size(), spec_.seed(), epoch);
+            order_epoch_ = epoch;
+          }
+          indices.push_back(order_[cursor % data_->size()]);
+        }
+        Batch b = MakeBatch(*data_, indices, pad_id);
+        torch::Tensor loss = Loss(b, &metrics) / static_cast<double>(accum);
+        loss.backward();
+        metrics.tokens += b.tokens;
+      }
+      if (opt.max_grad_norm() > 0) torch::nn::utils::clip_grad_norm_(trainable, opt.max_grad_norm());
+      optimizer->step();
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      json event = {{"type", "progress"},
+                    {"step", step + 1},
+                    {"total_steps", total},
+                    {"loss", metrics.loss / accum},
+                    {"learning_rate", lr},
+                    {"tokens_per_second", seconds > 0 ? metrics.tokens / seconds : 0.0}};
+      if (!spec_.has_sft()) {
+        event["rewards_chosen"] = metrics.chosen_reward / accum;
+        event["rewards_rejected"] = metrics.rejected_reward / accum;
+        event["reward_accuracy"] = metrics.accuracy / accum;
+        event["reward_margin"] = metrics.margin / accum;
+      }
+      Emit(event);
+      const bool final = step + 1 == total;
+      if (options_.task.rank() == 0 && (final || (every > 0 && (step + 1) % every == 0))) {
+        PAFT_RETURN_IF_ERROR(SaveCheckpoint(step + 1, total, final));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  void Emit(const json& event) {
+    if (options_.emit) options_.emit(event);
+  }
+
+  // The loss of one micro-batch (not yet divided for accumulation); adds to `metrics`.
+  torch::Tensor Loss(const Batch& b, StepMetrics* metrics) {
+    torch::Tensor logits = model_->forward(b.input_ids, b.attention_mask);
+    if (spec_.has_sft()) {
+      torch::Tensor loss = SftLoss(logits, b.input_ids, b.completion_mask);
+      metrics->loss += loss.item<double>();
+      if (spec_.sft().l1_lambda() > 0) loss = loss + spec_.sft().l1_lambda() * L1();
+      return loss;
+    }
+    const int64_t pairs = b.pairs;
+    auto [chosen, rejected] = Split(CompletionLogProbs(logits, b.input_ids, b.completion_mask), pairs);
+    SideLogProbs c{chosen, {}}, r{rejected, {}};
+    if (NeedsReference(preference_)) {
+      torch::NoGradGuard no_grad;
+      torch::Tensor ref_logits;
+      if (reference_.is_empty()) {  // LoRA: the base with adapters off is the reference
+        model_->SetLoraEnabled(false);
+        ref_logits = model_->forward(b.input_ids, b.attention_mask);
+        model_->SetLoraEnabled(true);
+      } else {
+        ref_logits = reference_->forward(b.input_ids, b.attention_mask);
+      }
+      auto [rc, rr] = Split(CompletionLogProbs(ref_logits, b.input_ids, b.completion_mask), pairs);
+      c.reference = rc;
+      r.reference = rr;
+    }
+    torch::Tensor chosen_nll;
+    if (preference_.kind == PreferenceKind::kOrpo) {
+      chosen_nll = SftLoss(logits.narrow(0, 0, pairs), b.input_ids.narrow(0, 0, pairs),
+                           b.completion_mask.narrow(0, 0, pairs));
+    }
+    PreferenceOutput out = PreferenceLoss(preference_, c, r, chosen_nll);
+    metrics->loss += out.loss.item<double>();
+    metrics->chosen_reward += out.chosen_rewards.mean().item<double>();
+    metrics->rejected_reward += out.rejected_rewards.mean().item<double>();
+    metrics->accuracy += out.accuracy().item<double>();
+    metrics->margin += out.margin().item<double>();
+    return out.loss;
+  }
+
+  // PAFT's L1 penalty on the trainable delta: LoRA A/B, or theta - theta_pre.
+  torch::Tensor L1() {
+    std::vector<torch::Tensor> params, reference;
+    for (auto& [name, p] : model_->TrainableParameters()) params.push_back(p);
+    if (!reference_.is_empty()) {
+      auto mine = model_->named_parameters();
+      auto theirs = reference_->named_parameters();
+      params.clear();
+      for (auto& item : mine) {
+        if (!item.value().requires_grad()) continue;
+        params.push_back(item.value());
+        reference.push_back(theirs[item.key()]);
+      }
+    }
+    return L1Penalty(params, reference);
+  }
+
+  absl::Status MaybeResume() {
+    const std::string& from = options_.task.resume_from();
+    if (from.empty()) return absl::OkStatus();
+    PAFT_ASSIGN_OR_RETURN(std::string state_text, ReadFileToString(JoinPath(from, "trainer_state.json")));
+    json state = json::parse(state_text, nullptr, false);
+    if (state.is_discarded() || !state.contains("step")) {
+      return absl::DataLossError(absl::StrCat(from, "/trainer_state.json is unreadable"));
+    }
+    if (state.value("dataset_fingerprint", "") != data_->fingerprint()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint ", from, " was trained on dataset ", state.value("dataset_fingerprint", "?"),
+          ", not ", data_->fingerprint(), ": refusing to resume on changed data"));
+    }
+    torch::NoGradGuard no_grad;
+    if (model_->has_lora()) {
+      PAFT_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(JoinPath(from, "adapter_model.safetensors")));
+      for (auto& [name, param] : model_->PeftStateDict()) {
+        const TensorInfo* info = file->Find(name);
+        if (info == nullptr || info->shape != param.sizes().vec()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("checkpoint ", from, " does not match the model: '", name, "'"));
+        }
+        PAFT_ASSIGN_OR_RETURN(torch::Tensor value, ReadTensor(*file, *info));
+        param.copy_(value);
+      }
+    } else {
+      PAFT_ASSIGN_OR_RETURN(auto loaded, LoadPretrained(from, torch::kFloat));
+      auto src = loaded->HfStateDict();
+      auto dst = model_->HfStateDict();
+      for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
+    }
+    start_step_ = state["step"].get<int64_t>();
+    return absl::OkStatus();
+  }
+
+  absl::Status SaveCheckpoint(int64_t step, int64_t total, bool final) {
+    PAFT_RETURN_IF_ERROR(MakeDirs(options_.task.checkpoint_dir()));
+    const std::string dir =
+        JoinPath(options_.task.checkpoint_dir(), absl::StrCat("checkpoint-", step));
+    if (PathExists(dir)) PAFT_RETURN_IF_ERROR(RemoveAll(dir));  // a rerun of the same step
+    const std::string staging = dir + ".staging";
+    (void)RemoveAll(staging);
+    if (model_->has_lora()) {
+      PAFT_RETURN_IF_ERROR(SaveAdapter(model_, staging, options_.task.base_model()));
+    } else {
+      PAFT_RETURN_IF_ERROR(SavePretrained(model_, staging, stored_, options_.task.base_model()));
+    }
+    json state = {{"step", step},
+                  {"total_steps", total},
+                  {"dataset_fingerprint", data_->fingerprint()},
+                  {"branch", paft::v1::BranchKind_Name(options_.task.branch())},
+                  {"final", final}};
+    PAFT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(staging, "trainer_state.json"), state.dump(2)));
+    // The manifest is written last: a folder without it is not a checkpoint.
+    json manifest = {{"step", step}, {"files", json::object()}};
+    int64_t size = 0;
+    PAFT_ASSIGN_OR_RETURN(auto names, ListDir(staging));
+    for (const auto& name : names) {
+      auto text = ReadFileToString(JoinPath(staging, name));
+      if (!text.ok()) return text.status();
+      manifest["files"][name] = text->size();
+      size += static_cast<int64_t>(text->size());
+    }
+    PAFT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(staging, "paft_checkpoint.json"), manifest.dump(2)));
+    PAFT_RETURN_IF_ERROR(FsyncPath(staging));
+    PAFT_RETURN_IF_ERROR(RenameDurably(staging, dir));
+    Emit({{"type", "checkpoint"}, {"step", step}, {"path", dir}, {"size_bytes", size}, {"final", final}});
+    return absl::OkStatus();
+  }
+
+  const TrainOptions& options_;
+  const paft::v1::BranchSpec& spec_;
+  LlamaForCausalLM model_{nullptr};
+  LlamaForCausalLM reference_{nullptr};  // full fine-tuning only
+  std::map<std::string, DType> stored_;
+  std::unique_ptr<TokenDataset> data_;
+  PreferenceParams preference_;
+  std::vector<int64_t> order_;
+  int64_t order_epoch_ = -1;
+  int64_t start_step_ = 0;
+};
+
+}  // namespace
+
+absl::Status Train(const TrainOptions& options) {
+  try {
+    return BranchTrainer(options).Run();
+  } catch (const c10::Error& e) {
+    // The one seam where LibTorch exceptions become a Status.
+    const std::string what = e.what_without_backtrace();
+    if (what.find("out of memory") != std::string::npos) return absl::ResourceExhaustedError(what);
+    return absl::InternalError(absl::StrCat("LibTorch: ", what));
+  } catch (const std::exception& e) {
+    return absl::InternalError(e.what());
+  }
+}
+
+absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::string& base_model,
+                                           const paft::v1::BranchSpec& spec,
+                                           const std::string& cache_dir,
+                                           const std::string& prepare_binary) {
+  if (input.size() > 7 && input.substr(input.size() - 7) == ".paftds") return input;
+  const std::string tokenizer = JoinPath(base_model, "tokenizer.model");
+  if (!IsRegularFile(tokenizer)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "dataset ", input, " is JSONL but the base model has no tokenizer.model to tokenize it"));
+  }
+  PAFT_ASSIGN_OR_RETURN(std::string data, ReadFileToString(input));
+  PAFT_ASSIGN_OR_RETURN(std::string tok, ReadFileToString(tokenizer));
+  const std::string settings =
+      absl::StrCat(spec.dataset().format(), "|", spec.dataset().chat_template(), "|",
+                   spec.batch().max_seq_len());
+  const std::string key = Fingerprint(absl::Span<const uint8_t>(
+      reinterpret_cast<const uint8_t*>((data + tok + settings).data()), data.size() + tok.size() + settings.size()));
+  const std::string name = input.substr(input.find_last_of('/') + 1);
+  const std::string out = JoinPath(cache_dir, absl::StrCat(name, ".", key, ".paftds"));
+  if (IsRegularFile(out)) return out;
+  PAFT_RETURN_IF_ERROR(MakeDirs(cache_dir));
+  std::vector<std::string> argv = {prepare_binary, "--tokenizer=" + tokenizer, "--input=" + input,
+                                   "--output=" + out,
+                                   absl::StrCat("--max_seq_len=", spec.batch().max_seq_len() > 0 ? spec.batch().max_seq_len() : 512)};
+  if (!spec.dataset().format().empty()) argv.push_back("--format=" + spec.dataset().format());
+  if (!spec.dataset().chat_template().empty()) {
+    argv.push_back("--chat_template=" + spec.dataset().chat_template());
+  }
+  PAFT_ASSIGN_OR_RETURN(auto result, RunProcess(argv));
+  if (result.first != 0) {
+    std::string message = result.second;
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    if (result.first == 2) return absl::InvalidArgumentError(message);
+    return absl::InternalError(absl::StrCat("paft-prepare failed (exit ", result.first, "): ", message));
+  }
+  return out;
+}
+
+absl::StatusOr<json> Evaluate(const std::string& base_model, const std::string& adapter,
+                              const std::string& dataset, double beta, int64_t max_new_tokens) {
+  try {
+    PAFT_ASSIGN_OR_RETURN(auto model, LoadPretrained(base_model, torch::kFloat));
+    if (!adapter.empty()) PAFT_RETURN_IF_ERROR(LoadAdapter(model, adapter));
+    PAFT_ASSIGN_OR_RETURN(auto data, TokenDataset::Open(dataset));
+    model->eval();
+    torch::NoGradGuard no_grad;
+    const int64_t pad_id = model->config().eos_token_id >= 0 ? model->config().eos_token_id : 0;
+    json report = {{"examples", data->size()}, {"dataset", dataset}};
+    if (data->kind() == DatasetKind::kSft) {
+      double nll = 0, tokens = 0;
+      int64_t exact = 0;
+      for (int64_t i = 0; i < data->size(); ++i) {
+        Batch b = MakeBatch(*data, {i}, pad_id);
+        auto seq = CompletionLogProbs(model->forward(b.input_ids), b.input_ids, b.completion_mask);
+        nll -= seq.sum.item<double>();
+        tokens += seq.tokens.item<double>();
+        // Greedy generation from the prompt must reproduce the completion exactly.
+        std::vector<int64_t> prompt(data->prompt(i).begin(), data->prompt(i).end());
+        auto reference = data->completion(i);
+        GenerationOptions g;
+        g.max_new_tokens = std::min<int64_t>(max_new_tokens, reference.size());
+        auto generated = model->Generate(prompt, g);
+        exact += std::equal(generated.begin(), generated.end(), reference.begin(),
+                            reference.begin() + generated.size()) &&
+                         generated.size() == reference.size()
+                     ? 1
+                     : 0;
+      }
+      report["loss"] = nll / std::max(1.0, tokens);
+      report["perplexity"] = std::exp(nll / std::max(1.0, tokens));
+      report["exact_match"] = static_cast<double>(exact) / data->size();
+    } else {
+      json per_example = json::array();
+      int64_t correct = 0;
+      double margin = 0;
+      for (int64_t i = 0; i < data->size(); ++i) {
+        Batch b = MakeBatch(*data, {i}, pad_id);
+        auto policy = Split(CompletionLogProbs(model->forward(b.input_ids, b.attention_mask),
+                                               b.input_ids, b.completion_mask), 1);
+        model->SetLoraEnabled(false);
+        auto reference = Split(CompletionLogProbs(model->forward(b.input_ids, b.attention_mask),
+                                                  b.input_ids, b.completion_mask), 1);
+        model->SetLoraEnabled(true);
+        const double pc = policy.first.sum.item<double>(), pr = policy.second.sum.item<double>();
+        const double rc = reference.first.sum.item<double>(), rr = reference.second.sum.item<double>();
+        const double chosen_reward = beta * (pc - rc), rejected_reward = beta * (pr - rr);
+        correct += chosen_reward > rejected_reward ? 1 : 0;
+        margin += chosen_reward - rejected_reward;
+        per_example.push_back({{"policy_chosen", pc}, {"policy_rejected", pr},
+                               {"reference_chosen", rc}, {"reference_rejected", rr}});
+        // Without an adapter rewards are 0: report the policy's own preference too.
+      }
+      int64_t prefers = 0;
+      for (const auto& e : per_example) {
+        prefers += e["policy_chosen"].get<double>() > e["policy_rejected"].get<double>() ? 1 : 0;
+      }
+      report["reward_accuracy"] = static_cast<double>(correct) / data->size();
+      report["reward_margin"] = margin / data->size();
+      report["policy_prefers_chosen"] = static_cast<double>(prefers) / data->size();
+      report["per_example"] = per_example;
+    }
+    return report;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace paft::trainer

@@ -1,0 +1,52 @@
+// The trainer of one branch, one process (data parallelism arrives with the data-parallel
+// issue). Torch-free interface: the worker binary includes it without paying for torch headers.
+//
+// A run loads the base model (HF folder), adds LoRA (or trains everything), reads the prepared
+// dataset, optimises the branch's objective with AdamW, warm-up + decay, gradient accumulation
+// and clipping, reports progress through `emit`, and writes checkpoints: a PEFT adapter folder
+// (LoRA) or a full HF folder, plus trainer_state.json, committed atomically with a manifest.
+#ifndef PAFT_TRAINER_TRAINER_H_
+#define PAFT_TRAINER_TRAINER_H_
+
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "paft/v1/worker.pb.h"
+
+namespace paft::trainer {
+
+struct TrainOptions {
+  paft::v1::Task task;          // spec, base model, checkpoint dir, resume point, rank/world
+  std::string dataset;          // prepared .paftds file (see PrepareDataset)
+  int threads = 0;              // intra-op threads; 0: all cores
+  // Progress and checkpoint events (worker/trainer_protocol.h's JSON objects).
+  std::function<void(const nlohmann::json&)> emit;
+};
+
+// Runs the branch to its last step. Errors: InvalidArgument/FailedPrecondition/NotFound for bad
+// input (the agent reports them as user errors), others for infrastructure trouble.
+absl::Status Train(const TrainOptions& options);
+
+// Returns a prepared dataset for `jsonl_or_paftds`: the file itself when it is one, else the
+// output of `prepare_binary` (paft-prepare, a separate process: sentencepiece cannot live with
+// torch) with the base model's tokenizer.model, cached under `cache_dir` by content.
+absl::StatusOr<std::string> PrepareDataset(const std::string& jsonl_or_paftds,
+                                           const std::string& base_model,
+                                           const paft::v1::BranchSpec& spec,
+                                           const std::string& cache_dir,
+                                           const std::string& prepare_binary);
+
+// Evaluation of a model (base folder, optionally + PEFT adapter) on a prepared dataset:
+// SFT data: mean completion loss, perplexity and greedy exact-match accuracy;
+// preference data: per-example policy and reference (adapter off) log-probs, reward accuracy
+// and mean margin for the given beta.
+absl::StatusOr<nlohmann::json> Evaluate(const std::string& base_model, const std::string& adapter,
+                                        const std::string& dataset, double beta,
+                                        int64_t max_new_tokens);
+
+}  // namespace paft::trainer
+
+#endif  // PAFT_TRAINER_TRAINER_H_

@@ -30,6 +30,11 @@ void BlockTerminationSignals() {
   signal(SIGPIPE, SIG_IGN);
 }
 
+void UnblockTerminationSignals() {
+  sigset_t set = TerminationSignals();
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
+
 int WaitForTerminationSignal() {
   sigset_t set = TerminationSignals();
   int signal_number = 0;

@@ -16,6 +16,9 @@ namespace paft {
 // Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it starts afterwards;
 // call first thing in main(), then WaitForTerminationSignal() from the main thread.
 void BlockTerminationSignals();
+// Undoes BlockTerminationSignals for the calling thread (a mode of the binary that should die on
+// SIGTERM as usual).
+void UnblockTerminationSignals();
 // Waits for one of those signals and returns its number.
 int WaitForTerminationSignal();
 // Sends SIGTERM to this process (to end WaitForTerminationSignal from inside, e.g. on fatal error).

@@ -1,8 +1,14 @@
-// paft-worker: the worker agent of one node (or pod).
+// paft-worker: the worker agent of one node (or pod), and the trainer it runs.
+//
+//   paft-worker --pool=sft --devices=2 --coordinator=HOST:PORT     the agent
+//   paft-worker train --task_file=TASK.json                         one rank (run by the agent)
+//   paft-worker train SPEC.yaml --branch=sft                        one branch, standalone
+//   paft-worker eval --base=MODEL [--adapter=DIR] --dataset=DATA    evaluation report (JSON)
 #include <unistd.h>
 
 #include <climits>
 #include <filesystem>
+#include <iostream>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -10,6 +16,7 @@
 #include "common/logging.h"
 #include "common/process_util.h"
 #include "worker/agent.h"
+#include "worker/train_command.h"
 
 ABSL_FLAG(std::string, coordinator, "localhost:50051", "Coordinator address");
 ABSL_FLAG(std::string, name, "", "Stable agent name (default: host name)");
@@ -17,14 +24,69 @@ ABSL_FLAG(std::string, pool, "", "Pool label of this agent's devices (required)"
 ABSL_FLAG(int, devices, 1, "Device slots offered (one trainer rank each)");
 ABSL_FLAG(std::string, address, "", "Address of this host for rank-0 rendezvous (default: host name)");
 ABSL_FLAG(std::string, trainer, "",
-          "Trainer executable (default: paft-placeholder-trainer beside this binary)");
+          "Trainer executable (default: this binary's `train` mode)");
+ABSL_FLAG(std::string, task_file, "", "train: the Task as JSON (agent mode)");
+ABSL_FLAG(std::string, branch, "", "train: sft or alignment (standalone mode)");
+ABSL_FLAG(std::string, prepare, "", "train/eval: paft-prepare (default: found beside this binary)");
+ABSL_FLAG(int, threads, 0, "train/eval: intra-op threads (0: all cores)");
+ABSL_FLAG(std::string, base, "", "eval: base model folder");
+ABSL_FLAG(std::string, adapter, "", "eval: PEFT adapter folder");
+ABSL_FLAG(std::string, dataset, "", "eval: dataset (JSONL or .paftds)");
+ABSL_FLAG(double, beta, 0.1, "eval: DPO beta for rewards");
+ABSL_FLAG(int64_t, max_new_tokens, 64, "eval: generation length for exact match");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
           "On SIGTERM, how long trainers get to stop before SIGKILL");
 
+namespace {
+
+std::string SelfPath() {
+  std::error_code ec;
+  return std::filesystem::read_symlink("/proc/self/exe", ec).string();
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  // First thing, before any thread exists: the agent drains on SIGTERM (the trainer modes below
+  // unblock it again and die on it as usual).
   paft::BlockTerminationSignals();
-  absl::SetProgramUsageMessage("paft-worker --pool=sft --devices=2 --coordinator=HOST:PORT");
-  absl::ParseCommandLine(argc, argv);
+  absl::SetProgramUsageMessage(
+      "paft-worker --pool=sft --devices=2 --coordinator=HOST:PORT\n"
+      "paft-worker train --task_file=TASK.json | paft-worker train SPEC.yaml --branch=sft\n"
+      "paft-worker eval --base=MODEL [--adapter=DIR] --dataset=DATA");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  const std::string command = args.size() >= 2 ? args[1] : "";
+  const std::string prepare = absl::GetFlag(FLAGS_prepare).empty()
+                                  ? paft::worker::FindPrepareBinary(SelfPath())
+                                  : absl::GetFlag(FLAGS_prepare);
+  if (command == "train" || command == "eval") paft::UnblockTerminationSignals();
+  if (command == "train") {
+    paft::worker::TrainCommandOptions options;
+    options.task_file = absl::GetFlag(FLAGS_task_file);
+    if (args.size() >= 3) options.spec_file = args[2];
+    options.branch = absl::GetFlag(FLAGS_branch);
+    options.prepare_binary = prepare;
+    options.threads = absl::GetFlag(FLAGS_threads);
+    return paft::worker::RunTrainCommand(options);
+  }
+  if (command == "eval") {
+    paft::worker::EvalCommandOptions options;
+    options.base_model = absl::GetFlag(FLAGS_base);
+    options.adapter = absl::GetFlag(FLAGS_adapter);
+    options.dataset = absl::GetFlag(FLAGS_dataset);
+    options.beta = absl::GetFlag(FLAGS_beta);
+    options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+    options.prepare_binary = prepare;
+    if (options.base_model.empty() || options.dataset.empty()) {
+      std::cerr << "eval needs --base and --dataset\n";
+      return 2;
+    }
+    return paft::worker::RunEvalCommand(options);
+  }
+  if (!command.empty()) {
+    std::cerr << "unknown command '" << command << "'\n" << absl::ProgramUsageMessage() << "\n";
+    return 2;
+  }
   char host[HOST_NAME_MAX + 1] = {};
   ::gethostname(host, sizeof(host));
 
@@ -36,9 +98,8 @@ int main(int argc, char** argv) {
   options.address = absl::GetFlag(FLAGS_address).empty() ? host : absl::GetFlag(FLAGS_address);
   options.trainer = absl::GetFlag(FLAGS_trainer);
   if (options.trainer.empty()) {
-    std::error_code ec;
-    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-    options.trainer = (self.parent_path() / "paft-placeholder-trainer").string();
+    options.trainer = SelfPath();  // this binary's `train` mode
+    options.trainer_args = {"train"};
   }
   paft::SetLogTag("worker " + options.name);
   if (options.pool.empty()) {

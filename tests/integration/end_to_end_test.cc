@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/dtype.h"
 #include "common/file_util.h"
 #include "common/grpc_server.h"
@@ -34,6 +35,12 @@ std::vector<float> Floats(const SafetensorsModel& model, const std::string& name
 
 class EndToEndTest : public ::testing::Test {
  protected:
+  // How the agents run ranks: the placeholder trainer here; the real one in a subclass.
+  virtual std::vector<std::string> TrainerFlags() {
+    return {std::string("--trainer=") + PAFT_PLACEHOLDER_TRAINER};
+  }
+  virtual void PrepareBase() {}
+
   void SetUp() override {
     root_ = dir_.path();
     std::string output;
@@ -43,6 +50,7 @@ class EndToEndTest : public ::testing::Test {
                                   &output),
               0)
         << output;
+    PrepareBase();
     ASSERT_TRUE(MakeDirs(root_ + "/data").ok());
     ASSERT_TRUE(WriteFileAtomic(root_ + "/data/sft.jsonl",
                                 "{\"prompt\": \"1+1=\", \"completion\": \"2\"}\n").ok());
@@ -74,12 +82,23 @@ class EndToEndTest : public ::testing::Test {
 
     for (const auto& [name, pool] : {std::pair<std::string, std::string>{"w-sft", "sft"},
                                      {"w-align", "align"}}) {
+      std::vector<std::string> argv = {PAFT_WORKER, "--coordinator=" + address_, "--name=" + name,
+                                       "--pool=" + pool, "--devices=2", "--address=127.0.0.1"};
+      for (const auto& flag : TrainerFlags()) argv.push_back(flag);
       workers_.push_back(std::make_unique<ChildProcess>(
-          std::vector<std::string>{PAFT_WORKER, "--coordinator=" + address_, "--name=" + name,
-                                   "--pool=" + pool, "--devices=2", "--address=127.0.0.1",
-                                   std::string("--trainer=") + PAFT_PLACEHOLDER_TRAINER},
-          std::vector<std::string>{"PAFT_PLACEHOLDER_STEP_MS=20"}, root_ + "/" + name + ".log"));
+          argv, std::vector<std::string>{"PAFT_PLACEHOLDER_STEP_MS=20"},
+          root_ + "/" + name + ".log"));
     }
+    // Wait until both agents have registered (they load LibTorch first, which takes a moment).
+    auto stub = v1::JobService::NewStub(MakeChannel(address_));
+    int registered = 0;
+    for (int i = 0; i < 300 && registered < 2; ++i) {
+      grpc::ClientContext context;
+      v1::ListWorkersResponse workers;
+      if (stub->ListWorkers(&context, {}, &workers).ok()) registered = workers.workers_size();
+      if (registered < 2) absl::SleepFor(absl::Milliseconds(50));
+    }
+    ASSERT_EQ(registered, 2) << "the agents did not register";
   }
 
   void TearDown() override {
@@ -248,6 +267,52 @@ TEST_F(EndToEndTest, CancelStopsTheTrainers) {
   EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "watch", job_id}, &output),
             1);
   EXPECT_FALSE(PathExists(root_ + "/jobs/long/merged"));
+}
+
+// The same flow with the real trainer (paft-worker train): LoRA branches on a toy model with a
+// sentencepiece tokenizer trained here, adapters as checkpoints, merged by TIES.
+class RealTrainerEndToEndTest : public EndToEndTest {
+ protected:
+  std::vector<std::string> TrainerFlags() override { return {"--threads=1"}; }
+  void PrepareBase() override {
+    std::string corpus;
+    const char* words[] = {"1+1=", "2", "hi", "hello", "go", "away", "what", "is", "the", "cat"};
+    for (int i = 0; i < 200; ++i) corpus += std::string(words[(i * 7) % 10]) + " " + words[(i * 3) % 10] + "\n";
+    ASSERT_TRUE(WriteFileAtomic(root_ + "/corpus.txt", corpus).ok());
+    std::string out;
+    ASSERT_EQ(testing::RunCommand({"/usr/bin/spm_train", "--input=" + root_ + "/corpus.txt",
+                                   "--model_prefix=" + root_ + "/models/base/tokenizer",
+                                   "--vocab_size=40", "--model_type=bpe", "--bos_id=1",
+                                   "--eos_id=2", "--unk_id=0"},
+                                  &out),
+              0)
+        << out;
+  }
+};
+
+TEST_F(RealTrainerEndToEndTest, LoraBranchesTrainAndMerge) {
+  std::string output;
+  const int code = testing::RunCommand(
+      {PAFTCTL, "--coordinator=" + address_, "submit", WriteSpec("real", 2), "--watch"}, &output);
+  ASSERT_EQ(code, 0) << output;
+  EXPECT_THAT(output, HasSubstr("SUCCEEDED"));
+  auto stub = v1::JobService::NewStub(MakeChannel(address_));
+  grpc::ClientContext context;
+  v1::ListJobsResponse jobs;
+  ASSERT_TRUE(stub->ListJobs(&context, {}, &jobs).ok());
+  const v1::Job& job = jobs.jobs(0);
+  // Checkpoints are PEFT adapters; the merge produced a full model that differs from the base.
+  EXPECT_TRUE(IsRegularFile(job.sft().checkpoint_path() + "/adapter_config.json"));
+  EXPECT_TRUE(IsRegularFile(job.alignment().checkpoint_path() + "/adapter_model.safetensors"));
+  auto base = SafetensorsModel::Open(root_ + "/models/base");
+  auto merged = SafetensorsModel::Open(job.merged_model_path());
+  ASSERT_TRUE(base.ok() && merged.ok());
+  EXPECT_EQ((*merged)->names(), (*base)->names());
+  EXPECT_NE(Floats(**merged, "model.layers.0.self_attn.q_proj.weight"),
+            Floats(**base, "model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_EQ(Floats(**merged, "model.norm.weight"), Floats(**base, "model.norm.weight"));
+  EXPECT_TRUE(IsRegularFile(job.merged_model_path() + "/tokenizer.model"));
+  EXPECT_GT(job.sft().loss(), 0.0);
 }
 
 }  // namespace

@@ -1,0 +1,127 @@
+#include "worker/train_command.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/job_spec.h"
+#include "common/status.h"
+#include "trainer/trainer.h"
+#include "worker/trainer_protocol.h"
+
+namespace paft::worker {
+namespace {
+
+int ExitCodeFor(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk:
+      return kExitOk;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kOutOfRange:
+      return kExitUserError;
+    case absl::StatusCode::kResourceExhausted:
+      return kExitOutOfMemory;
+    default:
+      return kExitInfrastructure;
+  }
+}
+
+absl::StatusOr<paft::v1::Task> TaskFromSpec(const std::string& spec_file, const std::string& branch) {
+  PAFT_ASSIGN_OR_RETURN(paft::v1::JobSpec spec, LoadJobSpecFile(spec_file));
+  std::error_code ec;
+  ResolveRelativePaths(&spec, std::filesystem::absolute(spec_file, ec).parent_path().string());
+  ApplyJobSpecDefaults(&spec);
+  PAFT_RETURN_IF_ERROR(ValidateJobSpec(spec));
+  if (branch != "sft" && branch != "alignment") {
+    return absl::InvalidArgumentError("--branch must be sft or alignment");
+  }
+  paft::v1::Task task;
+  task.set_task_id(absl::StrCat("standalone.", branch));
+  task.set_branch(branch == "sft" ? paft::v1::BRANCH_KIND_SFT : paft::v1::BRANCH_KIND_ALIGNMENT);
+  task.set_attempt(1);
+  task.set_world_size(1);
+  task.set_base_model(spec.base_model());
+  *task.mutable_spec() = branch == "sft" ? spec.sft() : spec.alignment();
+  task.set_checkpoint_dir(JoinPath(spec.output_dir(), branch + "/checkpoints"));
+  task.set_log_dir(JoinPath(spec.output_dir(), branch + "/logs"));
+  return task;
+}
+
+}  // namespace
+
+std::string FindPrepareBinary(const std::string& self) {
+  const std::filesystem::path dir = std::filesystem::path(self).parent_path();
+  for (const auto& candidate : {dir / "paft-prepare", dir / ".." / "tokenizer" / "paft-prepare"}) {
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate.lexically_normal().string();
+  }
+  return "paft-prepare";
+}
+
+int RunTrainCommand(const TrainCommandOptions& options) {
+  auto fail = [](const absl::Status& status) {
+    std::cout << FormatEvent({{"type", "error"}, {"message", std::string(status.message())}})
+              << std::flush;
+    std::cerr << "paft-worker train: " << status << std::endl;
+    return ExitCodeFor(status);
+  };
+  paft::v1::Task task;
+  if (!options.task_file.empty()) {
+    auto text = ReadFileToString(options.task_file);
+    if (!text.ok()) return fail(text.status());
+    auto parsed = google::protobuf::util::JsonStringToMessage(*text, &task);
+    if (!parsed.ok()) {
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat("task file ", options.task_file, ": ", parsed.message().as_string())));
+    }
+  } else if (!options.spec_file.empty()) {
+    auto made = TaskFromSpec(options.spec_file, options.branch);
+    if (!made.ok()) return fail(made.status());
+    task = *made;
+  } else {
+    return fail(absl::InvalidArgumentError("give --task_file, or a job spec and --branch"));
+  }
+  const std::string cache = JoinPath(task.checkpoint_dir(), "../data");
+  auto dataset = trainer::PrepareDataset(task.spec().dataset().path(), task.base_model(),
+                                         task.spec(), cache, options.prepare_binary);
+  if (!dataset.ok()) return fail(dataset.status());
+  trainer::TrainOptions train;
+  train.task = task;
+  train.dataset = *dataset;
+  train.threads = options.threads;
+  train.emit = [](const nlohmann::json& event) { std::cout << FormatEvent(event) << std::flush; };
+  std::cerr << "paft-worker train: " << task.task_id() << ", rank " << task.rank() << "/"
+            << task.world_size() << ", dataset " << *dataset << std::endl;
+  absl::Status status = trainer::Train(train);
+  if (!status.ok()) return fail(status);
+  return kExitOk;
+}
+
+int RunEvalCommand(const EvalCommandOptions& options) {
+  paft::v1::BranchSpec spec;  // defaults: format auto, chatml, 512 tokens
+  const std::string cache =
+      options.cache_dir.empty()
+          ? std::filesystem::path(options.dataset).parent_path().string()
+          : options.cache_dir;
+  auto dataset = trainer::PrepareDataset(options.dataset, options.base_model, spec, cache,
+                                         options.prepare_binary);
+  if (!dataset.ok()) {
+    std::cerr << "error: " << dataset.status() << "\n";
+    return ExitCodeFor(dataset.status());
+  }
+  auto report = trainer::Evaluate(options.base_model, options.adapter, *dataset, options.beta,
+                                  options.max_new_tokens);
+  if (!report.ok()) {
+    std::cerr << "error: " << report.status() << "\n";
+    return ExitCodeFor(report.status());
+  }
+  std::cout << report->dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace paft::worker

@@ -1,0 +1,38 @@
+// `paft-worker train` and `paft-worker eval`: the trainer process (run by the agent for each
+// rank, or standalone without a coordinator) and model evaluation.
+#ifndef PAFT_WORKER_TRAIN_COMMAND_H_
+#define PAFT_WORKER_TRAIN_COMMAND_H_
+
+#include <string>
+#include <vector>
+
+namespace paft::worker {
+
+struct TrainCommandOptions {
+  std::string task_file;  // agent mode: the Task as JSON
+  std::string spec_file;  // standalone: a job spec ...
+  std::string branch;     // ... and which branch ("sft" or "alignment")
+  std::string prepare_binary;  // paft-prepare; default: found beside this binary
+  int threads = 0;
+};
+
+// Returns the process exit code (worker/trainer_protocol.h's classification).
+int RunTrainCommand(const TrainCommandOptions& options);
+
+struct EvalCommandOptions {
+  std::string base_model;
+  std::string adapter;
+  std::string dataset;  // JSONL (tokenized with the base's tokenizer.model) or .paftds
+  double beta = 0.1;
+  int64_t max_new_tokens = 64;
+  std::string prepare_binary;
+  std::string cache_dir;  // where a prepared JSONL goes; default: beside the dataset
+};
+int RunEvalCommand(const EvalCommandOptions& options);
+
+// paft-prepare next to `self` (installed layout) or in ../tokenizer/ (build tree).
+std::string FindPrepareBinary(const std::string& self);
+
+}  // namespace paft::worker
+
+#endif  // PAFT_WORKER_TRAIN_COMMAND_H_

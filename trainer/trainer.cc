@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <random>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -117,7 +118,10 @@ class BranchTrainer {
   explicit BranchTrainer(const TrainOptions& options) : options_(options), spec_(options.task.spec()) {}
 
   absl::Status Run() {
-    if (options_.threads > 0) at::set_num_threads(options_.threads);
+    // LibTorch's intra-op pool defaults to 1 thread here: use the cores unless told otherwise.
+    at::set_num_threads(options_.threads > 0
+                            ? options_.threads
+                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
     torch::manual_seed(spec_.seed());
     PAFT_ASSIGN_OR_RETURN(model_, LoadPretrained(options_.task.base_model(), torch::kFloat, &stored_));
     PAFT_ASSIGN_OR_RETURN(data_, TokenDataset::Open(options_.dataset));

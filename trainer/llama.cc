@@ -192,6 +192,58 @@ LlamaBackboneImpl::LlamaBackboneImpl(const ModelConfig& config) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Activation checkpointing: the layer runs without building a graph; backward recomputes it with
+// grad enabled and differentiates the recomputation. Parameter gradients are accumulated into
+// .grad directly (an autograd Function only returns gradients of its tensor inputs).
+
+namespace {
+
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  // `anchor` is a scalar that requires grad: with LoRA (frozen embeddings) nothing else that
+  // enters the layer does, and the output must still be part of the graph.
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
+                               torch::Tensor cos, torch::Tensor sin, torch::Tensor mask,
+                               torch::Tensor anchor, DecoderLayerImpl* layer) {
+    ctx->save_for_backward({x, cos, sin, mask});
+    ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
+    torch::NoGradGuard no_grad;
+    return layer->forward(x, cos, sin, mask, nullptr);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
+    torch::Tensor x = saved[0].detach().requires_grad_(true);  // its grad is dropped if unused
+    std::vector<torch::Tensor> params;
+    for (auto& p : layer->parameters()) {
+      if (p.requires_grad()) params.push_back(p);
+    }
+    torch::Tensor out;
+    {
+      torch::AutoGradMode enable(true);
+      out = layer->forward(x, saved[1], saved[2], saved[3], nullptr);
+    }
+    std::vector<torch::Tensor> inputs = {x};
+    inputs.insert(inputs.end(), params.begin(), params.end());
+    auto grads = torch::autograd::grad({out}, inputs, {grad_out[0]}, /*retain_graph=*/false,
+                                       /*create_graph=*/false, /*allow_unused=*/true);
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (!grads[i + 1].defined()) continue;
+      if (params[i].grad().defined()) {
+        params[i].mutable_grad().add_(grads[i + 1]);
+      } else {
+        params[i].mutable_grad() = grads[i + 1].clone();
+      }
+    }
+    return {saved[0].requires_grad() ? grads[0] : torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
 // Causal LM
 
 LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& config) : config_(config) {
@@ -233,9 +285,16 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   }
 
   torch::Tensor h = model->embed_tokens(input_ids);
+  const bool checkpoint = activation_checkpointing_ && is_training() && cache == nullptr &&
+                          torch::GradMode::is_enabled();
+  torch::Tensor anchor = checkpoint ? torch::zeros({}, torch::requires_grad()) : torch::Tensor();
   for (size_t i = 0; i < model->layers->size(); ++i) {
-    h = model->layers[i]->as<DecoderLayerImpl>()->forward(
-        h, cos, sin, mask, cache != nullptr ? &cache->layers[i] : nullptr);
+    auto* layer = model->layers[i]->as<DecoderLayerImpl>();
+    if (checkpoint) {
+      h = CheckpointedLayer::apply(h, cos, sin, mask, anchor, layer);
+    } else {
+      h = layer->forward(h, cos, sin, mask, cache != nullptr ? &cache->layers[i] : nullptr);
+    }
   }
   h = model->norm(h);
   if (lm_head.is_empty()) return F::linear(h, model->embed_tokens->weight);

@@ -150,6 +150,8 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // Adds LoRA to every targeted linear layer and freezes everything else.
   void AddLora(const LoraOptions& options);
   void SetLoraEnabled(bool enabled);
+  // Activation checkpointing per decoder layer (training only; no effect with a KV cache).
+  void set_activation_checkpointing(bool enabled) { activation_checkpointing_ = enabled; }
   bool has_lora() const { return lora_.has_value(); }
   const std::optional<LoraOptions>& lora() const { return lora_; }
 
@@ -170,6 +172,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
   ModelConfig config_;
   std::optional<LoraOptions> lora_;
+  bool activation_checkpointing_ = false;
 };
 TORCH_MODULE(LlamaForCausalLM);
 

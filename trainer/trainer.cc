@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <random>
@@ -31,6 +32,7 @@ struct Batch {
   torch::Tensor completion_mask;  // (R, T) 1 for completion tokens
   int64_t tokens = 0;             // real tokens
   int64_t pairs = 0;              // preference: B
+  std::vector<int64_t> indices;   // dataset examples, in row order
 };
 
 Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, int64_t pad_id) {
@@ -65,6 +67,7 @@ Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, i
     b.tokens += pos;
   }
   b.pairs = preference ? static_cast<int64_t>(indices.size()) : 0;
+  b.indices = indices;
   return b;
 }
 
@@ -160,7 +163,11 @@ class BranchTrainer {
       }
       model_->AddLora(lora);
     }
+    model_->set_activation_checkpointing(spec_.activation_checkpointing());
     PAFT_RETURN_IF_ERROR(MaybeResume());
+    if (spec_.has_dpo() && spec_.dpo().precompute_ref_log_probs()) {
+      PAFT_RETURN_IF_ERROR(PrecomputeReference());
+    }
 
     std::vector<torch::Tensor> trainable;
     for (auto& [name, p] : model_->TrainableParameters()) trainable.push_back(p);
@@ -255,7 +262,20 @@ class BranchTrainer {
     const int64_t pairs = b.pairs;
     auto [chosen, rejected] = Split(CompletionLogProbs(logits, b.input_ids, b.completion_mask), pairs);
     SideLogProbs c{chosen, {}}, r{rejected, {}};
-    if (NeedsReference(preference_)) {
+    if (NeedsReference(preference_) && !reference_cache_.empty()) {
+      // Precomputed once before training: (chosen sum, chosen tokens, rejected sum, tokens).
+      std::vector<double> cs, ct, rs, rt;
+      for (int64_t i : b.indices) {
+        const auto& e = reference_cache_[i];
+        cs.push_back(e[0]);
+        ct.push_back(e[1]);
+        rs.push_back(e[2]);
+        rt.push_back(e[3]);
+      }
+      auto dtype = chosen.sum.scalar_type();
+      c.reference = {torch::tensor(cs).to(dtype), torch::tensor(ct).to(dtype)};
+      r.reference = {torch::tensor(rs).to(dtype), torch::tensor(rt).to(dtype)};
+    } else if (NeedsReference(preference_)) {
       torch::NoGradGuard no_grad;
       torch::Tensor ref_logits;
       if (reference_.is_empty()) {  // LoRA: the base with adapters off is the reference
@@ -298,6 +318,53 @@ class BranchTrainer {
       }
     }
     return L1Penalty(params, reference);
+  }
+
+  // DPO's `precompute_ref_log_probs`: one no-grad pass of the reference over the dataset,
+  // cached beside it (keyed by the dataset's fingerprint and the base model's weights), so the
+  // reference forward pass leaves the training loop and a full fine-tuning run can drop its copy.
+  absl::Status PrecomputeReference() {
+    PAFT_ASSIGN_OR_RETURN(std::string weights_header,
+                          ReadFileToString(JoinPath(options_.task.base_model(), "config.json")));
+    auto weights = SafetensorsModel::Open(options_.task.base_model());
+    if (!weights.ok()) return weights.status();
+    const std::string key_text = absl::StrCat(data_->fingerprint(), "|", weights_header, "|",
+                                              (*weights)->total_bytes(), "|",
+                                              options_.task.base_model());
+    const std::string key = Fingerprint(absl::Span<const uint8_t>(
+        reinterpret_cast<const uint8_t*>(key_text.data()), key_text.size()));
+    const std::string path = absl::StrCat(options_.dataset, ".ref-", key, ".json");
+    if (auto cached = ReadFileToString(path); cached.ok()) {
+      json j = json::parse(*cached, nullptr, false);
+      if (!j.is_discarded() && j.is_array() && static_cast<int64_t>(j.size()) == data_->size()) {
+        for (const auto& e : j) {
+          reference_cache_.push_back({e[0].get<double>(), e[1].get<double>(), e[2].get<double>(),
+                                      e[3].get<double>()});
+        }
+        return absl::OkStatus();
+      }
+    }
+    torch::NoGradGuard no_grad;
+    const int64_t pad_id = model_->config().eos_token_id >= 0 ? model_->config().eos_token_id : 0;
+    json out = json::array();
+    for (int64_t i = 0; i < data_->size(); ++i) {
+      Batch b = MakeBatch(*data_, {i}, pad_id);
+      torch::Tensor logits;
+      if (reference_.is_empty()) {
+        model_->SetLoraEnabled(false);
+        logits = model_->forward(b.input_ids, b.attention_mask);
+        model_->SetLoraEnabled(true);
+      } else {
+        logits = reference_->forward(b.input_ids, b.attention_mask);
+      }
+      auto [c, r] = Split(CompletionLogProbs(logits, b.input_ids, b.completion_mask), 1);
+      reference_cache_.push_back({c.sum.item<double>(), c.tokens.item<double>(),
+                                  r.sum.item<double>(), r.tokens.item<double>()});
+      out.push_back(reference_cache_.back());
+    }
+    PAFT_RETURN_IF_ERROR(WriteFileAtomic(path, out.dump()));
+    reference_ = LlamaForCausalLM(nullptr);  // no longer needed
+    return absl::OkStatus();
   }
 
   absl::Status MaybeResume() {
@@ -380,6 +447,8 @@ class BranchTrainer {
   std::vector<int64_t> order_;
   int64_t order_epoch_ = -1;
   int64_t start_step_ = 0;
+  // Per example: reference log-prob sums and token counts of chosen and rejected.
+  std::vector<std::array<double, 4>> reference_cache_;
 };
 
 }  // namespace

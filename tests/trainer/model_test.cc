@@ -330,5 +330,31 @@ TEST(GradientTest, BackwardMatchesFiniteDifferences) {
   }
 }
 
+TEST(GradientTest, ActivationCheckpointingGivesTheSameGradients) {
+  for (bool lora : {false, true}) {
+    std::vector<torch::Tensor> grads[2];
+    for (int checkpointing = 0; checkpointing < 2; ++checkpointing) {
+      LlamaForCausalLM model(TinyConfig());
+      Randomize(*model, 9);
+      if (lora) {
+        LoraOptions options;
+        options.r = 2;
+        model->AddLora(options);
+        torch::NoGradGuard no_grad;
+        for (auto& [name, p] : model->TrainableParameters()) p.copy_(torch::randn_like(p) * 0.3);
+      }
+      model->train();
+      model->set_activation_checkpointing(checkpointing == 1);
+      torch::Tensor ids = torch::tensor({1, 3, 5, 7, 9, 2}).unsqueeze(0);
+      SftLoss(model->forward(ids), ids, torch::ones_like(ids)).backward();
+      for (auto& [name, p] : model->TrainableParameters()) grads[checkpointing].push_back(p.grad().clone());
+    }
+    ASSERT_EQ(grads[0].size(), grads[1].size());
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      EXPECT_TRUE(torch::allclose(grads[0][i], grads[1][i], 1e-5, 1e-6)) << "lora " << lora << " #" << i;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace paft::trainer

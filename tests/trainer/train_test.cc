@@ -152,6 +152,32 @@ TEST(TrainTest, DpoRaisesHeldOutRewardAccuracy) {
   EXPECT_GE(last_accuracy, 0.9);
 }
 
+TEST(TrainTest, PrecomputedReferenceMatchesOnTheFly) {
+  testing::TempDir dir;
+  const std::string base = MakeBase(dir);
+  WritePreference(dir.Join("train.paftds"), 0, 24);
+  std::vector<double> losses[2];
+  for (int precompute = 0; precompute < 2; ++precompute) {
+    TrainOptions options;
+    options.task = MakeTask(base, dir.Join(precompute ? "b" : "a"), false);
+    options.task.mutable_spec()->set_max_steps(4);
+    options.task.mutable_spec()->mutable_dpo()->set_precompute_ref_log_probs(precompute == 1);
+    options.dataset = dir.Join("train.paftds");
+    options.emit = [&](const nlohmann::json& e) {
+      if (e["type"] == "progress") losses[precompute].push_back(e["loss"]);
+    };
+    ASSERT_TRUE(Train(options).ok());
+  }
+  ASSERT_EQ(losses[0].size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(losses[0][i], losses[1][i], 1e-4) << "step " << i;
+  // The cache sits beside the dataset and is reused.
+  bool cached = false;
+  auto names = ListDir(dir.path());
+  ASSERT_TRUE(names.ok());
+  for (const auto& name : *names) cached |= name.find("train.paftds.ref-") == 0;
+  EXPECT_TRUE(cached);
+}
+
 TEST(TrainTest, WrongDataAndChangedDataAreRefused) {
   testing::TempDir dir;
   const std::string base = MakeBase(dir);

@@ -1,5 +1,6 @@
 #include "trainer/trainer.h"
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -110,6 +111,50 @@ std::pair<SequenceLogProbs, SequenceLogProbs> Split(const SequenceLogProbs& all,
           {all.sum.narrow(0, b, b), all.tokens.narrow(0, b, b)}};
 }
 
+// bf16 autocast for CUDA devices (fp32 master weights and optimizer state stay as they are).
+class CudaAutocast {
+ public:
+  explicit CudaAutocast(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+#else
+    at::autocast::set_enabled(true);
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+#endif
+  }
+  ~CudaAutocast() {
+    if (!enabled_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
+    at::autocast::set_enabled(false);
+#endif
+    at::autocast::clear_cache();
+  }
+
+ private:
+  bool enabled_;
+};
+
+// The rank's device: CUDA device LOCAL_RANK when LibTorch has CUDA and a device is present.
+torch::Device RankDevice(int local_rank) {
+  if (torch::cuda::is_available() && torch::cuda::device_count() > 0) {
+    return torch::Device(torch::kCUDA,
+                         static_cast<c10::DeviceIndex>(local_rank % torch::cuda::device_count()));
+  }
+  return torch::Device(torch::kCPU);
+}
+
+Batch ToDevice(Batch b, const torch::Device& device) {
+  if (device.is_cpu()) return b;
+  b.input_ids = b.input_ids.to(device);
+  b.attention_mask = b.attention_mask.to(device);
+  b.completion_mask = b.completion_mask.to(device);
+  return b;
+}
+
 struct StepMetrics {
   double loss = 0;
   double chosen_reward = 0, rejected_reward = 0, accuracy = 0, margin = 0;
@@ -127,6 +172,7 @@ class BranchTrainer {
                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
     torch::manual_seed(spec_.seed());
     PAFT_ASSIGN_OR_RETURN(model_, LoadPretrained(options_.task.base_model(), torch::kFloat, &stored_));
+    device_ = RankDevice(options_.task.local_rank());
     PAFT_ASSIGN_OR_RETURN(data_, TokenDataset::Open(options_.dataset));
     const bool preference_data = data_->kind() == DatasetKind::kPreference;
     if (spec_.has_sft() == preference_data) {
@@ -149,6 +195,7 @@ class BranchTrainer {
                               (!spec_.has_sft() && NeedsReference(preference_));
       if (needs_copy) {
         PAFT_ASSIGN_OR_RETURN(reference_, LoadPretrained(options_.task.base_model(), torch::kFloat));
+        reference_->to(device_);
         reference_->eval();
         for (auto& p : reference_->parameters()) p.set_requires_grad(false);
       }
@@ -165,6 +212,7 @@ class BranchTrainer {
     }
     model_->set_activation_checkpointing(spec_.activation_checkpointing());
     PAFT_RETURN_IF_ERROR(MaybeResume());
+    model_->to(device_);  // after LoRA was added and weights resumed
     if (spec_.has_dpo() && spec_.dpo().precompute_ref_log_probs()) {
       PAFT_RETURN_IF_ERROR(PrecomputeReference());
     }
@@ -215,8 +263,12 @@ class BranchTrainer {
           }
           indices.push_back(order_[cursor % data_->size()]);
         }
-        Batch b = MakeBatch(*data_, indices, pad_id);
-        torch::Tensor loss = Loss(b, &metrics) / static_cast<double>(accum);
+        Batch b = ToDevice(MakeBatch(*data_, indices, pad_id), device_);
+        torch::Tensor loss;
+        {
+          CudaAutocast autocast(device_.is_cuda());
+          loss = Loss(b, &metrics) / static_cast<double>(accum);
+        }
         loss.backward();
         metrics.tokens += b.tokens;
       }
@@ -272,9 +324,9 @@ class BranchTrainer {
         rs.push_back(e[2]);
         rt.push_back(e[3]);
       }
-      auto dtype = chosen.sum.scalar_type();
-      c.reference = {torch::tensor(cs).to(dtype), torch::tensor(ct).to(dtype)};
-      r.reference = {torch::tensor(rs).to(dtype), torch::tensor(rt).to(dtype)};
+      auto options = chosen.sum.options();
+      c.reference = {torch::tensor(cs).to(options), torch::tensor(ct).to(options)};
+      r.reference = {torch::tensor(rs).to(options), torch::tensor(rt).to(options)};
     } else if (NeedsReference(preference_)) {
       torch::NoGradGuard no_grad;
       torch::Tensor ref_logits;
@@ -347,8 +399,9 @@ class BranchTrainer {
     torch::NoGradGuard no_grad;
     const int64_t pad_id = model_->config().eos_token_id >= 0 ? model_->config().eos_token_id : 0;
     json out = json::array();
+    CudaAutocast autocast(device_.is_cuda());
     for (int64_t i = 0; i < data_->size(); ++i) {
-      Batch b = MakeBatch(*data_, {i}, pad_id);
+      Batch b = ToDevice(MakeBatch(*data_, {i}, pad_id), device_);
       torch::Tensor logits;
       if (reference_.is_empty()) {
         model_->SetLoraEnabled(false);
@@ -441,6 +494,7 @@ class BranchTrainer {
   const paft::v1::BranchSpec& spec_;
   LlamaForCausalLM model_{nullptr};
   LlamaForCausalLM reference_{nullptr};  // full fine-tuning only
+  torch::Device device_{torch::kCPU};
   std::map<std::string, DType> stored_;
   std::unique_ptr<TokenDataset> data_;
   PreferenceParams preference_;

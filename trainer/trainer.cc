@@ -17,6 +17,7 @@
 #include "common/process_util.h"
 #include "common/status.h"
 #include "common/token_dataset.h"
+#include "trainer/distributed.h"
 #include "trainer/llama.h"
 #include "trainer/losses.h"
 #include "trainer/torch_io.h"
@@ -213,12 +214,32 @@ class BranchTrainer {
     model_->set_activation_checkpointing(spec_.activation_checkpointing());
     PAFT_RETURN_IF_ERROR(MaybeResume());
     model_->to(device_);  // after LoRA was added and weights resumed
+    const int world = std::max(1, options_.task.world_size());
+    const int rank = options_.task.rank();
+    if (world > 1) {
+      RendezvousOptions rendezvous;
+      rendezvous.rank = rank;
+      rendezvous.world_size = world;
+      rendezvous.master_addr = options_.task.master_addr().empty() ? "127.0.0.1" : options_.task.master_addr();
+      rendezvous.master_port = options_.task.master_port() > 0 ? options_.task.master_port() : 29500;
+      rendezvous.timeout = std::chrono::seconds(options_.collective_timeout_seconds);
+      rendezvous.cuda = device_.is_cuda();
+      PAFT_ASSIGN_OR_RETURN(group_, ProcessGroupHandle::Connect(rendezvous));
+      // Every rank starts from rank-identical weights (same seed); averaging makes it certain.
+      torch::NoGradGuard no_grad;
+      for (auto& [name, p] : model_->TrainableParameters()) {
+        group_->AllReduce(p.data());
+        p.data().div_(world);
+      }
+    }
     if (spec_.has_dpo() && spec_.dpo().precompute_ref_log_probs()) {
       PAFT_RETURN_IF_ERROR(PrecomputeReference());
     }
 
     std::vector<torch::Tensor> trainable;
     for (auto& [name, p] : model_->TrainableParameters()) trainable.push_back(p);
+    std::unique_ptr<GradientSynchronizer> sync;
+    if (group_ != nullptr) sync = std::make_unique<GradientSynchronizer>(group_.get(), trainable);
     const auto& opt = spec_.optimizer();
     const double peak_lr = opt.learning_rate() > 0 ? opt.learning_rate() : 2e-4;
     std::unique_ptr<torch::optim::Optimizer> optimizer;
@@ -236,7 +257,8 @@ class BranchTrainer {
 
     const int64_t batch = std::max(1, spec_.batch().per_device_batch_size());
     const int64_t accum = std::max(1, spec_.batch().gradient_accumulation_steps());
-    const int64_t steps_per_epoch = std::max<int64_t>(1, data_->size() / (batch * accum));
+    const int64_t steps_per_epoch =
+        std::max<int64_t>(1, data_->size() / (batch * accum * world));
     const int64_t total = spec_.max_steps() > 0
                               ? spec_.max_steps()
                               : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(
@@ -244,7 +266,9 @@ class BranchTrainer {
     const int64_t every = spec_.checkpoint().every_steps();
     const int64_t pad_id = model_->config().eos_token_id >= 0 ? model_->config().eos_token_id : 0;
     model_->train();
-    int64_t cursor = start_step_ * batch * accum;  // examples consumed so far
+    // Global cursor over the epoch orders: each micro-step consumes batch * world examples,
+    // rank r taking the r-th contiguous slice (world 1 with batch B*W sees the same examples).
+    int64_t cursor = start_step_ * batch * accum * world;
     for (int64_t step = start_step_; step < total; ++step) {
       const auto started = std::chrono::steady_clock::now();
       const double lr = peak_lr * LearningRateFactor(step, total, opt.warmup_steps(),
@@ -255,14 +279,17 @@ class BranchTrainer {
       StepMetrics metrics;
       for (int64_t micro = 0; micro < accum; ++micro) {
         std::vector<int64_t> indices;
-        for (int64_t k = 0; k < batch; ++k, ++cursor) {
-          const int64_t epoch = cursor / data_->size();
+        for (int64_t k = 0; k < batch; ++k) {
+          const int64_t position = cursor + rank * batch + k;
+          const int64_t epoch = position / data_->size();
           if (epoch != order_epoch_) {
             order_ = EpochOrder(data_->size(), spec_.seed(), epoch);
             order_epoch_ = epoch;
           }
-          indices.push_back(order_[cursor % data_->size()]);
+          indices.push_back(order_[position % data_->size()]);
         }
+        cursor += batch * world;
+        if (sync) sync->Prepare(/*sync=*/micro == accum - 1);
         Batch b = ToDevice(MakeBatch(*data_, indices, pad_id), device_);
         torch::Tensor loss;
         {
@@ -270,7 +297,22 @@ class BranchTrainer {
           loss = Loss(b, &metrics) / static_cast<double>(accum);
         }
         loss.backward();
+        if (sync) sync->Finish();
         metrics.tokens += b.tokens;
+      }
+      if (group_ != nullptr) {
+        // Report the global mean: every rank's metrics averaged (token counts summed).
+        torch::Tensor m = torch::tensor({metrics.loss, metrics.chosen_reward, metrics.rejected_reward,
+                                         metrics.accuracy, metrics.margin,
+                                         static_cast<double>(metrics.tokens)},
+                                        torch::kDouble);
+        group_->AllReduce(m);
+        metrics.loss = m[0].item<double>() / world;
+        metrics.chosen_reward = m[1].item<double>() / world;
+        metrics.rejected_reward = m[2].item<double>() / world;
+        metrics.accuracy = m[3].item<double>() / world;
+        metrics.margin = m[4].item<double>() / world;
+        metrics.tokens = static_cast<int64_t>(m[5].item<double>());
       }
       if (opt.max_grad_norm() > 0) torch::nn::utils::clip_grad_norm_(trainable, opt.max_grad_norm());
       optimizer->step();
@@ -495,6 +537,7 @@ class BranchTrainer {
   LlamaForCausalLM model_{nullptr};
   LlamaForCausalLM reference_{nullptr};  // full fine-tuning only
   torch::Device device_{torch::kCPU};
+  std::unique_ptr<ProcessGroupHandle> group_;  // world_size > 1
   std::map<std::string, DType> stored_;
   std::unique_ptr<TokenDataset> data_;
   PreferenceParams preference_;
@@ -508,14 +551,23 @@ class BranchTrainer {
 }  // namespace
 
 absl::Status Train(const TrainOptions& options) {
+  const bool distributed = options.task.world_size() > 1;
   try {
     return BranchTrainer(options).Run();
   } catch (const c10::Error& e) {
     // The one seam where LibTorch exceptions become a Status.
     const std::string what = e.what_without_backtrace();
     if (what.find("out of memory") != std::string::npos) return absl::ResourceExhaustedError(what);
+    if (distributed) {
+      return absl::UnavailableError(absl::StrCat(
+          "collective failed (a peer rank died or timed out): ", what));
+    }
     return absl::InternalError(absl::StrCat("LibTorch: ", what));
   } catch (const std::exception& e) {
+    if (distributed) {
+      return absl::UnavailableError(
+          absl::StrCat("collective failed (a peer rank died or timed out): ", e.what()));
+    }
     return absl::InternalError(e.what());
   }
 }

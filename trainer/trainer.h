@@ -1,5 +1,7 @@
-// The trainer of one branch, one process (data parallelism arrives with the data-parallel
-// issue). Torch-free interface: the worker binary includes it without paying for torch headers.
+// The trainer of one rank of a branch. With world_size > 1 the ranks form a c10d process group
+// (Gloo on CPU, NCCL on GPUs) from the task's master address and port, each reads a disjoint
+// shard of every global batch, and gradients are averaged like DDP. Torch-free interface: the
+// worker binary includes it without paying for torch headers.
 //
 // A run loads the base model (HF folder), adds LoRA (or trains everything), reads the prepared
 // dataset, optimises the branch's objective with AdamW, warm-up + decay, gradient accumulation
@@ -22,6 +24,9 @@ struct TrainOptions {
   paft::v1::Task task;          // spec, base model, checkpoint dir, resume point, rank/world
   std::string dataset;          // prepared .paftds file (see PrepareDataset)
   int threads = 0;              // intra-op threads; 0: all cores
+  // Bound on the rendezvous and on every collective: when a peer dies, the surviving ranks fail
+  // with an error this soon instead of hanging.
+  int collective_timeout_seconds = 120;
   // Progress and checkpoint events (worker/trainer_protocol.h's JSON objects).
   std::function<void(const nlohmann::json&)> emit;
 };

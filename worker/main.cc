@@ -29,6 +29,8 @@ ABSL_FLAG(std::string, task_file, "", "train: the Task as JSON (agent mode)");
 ABSL_FLAG(std::string, branch, "", "train: sft or alignment (standalone mode)");
 ABSL_FLAG(std::string, prepare, "", "train/eval: paft-prepare (default: found beside this binary)");
 ABSL_FLAG(int, threads, 0, "train/eval: intra-op threads (0: all cores)");
+ABSL_FLAG(int, collective_timeout_s, 120,
+          "train: rendezvous and collective timeout; a dead peer fails the rank this soon");
 ABSL_FLAG(std::string, base, "", "eval: base model folder");
 ABSL_FLAG(std::string, adapter, "", "eval: PEFT adapter folder");
 ABSL_FLAG(std::string, dataset, "", "eval: dataset (JSONL or .paftds)");
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
     options.branch = absl::GetFlag(FLAGS_branch);
     options.prepare_binary = prepare;
     options.threads = absl::GetFlag(FLAGS_threads);
+    options.collective_timeout_seconds = absl::GetFlag(FLAGS_collective_timeout_s);
     return paft::worker::RunTrainCommand(options);
   }
   if (command == "eval") {

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -83,6 +84,16 @@ int RunTrainCommand(const TrainCommandOptions& options) {
     auto made = TaskFromSpec(options.spec_file, options.branch);
     if (!made.ok()) return fail(made.status());
     task = *made;
+    // Launched by torchrun or alike: its environment says which rank this is.
+    auto env_int = [](const char* name, int fallback) {
+      const char* v = std::getenv(name);
+      return v != nullptr ? std::atoi(v) : fallback;
+    };
+    task.set_world_size(env_int("WORLD_SIZE", 1));
+    task.set_rank(env_int("RANK", 0));
+    task.set_local_rank(env_int("LOCAL_RANK", 0));
+    if (const char* addr = std::getenv("MASTER_ADDR")) task.set_master_addr(addr);
+    task.set_master_port(env_int("MASTER_PORT", 29500));
   } else {
     return fail(absl::InvalidArgumentError("give --task_file, or a job spec and --branch"));
   }
@@ -94,6 +105,7 @@ int RunTrainCommand(const TrainCommandOptions& options) {
   train.task = task;
   train.dataset = *dataset;
   train.threads = options.threads;
+  train.collective_timeout_seconds = options.collective_timeout_seconds;
   train.emit = [](const nlohmann::json& event) { std::cout << FormatEvent(event) << std::flush; };
   std::cerr << "paft-worker train: " << task.task_id() << ", rank " << task.rank() << "/"
             << task.world_size() << ", dataset " << *dataset << std::endl;

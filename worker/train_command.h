@@ -14,6 +14,7 @@ struct TrainCommandOptions {
   std::string branch;     // ... and which branch ("sft" or "alignment")
   std::string prepare_binary;  // paft-prepare; default: found beside this binary
   int threads = 0;
+  int collective_timeout_seconds = 120;
 };
 
 // Returns the process exit code (worker/trainer_protocol.h's classification).

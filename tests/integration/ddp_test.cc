@@ -1,0 +1,177 @@
+// Data parallelism over real processes (Gloo on loopback): 2 ranks with global batch B follow
+// the loss curve of 1 rank with batch B, and a dead peer makes the survivor fail fast.
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/file_util.h"
+#include "common/safetensors.h"
+#include "common/token_dataset.h"
+#include "nlohmann/json.hpp"
+#include "paft/v1/worker.pb.h"
+#include "tests/testing/process.h"
+#include "tests/testing/temp_dir.h"
+
+namespace paft {
+namespace {
+
+using ::testing::HasSubstr;
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Loss of each progress event in a trainer's output.
+std::vector<double> Losses(const std::string& output) {
+  std::vector<double> out;
+  for (absl::string_view line : absl::StrSplit(output, '\n')) {
+    if (line.substr(0, 11) != "PAFT_EVENT ") continue;
+    auto j = nlohmann::json::parse(line.substr(11), nullptr, false);
+    if (!j.is_discarded() && j["type"] == "progress") out.push_back(j["loss"]);
+  }
+  return out;
+}
+
+class DdpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string out;
+    ASSERT_EQ(testing::RunCommand({PAFT_MAKE_TOY_MODEL, "--out=" + dir_.Join("base"),
+                                   "--vocab_size=48", "--hidden_size=32", "--intermediate_size=64",
+                                   "--layers=2", "--heads=4", "--kv_heads=2", "--dtype=float32"},
+                                  &out),
+              0)
+        << out;
+    // Equal-length examples: per-rank token means average to the global token mean exactly.
+    std::vector<TokenExample> examples;
+    for (uint32_t i = 0; i < 32; ++i) {
+      examples.push_back({{3 + i % 7, 4 + i % 5, 5 + i % 3}, {10 + i % 9, 20 + i % 4, 2}, {}});
+    }
+    ASSERT_TRUE(WriteTokenDataset(dir_.Join("train.paftds"), DatasetKind::kSft, examples).ok());
+  }
+
+  std::string WriteTask(const std::string& name, int rank, int world, int batch, int port,
+                        int steps) {
+    v1::Task task;
+    task.set_task_id(name);
+    task.set_rank(rank);
+    task.set_world_size(world);
+    task.set_master_addr("127.0.0.1");
+    task.set_master_port(port);
+    task.set_base_model(dir_.Join("base"));
+    task.set_checkpoint_dir(dir_.Join(name + "/checkpoints"));
+    task.set_branch(v1::BRANCH_KIND_SFT);
+    auto* spec = task.mutable_spec();
+    spec->mutable_sft();
+    spec->mutable_dataset()->set_path(dir_.Join("train.paftds"));
+    spec->mutable_lora()->set_r(4);
+    spec->mutable_lora()->set_alpha(8);
+    spec->mutable_lora()->add_target_modules("q_proj");
+    spec->mutable_lora()->add_target_modules("v_proj");
+    spec->mutable_lora()->add_target_modules("down_proj");
+    spec->mutable_optimizer()->set_learning_rate(1e-2);
+    spec->mutable_optimizer()->set_lr_schedule("constant");
+    spec->mutable_batch()->set_per_device_batch_size(batch);
+    spec->mutable_batch()->set_gradient_accumulation_steps(2);
+    spec->set_max_steps(steps);
+    spec->set_seed(5);
+    std::string json;
+    (void)google::protobuf::util::MessageToJsonString(task, &json);
+    const std::string path = dir_.Join(absl::StrCat(name, "-rank", rank, ".json"));
+    EXPECT_TRUE(WriteFileAtomic(path, json).ok());
+    return path;
+  }
+
+  testing::TempDir dir_;
+};
+
+TEST_F(DdpTest, TwoRanksFollowTheSingleRankLossCurve) {
+  std::string single;
+  ASSERT_EQ(testing::RunCommand({PAFT_WORKER, "train", "--threads=1",
+                                 "--task_file=" + WriteTask("one", 0, 1, 4, 0, 5)},
+                                &single),
+            0)
+      << single;
+  const int port = FreePort();
+  const std::string t0 = WriteTask("two", 0, 2, 2, port, 5), t1 = WriteTask("two", 1, 2, 2, port, 5);
+  testing::ChildProcess r0({PAFT_WORKER, "train", "--threads=1", "--task_file=" + t0}, {},
+                           dir_.Join("r0.log"));
+  testing::ChildProcess r1({PAFT_WORKER, "train", "--threads=1", "--task_file=" + t1}, {},
+                           dir_.Join("r1.log"));
+  for (auto* r : {&r0, &r1}) {
+    auto status = r->Wait(absl::Seconds(120));
+    ASSERT_TRUE(status.has_value());
+    ASSERT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
+        << *ReadFileToString(dir_.Join("r0.log")) << *ReadFileToString(dir_.Join("r1.log"));
+  }
+  auto a = Losses(single), b = Losses(*ReadFileToString(dir_.Join("r0.log")));
+  ASSERT_EQ(a.size(), 5u) << single;
+  ASSERT_EQ(b.size(), 5u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * std::max(1.0, a[i])) << "step " << i;
+  EXPECT_NE(a.front(), a.back());  // it trained
+  std::cerr << "losses (1 rank): " << nlohmann::json(a).dump() << "\nlosses (2 ranks): " << nlohmann::json(b).dump() << "\n";
+  // Same final adapter, within float tolerance.
+  auto x = SafetensorsFile::Open(dir_.Join("one/checkpoints/checkpoint-5/adapter_model.safetensors"));
+  auto y = SafetensorsFile::Open(dir_.Join("two/checkpoints/checkpoint-5/adapter_model.safetensors"));
+  ASSERT_TRUE(x.ok() && y.ok());
+  for (const auto& t : (*x)->tensors()) {
+    auto dx = (*x)->Data(t);
+    auto dy = (*y)->Data(*(*y)->Find(t.name));
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      float fx, fy;
+      std::memcpy(&fx, dx.data() + 4 * i, 4);
+      std::memcpy(&fy, dy.data() + 4 * i, 4);
+      ASSERT_NEAR(fx, fy, 1e-5) << t.name << "[" << i << "]";
+    }
+  }
+  // Only rank 0 writes checkpoints.
+  EXPECT_FALSE(PathExists(dir_.Join("two/checkpoints/checkpoint-5.staging")));
+}
+
+TEST_F(DdpTest, ADeadPeerFailsTheSurvivorWithinTheTimeout) {
+  const int port = FreePort();
+  const std::string t0 = WriteTask("dead", 0, 2, 2, port, 100000);
+  const std::string t1 = WriteTask("dead", 1, 2, 2, port, 100000);
+  testing::ChildProcess r0({PAFT_WORKER, "train", "--threads=1", "--collective_timeout_s=10",
+                            "--task_file=" + t0},
+                           {}, dir_.Join("r0.log"));
+  testing::ChildProcess r1({PAFT_WORKER, "train", "--threads=1", "--collective_timeout_s=10",
+                            "--task_file=" + t1},
+                           {}, dir_.Join("r1.log"));
+  // Wait until rank 1 is training, then kill it.
+  bool training = false;
+  for (int i = 0; i < 600 && !training; ++i) {
+    auto log = ReadFileToString(dir_.Join("r1.log"));
+    training = log.ok() && log->find("\"type\":\"progress\"") != std::string::npos;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(training) << *ReadFileToString(dir_.Join("r1.log"));
+  r1.Signal(SIGKILL);
+  const absl::Time killed = absl::Now();
+  auto status = r0.Wait(absl::Seconds(30));
+  ASSERT_TRUE(status.has_value()) << "rank 0 hung after its peer died";
+  EXPECT_LT(absl::Now() - killed, absl::Seconds(15));
+  ASSERT_TRUE(WIFEXITED(*status));
+  EXPECT_EQ(WEXITSTATUS(*status), 3);  // infrastructure: retryable
+  EXPECT_THAT(*ReadFileToString(dir_.Join("r0.log")), HasSubstr("a peer rank died or timed out"));
+}
+
+}  // namespace
+}  // namespace paft

@@ -1,20 +1,26 @@
 #include "trainer/trainer.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
+#include <sys/statvfs.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <iostream>
+#include <mutex>
 #include <cmath>
 #include <random>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/file_util.h"
 #include "common/process_util.h"
+#include "common/sha256.h"
 #include "common/status.h"
 #include "common/token_dataset.h"
 #include "trainer/distributed.h"
@@ -255,6 +261,10 @@ class BranchTrainer {
                          .weight_decay(opt.weight_decay()));
     }
 
+    PAFT_RETURN_IF_ERROR(RestoreOptimizerAndRng(*optimizer));
+    int64_t trainable_bytes = 0;
+    for (const auto& p : trainable) trainable_bytes += p.numel() * p.element_size();
+
     const int64_t batch = std::max(1, spec_.batch().per_device_batch_size());
     const int64_t accum = std::max(1, spec_.batch().gradient_accumulation_steps());
     const int64_t steps_per_epoch =
@@ -333,7 +343,7 @@ class BranchTrainer {
       Emit(event);
       const bool final = step + 1 == total;
       if (options_.task.rank() == 0 && (final || (every > 0 && (step + 1) % every == 0))) {
-        PAFT_RETURN_IF_ERROR(SaveCheckpoint(step + 1, total, final));
+        PAFT_RETURN_IF_ERROR(SaveCheckpoint(step + 1, total, final, *optimizer, trainable_bytes));
       }
     }
     return absl::OkStatus();
@@ -462,9 +472,70 @@ class BranchTrainer {
     return absl::OkStatus();
   }
 
+  // sha256 of the base model's config.json: a checkpoint of another model is refused.
+  absl::StatusOr<std::string> ModelConfigDigest() const {
+    return Sha256File(JoinPath(options_.task.base_model(), "config.json"));
+  }
+
+  // Finds the checkpoint to resume from: the task's resume_from (which must verify), else the
+  // newest committed checkpoint in the checkpoint folder that verifies (torn ones are skipped).
+  absl::StatusOr<std::string> ResumePoint() {
+    if (!options_.task.resume_from().empty()) {
+      PAFT_RETURN_IF_ERROR(VerifyCheckpoint(options_.task.resume_from()));
+      return options_.task.resume_from();
+    }
+    std::vector<std::pair<int64_t, std::string>> found;
+    if (auto names = ListDir(options_.task.checkpoint_dir()); names.ok()) {
+      for (const auto& name : *names) {
+        int64_t step;
+        if (name.rfind("checkpoint-", 0) == 0 && absl::SimpleAtoi(name.substr(11), &step)) {
+          found.emplace_back(step, JoinPath(options_.task.checkpoint_dir(), name));
+        }
+      }
+    }
+    std::sort(found.rbegin(), found.rend());
+    for (const auto& [step, dir] : found) {
+      absl::Status verified = VerifyCheckpoint(dir);
+      if (verified.ok()) return dir;
+      std::cerr << "skipping checkpoint " << dir << ": " << verified.message() << std::endl;
+    }
+    return std::string();
+  }
+
+  // A checkpoint exists only with its manifest, and every file must match its size and sha256.
+  static absl::Status VerifyCheckpoint(const std::string& dir) {
+    auto text = ReadFileToString(JoinPath(dir, "paft_checkpoint.json"));
+    if (!text.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint ", dir, " has no manifest (an interrupted save)"));
+    }
+    json manifest = json::parse(*text, nullptr, false);
+    if (manifest.is_discarded() || !manifest.contains("files") || !manifest["files"].is_object()) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": unreadable manifest"));
+    }
+    for (const auto& item : manifest["files"].items()) {
+      const std::string path = JoinPath(dir, item.key());
+      auto bytes = ReadFileToString(path);
+      if (!bytes.ok() || static_cast<int64_t>(bytes->size()) != item.value().value("size", int64_t{-1})) {
+        return absl::DataLossError(
+            absl::StrCat("checkpoint ", dir, ": file ", item.key(), " is missing or truncated"));
+      }
+      Sha256 sha;
+      sha.Update(*bytes);
+      if (sha.HexDigest() != item.value().value("sha256", "")) {
+        return absl::DataLossError(
+            absl::StrCat("checkpoint ", dir, ": file ", item.key(), " does not match its sha256"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Restores weights and the step (before the optimizer exists); the optimizer and RNG states
+  // follow in RestoreOptimizerAndRng once it does.
   absl::Status MaybeResume() {
-    const std::string& from = options_.task.resume_from();
-    if (from.empty()) return absl::OkStatus();
+    PAFT_ASSIGN_OR_RETURN(resume_dir_, ResumePoint());
+    if (resume_dir_.empty()) return absl::OkStatus();
+    const std::string& from = resume_dir_;
     PAFT_ASSIGN_OR_RETURN(std::string state_text, ReadFileToString(JoinPath(from, "trainer_state.json")));
     json state = json::parse(state_text, nullptr, false);
     if (state.is_discarded() || !state.contains("step")) {
@@ -474,6 +545,12 @@ class BranchTrainer {
       return absl::FailedPreconditionError(absl::StrCat(
           "checkpoint ", from, " was trained on dataset ", state.value("dataset_fingerprint", "?"),
           ", not ", data_->fingerprint(), ": refusing to resume on changed data"));
+    }
+    PAFT_ASSIGN_OR_RETURN(std::string config_digest, ModelConfigDigest());
+    if (state.value("model_config_sha256", config_digest) != config_digest) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint ", from, " belongs to a model with another config.json than ",
+          options_.task.base_model(), ": refusing to resume"));
     }
     torch::NoGradGuard no_grad;
     if (model_->has_lora()) {
@@ -494,11 +571,51 @@ class BranchTrainer {
       for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
     }
     start_step_ = state["step"].get<int64_t>();
+    std::cerr << "resuming from " << from << " at step " << start_step_ << std::endl;
     return absl::OkStatus();
   }
 
-  absl::Status SaveCheckpoint(int64_t step, int64_t total, bool final) {
+  absl::Status RestoreOptimizerAndRng(torch::optim::Optimizer& optimizer) {
+    if (resume_dir_.empty()) return absl::OkStatus();
+    const std::string optimizer_path = JoinPath(resume_dir_, "optimizer.pt");
+    if (IsRegularFile(optimizer_path)) {
+      torch::serialize::InputArchive archive;
+      archive.load_from(optimizer_path);
+      optimizer.load(archive);
+    }
+    const std::string rng_path = JoinPath(resume_dir_, "rng.pt");
+    if (IsRegularFile(rng_path)) {
+      torch::Tensor rng_state;
+      torch::load(rng_state, rng_path);
+      auto generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(rng_state);
+    }
+    return absl::OkStatus();
+  }
+
+  // Refuses to start a save that cannot fit: weights + optimizer moments + 10% and 16 MB slack.
+  absl::Status CheckFreeSpace(const std::string& dir, int64_t trainable_bytes) {
+    int64_t weights = 0;
+    for (const auto& [name, t] : model_->has_lora() ? model_->PeftStateDict() : model_->HfStateDict()) {
+      weights += t.numel() * 4;
+    }
+    const int64_t needed = static_cast<int64_t>((weights + 2 * trainable_bytes) * 1.1) + (16 << 20);
+    struct statvfs fs;
+    if (::statvfs(dir.c_str(), &fs) != 0) return absl::OkStatus();  // cannot tell: try
+    const int64_t available = static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize);
+    if (available < needed) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "not enough free space for a checkpoint in ", dir, ": ", available, " bytes free, ",
+          needed, " needed"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status SaveCheckpoint(int64_t step, int64_t total, bool final,
+                              torch::optim::Optimizer& optimizer, int64_t trainable_bytes) {
     PAFT_RETURN_IF_ERROR(MakeDirs(options_.task.checkpoint_dir()));
+    PAFT_RETURN_IF_ERROR(CheckFreeSpace(options_.task.checkpoint_dir(), trainable_bytes));
     const std::string dir =
         JoinPath(options_.task.checkpoint_dir(), absl::StrCat("checkpoint-", step));
     if (PathExists(dir)) PAFT_RETURN_IF_ERROR(RemoveAll(dir));  // a rerun of the same step
@@ -507,28 +624,81 @@ class BranchTrainer {
     if (model_->has_lora()) {
       PAFT_RETURN_IF_ERROR(SaveAdapter(model_, staging, options_.task.base_model()));
     } else {
-      PAFT_RETURN_IF_ERROR(SavePretrained(model_, staging, stored_, options_.task.base_model()));
+      // fp32, the training precision: resuming must continue from exactly these weights.
+      PAFT_RETURN_IF_ERROR(SavePretrained(model_, staging, {}, options_.task.base_model()));
     }
+    {
+      torch::serialize::OutputArchive archive;
+      optimizer.save(archive);
+      archive.save_to(JoinPath(staging, "optimizer.pt"));
+      auto generator = at::detail::getDefaultCPUGenerator();
+      torch::Tensor rng_state;
+      {
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        rng_state = generator.get_state();
+      }
+      torch::save(rng_state, JoinPath(staging, "rng.pt"));
+    }
+    PAFT_ASSIGN_OR_RETURN(std::string config_digest, ModelConfigDigest());
+    const int64_t examples_per_step = std::max(1, spec_.batch().per_device_batch_size()) *
+                                      std::max(1, spec_.batch().gradient_accumulation_steps()) *
+                                      std::max(1, options_.task.world_size());
     json state = {{"step", step},
                   {"total_steps", total},
+                  {"epoch", step * examples_per_step / std::max<int64_t>(1, data_->size())},
+                  {"data_cursor", step * examples_per_step},
+                  {"seed", spec_.seed()},
+                  {"world_size", options_.task.world_size()},
                   {"dataset_fingerprint", data_->fingerprint()},
+                  {"model_config_sha256", config_digest},
                   {"branch", paft::v1::BranchKind_Name(options_.task.branch())},
                   {"final", final}};
     PAFT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(staging, "trainer_state.json"), state.dump(2)));
-    // The manifest is written last: a folder without it is not a checkpoint.
+    // Every file is fsynced (WriteFileAtomic, the safetensors writer; torch's archives here);
+    // the manifest with sizes and sha256 is written last: a folder without it is not a
+    // checkpoint.
     json manifest = {{"step", step}, {"files", json::object()}};
     int64_t size = 0;
     PAFT_ASSIGN_OR_RETURN(auto names, ListDir(staging));
     for (const auto& name : names) {
-      auto text = ReadFileToString(JoinPath(staging, name));
-      if (!text.ok()) return text.status();
-      manifest["files"][name] = text->size();
-      size += static_cast<int64_t>(text->size());
+      const std::string path = JoinPath(staging, name);
+      PAFT_RETURN_IF_ERROR(FsyncPath(path));
+      auto bytes = ReadFileToString(path);
+      if (!bytes.ok()) return bytes.status();
+      Sha256 sha;
+      sha.Update(*bytes);
+      manifest["files"][name] = {{"size", bytes->size()}, {"sha256", sha.HexDigest()}};
+      size += static_cast<int64_t>(bytes->size());
     }
-    PAFT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(staging, "paft_checkpoint.json"), manifest.dump(2)));
+    const std::string manifest_text = manifest.dump(2);
+    PAFT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(staging, "paft_checkpoint.json"), manifest_text));
     PAFT_RETURN_IF_ERROR(FsyncPath(staging));
     PAFT_RETURN_IF_ERROR(RenameDurably(staging, dir));
-    Emit({{"type", "checkpoint"}, {"step", step}, {"path", dir}, {"size_bytes", size}, {"final", final}});
+    Sha256 digest;
+    digest.Update(manifest_text);
+    Emit({{"type", "checkpoint"}, {"step", step}, {"path", dir}, {"size_bytes", size},
+          {"digest", digest.HexDigest()}, {"final", final}});
+    return ApplyRetention(dir);
+  }
+
+  // Keeps the newest keep_last committed checkpoints (the one just written always among them).
+  absl::Status ApplyRetention(const std::string& newest) {
+    const int keep = std::max(1, spec_.checkpoint().keep_last());
+    PAFT_ASSIGN_OR_RETURN(auto names, ListDir(options_.task.checkpoint_dir()));
+    std::vector<std::pair<int64_t, std::string>> committed;
+    for (const auto& name : names) {
+      int64_t step;
+      const std::string dir = JoinPath(options_.task.checkpoint_dir(), name);
+      if (name.rfind("checkpoint-", 0) == 0 && absl::SimpleAtoi(name.substr(11), &step) &&
+          IsRegularFile(JoinPath(dir, "paft_checkpoint.json"))) {
+        committed.emplace_back(step, dir);
+      }
+    }
+    std::sort(committed.rbegin(), committed.rend());
+    for (size_t i = static_cast<size_t>(keep); i < committed.size(); ++i) {
+      if (committed[i].second == newest) continue;
+      PAFT_RETURN_IF_ERROR(RemoveAll(committed[i].second));
+    }
     return absl::OkStatus();
   }
 
@@ -538,6 +708,7 @@ class BranchTrainer {
   LlamaForCausalLM reference_{nullptr};  // full fine-tuning only
   torch::Device device_{torch::kCPU};
   std::unique_ptr<ProcessGroupHandle> group_;  // world_size > 1
+  std::string resume_dir_;  // the checkpoint resumed from, if any
   std::map<std::string, DType> stored_;
   std::unique_ptr<TokenDataset> data_;
   PreferenceParams preference_;

@@ -25,6 +25,7 @@ int ExitCodeFor(const absl::Status& status) {
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kAlreadyExists:
     case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kDataLoss:  // a corrupt dataset or checkpoint: retrying cannot help
       return kExitUserError;
     case absl::StatusCode::kResourceExhausted:
       return kExitOutOfMemory;

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "common/grpc_status.h"
+#include "common/sha256.h"
 #include "common/status.h"
 
 namespace paft {
@@ -59,6 +60,27 @@ TEST(StatusTest, AnnotateKeepsCode) {
   EXPECT_TRUE(Annotate(absl::OkStatus(), "x").ok());
   EXPECT_EQ(ErrnoToStatus(ENOENT, "open").code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(ErrnoToStatus(ENOSPC, "write").code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(Sha256Test, KnownVectors) {
+  auto hex = [](absl::string_view s) {
+    Sha256 sha;
+    sha.Update(s);
+    return sha.HexDigest();
+  };
+  EXPECT_EQ(hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  Sha256 million;  // one million 'a', fed in uneven pieces
+  std::string chunk(997, 'a');
+  size_t left = 1000000;
+  while (left > 0) {
+    const size_t n = std::min(left, chunk.size());
+    million.Update(chunk.data(), n);
+    left -= n;
+  }
+  EXPECT_EQ(million.HexDigest(), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 }  // namespace

@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <map>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -68,7 +70,8 @@ class DdpTest : public ::testing::Test {
   }
 
   std::string WriteTask(const std::string& name, int rank, int world, int batch, int port,
-                        int steps) {
+                        int steps, int every = 0, double dropout = 0.0,
+                        const std::string& resume_from = "") {
     v1::Task task;
     task.set_task_id(name);
     task.set_rank(rank);
@@ -92,6 +95,10 @@ class DdpTest : public ::testing::Test {
     spec->mutable_batch()->set_gradient_accumulation_steps(2);
     spec->set_max_steps(steps);
     spec->set_seed(5);
+    spec->mutable_checkpoint()->set_every_steps(every);
+    spec->mutable_checkpoint()->set_keep_last(2);
+    spec->mutable_lora()->set_dropout(dropout);
+    task.set_resume_from(resume_from);
     std::string json;
     (void)google::protobuf::util::MessageToJsonString(task, &json);
     const std::string path = dir_.Join(absl::StrCat(name, "-rank", rank, ".json"));
@@ -171,6 +178,95 @@ TEST_F(DdpTest, ADeadPeerFailsTheSurvivorWithinTheTimeout) {
   ASSERT_TRUE(WIFEXITED(*status));
   EXPECT_EQ(WEXITSTATUS(*status), 3);  // infrastructure: retryable
   EXPECT_THAT(*ReadFileToString(dir_.Join("r0.log")), HasSubstr("a peer rank died or timed out"));
+}
+
+// Bytes of every tensor of an adapter, by name.
+std::map<std::string, std::string> AdapterBytes(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  auto file = SafetensorsFile::Open(dir + "/adapter_model.safetensors");
+  EXPECT_TRUE(file.ok()) << file.status();
+  if (!file.ok()) return out;
+  for (const auto& t : (*file)->tensors()) {
+    auto d = (*file)->Data(t);
+    out[t.name] = std::string(reinterpret_cast<const char*>(d.data()), d.size());
+  }
+  return out;
+}
+
+TEST_F(DdpTest, KilledRunResumesBitIdentically) {
+  constexpr int kSteps = 300, kEvery = 25;
+  // LoRA dropout makes the RNG state part of what must be restored.
+  std::string out;
+  ASSERT_EQ(testing::RunCommand({PAFT_WORKER, "train", "--threads=1",
+                                 "--task_file=" + WriteTask("straight", 0, 1, 2, 0, kSteps, kEvery, 0.1)},
+                                &out),
+            0)
+      << out;
+  const std::string task = WriteTask("killed", 0, 1, 2, 0, kSteps, kEvery, 0.1);
+  {
+    testing::ChildProcess run({PAFT_WORKER, "train", "--threads=1", "--task_file=" + task}, {},
+                              dir_.Join("killed.log"));
+    bool committed = false;
+    for (int i = 0; i < 2000 && !committed; ++i) {
+      committed = IsRegularFile(dir_.Join("killed/checkpoints/checkpoint-100/paft_checkpoint.json"));
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    ASSERT_TRUE(committed);
+    run.Signal(SIGKILL);
+    auto status = run.Wait(absl::Seconds(10));
+    ASSERT_TRUE(status.has_value() && WIFSIGNALED(*status)) << "finished before the kill";
+  }
+  EXPECT_FALSE(IsRegularFile(dir_.Join("killed/checkpoints/checkpoint-300/paft_checkpoint.json")));
+  out.clear();
+  ASSERT_EQ(testing::RunCommand({PAFT_WORKER, "train", "--threads=1", "--task_file=" + task}, &out), 0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("resuming from"));
+  auto a = AdapterBytes(dir_.Join("straight/checkpoints/checkpoint-300"));
+  auto b = AdapterBytes(dir_.Join("killed/checkpoints/checkpoint-300"));
+  ASSERT_FALSE(a.empty());
+  EXPECT_TRUE(a == b) << "the resumed run's final adapter differs from the uninterrupted run's";
+  // Retention kept the last two.
+  auto names = ListDir(dir_.Join("straight/checkpoints"));
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(*names, (std::vector<std::string>{"checkpoint-275", "checkpoint-300"}));
+}
+
+TEST_F(DdpTest, TornCheckpointsAreSkippedOrRefused) {
+  std::string out;
+  ASSERT_EQ(testing::RunCommand({PAFT_WORKER, "train", "--threads=1",
+                                 "--task_file=" + WriteTask("torn", 0, 1, 2, 0, 4, 2)},
+                                &out),
+            0)
+      << out;
+  const std::string ckpt = dir_.Join("torn/checkpoints");
+  // checkpoint-6: no manifest (an interrupted save); checkpoint-8: a truncated file.
+  ASSERT_EQ(testing::RunCommand({"/bin/cp", "-r", ckpt + "/checkpoint-4", ckpt + "/checkpoint-6"}, &out), 0);
+  ASSERT_TRUE(RemoveAll(ckpt + "/checkpoint-6/paft_checkpoint.json").ok());
+  ASSERT_EQ(testing::RunCommand({"/bin/cp", "-r", ckpt + "/checkpoint-4", ckpt + "/checkpoint-8"}, &out), 0);
+  auto bytes = ReadFileToString(ckpt + "/checkpoint-8/adapter_model.safetensors");
+  ASSERT_TRUE(WriteFileAtomic(ckpt + "/checkpoint-8/adapter_model.safetensors",
+                              bytes->substr(0, bytes->size() - 7)).ok());
+  // Explicitly named, each is refused with the reason.
+  for (const auto& [dir, reason] : {std::pair<std::string, std::string>{"checkpoint-6", "no manifest"},
+                                    {"checkpoint-8", "missing or truncated"}}) {
+    out.clear();
+    EXPECT_EQ(testing::RunCommand({PAFT_WORKER, "train", "--threads=1",
+                                   "--task_file=" + WriteTask("torn", 0, 1, 2, 0, 6, 2, 0.0,
+                                                              ckpt + "/" + dir)},
+                                  &out),
+              2)
+        << out;
+    EXPECT_THAT(out, HasSubstr(reason));
+  }
+  // Found automatically, they are skipped and the newest valid one is used.
+  out.clear();
+  ASSERT_EQ(testing::RunCommand({PAFT_WORKER, "train", "--threads=1",
+                                 "--task_file=" + WriteTask("torn", 0, 1, 2, 0, 6, 2)},
+                                &out),
+            0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("skipping checkpoint"));
+  EXPECT_THAT(out, HasSubstr("resuming from " + ckpt + "/checkpoint-4 at step 4"));
 }
 
 }  // namespace

@@ -82,6 +82,7 @@ paft::v1::Task MakeTask(const std::string& base, const std::string& dir, bool sf
   spec->mutable_batch()->set_per_device_batch_size(8);
   spec->set_max_steps(sft ? 200 : 60);
   spec->mutable_checkpoint()->set_every_steps(sft ? 100 : 0);
+  spec->mutable_checkpoint()->set_keep_last(5);
   spec->set_seed(3);
   return task;
 }

@@ -128,6 +128,15 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text) {
   return c;
 }
 
+absl::Status CopyModelSideFiles(const std::string& from, const std::string& to) {
+  for (const char* name : {"generation_config.json", "tokenizer.json", "tokenizer.model",
+                           "tokenizer_config.json", "special_tokens_map.json"}) {
+    const std::string source = JoinPath(from, name);
+    if (IsRegularFile(source)) PAFT_RETURN_IF_ERROR(CopyFileDurably(source, JoinPath(to, name)));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_folder) {
   const std::string path = JoinPath(model_folder, "config.json");
   PAFT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));

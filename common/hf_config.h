@@ -36,6 +36,10 @@ struct ModelConfig {
   int64_t ParameterCount() const;
 };
 
+// Copies the files of a Hugging Face model folder that travel with the weights besides
+// config.json (tokenizer files, generation settings) from `from` to `to`, those that exist.
+absl::Status CopyModelSideFiles(const std::string& from, const std::string& to);
+
 // Parses and validates config.json text; errors name the offending key.
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text);
 // Reads <folder>/config.json.

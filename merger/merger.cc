@@ -22,12 +22,6 @@ namespace {
 
 constexpr int64_t kDefaultMaxShardBytes = int64_t{5} << 30;
 
-// Files of a Hugging Face model folder other than weights that the merged folder keeps.
-constexpr const char* kSideFiles[] = {
-    "config.json",           "generation_config.json", "tokenizer.json",
-    "tokenizer.model",       "tokenizer_config.json",  "special_tokens_map.json",
-};
-
 bool IsFloat(DType d) {
   return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16 || d == DType::kF64;
 }
@@ -220,10 +214,9 @@ absl::Status MergeInto(const paft::v1::MergeRequest& request, const std::string&
                                       : static_cast<int>(std::thread::hardware_concurrency());
   threads = std::clamp(threads, 1, 64);
   PAFT_RETURN_IF_ERROR(MergeAll(plan, tmp_dir, threads, progress));
-  for (const char* name : kSideFiles) {
-    const std::string from = JoinPath(request.base_model(), name);
-    if (IsRegularFile(from)) PAFT_RETURN_IF_ERROR(CopyFileDurably(from, JoinPath(tmp_dir, name)));
-  }
+  PAFT_RETURN_IF_ERROR(CopyFileDurably(JoinPath(request.base_model(), "config.json"),
+                                       JoinPath(tmp_dir, "config.json")));
+  PAFT_RETURN_IF_ERROR(CopyModelSideFiles(request.base_model(), tmp_dir));
   return FsyncPath(tmp_dir);
 }
 

@@ -23,8 +23,6 @@ namespace {
 // Additive mask value: large and finite, so fully masked rows give a uniform softmax, not NaN.
 constexpr float kMaskValue = -1e9f;
 
-constexpr const char* kSideFiles[] = {"generation_config.json", "tokenizer.json", "tokenizer.model",
-                                      "tokenizer_config.json", "special_tokens_map.json"};
 
 }  // namespace
 
@@ -469,13 +467,8 @@ absl::Status SavePretrained(const LlamaForCausalLM& model, const std::string& fo
     PAFT_RETURN_IF_ERROR(WriteTensors(JoinPath(tmp, "model.safetensors"), tensors, dtypes));
     PAFT_RETURN_IF_ERROR(
         WriteFileAtomic(JoinPath(tmp, "config.json"), model->config().raw.dump(2)));
-    if (!copy_side_files_from.empty()) {
-      for (const char* name : kSideFiles) {
-        const std::string from = JoinPath(copy_side_files_from, name);
-        if (IsRegularFile(from)) PAFT_RETURN_IF_ERROR(CopyFileDurably(from, JoinPath(tmp, name)));
-      }
-    }
-    return absl::OkStatus();
+    if (copy_side_files_from.empty()) return absl::OkStatus();
+    return CopyModelSideFiles(copy_side_files_from, tmp);
   });
 }
 

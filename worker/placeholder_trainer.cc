@@ -83,13 +83,9 @@ absl::StatusOr<int64_t> WriteCheckpoint(const paft::v1::Task& task, int64_t step
     }
     PAFT_RETURN_IF_ERROR(writer->Commit());
     int64_t size = static_cast<int64_t>(writer->bytes_written());
-    for (const char* side : {"config.json", "tokenizer.model", "tokenizer.json",
-                             "tokenizer_config.json", "special_tokens_map.json"}) {
-      const std::string from = paft::JoinPath(task.base_model(), side);
-      if (paft::IsRegularFile(from)) {
-        PAFT_RETURN_IF_ERROR(paft::CopyFileDurably(from, paft::JoinPath(tmp, side)));
-      }
-    }
+    PAFT_RETURN_IF_ERROR(paft::CopyFileDurably(paft::JoinPath(task.base_model(), "config.json"),
+                                               paft::JoinPath(tmp, "config.json")));
+    PAFT_RETURN_IF_ERROR(paft::CopyModelSideFiles(task.base_model(), tmp));
     nlohmann::json manifest = {{"step", step},
                                {"total_steps", total_steps},
                                {"placeholder", true},

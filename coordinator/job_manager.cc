@@ -739,8 +739,7 @@ void JobManager::HandleTaskEndLocked(TaskRecord& task_ref, bool success, bool pe
   }
   Change change = BeginChange(record);
   if (Branch(change.job, task.branch).checkpoint_path().empty()) {
-    // Nothing to merge: treat as a failure of the trainer.
-    tasks_.erase(task.task_id);
+    // Nothing to merge: treat as a failure of the trainer (its tasks were erased above).
     FailAttemptLocked(record, task.branch, /*permanent=*/true, "NoFinalCheckpoint",
                       "all ranks exited 0 but no checkpoint was reported");
     ScheduleLocked();

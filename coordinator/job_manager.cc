@@ -480,6 +480,7 @@ bool JobManager::StartBranchLocked(JobRecord& record, BranchKind kind) {
     task.attempt = attempt;
     task.rank = rank;
     task.slot = slot;
+    task.last_progress = clock_->Now();
     paft::v1::Assignment assignment;
     paft::v1::Task* t = assignment.mutable_start();
     t->set_task_id(task.task_id);
@@ -630,6 +631,7 @@ absl::Status JobManager::ReportProgress(const paft::v1::ReportProgressRequest& r
   if (task->stopping || Branch(record->job, task->branch).attempt() != task->attempt) {
     return absl::OkStatus();  // a rank on its way out
   }
+  task->last_progress = clock_->Now();
   if (Branch(record->job, task->branch).state() == paft::v1::BRANCH_STATE_SCHEDULED) {
     Change change = BeginChange(*record);
     SetBranchState(change, task->branch, paft::v1::BRANCH_STATE_RUNNING, "Training",
@@ -777,6 +779,7 @@ void JobManager::Tick() {
                           absl::StrCat("worker ", worker_id, " missed its heartbeats"));
     }
   }
+  CheckProgressLocked(now);
   ScheduleLocked();
   for (auto& [id, record] : jobs_) {
     if (record.progress_dirty && now - record.last_flush >= options_.progress_flush_interval) {
@@ -787,6 +790,28 @@ void JobManager::Tick() {
     }
   }
   UpdateGaugesLocked();
+}
+
+void JobManager::CheckProgressLocked(absl::Time now) {
+  if (options_.progress_timeout <= absl::ZeroDuration()) return;
+  // The newest progress of each current gang.
+  std::map<std::pair<std::string, BranchKind>, absl::Time> newest;
+  for (const auto& [id, task] : tasks_) {
+    if (task.stopping || task.succeeded) continue;
+    auto key = std::make_pair(task.job_id, task.branch);
+    auto it = newest.find(key);
+    if (it == newest.end() || task.last_progress > it->second) newest[key] = task.last_progress;
+  }
+  for (const auto& [key, last] : newest) {
+    if (now - last < options_.progress_timeout) continue;
+    auto job = jobs_.find(key.first);
+    if (job == jobs_.end() || BranchTerminal(Branch(job->second.job, key.second).state())) continue;
+    PAFT_LOG(WARNING) << "job " << key.first << ": " << BranchName(key.second)
+                      << " branch made no progress for " << (now - last);
+    FailAttemptLocked(job->second, key.second, /*permanent=*/false, "NoProgress",
+                      absl::StrCat("no training progress for ",
+                                   absl::FormatDuration(now - last)));
+  }
 }
 
 void JobManager::UpdateGaugesLocked() {

@@ -36,6 +36,9 @@ struct JobManagerOptions {
   absl::Duration stop_grace_period = absl::Seconds(30);
   // How often progress (not a transition) is flushed to the store.
   absl::Duration progress_flush_interval = absl::Seconds(5);
+  // A gang whose ranks report no progress for this long (from their start or their last
+  // report) is stopped and restarted from its checkpoint, as if a worker were lost. Zero: off.
+  absl::Duration progress_timeout = absl::Minutes(30);
 };
 
 class JobManager {
@@ -90,6 +93,7 @@ class JobManager {
     Slot slot;
     bool stopping = false;   // a STOP was sent
     bool succeeded = false;  // exited 0
+    absl::Time last_progress;  // start, or the last progress report
   };
   struct JobRecord {
     paft::v1::Job job;
@@ -132,6 +136,8 @@ class JobManager {
   std::vector<JobRecord*> QueueOrderLocked();
   paft::v1::Job Decorate(const JobRecord& record) const;
   void UpdateGaugesLocked();  // pool and worker gauges
+  // Fails (and so restarts, within the budget) gangs silent for longer than progress_timeout.
+  void CheckProgressLocked(absl::Time now);
   // Moves one job between the paft_jobs{state} gauges (from UNSPECIFIED: a new job).
   void CountJobState(paft::v1::JobState from, paft::v1::JobState to);
 

@@ -277,6 +277,31 @@ TEST_F(JobManagerTest, LostWorkerRestartsTheBranch) {
   EXPECT_EQ(registry_->Heartbeat(s, clock_.Now()).code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(JobManagerTest, SilentGangIsRestarted) {
+  Job job = Submit("r", 1);
+  std::string s = Register("s1", "sft", 2);
+  auto sft = Take(s);
+  // Progress from rank 0 keeps the gang alive past the default 30 minutes...
+  clock_.Advance(absl::Minutes(20));
+  paft::v1::ReportProgressRequest progress;
+  progress.set_task_id(sft[0].start().task_id());
+  progress.set_step(1);
+  ASSERT_TRUE(manager_->ReportProgress(progress).ok());
+  clock_.Advance(absl::Minutes(20));
+  ASSERT_TRUE(registry_->Heartbeat(s, clock_.Now()).ok());
+  manager_->Tick();
+  EXPECT_EQ(Get(job.job_id()).sft().attempt(), 1);
+  // ...silence beyond it stops the gang and restarts the branch.
+  clock_.Advance(absl::Minutes(11));
+  ASSERT_TRUE(registry_->Heartbeat(s, clock_.Now()).ok());
+  manager_->Tick();
+  job = Get(job.job_id());
+  EXPECT_EQ(job.sft().state(), paft::v1::BRANCH_STATE_RESTARTING);
+  EXPECT_EQ(job.sft().reason(), "NoProgress");
+  EXPECT_EQ(job.restarts_used(), 1);
+  EXPECT_EQ(Take(s).size(), 2u);  // stops for both ranks
+}
+
 TEST_F(JobManagerTest, CancelStopsEverything) {
   Job job = Submit("r");
   std::string s = Register("s1", "sft", 2);

@@ -11,6 +11,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/file_util.h"
 #include "common/job_spec.h"
 #include "common/logging.h"
@@ -202,16 +204,14 @@ absl::Status JobManager::Recover() {
     record.last_flush = clock_->Now();
     CountJobState(paft::v1::JOB_STATE_UNSPECIFIED, record.job.state());
     if (IsTerminal(record.job.state())) continue;
-    Change change = BeginChange(record);
+    // Running gangs keep running: their agents re-register and report their ranks, which are
+    // adopted; a gang not fully adopted within the grace period restarts from its checkpoint.
     for (BranchKind kind : kBranches) {
-      BranchState s = Branch(change.job, kind).state();
+      BranchState s = Branch(record.job, kind).state();
       if (s == paft::v1::BRANCH_STATE_SCHEDULED || s == paft::v1::BRANCH_STATE_RUNNING) {
-        MutableBranch(change.job, kind)->clear_workers();
-        SetBranchState(change, kind, paft::v1::BRANCH_STATE_RESTARTING, "CoordinatorRestarted",
-                       "the coordinator restarted; the branch resumes from its newest checkpoint");
+        awaiting_adoption_[{record.job.job_id(), kind}] = clock_->Now() + options_.adoption_grace;
       }
     }
-    if (!change.events.empty()) PAFT_RETURN_IF_ERROR(CommitLocked(record, std::move(change)));
   }
   PAFT_LOG(INFO) << "recovered " << jobs_.size() << " jobs from the state database";
   return absl::OkStatus();
@@ -520,19 +520,24 @@ void JobManager::StopTasksLocked(const std::string& job_id, BranchKind kind,
 }
 
 void JobManager::FailAttemptLocked(JobRecord& record, BranchKind kind, bool permanent,
-                                   const std::string& reason, const std::string& message) {
+                                   const std::string& reason, const std::string& message,
+                                   bool count_against_budget) {
   const std::string job_id = record.job.job_id();
   StopTasksLocked(job_id, kind, reason);
   Change change = BeginChange(record);
   Job& job = change.job;
-  const bool can_restart = !permanent && job.restarts_used() < job.spec().restart_budget();
-  if (can_restart) {
+  const bool can_restart =
+      !permanent && (!count_against_budget || job.restarts_used() < job.spec().restart_budget());
+  if (can_restart && !count_against_budget) {
+    SetBranchState(change, kind, paft::v1::BRANCH_STATE_RESTARTING, reason, message);
+  } else if (can_restart) {
     job.set_restarts_used(job.restarts_used() + 1);
     SetBranchState(change, kind, paft::v1::BRANCH_STATE_RESTARTING, reason,
                    absl::StrCat(message, " (restart ", job.restarts_used(), " of ",
                                 job.spec().restart_budget(), ")"));
-    if (metrics_) metrics_->branch_restarts.Add({{"reason", reason}}).Increment();
-  } else {
+  }
+  if (can_restart && metrics_) metrics_->branch_restarts.Add({{"reason", reason}}).Increment();
+  if (!can_restart) {
     const std::string why =
         permanent ? message
                   : absl::StrCat(message, " (restart budget of ", job.spec().restart_budget(),
@@ -586,13 +591,29 @@ absl::StatusOr<paft::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
   response.set_worker_id(worker_id);
   response.set_lease_ttl_ms(absl::ToInt64Milliseconds(registry_->lease_ttl()));
   response.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
+  std::map<std::string, int> devices;
+  for (const auto& running : request.running_tasks()) devices[running.task_id()] = running.device();
   for (const std::string& id : request.running_task_ids()) {
     auto it = tasks_.find(id);
-    if (it == tasks_.end() || it->second.stopping) {
+    if (it == tasks_.end()) {
+      // Unknown: a rank of a gang recovered from the store (adopt it), or of nothing (stop it).
+      auto device = devices.find(id);
+      if (device == devices.end() ||
+          !AdoptLocked(id, worker_id, request.name(), device->second)) {
+        response.add_stop_task_ids(id);
+      }
+      continue;
+    }
+    if (it->second.stopping) {
       response.add_stop_task_ids(id);
       continue;
     }
-    it->second.slot.worker_id = worker_id;  // adopt the running rank under the new id
+    it->second.slot.worker_id = worker_id;  // the running rank, under the agent's new id
+    it->second.slot.worker_name = request.name();
+    auto device = devices.find(id);
+    if (it->second.slot.device < 0 && device != devices.end()) {
+      it->second.slot.device = device->second;  // adopted from a report, before its agent
+    }
     registry_->Occupy(worker_id, it->second.slot.device);
   }
   for (const std::string& id : vanished) {
@@ -618,6 +639,9 @@ absl::StatusOr<paft::v1::HeartbeatResponse> JobManager::Heartbeat(
 
 absl::StatusOr<JobManager::TaskRecord*> JobManager::FindTaskLocked(const std::string& task_id) {
   auto it = tasks_.find(task_id);
+  // A report from a rank of a recovered gang (after a coordinator restart) adopts it: its exit
+  // or checkpoint may arrive before its agent re-registers, or after the rank ended.
+  if (it == tasks_.end() && AdoptLocked(task_id, "", "", -1)) it = tasks_.find(task_id);
   if (it == tasks_.end()) {
     return absl::NotFoundError(absl::StrCat("task '", task_id, "' is not active"));
   }
@@ -779,6 +803,7 @@ void JobManager::Tick() {
                           absl::StrCat("worker ", worker_id, " missed its heartbeats"));
     }
   }
+  CheckAdoptionLocked(now);
   CheckProgressLocked(now);
   ScheduleLocked();
   for (auto& [id, record] : jobs_) {
@@ -790,6 +815,70 @@ void JobManager::Tick() {
     }
   }
   UpdateGaugesLocked();
+}
+
+bool JobManager::AdoptLocked(const std::string& task_id, const std::string& worker_id,
+                             const std::string& worker_name, int device) {
+  // Task ids are "<job>.<branch>.a<attempt>.r<rank>" (TaskId()).
+  std::vector<std::string> parts = absl::StrSplit(task_id, '.');
+  if (parts.size() < 4) return false;
+  const std::string rank_part = parts.back(), attempt_part = parts[parts.size() - 2];
+  const std::string branch_part = parts[parts.size() - 3];
+  const std::string job_id = absl::StrJoin(parts.begin(), parts.end() - 3, ".");
+  int attempt = 0, rank = 0;
+  if (attempt_part.size() < 2 || rank_part.size() < 2 ||
+      !absl::SimpleAtoi(attempt_part.substr(1), &attempt) ||
+      !absl::SimpleAtoi(rank_part.substr(1), &rank)) {
+    return false;
+  }
+  const BranchKind kind = branch_part == "sft" ? paft::v1::BRANCH_KIND_SFT
+                          : branch_part == "alignment" ? paft::v1::BRANCH_KIND_ALIGNMENT
+                                                       : paft::v1::BRANCH_KIND_UNSPECIFIED;
+  auto job = jobs_.find(job_id);
+  if (kind == paft::v1::BRANCH_KIND_UNSPECIFIED || job == jobs_.end() ||
+      !awaiting_adoption_.count({job_id, kind})) {
+    return false;
+  }
+  const BranchStatus& branch = Branch(job->second.job, kind);
+  if (branch.attempt() != attempt || rank < 0 || rank >= Spec(job->second.job, kind).world_size()) {
+    return false;
+  }
+  TaskRecord task;
+  task.task_id = task_id;
+  task.job_id = job_id;
+  task.branch = kind;
+  task.attempt = attempt;
+  task.rank = rank;
+  task.slot = Slot{worker_id, worker_name, device, ""};
+  task.last_progress = clock_->Now();
+  tasks_[task_id] = task;
+  registry_->Occupy(worker_id, device);
+  int adopted = 0;
+  for (const auto& [id, t] : tasks_) {
+    adopted += t.job_id == job_id && t.branch == kind && t.attempt == attempt ? 1 : 0;
+  }
+  if (adopted == Spec(job->second.job, kind).world_size()) awaiting_adoption_.erase({job_id, kind});
+  PAFT_LOG(INFO) << "adopted " << task_id << " on " << worker_id;
+  return true;
+}
+
+void JobManager::CheckAdoptionLocked(absl::Time now) {
+  for (auto it = awaiting_adoption_.begin(); it != awaiting_adoption_.end();) {
+    if (now < it->second) {
+      ++it;
+      continue;
+    }
+    const auto [job_id, kind] = it->first;
+    it = awaiting_adoption_.erase(it);
+    auto job = jobs_.find(job_id);
+    if (job == jobs_.end() || IsTerminal(job->second.job.state())) continue;
+    // Stop the ranks that were adopted; the gang restarts whole, without using the budget (the
+    // coordinator's restart is not the job's failure).
+    FailAttemptLocked(job->second, kind, /*permanent=*/false, "CoordinatorRestarted",
+                      "not every rank was found running after the coordinator restarted; "
+                      "restarting from the newest checkpoint",
+                      /*count_against_budget=*/false);
+  }
 }
 
 void JobManager::CheckProgressLocked(absl::Time now) {

@@ -39,6 +39,9 @@ struct JobManagerOptions {
   // A gang whose ranks report no progress for this long (from their start or their last
   // report) is stopped and restarted from its checkpoint, as if a worker were lost. Zero: off.
   absl::Duration progress_timeout = absl::Minutes(30);
+  // After a coordinator restart, how long running gangs wait for their agents to re-register
+  // and report their ranks (adoption) before the branch is restarted from its checkpoint.
+  absl::Duration adoption_grace = absl::Seconds(30);
 };
 
 class JobManager {
@@ -127,7 +130,8 @@ class JobManager {
   // A rank of the branch's current attempt ended unsuccessfully: stop its peers, then restart
   // the branch or fail it (and the job).
   void FailAttemptLocked(JobRecord& record, paft::v1::BranchKind kind, bool permanent,
-                         const std::string& reason, const std::string& message);
+                         const std::string& reason, const std::string& message,
+                         bool count_against_budget = true);
   void StopTasksLocked(const std::string& job_id, paft::v1::BranchKind kind,
                        const std::string& reason);
   void HandleTaskEndLocked(TaskRecord& task, bool success, bool permanent,
@@ -138,6 +142,12 @@ class JobManager {
   void UpdateGaugesLocked();  // pool and worker gauges
   // Fails (and so restarts, within the budget) gangs silent for longer than progress_timeout.
   void CheckProgressLocked(absl::Time now);
+  // Restarts recovered gangs that were not fully adopted within adoption_grace.
+  void CheckAdoptionLocked(absl::Time now);
+  // Re-creates the record of a rank an agent still runs after a coordinator restart; false when
+  // the rank is not part of a current gang.
+  bool AdoptLocked(const std::string& task_id, const std::string& worker_id,
+                   const std::string& worker_name, int device);
   // Moves one job between the paft_jobs{state} gauges (from UNSPECIFIED: a new job).
   void CountJobState(paft::v1::JobState from, paft::v1::JobState to);
 
@@ -152,6 +162,8 @@ class JobManager {
   std::map<std::string, JobRecord> jobs_;    // GUARDED_BY(mu_)
   std::map<std::string, TaskRecord> tasks_;  // GUARDED_BY(mu_), active tasks only
   uint64_t port_counter_ = 0;                // GUARDED_BY(mu_)
+  // Gangs recovered from the store, waiting to be adopted, and until when.
+  std::map<std::pair<std::string, paft::v1::BranchKind>, absl::Time> awaiting_adoption_;
 };
 
 bool IsTerminal(paft::v1::JobState state);

@@ -24,6 +24,8 @@ ABSL_FLAG(absl::Duration, lease_ttl, absl::Seconds(10), "Worker lease; lost afte
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(2), "Heartbeat period for agents");
 ABSL_FLAG(absl::Duration, tick_interval, absl::Milliseconds(250), "Control-loop period");
 ABSL_FLAG(int, rendezvous_port_base, 29500, "First c10d rendezvous port handed to rank 0");
+ABSL_FLAG(absl::Duration, adoption_grace, absl::Seconds(30),
+          "After a restart, how long running gangs wait for their agents to report them");
 ABSL_FLAG(absl::Duration, progress_timeout, absl::Minutes(30),
           "Restart a branch whose ranks report no progress for this long (0: never)");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound ports here as JSON");
@@ -47,6 +49,7 @@ int main(int argc, char** argv) {
   options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   options.rendezvous_port_base = absl::GetFlag(FLAGS_rendezvous_port_base);
   options.progress_timeout = absl::GetFlag(FLAGS_progress_timeout);
+  options.adoption_grace = absl::GetFlag(FLAGS_adoption_grace);
   paft::coordinator::JobManager manager(options, store->get(), &registry, &clock, &metrics);
   if (absl::Status s = manager.Recover(); !s.ok()) {
     PAFT_LOG(ERROR) << "recovering state: " << s;

@@ -274,6 +274,10 @@ class BranchTrainer {
                               : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(
                                                          spec_.epochs() * steps_per_epoch)));
     const int64_t every = spec_.checkpoint().every_steps();
+    if (start_step_ >= total && rank == 0 && !resume_dir_.empty()) {
+      // Resumed from the final checkpoint (its exit report was lost, say): report it again.
+      Emit({{"type", "checkpoint"}, {"step", start_step_}, {"path", resume_dir_}, {"final", true}});
+    }
     const int64_t pad_id = model_->config().eos_token_id >= 0 ? model_->config().eos_token_id : 0;
     model_->train();
     // Global cursor over the epoch orders: each micro-step consumes batch * world examples,

@@ -66,7 +66,15 @@ bool Agent::Register() {
   request.set_devices(options_.devices);
   for (int d = 0; d < options_.devices; ++d) request.add_device_names(absl::StrCat("cpu:", d));
   request.set_address(options_.address);
-  for (const auto& id : RunningTaskIds()) request.add_running_task_ids(id);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, child] : children_) {
+      request.add_running_task_ids(id);
+      auto* running = request.add_running_tasks();
+      running->set_task_id(id);
+      running->set_device(child->task.local_rank());
+    }
+  }
   paft::v1::RegisterWorkerResponse response;
   auto context = NewContext();
   grpc::Status status = stub_->RegisterWorker(context.get(), request, &response);

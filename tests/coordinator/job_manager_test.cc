@@ -329,25 +329,67 @@ TEST_F(JobManagerTest, StateSurvivesARestart) {
   Job after = Get(job.job_id());
   EXPECT_EQ(after.request_id(), "r");
   EXPECT_EQ(after.sft().checkpoint_step(), 5);
+  EXPECT_EQ(after.sft().state(), paft::v1::BRANCH_STATE_SCHEDULED);  // awaiting adoption
+  // Resubmission after the restart is still idempotent.
+  EXPECT_EQ(Submit("r").job_id(), job.job_id());
+  // Nobody reports the ranks within the grace period: the branch restarts from its checkpoint,
+  // without using the job's restart budget.
+  clock_.Advance(absl::Seconds(31));
+  manager_->Tick();
+  after = Get(job.job_id());
   EXPECT_EQ(after.sft().state(), paft::v1::BRANCH_STATE_RESTARTING);
   EXPECT_EQ(after.sft().reason(), "CoordinatorRestarted");
+  EXPECT_EQ(after.restarts_used(), 0);
   auto events = manager_->EventsAfter(job.job_id(), seq_before, 100);
   ASSERT_TRUE(events.ok());
   ASSERT_FALSE(events->empty());
   EXPECT_EQ(events->front().seq(), seq_before + 1);
-  // Resubmission after the restart is still idempotent.
-  EXPECT_EQ(Submit("r").job_id(), job.job_id());
-  // The old ranks are unknown now: a re-registering agent is told to stop them.
+  // The old ranks are not part of a current gang: a re-registering agent is told to stop them.
   paft::v1::RegisterWorkerRequest again;
   again.set_name("s1");
   again.set_pool("sft");
   again.set_devices(2);
   again.set_address("s1.local");
   again.add_running_task_ids(sft[0].start().task_id());
+  auto* running = again.add_running_tasks();
+  running->set_task_id(sft[0].start().task_id());
+  running->set_device(0);
   auto response = manager_->RegisterWorker(again);
   ASSERT_TRUE(response.ok());
   ASSERT_EQ(response->stop_task_ids_size(), 1);
   EXPECT_EQ(response->stop_task_ids(0), sft[0].start().task_id());
+}
+
+TEST_F(JobManagerTest, RunningRanksAreAdoptedAfterARestart) {
+  Job job = Submit("r");
+  std::string s = Register("s1", "sft", 2);
+  auto sft = Take(s);
+  Open();  // the coordinator restarts; the agent keeps running both ranks
+  paft::v1::RegisterWorkerRequest again;
+  again.set_name("s1");
+  again.set_pool("sft");
+  again.set_devices(2);
+  again.set_address("s1.local");
+  for (const auto& a : sft) {
+    again.add_running_task_ids(a.start().task_id());
+    auto* running = again.add_running_tasks();
+    running->set_task_id(a.start().task_id());
+    running->set_device(a.start().local_rank());
+  }
+  auto response = manager_->RegisterWorker(again);
+  ASSERT_TRUE(response.ok());
+  EXPECT_EQ(response->stop_task_ids_size(), 0);
+  EXPECT_EQ(registry_->List("sft")[0].busy_devices(), 2);  // the slots are taken again
+  // Past the adoption grace, with the agent heartbeating as it would (the lease is 10 s).
+  for (int i = 0; i < 7; ++i) {
+    clock_.Advance(absl::Seconds(5));
+    ASSERT_TRUE(registry_->Heartbeat(response->worker_id(), clock_.Now()).ok());
+  }
+  manager_->Tick();
+  EXPECT_EQ(Get(job.job_id()).sft().attempt(), 1);  // not restarted
+  // The adopted ranks finish the branch.
+  Complete(sft);
+  EXPECT_EQ(Get(job.job_id()).sft().state(), paft::v1::BRANCH_STATE_SUCCEEDED);
 }
 
 TEST_F(JobManagerTest, ListJobsFiltersAndPages) {

@@ -2,7 +2,11 @@
 // and drives a job to SUCCEEDED through the real client, paftctl.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 #include <cmath>
@@ -23,6 +27,18 @@ namespace {
 
 using ::testing::HasSubstr;
 using testing::ChildProcess;
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
 
 std::vector<float> Floats(const SafetensorsModel& model, const std::string& name) {
   auto found = model.Find(name);
@@ -67,14 +83,19 @@ class EndToEndTest : public ::testing::Test {
     ASSERT_TRUE(merger_ports.has_value()) << "merger did not start; see " << root_;
     merger_ports_ = *merger_ports;
 
-    coordinator_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{
-            PAFT_COORDINATOR, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
-            "--state_db=" + root_ + "/state.db",
-            absl::StrCat("--merger=127.0.0.1:", merger_ports_["grpc"]),
-            "--port_file=" + root_ + "/coordinator.ports", "--lease_ttl=5s",
-            "--heartbeat_interval=500ms", "--tick_interval=100ms"},
-        std::vector<std::string>{}, root_ + "/coordinator.log");
+    // A fixed port, so that a restarted coordinator is found at the same address.
+    coordinator_argv_ = {PAFT_COORDINATOR,
+                         absl::StrCat("--listen=127.0.0.1:", FreePort()),
+                         "--metrics_listen=127.0.0.1:0",
+                         "--state_db=" + root_ + "/state.db",
+                         absl::StrCat("--merger=127.0.0.1:", merger_ports_["grpc"]),
+                         "--port_file=" + root_ + "/coordinator.ports",
+                         "--lease_ttl=5s",
+                         "--heartbeat_interval=500ms",
+                         "--tick_interval=100ms",
+                         "--adoption_grace=10s"};
+    coordinator_ = std::make_unique<ChildProcess>(coordinator_argv_, std::vector<std::string>{},
+                                                  root_ + "/coordinator.log");
     auto ports = testing::WaitForPortFile(root_ + "/coordinator.ports", absl::Seconds(20));
     ASSERT_TRUE(ports.has_value()) << "coordinator did not start";
     coordinator_ports_ = *ports;
@@ -115,7 +136,7 @@ class EndToEndTest : public ::testing::Test {
     }
   }
 
-  std::string WriteSpec(const std::string& name, int sft_world_size) {
+  std::string WriteSpec(const std::string& name, int sft_world_size, int steps = 6) {
     const std::string path = root_ + "/" + name + ".yaml";
     EXPECT_TRUE(WriteFileAtomic(path, absl::StrCat(R"(
 name: )", name, R"(
@@ -125,14 +146,14 @@ sft:
   pool: sft
   world_size: )", sft_world_size, R"(
   dataset: {path: data/sft.jsonl}
-  max_steps: 6
+  max_steps: )", steps, R"(
   checkpoint: {every_steps: 3}
 alignment:
   pool: align
   world_size: 2
   dataset: {path: data/pref.jsonl}
   dpo: {beta: 0.1}
-  max_steps: 4
+  max_steps: )", steps == 6 ? 4 : steps, R"(
 merge:
   method: ties
   normalize: true
@@ -145,6 +166,7 @@ merge:
   std::string address_;
   std::map<std::string, int> merger_ports_, coordinator_ports_;
   std::unique_ptr<ChildProcess> merger_, coordinator_;
+  std::vector<std::string> coordinator_argv_;
   std::vector<std::unique_ptr<ChildProcess>> workers_;
 };
 
@@ -231,6 +253,51 @@ TEST_F(EndToEndTest, JobRunsToSucceededAndTheMergeIsRight) {
                                 &again),
             2);
   EXPECT_THAT(again, HasSubstr("output_dir"));
+}
+
+TEST_F(EndToEndTest, CoordinatorKilledMidJobAdoptsRunningRanks) {
+  std::string output;
+  ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "--json", "submit",
+                                 WriteSpec("survive", 2, 300)},
+                                &output),
+            0)
+      << output;
+  const auto id_pos = output.find("\"job_id\": \"");
+  ASSERT_NE(id_pos, std::string::npos) << output;
+  const std::string job_id = output.substr(id_pos + 11, output.find('"', id_pos + 11) - id_pos - 11);
+  auto stub = v1::JobService::NewStub(MakeChannel(address_));
+  auto get = [&]() {
+    grpc::ClientContext context;
+    v1::GetJobRequest request;
+    request.set_job_id(job_id);
+    v1::Job job;
+    (void)stub->GetJob(&context, request, &job);
+    return job;
+  };
+  // Both gangs running (a gang whose start never reached its agent would, correctly, be
+  // restarted after the adoption grace instead).
+  auto running = [&] {
+    const v1::Job job = get();
+    return job.sft().state() == v1::BRANCH_STATE_RUNNING &&
+           job.alignment().state() == v1::BRANCH_STATE_RUNNING;
+  };
+  for (int i = 0; i < 200 && !running(); ++i) absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_TRUE(running());
+  coordinator_->Signal(SIGKILL);
+  ASSERT_TRUE(coordinator_->Wait(absl::Seconds(10)).has_value());
+  coordinator_ = std::make_unique<ChildProcess>(coordinator_argv_, std::vector<std::string>{},
+                                                root_ + "/coordinator2.log");
+  output.clear();
+  ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "watch", job_id}, &output),
+            0)
+      << output << *ReadFileToString(root_ + "/coordinator2.log");
+  const v1::Job job = get();
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  const std::string log = *ReadFileToString(root_ + "/coordinator2.log");
+  EXPECT_EQ(job.sft().attempt(), 1) << "the running ranks were restarted instead of adopted\n" << log;
+  EXPECT_EQ(job.alignment().attempt(), 1) << log;
+  EXPECT_EQ(job.restarts_used(), 0);
+  EXPECT_THAT(*ReadFileToString(root_ + "/coordinator2.log"), HasSubstr("adopted"));
 }
 
 TEST_F(EndToEndTest, BadSpecsAreRejectedWithTheField) {

@@ -1,12 +1,9 @@
 // Data parallelism over real processes (Gloo on loopback): 2 ranks with global batch B follow
 // the loss curve of 1 rank with batch B, and a dead peer makes the survivor fail fast.
-#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,17 +25,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // Loss of each progress event in a trainer's output.
 std::vector<double> Losses(const std::string& output) {
@@ -116,7 +102,7 @@ TEST_F(DdpTest, TwoRanksFollowTheSingleRankLossCurve) {
                                 &single),
             0)
       << single;
-  const int port = FreePort();
+  const int port = testing::FreePort();
   const std::string t0 = WriteTask("two", 0, 2, 2, port, 5), t1 = WriteTask("two", 1, 2, 2, port, 5);
   testing::ChildProcess r0({PAFT_WORKER, "train", "--threads=1", "--task_file=" + t0}, {},
                            dir_.Join("r0.log"));
@@ -153,7 +139,7 @@ TEST_F(DdpTest, TwoRanksFollowTheSingleRankLossCurve) {
 }
 
 TEST_F(DdpTest, ADeadPeerFailsTheSurvivorWithinTheTimeout) {
-  const int port = FreePort();
+  const int port = testing::FreePort();
   const std::string t0 = WriteTask("dead", 0, 2, 2, port, 100000);
   const std::string t1 = WriteTask("dead", 1, 2, 2, port, 100000);
   testing::ChildProcess r0({PAFT_WORKER, "train", "--threads=1", "--collective_timeout_s=10",

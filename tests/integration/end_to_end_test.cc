@@ -2,10 +2,7 @@
 // and drives a job to SUCCEEDED through the real client, paftctl.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <sys/wait.h>
 
@@ -28,17 +25,6 @@ namespace {
 using ::testing::HasSubstr;
 using testing::ChildProcess;
 
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 std::vector<float> Floats(const SafetensorsModel& model, const std::string& name) {
   auto found = model.Find(name);
@@ -47,6 +33,14 @@ std::vector<float> Floats(const SafetensorsModel& model, const std::string& name
   auto data = found->first->Data(*found->second);
   for (size_t i = 0; i < out.size(); ++i) out[i] = LoadAsFloat(found->second->dtype, data.data(), i);
   return out;
+}
+
+// The job id in `paftctl --json submit` output ("" if absent).
+std::string JobIdOf(const std::string& json_output) {
+  const auto pos = json_output.find("\"job_id\": \"");
+  if (pos == std::string::npos) return "";
+  const auto start = pos + 11;
+  return json_output.substr(start, json_output.find('"', start) - start);
 }
 
 class EndToEndTest : public ::testing::Test {
@@ -85,7 +79,7 @@ class EndToEndTest : public ::testing::Test {
 
     // A fixed port, so that a restarted coordinator is found at the same address.
     coordinator_argv_ = {PAFT_COORDINATOR,
-                         absl::StrCat("--listen=127.0.0.1:", FreePort()),
+                         absl::StrCat("--listen=127.0.0.1:", testing::FreePort()),
                          "--metrics_listen=127.0.0.1:0",
                          "--state_db=" + root_ + "/state.db",
                          absl::StrCat("--merger=127.0.0.1:", merger_ports_["grpc"]),
@@ -262,9 +256,8 @@ TEST_F(EndToEndTest, CoordinatorKilledMidJobAdoptsRunningRanks) {
                                 &output),
             0)
       << output;
-  const auto id_pos = output.find("\"job_id\": \"");
-  ASSERT_NE(id_pos, std::string::npos) << output;
-  const std::string job_id = output.substr(id_pos + 11, output.find('"', id_pos + 11) - id_pos - 11);
+  const std::string job_id = JobIdOf(output);
+  ASSERT_FALSE(job_id.empty()) << output;
   auto stub = v1::JobService::NewStub(MakeChannel(address_));
   auto get = [&]() {
     grpc::ClientContext context;
@@ -321,9 +314,8 @@ TEST_F(EndToEndTest, CancelStopsTheTrainers) {
                                 {}),
             0)
       << output;
-  const auto id_pos = output.find("\"job_id\": \"");
-  ASSERT_NE(id_pos, std::string::npos) << output;
-  const std::string job_id = output.substr(id_pos + 11, output.find('"', id_pos + 11) - id_pos - 11);
+  const std::string job_id = JobIdOf(output);
+  ASSERT_FALSE(job_id.empty()) << output;
   output.clear();
   EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "cancel", job_id}, &output),
             0)

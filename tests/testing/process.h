@@ -39,6 +39,9 @@ int RunCommand(const std::vector<std::string>& argv, std::string* output,
 std::optional<std::map<std::string, int>> WaitForPortFile(const std::string& path,
                                                           absl::Duration timeout);
 
+// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
+int FreePort();
+
 // HTTP/1.0 GET of http://127.0.0.1:port/path; the body, or nullopt.
 std::optional<std::string> HttpGet(int port, const std::string& path);
 

@@ -3,7 +3,7 @@
 //   paftctl [--coordinator=HOST:PORT] [--json] COMMAND ...
 //     submit SPEC.yaml [--request_id=ID] [--watch]
 //     get JOB_ID | list [--state=RUNNING] | watch JOB_ID | cancel JOB_ID [--reason=...]
-//     workers [--pool=P] | checkpoints JOB_ID | health
+//     workers [--pool=P] | checkpoints JOB_ID [--all] | health
 //
 // Exit codes: 0 success (for watch/submit --watch: the job SUCCEEDED), 1 the job FAILED or was
 // CANCELLED, 2 usage or spec errors, 3 the coordinator could not be reached or refused the call.
@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -40,6 +41,9 @@ ABSL_FLAG(std::string, state, "", "list: only jobs in this state (e.g. RUNNING)"
 ABSL_FLAG(std::string, reason, "", "cancel: reason recorded in the job");
 ABSL_FLAG(std::string, pool, "", "workers: only this pool");
 ABSL_FLAG(int, timeout_s, 10, "Deadline of unary calls, seconds");
+ABSL_FLAG(bool, all, false, "checkpoints: include those retired by the retention policy");
+ABSL_FLAG(int, progress_every_s, 10,
+          "watch: when the output is not a terminal, print a branch's progress at most this often");
 
 namespace {
 
@@ -132,8 +136,81 @@ int ExitCodeFor(const Job& job) {
   return job.state() == paft::v1::JOB_STATE_SUCCEEDED ? kExitOk : kExitJobFailed;
 }
 
+std::string FormatEta(double seconds) {
+  if (seconds <= 0) return "--";
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, (s / 60) % 60);
+  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrFormat("%ds", s);
+}
+
+std::string ProgressLine(const paft::v1::BranchStatus& b) {
+  return absl::StrFormat("%-9s %s %lld/%lld  loss %.4f  %.0f tok/s  ETA %s",
+                         b.kind() == paft::v1::BRANCH_KIND_SFT ? "sft" : "alignment",
+                         ProgressBar(b.step(), b.total_steps()), static_cast<long long>(b.step()),
+                         static_cast<long long>(b.total_steps()), b.loss(),
+                         b.tokens_per_second(), FormatEta(b.eta_seconds()));
+}
+
+// Event lines scroll; on a terminal the branches' progress bars stay below them, redrawn in
+// place. Elsewhere (logs, CI) progress is printed as lines, at most every progress_every_s.
+class WatchPrinter {
+ public:
+  WatchPrinter() : tty_(::isatty(STDOUT_FILENO) == 1) {}
+
+  void Event(const std::string& line) {
+    ClearBars();
+    std::cout << line << "\n";
+    DrawBars();
+  }
+  void Progress(const paft::v1::JobEvent& event) {
+    const int kind = event.branch();
+    if (tty_) {
+      bars_[kind] = ProgressLine(event.progress());
+      ClearBars();
+      DrawBars();
+      return;
+    }
+    const absl::Time now = absl::Now();
+    auto& last = last_printed_[kind];
+    const bool done = event.progress().step() >= event.progress().total_steps();
+    if (now - last < absl::Seconds(absl::GetFlag(FLAGS_progress_every_s)) && !done) return;
+    last = now;
+    std::cout << absl::FormatTime("%H:%M:%S", paft::FromProtoTime(event.time()),
+                                  absl::LocalTimeZone())
+              << "  " << ProgressLine(event.progress()) << "\n"
+              << std::flush;
+  }
+  // A branch left RUNNING: its bar goes.
+  void EndBar(int kind) {
+    ClearBars();
+    bars_.erase(kind);
+    DrawBars();
+  }
+  void Finish() { ClearBars(); }
+
+ private:
+  void ClearBars() {
+    if (tty_ && drawn_ > 0) std::cout << "\033[" << drawn_ << "F\033[J";
+    drawn_ = 0;
+  }
+  void DrawBars() {
+    if (tty_) {
+      for (const auto& [kind, line] : bars_) std::cout << "  " << line << "\n";
+      drawn_ = static_cast<int>(bars_.size());
+    }
+    std::cout << std::flush;
+  }
+
+  const bool tty_;
+  std::map<int, std::string> bars_;
+  std::map<int, absl::Time> last_printed_;
+  int drawn_ = 0;
+};
+
 int Watch(paft::v1::JobService::Stub& stub, const std::string& job_id) {
   int64_t after = 0;
+  WatchPrinter printer;
   for (int reconnects = 0;; ++reconnects) {
     grpc::ClientContext context;
     paft::v1::WatchJobRequest request;
@@ -147,6 +224,13 @@ int Watch(paft::v1::JobService::Stub& stub, const std::string& job_id) {
         std::cout << ToJson(event) << "\n" << std::flush;
         continue;
       }
+      if (event.type() == "Progress") {
+        printer.Progress(event);
+        continue;
+      }
+      if (event.type() == "BranchState" && event.branch_state() != paft::v1::BRANCH_STATE_RUNNING) {
+        printer.EndBar(event.branch());
+      }
       std::string what;
       if (event.type() == "JobState") {
         what = "job " + JobStateName(event.job_state());
@@ -156,13 +240,13 @@ int Watch(paft::v1::JobService::Stub& stub, const std::string& job_id) {
       } else {
         what = event.type();
       }
-      std::cout << absl::FormatTime("%H:%M:%S", paft::FromProtoTime(event.time()),
-                                    absl::LocalTimeZone())
-                << "  " << std::left << std::setw(24) << what << " " << event.reason()
-                << (event.message().empty() ? "" : ": " + event.message()) << "\n"
-                << std::flush;
+      printer.Event(absl::StrFormat(
+          "%s  %-24s %s%s",
+          absl::FormatTime("%H:%M:%S", paft::FromProtoTime(event.time()), absl::LocalTimeZone()),
+          what, event.reason(), event.message().empty() ? "" : ": " + event.message()));
     }
     grpc::Status status = reader->Finish();
+    printer.Finish();
     if (status.ok()) break;
     if (status.error_code() != grpc::StatusCode::UNAVAILABLE || reconnects >= 30) {
       return RpcError(status);
@@ -191,7 +275,7 @@ int main(int argc, char** argv) {
       "paftctl [--coordinator=HOST:PORT] [--json] COMMAND\n"
       "  submit SPEC.yaml [--request_id=ID] [--watch]\n"
       "  get JOB_ID | list [--state=S] | watch JOB_ID | cancel JOB_ID [--reason=R]\n"
-      "  workers [--pool=P] | checkpoints JOB_ID | health");
+      "  workers [--pool=P] | checkpoints JOB_ID [--all] | health");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::cerr << absl::ProgramUsageMessage() << "\n";
@@ -324,6 +408,7 @@ int main(int argc, char** argv) {
     need(1);
     paft::v1::ListCheckpointsRequest request;
     request.set_job_id(args[2]);
+    request.set_include_retired(absl::GetFlag(FLAGS_all));
     paft::v1::ListCheckpointsResponse response;
     auto context = Context();
     grpc::Status status = stub->ListCheckpoints(context.get(), request, &response);
@@ -332,10 +417,17 @@ int main(int argc, char** argv) {
       std::cout << ToJson(response) << "\n";
       return kExitOk;
     }
+    std::cout << absl::StrFormat("%-10s %8s %8s %12s %10s  %s\n", "BRANCH", "STEP", "ATTEMPT",
+                                 "BYTES", "LOSS", "PATH");
     for (const auto& c : response.checkpoints()) {
-      std::cout << absl::StrFormat("%-10s step %-8d %10d bytes %s%s\n",
-                                   c.branch() == paft::v1::BRANCH_KIND_SFT ? "sft" : "alignment",
-                                   c.step(), c.size_bytes(), c.path(), c.final() ? " (final)" : "");
+      auto loss = c.metrics().find("loss");
+      std::cout << absl::StrFormat(
+          "%-10s %8d %8d %12d %10s  %s%s%s\n",
+          c.branch() == paft::v1::BRANCH_KIND_SFT ? "sft" : "alignment", c.step(), c.attempt(),
+          c.size_bytes(),
+          loss == c.metrics().end() ? "-" : absl::StrFormat("%.4f", loss->second), c.path(),
+          c.pinned() ? " (final, pinned)" : c.final() ? " (final)" : "",
+          c.retired() ? " (retired)" : "");
     }
     return kExitOk;
   }

@@ -173,7 +173,7 @@ void JobManager::SetBranchState(Change& change, BranchKind kind, BranchState sta
 
 absl::Status JobManager::CommitLocked(JobRecord& record, Change change) {
   *change.job.mutable_update_time() = ToProtoTime(clock_->Now());
-  PAFT_RETURN_IF_ERROR(store_->UpdateJob(change.job, change.events));
+  PAFT_RETURN_IF_ERROR(store_->UpdateJob(change.job, change.events, change.checkpoints));
   CountJobState(record.job.state(), change.job.state());
   record.job = std::move(change.job);
   record.last_seq += static_cast<int64_t>(change.events.size());
@@ -196,8 +196,10 @@ void JobManager::CountJobState(JobState from, JobState to) {
 
 absl::Status JobManager::Recover() {
   std::lock_guard<std::mutex> lock(mu_);
+  PAFT_ASSIGN_OR_RETURN(pool_high_water_, store_->LoadPoolCapacities());
   PAFT_ASSIGN_OR_RETURN(auto jobs, store_->LoadAllJobs());
   for (auto& job : jobs) {
+    job_by_request_[job.request_id()] = job.job_id();
     JobRecord& record = jobs_[job.job_id()];
     PAFT_ASSIGN_OR_RETURN(record.last_seq, store_->LastEventSeq(job.job_id()));
     record.job = std::move(job);
@@ -232,15 +234,16 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   PAFT_RETURN_IF_ERROR(ValidateJobSpec(spec));
 
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [id, record] : jobs_) {
-    if (record.job.request_id() != request.request_id()) continue;
-    if (!google::protobuf::util::MessageDifferencer::Equals(record.job.spec(), spec)) {
+  if (auto it = job_by_request_.find(request.request_id()); it != job_by_request_.end()) {
+    const JobRecord& existing = jobs_.at(it->second);
+    if (!google::protobuf::util::MessageDifferencer::Equals(existing.job.spec(), spec)) {
       return absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(),
-                                                   "' was already used for job ", id,
+                                                   "' was already used for job ", it->second,
                                                    " with a different spec"));
     }
-    return Decorate(record);
+    return Decorate(existing);
   }
+  PAFT_RETURN_IF_ERROR(AdmitPoolsLocked(spec));
   if (options_.check_inputs) PAFT_RETURN_IF_ERROR(CheckJobInputs(spec));
 
   JobRecord record;
@@ -267,11 +270,41 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   const std::string job_id = job.job_id();
   CountJobState(paft::v1::JOB_STATE_UNSPECIFIED, record.job.state());
   jobs_[job_id] = std::move(record);
+  job_by_request_[request.request_id()] = job_id;
   if (metrics_) metrics_->jobs_submitted.Increment();
   PAFT_LOG(INFO) << "job " << job_id << " submitted (request " << request.request_id() << ")";
   events_cv_.notify_all();
   ScheduleLocked();
   return Decorate(jobs_[job_id]);
+}
+
+absl::Status JobManager::AdmitPoolsLocked(const paft::v1::JobSpec& spec) const {
+  const bool declared = !options_.pool_capacity.empty();
+  const auto& capacities = declared ? options_.pool_capacity : pool_high_water_;
+  for (BranchKind kind : kBranches) {
+    const BranchSpec& branch = kind == paft::v1::BRANCH_KIND_SFT ? spec.sft() : spec.alignment();
+    const std::string field = kind == paft::v1::BRANCH_KIND_SFT ? "sft" : "alignment";
+    auto it = capacities.find(branch.pool());
+    if (it == capacities.end()) {
+      std::vector<std::string> known;
+      for (const auto& [pool, slots] : capacities) known.push_back(pool);
+      const std::string list = known.empty() ? "none" : absl::StrJoin(known, ", ");
+      return absl::FailedPreconditionError(
+          declared ? absl::StrCat(field, ".pool: unknown pool '", branch.pool(),
+                                  "' (the coordinator declares: ", list, ")")
+                   : absl::StrCat(field, ".pool: no worker agent of pool '", branch.pool(),
+                                  "' has registered (pools seen: ", list,
+                                  "); start agents with --pool=", branch.pool(),
+                                  " or declare it with the coordinator's --pool_capacity"));
+    }
+    if (branch.world_size() > it->second) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          field, ".world_size: ", branch.world_size(), " ranks, but pool '", branch.pool(),
+          "' can offer at most ", it->second, " device slot(s)",
+          declared ? " (declared)" : " (the most its agents have offered)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<JobManager::JobRecord*> JobManager::FindLocked(const std::string& job_id) {
@@ -303,6 +336,10 @@ absl::StatusOr<paft::v1::ListJobsResponse> JobManager::ListJobs(
   for (const auto& [id, record] : jobs_) {
     bool match = request.states().empty();
     for (int s : request.states()) match = match || record.job.state() == s;
+    for (const auto& [key, value] : request.labels()) {
+      auto label = record.job.spec().labels().find(key);
+      match = match && label != record.job.spec().labels().end() && label->second == value;
+    }
     if (match) matching.push_back(&record);
   }
   // Newest first; ties by id for a stable order across pages.
@@ -314,9 +351,10 @@ absl::StatusOr<paft::v1::ListJobsResponse> JobManager::ListJobs(
     return a->job.job_id() > b->job.job_id();
   });
   paft::v1::ListJobsResponse response;
+  const auto positions = QueuePositionsLocked();
   for (int64_t i = offset; i < static_cast<int64_t>(matching.size()) && i < offset + page_size;
        ++i) {
-    *response.add_jobs() = Decorate(*matching[i]);
+    *response.add_jobs() = Decorate(*matching[i], &positions);
   }
   if (offset + page_size < static_cast<int64_t>(matching.size())) {
     response.set_next_page_token(absl::StrCat(offset + page_size));
@@ -349,14 +387,16 @@ absl::StatusOr<Job> JobManager::CancelJob(const paft::v1::CancelJobRequest& requ
 }
 
 absl::StatusOr<paft::v1::ListCheckpointsResponse> JobManager::ListCheckpoints(
-    const std::string& job_id) {
+    const paft::v1::ListCheckpointsRequest& request) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    PAFT_RETURN_IF_ERROR(FindLocked(job_id).status());
+    PAFT_RETURN_IF_ERROR(FindLocked(request.job_id()).status());
   }
-  PAFT_ASSIGN_OR_RETURN(auto checkpoints, store_->ListCheckpoints(job_id));
+  PAFT_ASSIGN_OR_RETURN(auto checkpoints, store_->ListCheckpoints(request.job_id()));
   paft::v1::ListCheckpointsResponse response;
-  for (auto& c : checkpoints) *response.add_checkpoints() = std::move(c);
+  for (auto& c : checkpoints) {
+    if (!c.retired() || request.include_retired()) *response.add_checkpoints() = std::move(c);
+  }
   return response;
 }
 
@@ -370,12 +410,38 @@ absl::StatusOr<std::vector<JobEvent>> JobManager::EventsAfter(const std::string&
 }
 
 void JobManager::WaitForEvent(const std::string& job_id, int64_t after_seq,
-                              absl::Duration timeout) {
+                              uint64_t progress_version, absl::Duration timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   events_cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] {
     auto it = jobs_.find(job_id);
-    return it == jobs_.end() || it->second.last_seq > after_seq;
+    return it == jobs_.end() || it->second.last_seq > after_seq ||
+           it->second.progress_version > progress_version;
   });
+}
+
+std::vector<JobEvent> JobManager::ProgressEvents(const std::string& job_id,
+                                                 uint64_t* progress_version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<JobEvent> events;
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end() || it->second.progress_version <= *progress_version) return events;
+  const JobRecord& record = it->second;
+  *progress_version = record.progress_version;
+  for (BranchKind kind : kBranches) {
+    const BranchStatus& b = Branch(record.job, kind);
+    if (b.state() != paft::v1::BRANCH_STATE_RUNNING || b.total_steps() == 0) continue;
+    JobEvent event;
+    event.set_seq(record.last_seq);
+    event.set_job_id(job_id);
+    *event.mutable_time() = ToProtoTime(clock_->Now());
+    event.set_type("Progress");
+    event.set_branch(kind);
+    event.set_job_state(record.job.state());
+    event.set_branch_state(b.state());
+    *event.mutable_progress() = b;
+    events.push_back(std::move(event));
+  }
+  return events;
 }
 
 bool JobManager::WatchComplete(const std::string& job_id, int64_t seq) {
@@ -408,21 +474,25 @@ std::vector<JobManager::JobRecord*> JobManager::QueueOrderLocked() {
   return order;
 }
 
-int JobManager::QueuePositionLocked(const std::string& job_id) const {
-  auto order = const_cast<JobManager*>(this)->QueueOrderLocked();
+std::map<std::string, int> JobManager::QueuePositionsLocked() {
+  std::map<std::string, int> positions;
   int position = 0;
-  for (const JobRecord* r : order) {
-    if (r->job.state() != paft::v1::JOB_STATE_QUEUED) continue;
-    ++position;
-    if (r->job.job_id() == job_id) return position;
+  for (const JobRecord* r : QueueOrderLocked()) {
+    if (r->job.state() == paft::v1::JOB_STATE_QUEUED) positions[r->job.job_id()] = ++position;
   }
-  return 0;
+  return positions;
 }
 
-Job JobManager::Decorate(const JobRecord& record) const {
+Job JobManager::Decorate(const JobRecord& record, const std::map<std::string, int>* positions) {
   Job job = record.job;
-  if (job.state() == paft::v1::JOB_STATE_QUEUED) {
-    job.set_queue_position(QueuePositionLocked(job.job_id()));
+  if (job.state() != paft::v1::JOB_STATE_QUEUED) return job;
+  if (positions == nullptr) {
+    const auto all = QueuePositionsLocked();
+    auto it = all.find(job.job_id());
+    job.set_queue_position(it == all.end() ? 0 : it->second);
+  } else {
+    auto it = positions->find(job.job_id());
+    job.set_queue_position(it == positions->end() ? 0 : it->second);
   }
   return job;
 }
@@ -587,6 +657,14 @@ absl::StatusOr<paft::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
     if (same_agent && !reported) vanished.push_back(id);
   }
   const std::string worker_id = registry_->Register(request, clock_->Now());
+  const int capacity = registry_->PoolCapacity(request.pool());
+  if (capacity > pool_high_water_[request.pool()]) {
+    if (absl::Status s = store_->RaisePoolCapacity(request.pool(), capacity); !s.ok()) {
+      PAFT_LOG(ERROR) << "cannot store the capacity of pool " << request.pool() << ": " << s;
+    } else {
+      pool_high_water_[request.pool()] = capacity;
+    }
+  }
   paft::v1::RegisterWorkerResponse response;
   response.set_worker_id(worker_id);
   response.set_lease_ttl_ms(absl::ToInt64Milliseconds(registry_->lease_ttl()));
@@ -663,12 +741,26 @@ absl::Status JobManager::ReportProgress(const paft::v1::ReportProgressRequest& r
     PAFT_RETURN_IF_ERROR(CommitLocked(*record, std::move(change)));
   }
   if (task->rank != 0) return absl::OkStatus();  // rank 0 speaks for the gang
+  // Progress is not a transition: it changes the record in place and is flushed periodically.
   BranchStatus* b = MutableBranch(record->job, task->branch);
   b->set_step(request.step());
   b->set_total_steps(request.total_steps());
   b->set_loss(request.loss());
   b->set_tokens_per_second(request.tokens_per_second());
+  b->mutable_metrics()->clear();
+  b->mutable_metrics()->insert(request.metrics().begin(), request.metrics().end());
+  // ETA from the step rate since the attempt's first report (which excludes start-up time).
+  const absl::Time now = clock_->Now();
+  RateOrigin& origin = record->rate[task->branch];
+  if (origin.attempt != task->attempt || request.step() < origin.step) {
+    origin = RateOrigin{task->attempt, request.step(), now};
+  }
+  const int64_t done = request.step() - origin.step;
+  const int64_t left = std::max<int64_t>(0, request.total_steps() - request.step());
+  b->set_eta_seconds(done > 0 ? absl::ToDoubleSeconds(now - origin.time) / done * left : 0.0);
   record->progress_dirty = true;
+  ++record->progress_version;
+  events_cv_.notify_all();
   return absl::OkStatus();
 }
 
@@ -682,6 +774,8 @@ absl::Status JobManager::ReportCheckpoint(const paft::v1::ReportCheckpointReques
     return absl::InvalidArgumentError("path and a non-negative step are required");
   }
   PAFT_ASSIGN_OR_RETURN(JobRecord * record, FindLocked(task->job_id));
+  PAFT_ASSIGN_OR_RETURN(auto stored, store_->ListCheckpoints(task->job_id));
+  const BranchStatus& current = Branch(record->job, task->branch);
   paft::v1::CheckpointInfo info;
   info.set_job_id(task->job_id);
   info.set_branch(task->branch);
@@ -690,15 +784,43 @@ absl::Status JobManager::ReportCheckpoint(const paft::v1::ReportCheckpointReques
   info.set_size_bytes(request.size_bytes());
   info.set_digest(request.digest());
   info.set_final(request.final());
+  info.set_pinned(request.final());  // the merge's input
+  info.set_attempt(task->attempt);
   *info.mutable_time() = ToProtoTime(clock_->Now());
-  PAFT_RETURN_IF_ERROR(store_->InsertCheckpoint(info));
+  if (current.step() <= request.step() && current.total_steps() > 0) {
+    (*info.mutable_metrics())["loss"] = current.loss();
+    (*info.mutable_metrics())["tokens_per_second"] = current.tokens_per_second();
+    info.mutable_metrics()->insert(current.metrics().begin(), current.metrics().end());
+  }
   Change change = BeginChange(*record);
+  change.checkpoints.push_back(info);
+  // Retention, as the trainer applies it to the folders: the newest keep_last committed
+  // checkpoints stay (the one just committed and pinned ones always); older ones are retired.
+  std::vector<paft::v1::CheckpointInfo> live = {info};
+  for (const auto& c : stored) {
+    if (c.branch() == task->branch && !c.retired() && c.step() != info.step()) live.push_back(c);
+  }
+  std::sort(live.begin(), live.end(),
+            [](const auto& a, const auto& b) { return a.step() > b.step(); });
+  const size_t keep =
+      static_cast<size_t>(std::max(1, Spec(record->job, task->branch).checkpoint().keep_last()));
+  for (size_t i = keep; i < live.size(); ++i) {
+    if (live[i].pinned() || live[i].step() == info.step()) continue;
+    live[i].set_retired(true);
+    change.checkpoints.push_back(live[i]);
+  }
   BranchStatus* b = MutableBranch(change.job, task->branch);
   b->set_checkpoint_path(request.path());
   b->set_checkpoint_step(request.step());
+  *b->mutable_checkpoint_time() = info.time();
   AddEvent(change, "Checkpoint", task->branch, request.final() ? "FinalCheckpoint" : "Checkpoint",
            absl::StrCat("step ", request.step(), ": ", request.path()));
-  return CommitLocked(*record, std::move(change));
+  *change.events.back().mutable_checkpoint() = info;
+  PAFT_RETURN_IF_ERROR(CommitLocked(*record, std::move(change)));
+  if (metrics_) {
+    metrics_->checkpoints.Add({{"branch", BranchName(task->branch)}}).Increment();
+  }
+  return absl::OkStatus();
 }
 
 absl::Status JobManager::ReportExit(const paft::v1::ReportExitRequest& request) {
@@ -883,15 +1005,16 @@ void JobManager::CheckAdoptionLocked(absl::Time now) {
 
 void JobManager::CheckProgressLocked(absl::Time now) {
   if (options_.progress_timeout <= absl::ZeroDuration()) return;
-  // The newest progress of each current gang.
-  std::map<std::pair<std::string, BranchKind>, absl::Time> newest;
+  // The oldest progress among the ranks of each current gang: one silent rank is enough (in a
+  // real gang the others soon block in its collectives; a placeholder would not).
+  std::map<std::pair<std::string, BranchKind>, absl::Time> oldest;
   for (const auto& [id, task] : tasks_) {
     if (task.stopping || task.succeeded) continue;
     auto key = std::make_pair(task.job_id, task.branch);
-    auto it = newest.find(key);
-    if (it == newest.end() || task.last_progress > it->second) newest[key] = task.last_progress;
+    auto it = oldest.find(key);
+    if (it == oldest.end() || task.last_progress < it->second) oldest[key] = task.last_progress;
   }
-  for (const auto& [key, last] : newest) {
+  for (const auto& [key, last] : oldest) {
     if (now - last < options_.progress_timeout) continue;
     auto job = jobs_.find(key.first);
     if (job == jobs_.end() || BranchTerminal(Branch(job->second.job, key.second).state())) continue;
@@ -905,17 +1028,70 @@ void JobManager::CheckProgressLocked(absl::Time now) {
 
 void JobManager::UpdateGaugesLocked() {
   if (metrics_ == nullptr) return;
-  std::map<std::string, std::array<int, 3>> pools;  // workers, free, busy
+  const absl::Time now = clock_->Now();
+  struct PoolGauges {
+    int idle = 0, busy_workers = 0, free = 0, busy = 0, queued = 0;
+    double heartbeat_age = 0;
+  };
+  std::map<std::string, PoolGauges> pools;
+  for (const auto& [pool, slots] : pool_high_water_) pools[pool];  // zeros for emptied pools
+  for (const auto& [pool, slots] : options_.pool_capacity) pools[pool];
   for (const auto& w : registry_->List("")) {
     auto& p = pools[w.pool()];
-    p[0] += 1;
-    p[1] += w.devices() - w.busy_devices();
-    p[2] += w.busy_devices();
+    (w.busy_devices() > 0 ? p.busy_workers : p.idle) += 1;
+    p.free += w.devices() - w.busy_devices();
+    p.busy += w.busy_devices();
+    p.heartbeat_age =
+        std::max(p.heartbeat_age, absl::ToDoubleSeconds(now - FromProtoTime(w.last_heartbeat())));
+  }
+  std::map<std::pair<int, int>, int> branch_counts;  // (kind, state) -> count
+  std::set<std::pair<std::string, std::string>> series;
+  for (const auto& [id, record] : jobs_) {
+    for (BranchKind kind : kBranches) {
+      const BranchStatus& b = Branch(record.job, kind);
+      branch_counts[{kind, b.state()}] += 1;
+      if (BranchWaiting(b.state()) && !IsTerminal(record.job.state())) {
+        pools[Spec(record.job, kind).pool()].queued += 1;
+      }
+      if (b.state() != paft::v1::BRANCH_STATE_RUNNING) continue;
+      const prometheus::Labels labels = {{"job_id", id}, {"branch", BranchName(kind)}};
+      series.insert({id, BranchName(kind)});
+      metrics_->branch_step.Add(labels).Set(static_cast<double>(b.step()));
+      metrics_->branch_total_steps.Add(labels).Set(static_cast<double>(b.total_steps()));
+      metrics_->branch_loss.Add(labels).Set(b.loss());
+      metrics_->branch_tokens_per_second.Add(labels).Set(b.tokens_per_second());
+      metrics_->branch_eta.Add(labels).Set(b.eta_seconds());
+      const auto& since = b.has_checkpoint_time() ? b.checkpoint_time() : b.start_time();
+      metrics_->branch_checkpoint_age.Add(labels).Set(
+          absl::ToDoubleSeconds(now - FromProtoTime(since)));
+    }
+  }
+  // Series of branches that stopped running since the last tick go away.
+  for (const auto& [job_id, branch] : branch_series_) {
+    if (series.count({job_id, branch})) continue;
+    const prometheus::Labels labels = {{"job_id", job_id}, {"branch", branch}};
+    for (auto* family : {&metrics_->branch_step, &metrics_->branch_total_steps,
+                         &metrics_->branch_loss, &metrics_->branch_tokens_per_second,
+                         &metrics_->branch_eta, &metrics_->branch_checkpoint_age}) {
+      family->Remove(&family->Add(labels));
+    }
+  }
+  branch_series_ = std::move(series);
+  for (BranchKind kind : kBranches) {
+    for (int s = paft::v1::BRANCH_STATE_PENDING; s <= paft::v1::BRANCH_STATE_CANCELLED; ++s) {
+      metrics_->branches
+          .Add({{"branch", BranchName(kind)},
+                {"state", paft::v1::BranchState_Name(static_cast<BranchState>(s))}})
+          .Set(branch_counts[{kind, s}]);
+    }
   }
   for (const auto& [pool, p] : pools) {
-    metrics_->workers.Add({{"pool", pool}}).Set(p[0]);
-    metrics_->pool_slots.Add({{"pool", pool}, {"state", "free"}}).Set(p[1]);
-    metrics_->pool_slots.Add({{"pool", pool}, {"state", "busy"}}).Set(p[2]);
+    metrics_->workers.Add({{"pool", pool}, {"state", "idle"}}).Set(p.idle);
+    metrics_->workers.Add({{"pool", pool}, {"state", "busy"}}).Set(p.busy_workers);
+    metrics_->pool_slots.Add({{"pool", pool}, {"state", "free"}}).Set(p.free);
+    metrics_->pool_slots.Add({{"pool", pool}, {"state", "busy"}}).Set(p.busy);
+    metrics_->queue_depth.Add({{"pool", pool}}).Set(p.queued);
+    metrics_->heartbeat_age.Add({{"pool", pool}}).Set(p.heartbeat_age);
   }
 }
 

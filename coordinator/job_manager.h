@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,10 @@ struct JobManagerOptions {
   // After a coordinator restart, how long running gangs wait for their agents to re-register
   // and report their ranks (adoption) before the branch is restarted from its checkpoint.
   absl::Duration adoption_grace = absl::Seconds(30);
+  // Declared device slots per pool. When set, only these pools exist for admission and a branch
+  // may not ask for more ranks than its pool's figure. When empty, a pool exists once an agent
+  // of it has registered, and its capacity is the most slots it has offered at once (stored).
+  std::map<std::string, int> pool_capacity;
 };
 
 class JobManager {
@@ -58,12 +63,19 @@ class JobManager {
   absl::StatusOr<paft::v1::Job> GetJob(const std::string& job_id);
   absl::StatusOr<paft::v1::ListJobsResponse> ListJobs(const paft::v1::ListJobsRequest& request);
   absl::StatusOr<paft::v1::Job> CancelJob(const paft::v1::CancelJobRequest& request);
-  absl::StatusOr<paft::v1::ListCheckpointsResponse> ListCheckpoints(const std::string& job_id);
+  absl::StatusOr<paft::v1::ListCheckpointsResponse> ListCheckpoints(
+      const paft::v1::ListCheckpointsRequest& request);
   // Events with seq > after_seq (at most `limit`); NotFound for an unknown job.
   absl::StatusOr<std::vector<paft::v1::JobEvent>> EventsAfter(const std::string& job_id,
                                                               int64_t after_seq, int limit);
-  // Blocks until the job has an event with seq > after_seq, or `timeout`.
-  void WaitForEvent(const std::string& job_id, int64_t after_seq, absl::Duration timeout);
+  // Blocks until the job has an event with seq > after_seq or progress newer than
+  // `progress_version`, or `timeout`.
+  void WaitForEvent(const std::string& job_id, int64_t after_seq, uint64_t progress_version,
+                    absl::Duration timeout);
+  // "Progress" events of the job's training branches if its progress changed since
+  // *progress_version (which is updated); not stored, seq = the newest stored event's.
+  std::vector<paft::v1::JobEvent> ProgressEvents(const std::string& job_id,
+                                                 uint64_t* progress_version);
   // True when the job is terminal and `seq` is its last event.
   bool WatchComplete(const std::string& job_id, int64_t seq);
 
@@ -98,16 +110,25 @@ class JobManager {
     bool succeeded = false;  // exited 0
     absl::Time last_progress;  // start, or the last progress report
   };
+  // Step rate of a branch's current attempt, for the ETA: the first progress report seen.
+  struct RateOrigin {
+    int attempt = 0;
+    int64_t step = 0;
+    absl::Time time;
+  };
   struct JobRecord {
     paft::v1::Job job;
     int64_t last_seq = 0;
     bool progress_dirty = false;
     absl::Time last_flush;
+    uint64_t progress_version = 0;  // bumped by every progress report of rank 0
+    std::map<int, RateOrigin> rate;  // by BranchKind
   };
-  // Pending change: a copy of the job plus the events it adds.
+  // Pending change: a copy of the job plus the events and checkpoint records it adds.
   struct Change {
     paft::v1::Job job;
     std::vector<paft::v1::JobEvent> events;
+    std::vector<paft::v1::CheckpointInfo> checkpoints;
     int64_t base_seq = 0;
   };
 
@@ -136,10 +157,14 @@ class JobManager {
                        const std::string& reason);
   void HandleTaskEndLocked(TaskRecord& task, bool success, bool permanent,
                            const std::string& reason, const std::string& message);
-  int QueuePositionLocked(const std::string& job_id) const;
+  // Rejects a spec whose pools do not exist or cannot ever offer its world sizes.
+  absl::Status AdmitPoolsLocked(const paft::v1::JobSpec& spec) const;
+  // 1-based queue positions of the QUEUED jobs.
+  std::map<std::string, int> QueuePositionsLocked();
   std::vector<JobRecord*> QueueOrderLocked();
-  paft::v1::Job Decorate(const JobRecord& record) const;
-  void UpdateGaugesLocked();  // pool and worker gauges
+  paft::v1::Job Decorate(const JobRecord& record,
+                         const std::map<std::string, int>* positions = nullptr);
+  void UpdateGaugesLocked();  // pool, worker, branch and queue gauges
   // Fails (and so restarts, within the budget) gangs silent for longer than progress_timeout.
   void CheckProgressLocked(absl::Time now);
   // Restarts recovered gangs that were not fully adopted within adoption_grace.
@@ -161,6 +186,10 @@ class JobManager {
   std::condition_variable events_cv_;
   std::map<std::string, JobRecord> jobs_;    // GUARDED_BY(mu_)
   std::map<std::string, TaskRecord> tasks_;  // GUARDED_BY(mu_), active tasks only
+  std::map<std::string, std::string> job_by_request_;  // GUARDED_BY(mu_), request id -> job id
+  std::map<std::string, int> pool_high_water_;         // GUARDED_BY(mu_), see pool_capacity
+  // Label sets of the per-branch gauges exported last tick (removed when a branch stops).
+  std::set<std::pair<std::string, std::string>> branch_series_;  // GUARDED_BY(mu_)
   uint64_t port_counter_ = 0;                // GUARDED_BY(mu_)
   // Gangs recovered from the store, waiting to be adopted, and until when.
   std::map<std::pair<std::string, paft::v1::BranchKind>, absl::Time> awaiting_adoption_;

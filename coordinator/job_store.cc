@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
   info    BLOB NOT NULL,
   PRIMARY KEY (job_id, branch, step)
 );
+CREATE TABLE IF NOT EXISTS pools (
+  name       TEXT PRIMARY KEY,
+  max_slots  INTEGER NOT NULL
+);
 )sql";
 
 // RAII prepared statement.
@@ -55,6 +59,7 @@ class Statement {
     return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), n);
   }
   int64_t ColumnInt(int i) { return sqlite3_column_int64(stmt_, i); }
+  sqlite3_stmt* raw() { return stmt_; }
 
  private:
   sqlite3* db_;
@@ -115,7 +120,8 @@ absl::Status JobStore::Exec(const char* sql) {
 }
 
 absl::Status JobStore::WriteJobLocked(const paft::v1::Job& job, bool insert,
-                                      const std::vector<paft::v1::JobEvent>& events) {
+                                      const std::vector<paft::v1::JobEvent>& events,
+                                      const std::vector<paft::v1::CheckpointInfo>& checkpoints) {
   PAFT_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE;"));
   auto body = [&]() -> absl::Status {
     if (insert) {
@@ -151,6 +157,18 @@ absl::Status JobStore::WriteJobLocked(const paft::v1::Job& job, bool insert,
       int rc = s.Step();
       if (rc != SQLITE_DONE) return StepError(db_, rc, "inserting event");
     }
+    for (const auto& checkpoint : checkpoints) {
+      Statement s(db_,
+                  "INSERT OR REPLACE INTO checkpoints (job_id, branch, step, info) "
+                  "VALUES (?1, ?2, ?3, ?4);");
+      PAFT_RETURN_IF_ERROR(s.status());
+      s.Bind(1, checkpoint.job_id());
+      s.Bind(2, static_cast<int64_t>(checkpoint.branch()));
+      s.Bind(3, checkpoint.step());
+      s.BindBlob(4, checkpoint.SerializeAsString());
+      int rc = s.Step();
+      if (rc != SQLITE_DONE) return StepError(db_, rc, "storing checkpoint");
+    }
     return absl::OkStatus();
   };
   absl::Status status = body();
@@ -164,13 +182,14 @@ absl::Status JobStore::WriteJobLocked(const paft::v1::Job& job, bool insert,
 absl::Status JobStore::InsertJob(const paft::v1::Job& job,
                                  const std::vector<paft::v1::JobEvent>& events) {
   std::lock_guard<std::mutex> lock(mu_);
-  return WriteJobLocked(job, /*insert=*/true, events);
+  return WriteJobLocked(job, /*insert=*/true, events, {});
 }
 
 absl::Status JobStore::UpdateJob(const paft::v1::Job& job,
-                                 const std::vector<paft::v1::JobEvent>& events) {
+                                 const std::vector<paft::v1::JobEvent>& events,
+                                 const std::vector<paft::v1::CheckpointInfo>& checkpoints) {
   std::lock_guard<std::mutex> lock(mu_);
-  return WriteJobLocked(job, /*insert=*/false, events);
+  return WriteJobLocked(job, /*insert=*/false, events, checkpoints);
 }
 
 absl::StatusOr<paft::v1::Job> JobStore::GetJob(const std::string& job_id) {
@@ -239,21 +258,6 @@ absl::StatusOr<std::vector<paft::v1::JobEvent>> JobStore::EventsAfter(const std:
   return events;
 }
 
-absl::Status JobStore::InsertCheckpoint(const paft::v1::CheckpointInfo& checkpoint) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Statement s(db_,
-              "INSERT OR REPLACE INTO checkpoints (job_id, branch, step, info) "
-              "VALUES (?1, ?2, ?3, ?4);");
-  PAFT_RETURN_IF_ERROR(s.status());
-  s.Bind(1, checkpoint.job_id());
-  s.Bind(2, static_cast<int64_t>(checkpoint.branch()));
-  s.Bind(3, checkpoint.step());
-  s.BindBlob(4, checkpoint.SerializeAsString());
-  int rc = s.Step();
-  if (rc != SQLITE_DONE) return StepError(db_, rc, "inserting checkpoint");
-  return absl::OkStatus();
-}
-
 absl::StatusOr<std::vector<paft::v1::CheckpointInfo>> JobStore::ListCheckpoints(
     const std::string& job_id) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -268,6 +272,34 @@ absl::StatusOr<std::vector<paft::v1::CheckpointInfo>> JobStore::ListCheckpoints(
     out.push_back(std::move(c));
   }
   if (rc != SQLITE_DONE) return StepError(db_, rc, "reading checkpoints");
+  return out;
+}
+
+absl::Status JobStore::RaisePoolCapacity(const std::string& pool, int slots) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement s(db_,
+              "INSERT INTO pools (name, max_slots) VALUES (?1, ?2) "
+              "ON CONFLICT(name) DO UPDATE SET max_slots = MAX(max_slots, excluded.max_slots);");
+  PAFT_RETURN_IF_ERROR(s.status());
+  s.Bind(1, pool);
+  s.Bind(2, static_cast<int64_t>(slots));
+  int rc = s.Step();
+  if (rc != SQLITE_DONE) return StepError(db_, rc, "storing pool capacity");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, int>> JobStore::LoadPoolCapacities() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement s(db_, "SELECT name, max_slots FROM pools;");
+  PAFT_RETURN_IF_ERROR(s.status());
+  std::map<std::string, int> out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    const unsigned char* name = sqlite3_column_text(s.raw(), 0);
+    out[name == nullptr ? "" : reinterpret_cast<const char*>(name)] =
+        static_cast<int>(s.ColumnInt(1));
+  }
+  if (rc != SQLITE_DONE) return StepError(db_, rc, "reading pools");
   return out;
 }
 

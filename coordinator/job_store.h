@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,8 +26,10 @@ class JobStore {
 
   // Inserts a new job and its first events. AlreadyExists if the job id or request id is taken.
   absl::Status InsertJob(const paft::v1::Job& job, const std::vector<paft::v1::JobEvent>& events);
-  // Replaces a job's stored state and appends events, atomically.
-  absl::Status UpdateJob(const paft::v1::Job& job, const std::vector<paft::v1::JobEvent>& events);
+  // Replaces a job's stored state, appends events and upserts checkpoint records (keyed by job,
+  // branch and step), atomically.
+  absl::Status UpdateJob(const paft::v1::Job& job, const std::vector<paft::v1::JobEvent>& events,
+                         const std::vector<paft::v1::CheckpointInfo>& checkpoints = {});
 
   absl::StatusOr<paft::v1::Job> GetJob(const std::string& job_id);
   // NotFound when no job has this request id.
@@ -39,14 +42,20 @@ class JobStore {
   absl::StatusOr<std::vector<paft::v1::JobEvent>> EventsAfter(const std::string& job_id,
                                                                int64_t after_seq, int limit);
 
-  absl::Status InsertCheckpoint(const paft::v1::CheckpointInfo& checkpoint);
+  // A job's checkpoint records, by branch then step.
   absl::StatusOr<std::vector<paft::v1::CheckpointInfo>> ListCheckpoints(const std::string& job_id);
+
+  // Pools: the most device slots each pool has offered at once (admission's notion of what a
+  // pool can offer when no capacity is declared). Only ever raised.
+  absl::Status RaisePoolCapacity(const std::string& pool, int slots);
+  absl::StatusOr<std::map<std::string, int>> LoadPoolCapacities();
 
  private:
   explicit JobStore(sqlite3* db) : db_(db) {}
   absl::Status Exec(const char* sql);
   absl::Status WriteJobLocked(const paft::v1::Job& job, bool insert,
-                              const std::vector<paft::v1::JobEvent>& events);
+                              const std::vector<paft::v1::JobEvent>& events,
+                              const std::vector<paft::v1::CheckpointInfo>& checkpoints);
 
   std::mutex mu_;
   sqlite3* db_;  // GUARDED_BY(mu_)

@@ -1,11 +1,15 @@
 // paft-coordinator: the control plane. Composition root: store, registry, manager, services,
 // metrics, control loop; SIGTERM drains.
 #include <atomic>
+#include <map>
 #include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/clock.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
@@ -28,7 +32,32 @@ ABSL_FLAG(absl::Duration, adoption_grace, absl::Seconds(30),
           "After a restart, how long running gangs wait for their agents to report them");
 ABSL_FLAG(absl::Duration, progress_timeout, absl::Minutes(30),
           "Restart a branch whose ranks report no progress for this long (0: never)");
+ABSL_FLAG(absl::Duration, stop_grace_period, absl::Seconds(30),
+          "A stopped rank gets SIGTERM, then SIGKILL after this long");
+ABSL_FLAG(std::string, pool_capacity, "",
+          "Declared device slots per pool, e.g. 'sft=16,align=8': admission then accepts only "
+          "these pools and world sizes up to these figures. Empty: pools are learnt from the "
+          "agents that register, with the most slots each has offered");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound ports here as JSON");
+
+namespace {
+
+// "sft=16,align=8" -> {sft: 16, align: 8}.
+absl::StatusOr<std::map<std::string, int>> ParsePoolCapacity(const std::string& text) {
+  std::map<std::string, int> out;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    int slots = 0;
+    if (kv.first.empty() || !absl::SimpleAtoi(kv.second, &slots) || slots < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--pool_capacity: '", item, "' is not POOL=SLOTS with SLOTS >= 1"));
+    }
+    out[kv.first] = slots;
+  }
+  return out;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   paft::BlockTerminationSignals();
@@ -36,6 +65,11 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   paft::SetLogTag("coordinator");
 
+  auto pool_capacity = ParsePoolCapacity(absl::GetFlag(FLAGS_pool_capacity));
+  if (!pool_capacity.ok()) {
+    PAFT_LOG(ERROR) << pool_capacity.status();
+    return 2;
+  }
   auto store = paft::coordinator::JobStore::Open(absl::GetFlag(FLAGS_state_db));
   if (!store.ok()) {
     PAFT_LOG(ERROR) << store.status();
@@ -50,6 +84,8 @@ int main(int argc, char** argv) {
   options.rendezvous_port_base = absl::GetFlag(FLAGS_rendezvous_port_base);
   options.progress_timeout = absl::GetFlag(FLAGS_progress_timeout);
   options.adoption_grace = absl::GetFlag(FLAGS_adoption_grace);
+  options.stop_grace_period = absl::GetFlag(FLAGS_stop_grace_period);
+  options.pool_capacity = *pool_capacity;
   paft::coordinator::JobManager manager(options, store->get(), &registry, &clock, &metrics);
   if (absl::Status s = manager.Recover(); !s.ok()) {
     PAFT_LOG(ERROR) << "recovering state: " << s;

@@ -8,6 +8,7 @@
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 
 namespace paft::coordinator {
@@ -33,8 +34,49 @@ struct CoordinatorMetrics {
                             .Register(registry)),
         workers(prometheus::BuildGauge()
                     .Name("paft_workers")
-                    .Help("Registered worker agents, by pool")
+                    .Help("Registered worker agents, by pool and state (idle: no busy slot)")
                     .Register(registry)),
+        branches(prometheus::BuildGauge()
+                     .Name("paft_branches")
+                     .Help("Branches of the jobs known to the coordinator, by kind and state")
+                     .Register(registry)),
+        queue_depth(prometheus::BuildGauge()
+                        .Name("paft_queue_depth")
+                        .Help("Branches waiting for a gang of devices, by pool")
+                        .Register(registry)),
+        heartbeat_age(prometheus::BuildGauge()
+                          .Name("paft_worker_heartbeat_age_max_seconds")
+                          .Help("Seconds since the stalest heartbeat among a pool's agents")
+                          .Register(registry)),
+        checkpoints(prometheus::BuildCounter()
+                        .Name("paft_checkpoints_total")
+                        .Help("Checkpoints committed, by branch kind")
+                        .Register(registry)),
+        branch_step(prometheus::BuildGauge()
+                        .Name("paft_branch_step")
+                        .Help("Optimizer step of a running branch (rank 0)")
+                        .Register(registry)),
+        branch_total_steps(prometheus::BuildGauge()
+                               .Name("paft_branch_total_steps")
+                               .Help("Steps a running branch will train")
+                               .Register(registry)),
+        branch_loss(prometheus::BuildGauge()
+                        .Name("paft_branch_loss")
+                        .Help("Newest training loss of a running branch")
+                        .Register(registry)),
+        branch_tokens_per_second(prometheus::BuildGauge()
+                                     .Name("paft_branch_tokens_per_second")
+                                     .Help("Training throughput of a running branch, all ranks")
+                                     .Register(registry)),
+        branch_eta(prometheus::BuildGauge()
+                       .Name("paft_branch_eta_seconds")
+                       .Help("Estimated seconds until a running branch finishes training")
+                       .Register(registry)),
+        branch_checkpoint_age(prometheus::BuildGauge()
+                                  .Name("paft_branch_checkpoint_age_seconds")
+                                  .Help("Seconds since a running branch's newest checkpoint "
+                                        "(or since it started, if none)")
+                                  .Register(registry)),
         pool_slots(prometheus::BuildGauge()
                        .Name("paft_pool_slots")
                        .Help("Device slots, by pool and state (free, busy)")
@@ -42,15 +84,36 @@ struct CoordinatorMetrics {
         rpcs(prometheus::BuildCounter()
                  .Name("paft_coordinator_rpcs_total")
                  .Help("RPCs handled, by method and status code")
-                 .Register(registry)) {}
+                 .Register(registry)),
+        rpc_duration(prometheus::BuildHistogram()
+                         .Name("paft_coordinator_rpc_duration_seconds")
+                         .Help("Time to handle a unary RPC, by method")
+                         .Register(registry)) {}
+
+  // Buckets of rpc_duration: 50 us to 10 s.
+  static prometheus::Histogram::BucketBoundaries RpcBuckets() {
+    return {5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5,
+            1, 2.5, 5, 10};
+  }
 
   prometheus::Counter& jobs_submitted;
   prometheus::Family<prometheus::Gauge>& jobs;
   prometheus::Family<prometheus::Counter>& job_transitions;
   prometheus::Family<prometheus::Counter>& branch_restarts;
   prometheus::Family<prometheus::Gauge>& workers;
+  prometheus::Family<prometheus::Gauge>& branches;
+  prometheus::Family<prometheus::Gauge>& queue_depth;
+  prometheus::Family<prometheus::Gauge>& heartbeat_age;
+  prometheus::Family<prometheus::Counter>& checkpoints;
+  prometheus::Family<prometheus::Gauge>& branch_step;
+  prometheus::Family<prometheus::Gauge>& branch_total_steps;
+  prometheus::Family<prometheus::Gauge>& branch_loss;
+  prometheus::Family<prometheus::Gauge>& branch_tokens_per_second;
+  prometheus::Family<prometheus::Gauge>& branch_eta;
+  prometheus::Family<prometheus::Gauge>& branch_checkpoint_age;
   prometheus::Family<prometheus::Gauge>& pool_slots;
   prometheus::Family<prometheus::Counter>& rpcs;
+  prometheus::Family<prometheus::Histogram>& rpc_duration;
 };
 
 }  // namespace paft::coordinator

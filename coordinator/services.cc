@@ -17,10 +17,14 @@ absl::Status Assign(absl::StatusOr<T> result, T* out) {
 }
 
 grpc::Status CountAndConvert(CoordinatorMetrics* metrics, const char* method,
-                             const absl::Status& status) {
+                             const absl::Status& status, absl::Time start) {
   if (metrics != nullptr) {
     metrics->rpcs.Add({{"method", method}, {"code", absl::StatusCodeToString(status.code())}})
         .Increment();
+    if (start != absl::InfinitePast()) {
+      metrics->rpc_duration.Add({{"method", method}}, CoordinatorMetrics::RpcBuckets())
+          .Observe(absl::ToDoubleSeconds(absl::Now() - start));
+    }
   }
   return ToGrpcStatus(status);
 }
@@ -29,31 +33,36 @@ grpc::Status CountAndConvert(CoordinatorMetrics* metrics, const char* method,
 
 // --- JobService
 
-grpc::Status JobServiceImpl::Done(const char* method, const absl::Status& status) {
-  return CountAndConvert(metrics_, method, status);
+grpc::Status JobServiceImpl::Done(const char* method, const absl::Status& status,
+                                  absl::Time start) {
+  return CountAndConvert(metrics_, method, status, start);
 }
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*,
                                        const paft::v1::SubmitJobRequest* request,
                                        paft::v1::Job* response) {
-  return Done("SubmitJob", Assign(manager_->SubmitJob(*request), response));
+  const absl::Time start = absl::Now();
+  return Done("SubmitJob", Assign(manager_->SubmitJob(*request), response), start);
 }
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*, const paft::v1::GetJobRequest* request,
                                     paft::v1::Job* response) {
-  return Done("GetJob", Assign(manager_->GetJob(request->job_id()), response));
+  const absl::Time start = absl::Now();
+  return Done("GetJob", Assign(manager_->GetJob(request->job_id()), response), start);
 }
 
 grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*,
                                       const paft::v1::ListJobsRequest* request,
                                       paft::v1::ListJobsResponse* response) {
-  return Done("ListJobs", Assign(manager_->ListJobs(*request), response));
+  const absl::Time start = absl::Now();
+  return Done("ListJobs", Assign(manager_->ListJobs(*request), response), start);
 }
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
                                       const paft::v1::WatchJobRequest* request,
                                       grpc::ServerWriter<paft::v1::JobEvent>* writer) {
   int64_t after = request->after_seq();
+  uint64_t progress_version = 0;
   while (!context->IsCancelled()) {
     if (shutting_down_->load()) {
       return Done("WatchJob", absl::UnavailableError("coordinator shutting down; resume the watch "
@@ -66,8 +75,15 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
       after = event.seq();
     }
     if (events->size() < kEventsPerRead) {
+      // Progress only once the stored history is replayed, so that it is never stale.
+      for (const auto& event : manager_->ProgressEvents(request->job_id(), &progress_version)) {
+        if (event.seq() != after) continue;  // a transition is on its way: send that first
+        if (!writer->Write(event)) {
+          return Done("WatchJob", absl::CancelledError("client went away"));
+        }
+      }
       if (manager_->WatchComplete(request->job_id(), after)) break;
-      manager_->WaitForEvent(request->job_id(), after, kStreamPoll);
+      manager_->WaitForEvent(request->job_id(), after, progress_version, kStreamPoll);
     }
   }
   return Done("WatchJob", absl::OkStatus());
@@ -76,38 +92,44 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*,
                                        const paft::v1::CancelJobRequest* request,
                                        paft::v1::Job* response) {
-  return Done("CancelJob", Assign(manager_->CancelJob(*request), response));
+  const absl::Time start = absl::Now();
+  return Done("CancelJob", Assign(manager_->CancelJob(*request), response), start);
 }
 
 grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext*,
                                          const paft::v1::ListWorkersRequest* request,
                                          paft::v1::ListWorkersResponse* response) {
+  const absl::Time start = absl::Now();
   for (auto& w : registry_->List(request->pool())) *response->add_workers() = std::move(w);
-  return Done("ListWorkers", absl::OkStatus());
+  return Done("ListWorkers", absl::OkStatus(), start);
 }
 
 grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext*,
                                              const paft::v1::ListCheckpointsRequest* request,
                                              paft::v1::ListCheckpointsResponse* response) {
-  return Done("ListCheckpoints", Assign(manager_->ListCheckpoints(request->job_id()), response));
+  const absl::Time start = absl::Now();
+  return Done("ListCheckpoints", Assign(manager_->ListCheckpoints(*request), response), start);
 }
 
 // --- WorkerService
 
-grpc::Status WorkerServiceImpl::Done(const char* method, const absl::Status& status) {
-  return CountAndConvert(metrics_, method, status);
+grpc::Status WorkerServiceImpl::Done(const char* method, const absl::Status& status,
+                                     absl::Time start) {
+  return CountAndConvert(metrics_, method, status, start);
 }
 
 grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext*,
                                                const paft::v1::RegisterWorkerRequest* request,
                                                paft::v1::RegisterWorkerResponse* response) {
-  return Done("RegisterWorker", Assign(manager_->RegisterWorker(*request), response));
+  const absl::Time start = absl::Now();
+  return Done("RegisterWorker", Assign(manager_->RegisterWorker(*request), response), start);
 }
 
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*,
                                           const paft::v1::HeartbeatRequest* request,
                                           paft::v1::HeartbeatResponse* response) {
-  return Done("Heartbeat", Assign(manager_->Heartbeat(*request), response));
+  const absl::Time start = absl::Now();
+  return Done("Heartbeat", Assign(manager_->Heartbeat(*request), response), start);
 }
 
 grpc::Status WorkerServiceImpl::StreamAssignments(
@@ -131,19 +153,22 @@ grpc::Status WorkerServiceImpl::StreamAssignments(
 grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext*,
                                                const paft::v1::ReportProgressRequest* request,
                                                paft::v1::Ack*) {
-  return Done("ReportProgress", manager_->ReportProgress(*request));
+  const absl::Time start = absl::Now();
+  return Done("ReportProgress", manager_->ReportProgress(*request), start);
 }
 
 grpc::Status WorkerServiceImpl::ReportCheckpoint(grpc::ServerContext*,
                                                  const paft::v1::ReportCheckpointRequest* request,
                                                  paft::v1::Ack*) {
-  return Done("ReportCheckpoint", manager_->ReportCheckpoint(*request));
+  const absl::Time start = absl::Now();
+  return Done("ReportCheckpoint", manager_->ReportCheckpoint(*request), start);
 }
 
 grpc::Status WorkerServiceImpl::ReportExit(grpc::ServerContext*,
                                            const paft::v1::ReportExitRequest* request,
                                            paft::v1::Ack*) {
-  return Done("ReportExit", manager_->ReportExit(*request));
+  const absl::Time start = absl::Now();
+  return Done("ReportExit", manager_->ReportExit(*request), start);
 }
 
 }  // namespace paft::coordinator

@@ -34,7 +34,9 @@ class JobServiceImpl final : public paft::v1::JobService::Service {
                                paft::v1::ListCheckpointsResponse* response) override;
 
  private:
-  grpc::Status Done(const char* method, const absl::Status& status);
+  // Counts the RPC (and times it, when `start` is given) and converts the status.
+  grpc::Status Done(const char* method, const absl::Status& status,
+                    absl::Time start = absl::InfinitePast());
 
   JobManager* manager_;
   WorkerRegistry* registry_;
@@ -64,7 +66,9 @@ class WorkerServiceImpl final : public paft::v1::WorkerService::Service {
                           paft::v1::Ack*) override;
 
  private:
-  grpc::Status Done(const char* method, const absl::Status& status);
+  // Counts the RPC (and times it, when `start` is given) and converts the status.
+  grpc::Status Done(const char* method, const absl::Status& status,
+                    absl::Time start = absl::InfinitePast());
 
   JobManager* manager_;
   WorkerRegistry* registry_;

@@ -5,7 +5,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/prctl.h>
+
 #include <cstring>
+#include <optional>
 
 #include <google/protobuf/util/json_util.h>
 
@@ -146,6 +149,9 @@ void Agent::SessionLoop() {
                    [&] { return stopping_.load(); });
     }
   }
+  // The trainers were forked from this thread (PR_SET_PDEATHSIG): it ends only after them.
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return children_.empty(); });
 }
 
 void Agent::HeartbeatLoop() {
@@ -235,9 +241,15 @@ void Agent::HandleStart(const paft::v1::Task& task) {
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
 
+  const pid_t agent_pid = ::getpid();
   pid_t pid = ::fork();
   if (pid == 0) {
     ::setpgid(0, 0);  // own process group: a stop reaches the trainer's children too
+    // Fate sharing: a trainer must not outlive its agent (it would hold the device, unseen by
+    // the coordinator). The signal fires when the forking thread ends: this is the session
+    // thread, which outlives every child (SessionLoop waits for them).
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != agent_pid) ::_exit(127);  // the agent died before prctl
     ::dup2(pipe_fds[1], STDOUT_FILENO);
     ::dup2(log_fd, STDERR_FILENO);
     sigset_t none;
@@ -281,6 +293,7 @@ void Agent::HandleStop(const std::string& task_id, const std::string& reason,
   }
   PAFT_LOG(INFO) << "stopping " << task_id << " (" << reason << ")";
   ::kill(-pid, SIGTERM);
+  ::kill(-pid, SIGCONT);  // a stopped (SIGSTOP/SIGTSTP) trainer must see the SIGTERM too
   std::lock_guard<std::mutex> lock(mu_);
   stop_timers_.emplace_back([this, task_id, pid, grace] {
     std::unique_lock<std::mutex> lock(mu_);
@@ -298,6 +311,15 @@ void Agent::ReadOutput(Child* child) {
   int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   std::string buffer;
   char chunk[4096];
+  std::optional<paft::v1::ReportProgressRequest> pending_progress;
+  absl::Time last_progress_report = absl::InfinitePast();
+  auto flush_progress = [&] {
+    if (!pending_progress) return;
+    paft::v1::Ack ack;
+    auto context = NewContext();
+    (void)stub_->ReportProgress(context.get(), *pending_progress, &ack);
+    pending_progress.reset();
+  };
   auto handle_line = [&](const std::string& line) {
     if (log_fd >= 0) {
       std::string with_newline = line + "\n";
@@ -310,14 +332,31 @@ void Agent::ReadOutput(Child* child) {
     if (type == "progress") {
       paft::v1::ReportProgressRequest request;
       request.set_task_id(task.task_id());
-      request.set_step(event->value("step", int64_t{0}));
-      request.set_total_steps(event->value("total_steps", int64_t{0}));
-      request.set_loss(event->value("loss", 0.0));
-      request.set_tokens_per_second(event->value("tokens_per_second", 0.0));
-      paft::v1::Ack ack;
-      auto context = NewContext();
-      (void)stub_->ReportProgress(context.get(), request, &ack);
+      for (const auto& [key, value] : event->items()) {
+        if (!value.is_number()) continue;
+        if (key == "step") {
+          request.set_step(value.get<int64_t>());
+        } else if (key == "total_steps") {
+          request.set_total_steps(value.get<int64_t>());
+        } else if (key == "loss") {
+          request.set_loss(value.get<double>());
+        } else if (key == "tokens_per_second") {
+          request.set_tokens_per_second(value.get<double>());
+        } else {
+          (*request.mutable_metrics())[key] = value.get<double>();
+        }
+      }
+      pending_progress = std::move(request);
+      // At most one report per progress_interval (a fast trainer prints every step), and always
+      // the last step's.
+      const absl::Time now = absl::Now();
+      if (now - last_progress_report >= options_.progress_interval ||
+          pending_progress->step() >= pending_progress->total_steps()) {
+        flush_progress();
+        last_progress_report = now;
+      }
     } else if (type == "checkpoint") {
+      flush_progress();  // the checkpoint's metrics are those of its step
       paft::v1::ReportCheckpointRequest request;
       request.set_task_id(task.task_id());
       request.set_step(event->value("step", int64_t{0}));
@@ -352,6 +391,7 @@ void Agent::ReadOutput(Child* child) {
     }
   }
   if (!buffer.empty()) handle_line(buffer);
+  flush_progress();
   ::close(child->stdout_fd);
   if (log_fd >= 0) ::close(log_fd);
 }

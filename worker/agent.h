@@ -30,6 +30,8 @@ struct AgentOptions {
   std::vector<std::string> trainer_args;  // extra arguments before --task_file
   absl::Duration reconnect_backoff = absl::Seconds(1);
   absl::Duration rpc_timeout = absl::Seconds(10);
+  // A rank's progress is reported at most this often (and always its last step).
+  absl::Duration progress_interval = absl::Seconds(1);
 };
 
 class Agent {

@@ -36,6 +36,8 @@ ABSL_FLAG(std::string, adapter, "", "eval: PEFT adapter folder");
 ABSL_FLAG(std::string, dataset, "", "eval: dataset (JSONL or .paftds)");
 ABSL_FLAG(double, beta, 0.1, "eval: DPO beta for rewards");
 ABSL_FLAG(int64_t, max_new_tokens, 64, "eval: generation length for exact match");
+ABSL_FLAG(absl::Duration, progress_interval, absl::Seconds(1),
+          "Report a rank's progress to the coordinator at most this often");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
           "On SIGTERM, how long trainers get to stop before SIGKILL");
 
@@ -100,6 +102,7 @@ int main(int argc, char** argv) {
   options.devices = absl::GetFlag(FLAGS_devices);
   options.address = absl::GetFlag(FLAGS_address).empty() ? host : absl::GetFlag(FLAGS_address);
   options.trainer = absl::GetFlag(FLAGS_trainer);
+  options.progress_interval = absl::GetFlag(FLAGS_progress_interval);
   if (options.trainer.empty()) {
     options.trainer = SelfPath();  // this binary's `train` mode
     options.trainer_args = {"train"};

@@ -3,7 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <map>
+
 #include "common/job_spec.h"
+#include "prometheus/registry.h"
 #include "tests/testing/temp_dir.h"
 
 namespace paft::coordinator {
@@ -25,7 +29,8 @@ class JobManagerTest : public ::testing::Test {
  protected:
   void SetUp() override { Open(); }
 
-  void Open() {
+  // A coordinator on the test's database; pools declared unless `declared_pools` is false.
+  void Open(bool declared_pools = true) {
     manager_.reset();
     store_.reset();
     auto store = JobStore::Open(dir_.Join("state.db"));
@@ -34,8 +39,11 @@ class JobManagerTest : public ::testing::Test {
     registry_ = std::make_unique<WorkerRegistry>(absl::Seconds(10));
     JobManagerOptions options;
     options.check_inputs = false;
+    if (declared_pools) options.pool_capacity = {{"sft", 4}, {"align", 4}};
+    prometheus_ = std::make_unique<prometheus::Registry>();
+    metrics_ = std::make_unique<CoordinatorMetrics>(*prometheus_);
     manager_ = std::make_unique<JobManager>(options, store_.get(), registry_.get(), &clock_,
-                                            nullptr);
+                                            metrics_.get());
     ASSERT_TRUE(manager_->Recover().ok());
   }
 
@@ -67,6 +75,34 @@ class JobManagerTest : public ::testing::Test {
   }
 
   Job Get(const std::string& id) { return *manager_->GetJob(id); }
+
+  absl::Status Progress(const std::string& task_id, int64_t step, int64_t total, double loss) {
+    paft::v1::ReportProgressRequest request;
+    request.set_task_id(task_id);
+    request.set_step(step);
+    request.set_total_steps(total);
+    request.set_loss(loss);
+    (*request.mutable_metrics())["learning_rate"] = 1e-4;
+    return manager_->ReportProgress(request);
+  }
+
+  // Value of the metric `name` with exactly these labels (among others of the family), or NaN.
+  double Metric(const std::string& name, const std::map<std::string, std::string>& labels) {
+    for (const auto& family : prometheus_->Collect()) {
+      if (family.name != name) continue;
+      for (const auto& m : family.metric) {
+        bool match = true;
+        for (const auto& [k, v] : labels) {
+          bool found = false;
+          for (const auto& l : m.label) found = found || (l.name == k && l.value == v);
+          match = match && found;
+        }
+        if (match) return family.type == prometheus::MetricType::Counter ? m.counter.value
+                                                                        : m.gauge.value;
+      }
+    }
+    return std::nan("");
+  }
 
   absl::Status Exit(const std::string& task_id, int code,
                     paft::v1::ExitReason reason = paft::v1::EXIT_REASON_COMPLETED) {
@@ -100,6 +136,8 @@ class JobManagerTest : public ::testing::Test {
   FakeClock clock_;
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<WorkerRegistry> registry_;
+  std::unique_ptr<prometheus::Registry> prometheus_;
+  std::unique_ptr<CoordinatorMetrics> metrics_;
   std::unique_ptr<JobManager> manager_;
 };
 
@@ -181,7 +219,9 @@ TEST_F(JobManagerTest, JobFlowsToSucceeded) {
   EXPECT_TRUE(manager_->WatchComplete(job.job_id(), events->back().seq()));
   // Slots are free again.
   EXPECT_EQ(registry_->List("sft")[0].busy_devices(), 0);
-  auto checkpoints = manager_->ListCheckpoints(job.job_id());
+  paft::v1::ListCheckpointsRequest list;
+  list.set_job_id(job.job_id());
+  auto checkpoints = manager_->ListCheckpoints(list);
   ASSERT_TRUE(checkpoints.ok());
   EXPECT_EQ(checkpoints->checkpoints_size(), 2);
 }
@@ -281,18 +321,17 @@ TEST_F(JobManagerTest, SilentGangIsRestarted) {
   Job job = Submit("r", 1);
   std::string s = Register("s1", "sft", 2);
   auto sft = Take(s);
-  // Progress from rank 0 keeps the gang alive past the default 30 minutes...
+  // Progress from every rank keeps the gang alive past the default 30 minutes...
   clock_.Advance(absl::Minutes(20));
-  paft::v1::ReportProgressRequest progress;
-  progress.set_task_id(sft[0].start().task_id());
-  progress.set_step(1);
-  ASSERT_TRUE(manager_->ReportProgress(progress).ok());
+  for (const auto& a : sft) ASSERT_TRUE(Progress(a.start().task_id(), 1, 10, 2.0).ok());
   clock_.Advance(absl::Minutes(20));
   ASSERT_TRUE(registry_->Heartbeat(s, clock_.Now()).ok());
   manager_->Tick();
   EXPECT_EQ(Get(job.job_id()).sft().attempt(), 1);
-  // ...silence beyond it stops the gang and restarts the branch.
-  clock_.Advance(absl::Minutes(11));
+  // ...but one silent rank is enough: rank 0 keeps reporting, rank 1 does not.
+  clock_.Advance(absl::Minutes(5));
+  ASSERT_TRUE(Progress(sft[0].start().task_id(), 2, 10, 2.0).ok());
+  clock_.Advance(absl::Minutes(6));
   ASSERT_TRUE(registry_->Heartbeat(s, clock_.Now()).ok());
   manager_->Tick();
   job = Get(job.job_id());
@@ -419,6 +458,134 @@ TEST_F(JobManagerTest, ListJobsFiltersAndPages) {
   // Queue positions follow submission order.
   EXPECT_EQ(Get(ids[1]).queue_position(), 1);
   EXPECT_EQ(Get(ids[4]).queue_position(), 4);
+}
+
+TEST_F(JobManagerTest, ImpossibleJobsAreRejectedAtOnce) {
+  // Declared pools: sft and align with 4 slots each.
+  paft::v1::SubmitJobRequest request;
+  request.set_request_id("x");
+  *request.mutable_spec() = *ParseJobSpec(kSpec);
+  request.mutable_spec()->mutable_sft()->set_pool("nope");
+  auto rejected = manager_->SubmitJob(request);
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(rejected.status().message()), HasSubstr("sft.pool: unknown pool 'nope'"));
+  *request.mutable_spec() = *ParseJobSpec(kSpec);
+  request.mutable_spec()->mutable_alignment()->set_world_size(5);
+  rejected = manager_->SubmitJob(request);
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(rejected.status().message()),
+              HasSubstr("alignment.world_size: 5 ranks, but pool 'align' can offer at most 4"));
+  EXPECT_EQ(manager_->ListJobs({})->jobs_size(), 0);  // nothing stored
+  request.mutable_spec()->mutable_alignment()->set_world_size(4);
+  EXPECT_TRUE(manager_->SubmitJob(request).ok());  // the same request id, now admissible
+}
+
+TEST_F(JobManagerTest, UndeclaredPoolsAreLearntFromAgentsAndRemembered) {
+  Open(/*declared_pools=*/false);
+  paft::v1::SubmitJobRequest request;
+  request.set_request_id("x");
+  *request.mutable_spec() = *ParseJobSpec(kSpec);
+  auto rejected = manager_->SubmitJob(request);
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(rejected.status().message()),
+              HasSubstr("sft.pool: no worker agent of pool 'sft' has registered"));
+  Register("s1", "sft", 1);
+  Register("s2", "sft", 1);
+  Register("a1", "align", 3);
+  EXPECT_TRUE(manager_->SubmitJob(request).ok());
+  // The capacity is the most slots the pool has offered at once, and survives a restart
+  // (when no agent has re-registered yet).
+  Open(/*declared_pools=*/false);
+  request.set_request_id("y");
+  request.mutable_spec()->mutable_sft()->set_world_size(3);
+  rejected = manager_->SubmitJob(request);
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(rejected.status().message()),
+              HasSubstr("sft.world_size: 3 ranks, but pool 'sft' can offer at most 2"));
+  request.mutable_spec()->mutable_sft()->set_world_size(2);
+  request.mutable_spec()->mutable_alignment()->set_world_size(3);
+  EXPECT_TRUE(manager_->SubmitJob(request).ok());
+}
+
+TEST_F(JobManagerTest, CheckpointRegistryAppliesRetentionAndPinsTheFinal) {
+  Job job = Submit("r");
+  std::string s = Register("s1", "sft", 2);
+  auto sft = Take(s);
+  const std::string rank0 = sft[0].start().task_id();
+  // keep_last defaults to 2.
+  for (int64_t step : {2, 4, 6}) {
+    ASSERT_TRUE(Progress(rank0, step, 10, 3.0 - step * 0.1).ok());
+    ASSERT_TRUE(Checkpoint(rank0, step, false).ok());
+  }
+  ASSERT_TRUE(Checkpoint(rank0, 10, true).ok());
+  paft::v1::ListCheckpointsRequest list;
+  list.set_job_id(job.job_id());
+  auto live = manager_->ListCheckpoints(list);
+  ASSERT_TRUE(live.ok());
+  ASSERT_EQ(live->checkpoints_size(), 2);
+  EXPECT_EQ(live->checkpoints(0).step(), 6);
+  EXPECT_FALSE(live->checkpoints(0).pinned());
+  EXPECT_NEAR(live->checkpoints(0).metrics().at("loss"), 2.4, 1e-12);
+  EXPECT_EQ(live->checkpoints(0).metrics().at("learning_rate"), 1e-4);
+  EXPECT_EQ(live->checkpoints(0).attempt(), 1);
+  EXPECT_EQ(live->checkpoints(1).step(), 10);
+  EXPECT_TRUE(live->checkpoints(1).pinned());
+  EXPECT_TRUE(live->checkpoints(1).final());
+  list.set_include_retired(true);
+  auto all = manager_->ListCheckpoints(list);
+  ASSERT_EQ(all->checkpoints_size(), 4);
+  EXPECT_TRUE(all->checkpoints(0).retired());  // step 2
+  EXPECT_TRUE(all->checkpoints(1).retired());  // step 4
+  // A Checkpoint event carries the record.
+  auto events = manager_->EventsAfter(job.job_id(), 0, 100);
+  const auto& last = events->back();
+  EXPECT_EQ(last.type(), "Checkpoint");
+  EXPECT_EQ(last.checkpoint().step(), 10);
+  EXPECT_EQ(Metric("paft_checkpoints_total", {{"branch", "sft"}}), 4);
+  // The retention survives a restart (it is stored with the checkpoint in one transaction).
+  Open();
+  list.set_include_retired(false);
+  EXPECT_EQ(manager_->ListCheckpoints(list)->checkpoints_size(), 2);
+}
+
+TEST_F(JobManagerTest, ProgressGivesEtaEventsAndGauges) {
+  Job job = Submit("r");
+  std::string s = Register("s1", "sft", 2);
+  auto sft = Take(s);
+  const std::string rank0 = sft[0].start().task_id();
+  uint64_t version = 0;
+  ASSERT_TRUE(Progress(rank0, 1, 101, 2.0).ok());
+  EXPECT_EQ(Get(job.job_id()).sft().eta_seconds(), 0);  // one point: no rate yet
+  clock_.Advance(absl::Seconds(10));
+  ASSERT_TRUE(Progress(rank0, 11, 101, 1.5).ok());  // 1 s per step, 90 steps left
+  Job now = Get(job.job_id());
+  EXPECT_EQ(now.sft().state(), paft::v1::BRANCH_STATE_RUNNING);
+  EXPECT_DOUBLE_EQ(now.sft().eta_seconds(), 90.0);
+  EXPECT_EQ(now.sft().metrics().at("learning_rate"), 1e-4);
+  auto events = manager_->ProgressEvents(job.job_id(), &version);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].type(), "Progress");
+  EXPECT_EQ(events[0].branch(), paft::v1::BRANCH_KIND_SFT);
+  EXPECT_EQ(events[0].progress().step(), 11);
+  EXPECT_EQ(events[0].seq(), manager_->EventsAfter(job.job_id(), 0, 100)->back().seq());
+  EXPECT_TRUE(manager_->ProgressEvents(job.job_id(), &version).empty());  // nothing new
+  manager_->Tick();
+  const std::map<std::string, std::string> labels = {{"job_id", job.job_id()},
+                                                     {"branch", "sft"}};
+  EXPECT_EQ(Metric("paft_branch_step", labels), 11);
+  EXPECT_EQ(Metric("paft_branch_eta_seconds", labels), 90);
+  EXPECT_EQ(Metric("paft_branch_loss", labels), 1.5);
+  EXPECT_EQ(Metric("paft_branches", {{"branch", "sft"}, {"state", "BRANCH_STATE_RUNNING"}}), 1);
+  EXPECT_EQ(Metric("paft_queue_depth", {{"pool", "align"}}), 1);  // alignment waits for devices
+  EXPECT_EQ(Metric("paft_pool_slots", {{"pool", "sft"}, {"state", "busy"}}), 2);
+  EXPECT_EQ(Metric("paft_workers", {{"pool", "sft"}, {"state", "busy"}}), 1);
+  // A branch that stops running drops its series.
+  paft::v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.job_id());
+  ASSERT_TRUE(manager_->CancelJob(cancel).ok());
+  manager_->Tick();
+  EXPECT_TRUE(std::isnan(Metric("paft_branch_step", labels)));
+  EXPECT_EQ(Metric("paft_queue_depth", {{"pool", "align"}}), 0);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "common/dtype.h"
 #include "common/file_util.h"
@@ -23,6 +24,7 @@ namespace paft {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::ChildProcess;
 
 
@@ -50,6 +52,13 @@ class EndToEndTest : public ::testing::Test {
     return {std::string("--trainer=") + PAFT_PLACEHOLDER_TRAINER};
   }
   virtual void PrepareBase() {}
+  // Agents started: name, pool, device slots.
+  struct AgentSpec {
+    std::string name, pool;
+    int devices;
+  };
+  virtual std::vector<AgentSpec> Agents() { return {{"w-sft", "sft", 2}, {"w-align", "align", 2}}; }
+  virtual std::vector<std::string> ExtraCoordinatorFlags() { return {}; }
 
   void SetUp() override {
     root_ = dir_.path();
@@ -88,6 +97,7 @@ class EndToEndTest : public ::testing::Test {
                          "--heartbeat_interval=500ms",
                          "--tick_interval=100ms",
                          "--adoption_grace=10s"};
+    for (const auto& flag : ExtraCoordinatorFlags()) coordinator_argv_.push_back(flag);
     coordinator_ = std::make_unique<ChildProcess>(coordinator_argv_, std::vector<std::string>{},
                                                   root_ + "/coordinator.log");
     auto ports = testing::WaitForPortFile(root_ + "/coordinator.ports", absl::Seconds(20));
@@ -95,25 +105,83 @@ class EndToEndTest : public ::testing::Test {
     coordinator_ports_ = *ports;
     address_ = absl::StrCat("127.0.0.1:", coordinator_ports_["grpc"]);
 
-    for (const auto& [name, pool] : {std::pair<std::string, std::string>{"w-sft", "sft"},
-                                     {"w-align", "align"}}) {
-      std::vector<std::string> argv = {PAFT_WORKER, "--coordinator=" + address_, "--name=" + name,
-                                       "--pool=" + pool, "--devices=2", "--address=127.0.0.1"};
+    const auto agents = Agents();
+    for (const auto& agent : agents) {
+      std::vector<std::string> argv = {PAFT_WORKER,
+                                       "--coordinator=" + address_,
+                                       "--name=" + agent.name,
+                                       "--pool=" + agent.pool,
+                                       absl::StrCat("--devices=", agent.devices),
+                                       "--address=127.0.0.1"};
       for (const auto& flag : TrainerFlags()) argv.push_back(flag);
       workers_.push_back(std::make_unique<ChildProcess>(
           argv, std::vector<std::string>{"PAFT_PLACEHOLDER_STEP_MS=20"},
-          root_ + "/" + name + ".log"));
+          root_ + "/" + agent.name + ".log"));
+      worker_names_.push_back(agent.name);
     }
-    // Wait until both agents have registered (they load LibTorch first, which takes a moment).
+    // Wait until the agents have registered (they load LibTorch first, which takes a moment).
     auto stub = v1::JobService::NewStub(MakeChannel(address_));
+    const int expected = static_cast<int>(agents.size());
     int registered = 0;
-    for (int i = 0; i < 300 && registered < 2; ++i) {
+    for (int i = 0; i < 300 && registered < expected; ++i) {
       grpc::ClientContext context;
       v1::ListWorkersResponse workers;
       if (stub->ListWorkers(&context, {}, &workers).ok()) registered = workers.workers_size();
-      if (registered < 2) absl::SleepFor(absl::Milliseconds(50));
+      if (registered < expected) absl::SleepFor(absl::Milliseconds(50));
     }
-    ASSERT_EQ(registered, 2) << "the agents did not register";
+    ASSERT_EQ(registered, expected) << "the agents did not register";
+  }
+
+  v1::Job GetJob(const std::string& job_id) {
+    auto stub = v1::JobService::NewStub(MakeChannel(address_));
+    grpc::ClientContext context;
+    v1::GetJobRequest request;
+    request.set_job_id(job_id);
+    v1::Job job;
+    EXPECT_TRUE(stub->GetJob(&context, request, &job).ok());
+    return job;
+  }
+
+  // Polls until `done(job)` or `timeout`; the last job seen.
+  template <typename Predicate>
+  v1::Job WaitFor(const std::string& job_id, Predicate done,
+                  absl::Duration timeout = absl::Seconds(30)) {
+    const absl::Time deadline = absl::Now() + timeout;
+    v1::Job job = GetJob(job_id);
+    while (!done(job) && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(20));
+      job = GetJob(job_id);
+    }
+    return job;
+  }
+
+  std::vector<v1::JobEvent> Events(const std::string& job_id) {
+    auto stub = v1::JobService::NewStub(MakeChannel(address_));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    auto reader = stub->WatchJob(&context, request);
+    std::vector<v1::JobEvent> events;
+    v1::JobEvent event;
+    while (reader->Read(&event)) events.push_back(event);
+    return events;
+  }
+
+  // Submits with paftctl --json; the job id.
+  std::string Submit(const std::string& spec_path) {
+    std::string output;
+    EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "--json", "submit",
+                                   spec_path},
+                                  &output),
+              0)
+        << output;
+    return JobIdOf(output);
+  }
+
+  // Trainer processes of a job (all branches and attempts), or of a task id prefix.
+  static std::vector<pid_t> Trainers(const std::string& task_prefix) {
+    return testing::ProcessesWithEnv("PAFT_TASK_ID=" + task_prefix);
   }
 
   void TearDown() override {
@@ -136,6 +204,7 @@ class EndToEndTest : public ::testing::Test {
 name: )", name, R"(
 base_model: models/base
 output_dir: jobs/)", name, R"(
+restart_budget: 2
 sft:
   pool: sft
   world_size: )", sft_world_size, R"(
@@ -162,6 +231,7 @@ merge:
   std::unique_ptr<ChildProcess> merger_, coordinator_;
   std::vector<std::string> coordinator_argv_;
   std::vector<std::unique_ptr<ChildProcess>> workers_;
+  std::vector<std::string> worker_names_;  // parallel to workers_
 };
 
 TEST_F(EndToEndTest, JobRunsToSucceededAndTheMergeIsRight) {
@@ -299,6 +369,25 @@ TEST_F(EndToEndTest, BadSpecsAreRejectedWithTheField) {
                 {PAFTCTL, "--coordinator=" + address_, "submit", WriteSpec("bad", 0)}, &output),
             2);
   EXPECT_THAT(output, HasSubstr("sft.world_size"));
+  // Impossible on this cluster: more ranks than the sft pool's 2 slots, an unknown pool.
+  output.clear();
+  EXPECT_EQ(testing::RunCommand(
+                {PAFTCTL, "--coordinator=" + address_, "submit", WriteSpec("big", 3)}, &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("sft.world_size: 3 ranks, but pool 'sft' can offer at most 2"));
+  const std::string spec = *ReadFileToString(WriteSpec("lost", 2));
+  ASSERT_TRUE(WriteFileAtomic(root_ + "/lost.yaml",
+                              absl::StrReplaceAll(spec, {{"pool: align", "pool: gpu-h100"}}))
+                  .ok());
+  output.clear();
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "submit",
+                                 root_ + "/lost.yaml"},
+                                &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("alignment.pool: no worker agent of pool 'gpu-h100'"));
+  output.clear();
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "list"}, &output), 0);
+  EXPECT_THAT(output, Not(HasSubstr("job-")));  // nothing was stored
   output.clear();
   EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "get", "job-missing"},
                                 &output),
@@ -307,16 +396,15 @@ TEST_F(EndToEndTest, BadSpecsAreRejectedWithTheField) {
 }
 
 TEST_F(EndToEndTest, CancelStopsTheTrainers) {
+  const std::string job_id = Submit(WriteSpec("long", 2, 1000));
+  ASSERT_FALSE(job_id.empty());
+  const v1::Job running = WaitFor(job_id, [](const v1::Job& j) {
+    return j.sft().state() == v1::BRANCH_STATE_RUNNING &&
+           j.alignment().state() == v1::BRANCH_STATE_RUNNING;
+  });
+  ASSERT_EQ(running.sft().state(), v1::BRANCH_STATE_RUNNING);
+  EXPECT_EQ(Trainers(job_id + ".").size(), 4u);  // 2 ranks per branch
   std::string output;
-  ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "--json", "submit",
-                                 WriteSpec("long", 2)},
-                                &output,
-                                {}),
-            0)
-      << output;
-  const std::string job_id = JobIdOf(output);
-  ASSERT_FALSE(job_id.empty()) << output;
-  output.clear();
   EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "cancel", job_id}, &output),
             0)
       << output;
@@ -325,7 +413,117 @@ TEST_F(EndToEndTest, CancelStopsTheTrainers) {
   // watch of a cancelled job ends at once with exit code 1.
   EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "watch", job_id}, &output),
             1);
+  // Every rank is stopped (SIGTERM; the placeholder exits at once) and its slot freed.
+  for (int i = 0; i < 200 && !Trainers(job_id + ".").empty(); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(Trainers(job_id + ".").empty());
+  auto stub = v1::JobService::NewStub(MakeChannel(address_));
+  int busy = -1;
+  for (int i = 0; i < 100 && busy != 0; ++i) {
+    grpc::ClientContext context;
+    v1::ListWorkersResponse workers;
+    ASSERT_TRUE(stub->ListWorkers(&context, {}, &workers).ok());
+    busy = 0;
+    for (const auto& w : workers.workers()) busy += w.busy_devices();
+    if (busy != 0) absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(busy, 0);
   EXPECT_FALSE(PathExists(root_ + "/jobs/long/merged"));
+}
+
+// Failures with real processes: a second sft agent to restart on, a short progress timeout.
+class FaultEndToEndTest : public EndToEndTest {
+ protected:
+  std::vector<AgentSpec> Agents() override {
+    return {{"w-sft", "sft", 2}, {"w-sft2", "sft", 2}, {"w-align", "align", 2}};
+  }
+  std::vector<std::string> ExtraCoordinatorFlags() override {
+    // A lost agent is noticed (lease) before its silence would be (progress timeout).
+    return {"--lease_ttl=2s", "--progress_timeout=6s", "--stop_grace_period=5s"};
+  }
+
+  // The first line of a rank's log that mentions the steps it runs ("steps S..T").
+  std::string StepsLine(const std::string& log_path) {
+    auto text = ReadFileToString(log_path);
+    if (!text.ok()) return "";
+    const auto pos = text->find("steps ");
+    return pos == std::string::npos ? "" : text->substr(pos, text->find('\n', pos) - pos);
+  }
+};
+
+TEST_F(FaultEndToEndTest, AgentKilledMidBranchRestartsFromItsCheckpoint) {
+  const std::string job_id = Submit(WriteSpec("agentkill", 2, 300));
+  ASSERT_FALSE(job_id.empty());
+  v1::Job job = WaitFor(job_id, [](const v1::Job& j) {
+    return j.sft().state() == v1::BRANCH_STATE_RUNNING && j.sft().checkpoint_step() >= 6;
+  });
+  ASSERT_GE(job.sft().checkpoint_step(), 6) << "the sft branch made no checkpoint";
+  ASSERT_EQ(job.sft().workers_size(), 2);
+  // The agent running the sft gang (both ranks on one agent: fewest workers first).
+  const std::string victim_id = job.sft().workers(0);
+  size_t victim = workers_.size();
+  for (size_t i = 0; i < worker_names_.size(); ++i) {
+    if (victim_id.rfind(worker_names_[i] + "-", 0) == 0) victim = i;
+  }
+  ASSERT_LT(victim, workers_.size()) << victim_id;
+  const std::string attempt1 = job_id + ".sft.a1.";
+  ASSERT_EQ(Trainers(attempt1).size(), 2u);
+  workers_[victim]->Signal(SIGKILL);
+  ASSERT_TRUE(workers_[victim]->Wait(absl::Seconds(10)).has_value());
+  workers_.erase(workers_.begin() + victim);
+  worker_names_.erase(worker_names_.begin() + victim);
+  // Its trainers die with it (they would otherwise hold their devices, unseen).
+  for (int i = 0; i < 100 && !Trainers(attempt1).empty(); ++i) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_TRUE(Trainers(attempt1).empty());
+
+  std::string output;
+  ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "watch", job_id}, &output),
+            0)
+      << output << *ReadFileToString(root_ + "/coordinator.log");
+  job = GetJob(job_id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.sft().attempt(), 2);
+  EXPECT_EQ(job.alignment().attempt(), 1) << "only the failed branch restarts";
+  EXPECT_EQ(job.restarts_used(), 1);
+  EXPECT_THAT(output, HasSubstr("sft RESTARTING"));
+  EXPECT_THAT(output, HasSubstr("WorkerLost")) << output;
+  bool restart_event = false;
+  for (const auto& e : Events(job_id)) {
+    restart_event = restart_event || (e.branch_state() == v1::BRANCH_STATE_RESTARTING &&
+                                      e.reason() == "WorkerLost");
+  }
+  EXPECT_TRUE(restart_event);
+  // Attempt 2 resumed from the checkpoint instead of starting over.
+  const std::string steps = StepsLine(root_ + "/jobs/agentkill/sft/logs/attempt-2/rank-0.log");
+  EXPECT_THAT(steps, Not(HasSubstr("steps 0..")));
+  EXPECT_THAT(steps, HasSubstr("..300"));
+}
+
+TEST_F(FaultEndToEndTest, HungTrainerIsDetectedAndRestarted) {
+  const std::string job_id = Submit(WriteSpec("hung", 2, 300));
+  ASSERT_FALSE(job_id.empty());
+  v1::Job job = WaitFor(job_id, [](const v1::Job& j) {
+    return j.alignment().state() == v1::BRANCH_STATE_RUNNING && j.alignment().step() >= 3;
+  });
+  ASSERT_EQ(job.alignment().state(), v1::BRANCH_STATE_RUNNING);
+  // Rank 1 of the alignment gang hangs: stopped, it neither trains nor reports.
+  auto rank1 = Trainers(job_id + ".alignment.a1.r1");
+  ASSERT_EQ(rank1.size(), 1u);
+  ASSERT_EQ(::kill(rank1[0], SIGSTOP), 0);
+  job = WaitFor(
+      job_id, [](const v1::Job& j) { return j.alignment().attempt() >= 2; }, absl::Seconds(30));
+  EXPECT_EQ(job.alignment().attempt(), 2);
+  std::string output;
+  ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "watch", job_id}, &output),
+            0)
+      << output << *ReadFileToString(root_ + "/coordinator.log");
+  job = GetJob(job_id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.sft().attempt(), 1);
+  EXPECT_THAT(output, HasSubstr("alignment RESTARTING"));
+  EXPECT_THAT(output, HasSubstr("NoProgress"));
+  EXPECT_TRUE(Trainers(job_id + ".").empty());  // the stopped rank did not linger
 }
 
 // The same flow with the real trainer (paft-worker train): LoRA branches on a toy model with a

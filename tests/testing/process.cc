@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 
 #include "absl/time/clock.h"
 #include "common/file_util.h"
@@ -138,6 +139,34 @@ std::optional<std::string> HttpGet(int port, const std::string& path) {
   if (response.rfind("HTTP/1.", 0) != 0 || body == std::string::npos) return std::nullopt;
   if (response.find(" 200 ") == std::string::npos) return std::nullopt;
   return response.substr(body + 4);
+}
+
+std::vector<pid_t> ProcessesWithEnv(const std::string& entry_prefix) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    auto stat = ReadFileToString(entry.path().string() + "/stat");
+    if (!stat.ok()) continue;
+    const auto close = stat->rfind(')');  // "pid (comm) S ...": the state after the comm
+    if (close == std::string::npos || close + 2 >= stat->size() || (*stat)[close + 2] == 'Z') {
+      continue;
+    }
+    auto environ_text = ReadFileToString(entry.path().string() + "/environ");
+    if (!environ_text.ok()) continue;
+    size_t start = 0;
+    while (start < environ_text->size()) {
+      size_t end = environ_text->find('\0', start);
+      if (end == std::string::npos) end = environ_text->size();
+      if (environ_text->compare(start, entry_prefix.size(), entry_prefix) == 0) {
+        out.push_back(static_cast<pid_t>(std::stoi(name)));
+        break;
+      }
+      start = end + 1;
+    }
+  }
+  return out;
 }
 
 }  // namespace paft::testing

@@ -39,6 +39,10 @@ int RunCommand(const std::vector<std::string>& argv, std::string* output,
 std::optional<std::map<std::string, int>> WaitForPortFile(const std::string& path,
                                                           absl::Duration timeout);
 
+// Live (not zombie) processes of this user whose environment has an entry starting with
+// `entry_prefix` (e.g. "PAFT_TASK_ID=job-1.sft.a1.").
+std::vector<pid_t> ProcessesWithEnv(const std::string& entry_prefix);
+
 // A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
 int FreePort();
 

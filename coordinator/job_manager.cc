@@ -175,6 +175,7 @@ absl::Status JobManager::CommitLocked(JobRecord& record, Change change) {
   *change.job.mutable_update_time() = ToProtoTime(clock_->Now());
   PAFT_RETURN_IF_ERROR(store_->UpdateJob(change.job, change.events, change.checkpoints));
   CountJobState(record.job.state(), change.job.state());
+  UpdateQueueLocked(&record, &record.job, change.job);
   record.job = std::move(change.job);
   record.last_seq += static_cast<int64_t>(change.events.size());
   record.progress_dirty = false;
@@ -205,6 +206,7 @@ absl::Status JobManager::Recover() {
     record.job = std::move(job);
     record.last_flush = clock_->Now();
     CountJobState(paft::v1::JOB_STATE_UNSPECIFIED, record.job.state());
+    UpdateQueueLocked(&record, nullptr, record.job);
     if (IsTerminal(record.job.state())) continue;
     // Running gangs keep running: their agents re-register and report their ranks, which are
     // adopted; a gang not fully adopted within the grace period restarts from its checkpoint.
@@ -269,7 +271,8 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   PAFT_RETURN_IF_ERROR(store_->InsertJob(record.job, change.events));
   const std::string job_id = job.job_id();
   CountJobState(paft::v1::JOB_STATE_UNSPECIFIED, record.job.state());
-  jobs_[job_id] = std::move(record);
+  JobRecord& stored = jobs_[job_id] = std::move(record);
+  UpdateQueueLocked(&stored, nullptr, stored.job);
   job_by_request_[request.request_id()] = job_id;
   if (metrics_) metrics_->jobs_submitted.Increment();
   PAFT_LOG(INFO) << "job " << job_id << " submitted (request " << request.request_id() << ")";
@@ -454,23 +457,41 @@ bool JobManager::WatchComplete(const std::string& job_id, int64_t seq) {
 // ---------------------------------------------------------------------------------------------
 // Queue and scheduling
 
+namespace {
+
+bool Queued(const Job& job) {
+  return !IsTerminal(job.state()) &&
+         (BranchWaiting(job.sft().state()) || BranchWaiting(job.alignment().state()));
+}
+
+std::tuple<int, int64_t, std::string> QueueKey(const Job& job) {
+  return {-job.spec().priority(),
+          job.create_time().seconds() * 1000000000 + job.create_time().nanos(), job.job_id()};
+}
+
+}  // namespace
+
+void JobManager::UpdateQueueLocked(JobRecord* record, const Job* before, const Job& after) {
+  auto count_waiting = [&](const Job& job, int delta) {
+    if (IsTerminal(job.state())) return;
+    for (BranchKind kind : kBranches) {
+      if (!BranchWaiting(Branch(job, kind).state())) continue;
+      auto it = waiting_per_pool_.emplace(Spec(job, kind).pool(), 0).first;
+      if ((it->second += delta) == 0) waiting_per_pool_.erase(it);
+    }
+  };
+  if (before != nullptr) {
+    count_waiting(*before, -1);
+    if (Queued(*before)) queue_.erase(QueueKey(*before));
+  }
+  count_waiting(after, +1);
+  if (Queued(after)) queue_[QueueKey(after)] = record;
+}
+
 std::vector<JobManager::JobRecord*> JobManager::QueueOrderLocked() {
   std::vector<JobRecord*> order;
-  for (auto& [id, record] : jobs_) {
-    if (IsTerminal(record.job.state())) continue;
-    if (BranchWaiting(record.job.sft().state()) || BranchWaiting(record.job.alignment().state())) {
-      order.push_back(&record);
-    }
-  }
-  std::stable_sort(order.begin(), order.end(), [](const JobRecord* a, const JobRecord* b) {
-    if (a->job.spec().priority() != b->job.spec().priority()) {
-      return a->job.spec().priority() > b->job.spec().priority();
-    }
-    const auto& ta = a->job.create_time();
-    const auto& tb = b->job.create_time();
-    if (ta.seconds() != tb.seconds()) return ta.seconds() < tb.seconds();
-    return ta.nanos() < tb.nanos();
-  });
+  order.reserve(queue_.size());
+  for (const auto& [key, record] : queue_) order.push_back(record);
   return order;
 }
 
@@ -487,9 +508,12 @@ Job JobManager::Decorate(const JobRecord& record, const std::map<std::string, in
   Job job = record.job;
   if (job.state() != paft::v1::JOB_STATE_QUEUED) return job;
   if (positions == nullptr) {
-    const auto all = QueuePositionsLocked();
-    auto it = all.find(job.job_id());
-    job.set_queue_position(it == all.end() ? 0 : it->second);
+    int position = 0;
+    for (const auto& [key, queued] : queue_) {
+      if (queued->job.state() == paft::v1::JOB_STATE_QUEUED) ++position;
+      if (queued == &record) break;
+    }
+    job.set_queue_position(position);
   } else {
     auto it = positions->find(job.job_id());
     job.set_queue_position(it == positions->end() ? 0 : it->second);
@@ -502,6 +526,8 @@ void JobManager::ScheduleLocked() {
   // the same pool wait behind it, so large gangs are not starved by small ones.
   std::set<std::string> blocked_pools;
   for (JobRecord* record : QueueOrderLocked()) {
+    // Every pool with a waiting branch is blocked: nothing further down can start.
+    if (blocked_pools.size() >= waiting_per_pool_.size()) break;
     for (BranchKind kind : kBranches) {
       if (!BranchWaiting(Branch(record->job, kind).state())) continue;
       const std::string& pool = Spec(record->job, kind).pool();

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -161,7 +162,12 @@ class JobManager {
   absl::Status AdmitPoolsLocked(const paft::v1::JobSpec& spec) const;
   // 1-based queue positions of the QUEUED jobs.
   std::map<std::string, int> QueuePositionsLocked();
+  // Jobs with a branch waiting for devices, in scheduling order (priority, then FIFO).
   std::vector<JobRecord*> QueueOrderLocked();
+  // Keeps queue_ and waiting_per_pool_ in step with a change of the record's job from `before`
+  // (nullptr for a job new to memory) to `after`.
+  void UpdateQueueLocked(JobRecord* record, const paft::v1::Job* before,
+                         const paft::v1::Job& after);
   paft::v1::Job Decorate(const JobRecord& record,
                          const std::map<std::string, int>* positions = nullptr);
   void UpdateGaugesLocked();  // pool, worker, branch and queue gauges
@@ -187,6 +193,10 @@ class JobManager {
   std::map<std::string, JobRecord> jobs_;    // GUARDED_BY(mu_)
   std::map<std::string, TaskRecord> tasks_;  // GUARDED_BY(mu_), active tasks only
   std::map<std::string, std::string> job_by_request_;  // GUARDED_BY(mu_), request id -> job id
+  // Jobs with a waiting branch, ordered by (-priority, create time, id): the scheduling order,
+  // kept incrementally so that neither scheduling nor queue positions sort all jobs.
+  std::map<std::tuple<int, int64_t, std::string>, JobRecord*> queue_;  // GUARDED_BY(mu_)
+  std::map<std::string, int> waiting_per_pool_;  // GUARDED_BY(mu_), waiting branches by pool
   std::map<std::string, int> pool_high_water_;         // GUARDED_BY(mu_), see pool_capacity
   // Label sets of the per-branch gauges exported last tick (removed when a branch stops).
   std::set<std::pair<std::string, std::string>> branch_series_;  // GUARDED_BY(mu_)

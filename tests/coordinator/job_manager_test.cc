@@ -588,5 +588,37 @@ TEST_F(JobManagerTest, ProgressGivesEtaEventsAndGauges) {
   EXPECT_EQ(Metric("paft_queue_depth", {{"pool", "align"}}), 0);
 }
 
+TEST_F(JobManagerTest, QueueIsPriorityThenFifoAndSurvivesARestart) {
+  auto submit = [&](const std::string& id, int priority) {
+    paft::v1::SubmitJobRequest request;
+    request.set_request_id(id);
+    *request.mutable_spec() = *ParseJobSpec(kSpec);
+    request.mutable_spec()->set_priority(priority);
+    auto job = manager_->SubmitJob(request);
+    EXPECT_TRUE(job.ok()) << job.status();
+    clock_.Advance(absl::Seconds(1));
+    return job->job_id();
+  };
+  const std::string low1 = submit("low1", 0), high = submit("high", 5), low2 = submit("low2", 0);
+  EXPECT_EQ(Get(high).queue_position(), 1);
+  EXPECT_EQ(Get(low1).queue_position(), 2);
+  EXPECT_EQ(Get(low2).queue_position(), 3);
+  Open();  // the order is rebuilt from the store
+  EXPECT_EQ(Get(high).queue_position(), 1);
+  EXPECT_EQ(Get(low2).queue_position(), 3);
+  // One gang's worth of slots per pool: the high-priority job gets them, then low1.
+  std::string s = Register("s1", "sft", 2);
+  std::string a = Register("a1", "align", 2);
+  EXPECT_EQ(Get(high).state(), paft::v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(Get(low1).queue_position(), 1);
+  EXPECT_EQ(Get(low2).queue_position(), 2);
+  Complete(Take(s));
+  Complete(Take(a));
+  EXPECT_EQ(Get(high).state(), paft::v1::JOB_STATE_MERGING);
+  EXPECT_EQ(Get(low1).state(), paft::v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(Get(low2).queue_position(), 1);
+  EXPECT_EQ(Get(low2).state(), paft::v1::JOB_STATE_QUEUED);
+}
+
 }  // namespace
 }  // namespace paft::coordinator

@@ -306,6 +306,12 @@ TEST_F(EndToEndTest, JobRunsToSucceededAndTheMergeIsRight) {
   ASSERT_TRUE(coordinator_metrics.has_value());
   EXPECT_THAT(*coordinator_metrics, HasSubstr("paft_jobs_submitted_total 1"));
   EXPECT_THAT(*coordinator_metrics, HasSubstr("paft_jobs{state=\"JOB_STATE_SUCCEEDED\"} 1"));
+  EXPECT_THAT(*coordinator_metrics,
+              HasSubstr("paft_branches{branch=\"sft\",state=\"BRANCH_STATE_SUCCEEDED\"} 1"));
+  EXPECT_THAT(*coordinator_metrics, HasSubstr("paft_checkpoints_total{branch=\"sft\"} 2"));
+  EXPECT_THAT(*coordinator_metrics, HasSubstr("paft_queue_depth{pool=\"sft\"} 0"));
+  EXPECT_THAT(*coordinator_metrics,
+              HasSubstr("paft_coordinator_rpc_duration_seconds_count{method=\"SubmitJob\"} 1"));
   auto merger_metrics = testing::HttpGet(merger_ports_["metrics"], "/metrics");
   ASSERT_TRUE(merger_metrics.has_value());
   EXPECT_THAT(*merger_metrics, HasSubstr("paft_merges_total{method=\"ties\",result=\"ok\"} 1"));
@@ -478,9 +484,13 @@ TEST_F(FaultEndToEndTest, AgentKilledMidBranchRestartsFromItsCheckpoint) {
   EXPECT_TRUE(Trainers(attempt1).empty());
 
   std::string output;
-  ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "watch", job_id}, &output),
+  ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "--progress_every_s=0",
+                                 "watch", job_id},
+                                &output),
             0)
       << output << *ReadFileToString(root_ + "/coordinator.log");
+  // Live progress lines (not a terminal: printed as lines) with throughput and ETA.
+  EXPECT_THAT(output, HasSubstr("tok/s  ETA "));
   job = GetJob(job_id);
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(job.sft().attempt(), 2);

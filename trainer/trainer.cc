@@ -786,10 +786,21 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::
 }
 
 absl::StatusOr<json> Evaluate(const std::string& base_model, const std::string& adapter,
-                              const std::string& dataset, double beta, int64_t max_new_tokens) {
+                              const std::string& dataset, double beta, int64_t max_new_tokens,
+                              const std::string& reference_model) {
   try {
     PAFT_ASSIGN_OR_RETURN(auto model, LoadPretrained(base_model, torch::kFloat));
     if (!adapter.empty()) PAFT_RETURN_IF_ERROR(LoadAdapter(model, adapter));
+    LlamaForCausalLM reference_net{nullptr};
+    if (!reference_model.empty()) {
+      PAFT_ASSIGN_OR_RETURN(reference_net, LoadPretrained(reference_model, torch::kFloat));
+      reference_net->eval();
+      if (reference_net->config().vocab_size != model->config().vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "reference model ", reference_model, " has another vocabulary size (",
+            reference_net->config().vocab_size, " vs ", model->config().vocab_size, ")"));
+      }
+    }
     PAFT_ASSIGN_OR_RETURN(auto data, TokenDataset::Open(dataset));
     model->eval();
     torch::NoGradGuard no_grad;
@@ -826,8 +837,9 @@ absl::StatusOr<json> Evaluate(const std::string& base_model, const std::string& 
         Batch b = MakeBatch(*data, {i}, pad_id);
         auto policy = Split(CompletionLogProbs(model->forward(b.input_ids, b.attention_mask),
                                                b.input_ids, b.completion_mask), 1);
-        model->SetLoraEnabled(false);
-        auto reference = Split(CompletionLogProbs(model->forward(b.input_ids, b.attention_mask),
+        LlamaForCausalLM& ref = reference_net ? reference_net : model;
+        if (!reference_net) model->SetLoraEnabled(false);
+        auto reference = Split(CompletionLogProbs(ref->forward(b.input_ids, b.attention_mask),
                                                   b.input_ids, b.completion_mask), 1);
         model->SetLoraEnabled(true);
         const double pc = policy.first.sum.item<double>(), pr = policy.second.sum.item<double>();

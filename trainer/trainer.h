@@ -48,9 +48,12 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& jsonl_or_paftds,
 // SFT data: mean completion loss, perplexity and greedy exact-match accuracy;
 // preference data: per-example policy and reference (adapter off) log-probs, reward accuracy
 // and mean margin for the given beta.
+// The reference of the rewards is `reference_model` when given, else the model itself with its
+// adapter off (the base).
 absl::StatusOr<nlohmann::json> Evaluate(const std::string& base_model, const std::string& adapter,
                                         const std::string& dataset, double beta,
-                                        int64_t max_new_tokens);
+                                        int64_t max_new_tokens,
+                                        const std::string& reference_model = "");
 
 }  // namespace paft::trainer
 

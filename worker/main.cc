@@ -3,7 +3,8 @@
 //   paft-worker --pool=sft --devices=2 --coordinator=HOST:PORT     the agent
 //   paft-worker train --task_file=TASK.json                         one rank (run by the agent)
 //   paft-worker train SPEC.yaml --branch=sft                        one branch, standalone
-//   paft-worker eval --base=MODEL [--adapter=DIR] --dataset=DATA    evaluation report (JSON)
+//   paft-worker eval --base=MODEL [--adapter=DIR] [--reference=MODEL] --dataset=DATA
+//                                                                  evaluation report (JSON)
 #include <unistd.h>
 
 #include <climits>
@@ -33,6 +34,10 @@ ABSL_FLAG(int, collective_timeout_s, 120,
           "train: rendezvous and collective timeout; a dead peer fails the rank this soon");
 ABSL_FLAG(std::string, base, "", "eval: base model folder");
 ABSL_FLAG(std::string, adapter, "", "eval: PEFT adapter folder");
+ABSL_FLAG(std::string, cache_dir, "",
+          "eval: where a JSONL dataset's tokenized copy goes (default: beside the dataset)");
+ABSL_FLAG(std::string, reference, "",
+          "eval: reference model of the preference rewards (default: --base without the adapter)");
 ABSL_FLAG(std::string, dataset, "", "eval: dataset (JSONL or .paftds)");
 ABSL_FLAG(double, beta, 0.1, "eval: DPO beta for rewards");
 ABSL_FLAG(int64_t, max_new_tokens, 64, "eval: generation length for exact match");
@@ -57,7 +62,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "paft-worker --pool=sft --devices=2 --coordinator=HOST:PORT\n"
       "paft-worker train --task_file=TASK.json | paft-worker train SPEC.yaml --branch=sft\n"
-      "paft-worker eval --base=MODEL [--adapter=DIR] --dataset=DATA");
+      "paft-worker eval --base=MODEL [--adapter=DIR] [--reference=MODEL] --dataset=DATA");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string command = args.size() >= 2 ? args[1] : "";
   const std::string prepare = absl::GetFlag(FLAGS_prepare).empty()
@@ -78,6 +83,8 @@ int main(int argc, char** argv) {
     paft::worker::EvalCommandOptions options;
     options.base_model = absl::GetFlag(FLAGS_base);
     options.adapter = absl::GetFlag(FLAGS_adapter);
+    options.reference = absl::GetFlag(FLAGS_reference);
+    options.cache_dir = absl::GetFlag(FLAGS_cache_dir);
     options.dataset = absl::GetFlag(FLAGS_dataset);
     options.beta = absl::GetFlag(FLAGS_beta);
     options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);

@@ -119,7 +119,7 @@ int RunEvalCommand(const EvalCommandOptions& options) {
   paft::v1::BranchSpec spec;  // defaults: format auto, chatml, 512 tokens
   const std::string cache =
       options.cache_dir.empty()
-          ? std::filesystem::path(options.dataset).parent_path().string()
+          ? std::filesystem::absolute(options.dataset).parent_path().string()
           : options.cache_dir;
   auto dataset = trainer::PrepareDataset(options.dataset, options.base_model, spec, cache,
                                          options.prepare_binary);
@@ -128,7 +128,7 @@ int RunEvalCommand(const EvalCommandOptions& options) {
     return ExitCodeFor(dataset.status());
   }
   auto report = trainer::Evaluate(options.base_model, options.adapter, *dataset, options.beta,
-                                  options.max_new_tokens);
+                                  options.max_new_tokens, options.reference);
   if (!report.ok()) {
     std::cerr << "error: " << report.status() << "\n";
     return ExitCodeFor(report.status());

@@ -23,6 +23,7 @@ int RunTrainCommand(const TrainCommandOptions& options);
 struct EvalCommandOptions {
   std::string base_model;
   std::string adapter;
+  std::string reference;  // reference model of the rewards (default: base without the adapter)
   std::string dataset;  // JSONL (tokenized with the base's tokenizer.model) or .paftds
   double beta = 0.1;
   int64_t max_new_tokens = 64;

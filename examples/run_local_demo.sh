@@ -14,8 +14,9 @@
 # 5. Base, SFT-only, DPO-only, sequential and PAFT-merged models are evaluated on the held-out
 #    splits and compared in a table (also written to the run folder as results.md/.json).
 #
-# Environment: PAFT_DEMO_PRETRAIN_STEPS (default 300), PAFT_DEMO_THREADS (trainer threads per
-# rank, default 1), PAFT_DEMO_ROOT (default .paft/local).
+# Environment: PAFT_DEMO_PRETRAIN_STEPS (default 300), PAFT_DEMO_ROOT (default .paft/local),
+# PAFT_DEMO_JOB (the job spec, default examples/paft-job.yaml; its data paths are relative to
+# the run folder, which holds data/ and models/demo-base).
 set -euo pipefail
 
 BUILD_DIR=$(cd "${1:-build}" && pwd)
@@ -25,7 +26,6 @@ mkdir -p "$ROOT"
 ROOT=$(cd "$ROOT" && pwd)
 RUN=$ROOT/run-$(date +%Y%m%d-%H%M%S)-$$
 PRETRAIN_STEPS=${PAFT_DEMO_PRETRAIN_STEPS:-300}
-THREADS=${PAFT_DEMO_THREADS:-1}
 BIN_WORKER=$BUILD_DIR/worker/paft-worker
 BIN_MERGER=$BUILD_DIR/merger/paft-merger
 PAFTCTL=$BUILD_DIR/cli/paftctl
@@ -81,7 +81,7 @@ if [ ! -f "$BASE/model.safetensors" ]; then
   rm -rf "$BASE" && mv "$BASE.tmp" "$BASE"
 fi
 ln -s "$BASE" "$RUN/models/demo-base"
-cp "$SRC/examples/paft-job.yaml" "$RUN/job.yaml"
+cp "${PAFT_DEMO_JOB:-$SRC/examples/paft-job.yaml}" "$RUN/job.yaml"
 
 # --- 2. the local cluster
 stage "starting the local cluster in $RUN"

@@ -3,7 +3,12 @@
 //   paftctl [--coordinator=HOST:PORT] [--json] COMMAND ...
 //     submit SPEC.yaml [--request_id=ID] [--watch]
 //     get JOB_ID | list [--state=RUNNING] | watch JOB_ID | cancel JOB_ID [--reason=...]
+//     events JOB_ID [--after=SEQ] | logs JOB_ID sft|alignment [--rank=R] [--attempt=N] [--follow]
 //     workers [--pool=P] | checkpoints JOB_ID [--all] | health
+//     local up [--pools=sft:2,align:2] | local down | local status      [--local_dir=DIR]
+//
+// The coordinator's address: --coordinator, else $PAFT_COORDINATOR, else the local cluster
+// recorded in --local_dir (`paftctl local up`), else localhost:50051.
 //
 // Exit codes: 0 success (for watch/submit --watch: the job SUCCEEDED), 1 the job FAILED or was
 // CANCELLED, 2 usage or spec errors, 3 the coordinator could not be reached or refused the call.
@@ -29,6 +34,9 @@
 #include "common/grpc_status.h"
 #include "common/job_spec.h"
 #include "common/time_util.h"
+#include "cli/local_cluster.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "paft/v1/job.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -41,6 +49,15 @@ ABSL_FLAG(std::string, state, "", "list: only jobs in this state (e.g. RUNNING)"
 ABSL_FLAG(std::string, reason, "", "cancel: reason recorded in the job");
 ABSL_FLAG(std::string, pool, "", "workers: only this pool");
 ABSL_FLAG(int, timeout_s, 10, "Deadline of unary calls, seconds");
+ABSL_FLAG(int64_t, after, 0, "events: only events with a larger seq");
+ABSL_FLAG(int, rank, 0, "logs: the rank whose output to show");
+ABSL_FLAG(int, attempt, 0, "logs: the attempt (default: the current or last one)");
+ABSL_FLAG(bool, follow, false, "logs: keep printing what the rank writes until it ends");
+ABSL_FLAG(std::string, local_dir, ".paft/local/cluster",
+          "local: the local cluster's folder (state database, logs, cluster.json)");
+ABSL_FLAG(std::string, bin_dir, "", "local up: where the paft binaries are (default: found)");
+ABSL_FLAG(std::string, pools, "sft:2,align:2", "local up: POOL:SLOTS of the worker agents");
+ABSL_FLAG(int, grace_s, 40, "local down: seconds to wait for each process before SIGKILL");
 ABSL_FLAG(bool, all, false, "checkpoints: include those retired by the retention policy");
 ABSL_FLAG(int, progress_every_s, 10,
           "watch: when the output is not a terminal, print a branch's progress at most this often");
@@ -56,11 +73,109 @@ using paft::v1::Job;
 
 std::string CoordinatorAddress() {
   std::string address = absl::GetFlag(FLAGS_coordinator);
-  if (address.empty()) {
-    const char* env = std::getenv("PAFT_COORDINATOR");
-    address = env != nullptr ? env : "localhost:50051";
+  if (!address.empty()) return address;
+  if (const char* env = std::getenv("PAFT_COORDINATOR"); env != nullptr && *env != '\0') {
+    return env;
   }
-  return address;
+  if (auto local = paft::cli::LocalStatus(absl::GetFlag(FLAGS_local_dir));
+      local.ok() && !local->processes.empty()) {
+    return local->coordinator;
+  }
+  return "localhost:50051";
+}
+
+paft::v1::BranchKind ParseBranch(const std::string& name) {
+  if (name == "sft") return paft::v1::BRANCH_KIND_SFT;
+  if (name == "alignment" || name == "align") return paft::v1::BRANCH_KIND_ALIGNMENT;
+  return paft::v1::BRANCH_KIND_UNSPECIFIED;
+}
+
+std::string JobStateName(paft::v1::JobState s);
+std::string BranchStateName(paft::v1::BranchState s);
+
+std::string EventLine(const paft::v1::JobEvent& event) {
+  std::string what;
+  if (event.type() == "JobState") {
+    what = "job " + JobStateName(event.job_state());
+  } else if (event.type() == "BranchState") {
+    what = absl::StrCat(event.branch() == paft::v1::BRANCH_KIND_SFT ? "sft" : "alignment", " ",
+                        BranchStateName(event.branch_state()));
+  } else {
+    what = event.type();
+  }
+  return absl::StrFormat(
+      "%s  %-24s %s%s",
+      absl::FormatTime("%H:%M:%S", paft::FromProtoTime(event.time()), absl::LocalTimeZone()),
+      what, event.reason(), event.message().empty() ? "" : ": " + event.message());
+}
+
+int LocalCommand(const std::string& action, const char* argv0) {
+  const std::string dir = absl::GetFlag(FLAGS_local_dir);
+  if (action == "up") {
+    paft::cli::LocalClusterOptions options;
+    options.dir = dir;
+    options.bin_dir = absl::GetFlag(FLAGS_bin_dir);
+    options.pools.clear();
+    for (absl::string_view item :
+         absl::StrSplit(absl::GetFlag(FLAGS_pools), ',', absl::SkipWhitespace())) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(item, absl::MaxSplits(':', 1));
+      int slots = 0;
+      if (kv.first.empty() || !absl::SimpleAtoi(kv.second, &slots) || slots < 1) {
+        std::cerr << "--pools: '" << item << "' is not POOL:SLOTS with SLOTS >= 1\n";
+        return kExitUsage;
+      }
+      options.pools[kv.first] = slots;
+    }
+    if (options.pools.empty()) {
+      std::cerr << "--pools: at least one pool is needed\n";
+      return kExitUsage;
+    }
+    auto cluster = paft::cli::LocalUp(options, argv0);
+    if (!cluster.ok()) {
+      std::cerr << "error: " << cluster.status() << "\n";
+      return cluster.status().code() == absl::StatusCode::kFailedPrecondition ? kExitUsage
+                                                                               : kExitRpc;
+    }
+    std::cout << "local cluster up in " << cluster->dir << "\n  coordinator "
+              << cluster->coordinator << " (metrics :" << cluster->coordinator_metrics_port
+              << "), merger " << cluster->merger << "\n";
+    for (const auto& p : cluster->processes) {
+      std::cout << "  " << std::left << std::setw(14) << p.name << " pid " << p.pid << "\n";
+    }
+    std::cout << "paftctl finds it from this folder; elsewhere: export PAFT_COORDINATOR="
+              << cluster->coordinator << "\n";
+    return kExitOk;
+  }
+  if (action == "down") {
+    absl::Status s = paft::cli::LocalDown(dir, absl::GetFlag(FLAGS_grace_s));
+    if (!s.ok()) {
+      std::cerr << "error: " << s << "\n";
+      return s.code() == absl::StatusCode::kNotFound ? kExitUsage : kExitRpc;
+    }
+    std::cout << "local cluster in " << dir << " stopped (state and logs kept)\n";
+    return kExitOk;
+  }
+  if (action == "status") {
+    auto cluster = paft::cli::LocalStatus(dir);
+    if (!cluster.ok()) {
+      std::cerr << "error: " << cluster.status() << "\n";
+      return kExitUsage;
+    }
+    if (absl::GetFlag(FLAGS_json)) {
+      std::cout << "{\"coordinator\": \"" << cluster->coordinator
+                << "\", \"coordinator_metrics_port\": " << cluster->coordinator_metrics_port
+                << ", \"merger\": \"" << cluster->merger
+                << "\", \"running\": " << cluster->processes.size() << "}\n";
+      return kExitOk;
+    }
+    std::cout << "coordinator " << cluster->coordinator << ", merger " << cluster->merger << "\n";
+    for (const auto& p : cluster->processes) {
+      std::cout << "  " << std::left << std::setw(14) << p.name << " pid " << p.pid << "\n";
+    }
+    return cluster->processes.empty() ? kExitRpc : kExitOk;
+  }
+  std::cerr << "local: up, down or status\n";
+  return kExitUsage;
 }
 
 std::unique_ptr<grpc::ClientContext> Context() {
@@ -231,19 +346,7 @@ int Watch(paft::v1::JobService::Stub& stub, const std::string& job_id) {
       if (event.type() == "BranchState" && event.branch_state() != paft::v1::BRANCH_STATE_RUNNING) {
         printer.EndBar(event.branch());
       }
-      std::string what;
-      if (event.type() == "JobState") {
-        what = "job " + JobStateName(event.job_state());
-      } else if (event.type() == "BranchState") {
-        what = absl::StrCat(event.branch() == paft::v1::BRANCH_KIND_SFT ? "sft" : "alignment",
-                            " ", BranchStateName(event.branch_state()));
-      } else {
-        what = event.type();
-      }
-      printer.Event(absl::StrFormat(
-          "%s  %-24s %s%s",
-          absl::FormatTime("%H:%M:%S", paft::FromProtoTime(event.time()), absl::LocalTimeZone()),
-          what, event.reason(), event.message().empty() ? "" : ": " + event.message()));
+      printer.Event(EventLine(event));
     }
     grpc::Status status = reader->Finish();
     printer.Finish();
@@ -275,7 +378,10 @@ int main(int argc, char** argv) {
       "paftctl [--coordinator=HOST:PORT] [--json] COMMAND\n"
       "  submit SPEC.yaml [--request_id=ID] [--watch]\n"
       "  get JOB_ID | list [--state=S] | watch JOB_ID | cancel JOB_ID [--reason=R]\n"
-      "  workers [--pool=P] | checkpoints JOB_ID [--all] | health");
+      "  events JOB_ID [--after=SEQ] | logs JOB_ID sft|alignment [--rank=R] [--attempt=N] "
+      "[--follow]\n"
+      "  workers [--pool=P] | checkpoints JOB_ID [--all] | health\n"
+      "  local up [--pools=sft:2,align:2] | local down | local status   [--local_dir=DIR]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::cerr << absl::ProgramUsageMessage() << "\n";
@@ -288,6 +394,10 @@ int main(int argc, char** argv) {
       std::exit(kExitUsage);
     }
   };
+  if (command == "local") {
+    need(1);
+    return LocalCommand(args[2], argv[0]);
+  }
   auto channel = paft::MakeChannel(CoordinatorAddress());
   auto stub = paft::v1::JobService::NewStub(channel);
 
@@ -430,6 +540,64 @@ int main(int argc, char** argv) {
           c.retired() ? " (retired)" : "");
     }
     return kExitOk;
+  }
+  if (command == "events") {
+    need(1);
+    paft::v1::ListEventsRequest request;
+    request.set_job_id(args[2]);
+    request.set_after_seq(absl::GetFlag(FLAGS_after));
+    request.set_page_size(1000);
+    paft::v1::ListEventsResponse all;
+    while (true) {
+      paft::v1::ListEventsResponse page;
+      auto context = Context();
+      grpc::Status status = stub->ListEvents(context.get(), request, &page);
+      if (!status.ok()) return RpcError(status);
+      for (const auto& e : page.events()) *all.add_events() = e;
+      if (!page.more() || page.events().empty()) break;
+      request.set_after_seq(page.events(page.events_size() - 1).seq());
+    }
+    if (absl::GetFlag(FLAGS_json)) {
+      std::cout << ToJson(all) << "\n";
+      return kExitOk;
+    }
+    for (const auto& e : all.events()) std::cout << std::setw(4) << e.seq() << "  " << EventLine(e) << "\n";
+    return kExitOk;
+  }
+  if (command == "logs") {
+    need(2);
+    paft::v1::StreamLogsRequest request;
+    request.set_job_id(args[2]);
+    request.set_branch(ParseBranch(args[3]));
+    if (request.branch() == paft::v1::BRANCH_KIND_UNSPECIFIED) {
+      std::cerr << "logs: the branch is sft or alignment, not '" << args[3] << "'\n";
+      return kExitUsage;
+    }
+    request.set_rank(absl::GetFlag(FLAGS_rank));
+    request.set_attempt(absl::GetFlag(FLAGS_attempt));
+    request.set_follow(absl::GetFlag(FLAGS_follow));
+    // A follow outlives the coordinator's restarts: resume from the offset reached.
+    for (int reconnects = 0;; ++reconnects) {
+      grpc::ClientContext context;
+      if (!request.follow()) {
+        context.set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s) * 6));
+      }
+      auto reader = stub->StreamLogs(&context, request);
+      paft::v1::LogChunk chunk;
+      while (reader->Read(&chunk)) {
+        std::cout << chunk.data() << std::flush;
+        request.set_offset(chunk.offset() + static_cast<int64_t>(chunk.data().size()));
+        request.set_attempt(chunk.attempt());  // stay on this attempt when following
+      }
+      grpc::Status status = reader->Finish();
+      if (status.ok()) return kExitOk;
+      if (!request.follow() || status.error_code() != grpc::StatusCode::UNAVAILABLE ||
+          reconnects >= 30) {
+        return RpcError(status);
+      }
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
   }
   if (command == "health") {
     need(0);

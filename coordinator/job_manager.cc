@@ -403,6 +403,67 @@ absl::StatusOr<paft::v1::ListCheckpointsResponse> JobManager::ListCheckpoints(
   return response;
 }
 
+absl::StatusOr<paft::v1::ListEventsResponse> JobManager::ListEvents(
+    const paft::v1::ListEventsRequest& request) {
+  const int page_size = request.page_size() <= 0 ? 100 : request.page_size();
+  if (page_size > 1000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: at most 1000, got ", request.page_size()));
+  }
+  if (request.after_seq() < 0) return absl::InvalidArgumentError("after_seq: must be >= 0");
+  PAFT_ASSIGN_OR_RETURN(auto events, EventsAfter(request.job_id(), request.after_seq(),
+                                                 page_size + 1));
+  paft::v1::ListEventsResponse response;
+  response.set_more(static_cast<int>(events.size()) > page_size);
+  for (size_t i = 0; i < events.size() && static_cast<int>(i) < page_size; ++i) {
+    *response.add_events() = std::move(events[i]);
+  }
+  return response;
+}
+
+absl::StatusOr<JobManager::LogTarget> JobManager::LogFile(
+    const paft::v1::StreamLogsRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PAFT_ASSIGN_OR_RETURN(JobRecord * record, FindLocked(request.job_id()));
+  const BranchKind kind = request.branch();
+  if (kind != paft::v1::BRANCH_KIND_SFT && kind != paft::v1::BRANCH_KIND_ALIGNMENT) {
+    return absl::InvalidArgumentError("branch: must be BRANCH_KIND_SFT or BRANCH_KIND_ALIGNMENT");
+  }
+  const BranchStatus& branch = Branch(record->job, kind);
+  const int world_size = Spec(record->job, kind).world_size();
+  if (request.rank() < 0 || request.rank() >= world_size) {
+    return absl::InvalidArgumentError(absl::StrCat("rank: the ", BranchName(kind),
+                                                   " branch has ranks 0..", world_size - 1,
+                                                   ", got ", request.rank()));
+  }
+  if (branch.attempt() == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ", BranchName(kind), " branch has not started yet"));
+  }
+  if (request.attempt() < 0 || request.attempt() > branch.attempt()) {
+    return absl::InvalidArgumentError(absl::StrCat("attempt: the ", BranchName(kind),
+                                                   " branch has attempts 1..", branch.attempt(),
+                                                   ", got ", request.attempt()));
+  }
+  if (request.offset() < 0) return absl::InvalidArgumentError("offset: must be >= 0");
+  LogTarget target;
+  target.attempt = request.attempt() == 0 ? branch.attempt() : request.attempt();
+  target.path = JoinPath(record->job.spec().output_dir(),
+                         absl::StrCat(BranchName(kind), "/logs/attempt-", target.attempt,
+                                      "/rank-", request.rank(), ".log"));
+  // The attempt has ended when a later one exists, or the branch is over and none of its
+  // ranks still runs.
+  bool running = false;
+  for (const auto& [id, task] : tasks_) {
+    running = running || (task.job_id == request.job_id() && task.branch == kind &&
+                          task.attempt == target.attempt);
+  }
+  target.attempt_ended = target.attempt < branch.attempt() ||
+                         (!running && (BranchTerminal(branch.state()) ||
+                                       BranchWaiting(branch.state())));
+  return target;
+}
+
 absl::StatusOr<std::vector<JobEvent>> JobManager::EventsAfter(const std::string& job_id,
                                                               int64_t after_seq, int limit) {
   {

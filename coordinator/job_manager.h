@@ -66,6 +66,15 @@ class JobManager {
   absl::StatusOr<paft::v1::Job> CancelJob(const paft::v1::CancelJobRequest& request);
   absl::StatusOr<paft::v1::ListCheckpointsResponse> ListCheckpoints(
       const paft::v1::ListCheckpointsRequest& request);
+  absl::StatusOr<paft::v1::ListEventsResponse> ListEvents(
+      const paft::v1::ListEventsRequest& request);
+  // Where a rank's output is, and whether its attempt has ended (the file is then complete).
+  struct LogTarget {
+    std::string path;
+    int attempt = 0;
+    bool attempt_ended = false;
+  };
+  absl::StatusOr<LogTarget> LogFile(const paft::v1::StreamLogsRequest& request);
   // Events with seq > after_seq (at most `limit`); NotFound for an unknown job.
   absl::StatusOr<std::vector<paft::v1::JobEvent>> EventsAfter(const std::string& job_id,
                                                               int64_t after_seq, int limit);

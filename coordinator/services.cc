@@ -1,5 +1,11 @@
 #include "coordinator/services.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 
@@ -8,6 +14,8 @@ namespace {
 
 constexpr int kEventsPerRead = 256;
 constexpr absl::Duration kStreamPoll = absl::Seconds(1);
+constexpr size_t kLogChunkBytes = 64 * 1024;
+constexpr absl::Duration kLogPoll = absl::Milliseconds(500);
 
 template <typename T>
 absl::Status Assign(absl::StatusOr<T> result, T* out) {
@@ -109,6 +117,65 @@ grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext*,
                                              paft::v1::ListCheckpointsResponse* response) {
   const absl::Time start = absl::Now();
   return Done("ListCheckpoints", Assign(manager_->ListCheckpoints(*request), response), start);
+}
+
+grpc::Status JobServiceImpl::ListEvents(grpc::ServerContext*,
+                                        const paft::v1::ListEventsRequest* request,
+                                        paft::v1::ListEventsResponse* response) {
+  const absl::Time start = absl::Now();
+  return Done("ListEvents", Assign(manager_->ListEvents(*request), response), start);
+}
+
+grpc::Status JobServiceImpl::StreamLogs(grpc::ServerContext* context,
+                                        const paft::v1::StreamLogsRequest* request,
+                                        grpc::ServerWriter<paft::v1::LogChunk>* writer) {
+  int64_t offset = request->offset();
+  std::string buffer(kLogChunkBytes, '\0');
+  while (!context->IsCancelled()) {
+    if (shutting_down_->load()) {
+      return Done("StreamLogs", absl::UnavailableError("coordinator shutting down; resume from "
+                                                       "the last offset received"));
+    }
+    // Whether the attempt has ended is read before the file: its output is then complete.
+    auto target = manager_->LogFile(*request);
+    if (!target.ok() && request->follow() &&
+        target.status().code() == absl::StatusCode::kFailedPrecondition) {
+      absl::SleepFor(kLogPoll);  // the branch has not started yet: wait for it
+      continue;
+    }
+    if (!target.ok()) return Done("StreamLogs", target.status());
+    int fd = ::open(target->path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && (errno != ENOENT || !request->follow() || target->attempt_ended)) {
+      return Done("StreamLogs",
+                  absl::NotFoundError(absl::StrCat("no output of rank ", request->rank(),
+                                                   " of attempt ", target->attempt, " (",
+                                                   target->path, ")")));
+    }
+    if (fd >= 0) {
+      ssize_t n;
+      while ((n = ::pread(fd, buffer.data(), buffer.size(), offset)) > 0) {
+        paft::v1::LogChunk chunk;
+        chunk.set_attempt(target->attempt);
+        chunk.set_offset(offset);
+        chunk.set_data(buffer.data(), static_cast<size_t>(n));
+        if (!writer->Write(chunk)) {
+          ::close(fd);
+          return Done("StreamLogs", absl::CancelledError("client went away"));
+        }
+        offset += n;
+        if (static_cast<size_t>(n) < buffer.size()) break;
+      }
+      const int read_errno = errno;
+      ::close(fd);
+      if (n < 0) {
+        return Done("StreamLogs", absl::InternalError(absl::StrCat(
+                                      "reading ", target->path, ": ", std::strerror(read_errno))));
+      }
+    }
+    if (!request->follow() || target->attempt_ended) break;
+    absl::SleepFor(kLogPoll);
+  }
+  return Done("StreamLogs", absl::OkStatus());
 }
 
 // --- WorkerService

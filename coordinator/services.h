@@ -32,6 +32,11 @@ class JobServiceImpl final : public paft::v1::JobService::Service {
   grpc::Status ListCheckpoints(grpc::ServerContext*,
                                const paft::v1::ListCheckpointsRequest* request,
                                paft::v1::ListCheckpointsResponse* response) override;
+  grpc::Status ListEvents(grpc::ServerContext*, const paft::v1::ListEventsRequest* request,
+                          paft::v1::ListEventsResponse* response) override;
+  grpc::Status StreamLogs(grpc::ServerContext* context,
+                          const paft::v1::StreamLogsRequest* request,
+                          grpc::ServerWriter<paft::v1::LogChunk>* writer) override;
 
  private:
   // Counts the RPC (and times it, when `start` is given) and converts the status.

@@ -6,8 +6,9 @@
 # 1. A tiny Llama-architecture base model is pre-trained here on the bundled text (counting, the
 #    alphabet, greetings) with a sentencepiece tokenizer trained on the bundled data; cached
 #    under .paft/local/models/ for later runs.
-# 2. A local cluster starts: the merger, the coordinator (SQLite state in the run folder) and one
-#    worker agent per pool ("sft" and "align", 2 CPU slots each).
+# 2. `paftctl local up` starts a local cluster: the merger, the coordinator (SQLite state in the
+#    run folder) and one worker agent per pool ("sft" and "align", 2 CPU slots each); `paftctl
+#    local down` stops it at the end.
 # 3. examples/paft-job.yaml runs through paftctl: LoRA SFT with PAFT's L1 penalty and LoRA DPO in
 #    parallel, 2 data-parallel ranks each (Gloo), then a TIES merge of the two adapters.
 # 4. The sequential baseline (SFT, then DPO on the SFT model) is trained with the same settings.
@@ -33,22 +34,11 @@ mkdir -p "$RUN/logs" "$RUN/data" "$RUN/models" "$RUN/eval" "$ROOT/models"
 START=$(date +%s)
 stage() { echo; echo "== [$(($(date +%s) - START))s] $*"; }
 
-PIDS=()
+CLUSTER=$RUN/cluster
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -f "$CLUSTER/cluster.json" ] && "$PAFTCTL" --local_dir="$CLUSTER" local down >/dev/null || true
 }
 trap cleanup EXIT
-
-wait_port_file() {
-  for _ in $(seq 1 300); do
-    [ -s "$1" ] && return 0
-    sleep 0.1
-  done
-  echo "demo: $2 did not start; see $RUN/logs" >&2
-  exit 1
-}
-port_of() { sed -E "s/.*\"$2\":([0-9]+).*/\\1/" "$1"; }
 
 cp "$SRC"/examples/data/*.jsonl "$RUN/data/"
 
@@ -84,31 +74,11 @@ ln -s "$BASE" "$RUN/models/demo-base"
 cp "${PAFT_DEMO_JOB:-$SRC/examples/paft-job.yaml}" "$RUN/job.yaml"
 
 # --- 2. the local cluster
-stage "starting the local cluster in $RUN"
-"$BIN_MERGER" serve --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
-  --port_file="$RUN/merger.ports" 2>"$RUN/logs/merger.log" &
-PIDS+=($!)
-wait_port_file "$RUN/merger.ports" merger
-MERGER_PORT=$(port_of "$RUN/merger.ports" grpc)
-
-"$BUILD_DIR/coordinator/paft-coordinator" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
-  --state_db="$RUN/coordinator.db" --merger="127.0.0.1:$MERGER_PORT" \
-  --port_file="$RUN/coordinator.ports" 2>"$RUN/logs/coordinator.log" &
-PIDS+=($!)
-wait_port_file "$RUN/coordinator.ports" coordinator
-COORDINATOR="127.0.0.1:$(port_of "$RUN/coordinator.ports" grpc)"
-
-for pool in sft align; do
-  "$BIN_WORKER" --coordinator="$COORDINATOR" --name="local-$pool" --pool="$pool" --devices=2 \
-    --address=127.0.0.1 2>"$RUN/logs/worker-$pool.log" &
-  PIDS+=($!)
-done
+stage "starting the local cluster (paftctl local up) in $CLUSTER"
+"$PAFTCTL" --local_dir="$CLUSTER" local up
+COORDINATOR=$(sed -nE 's/.*"coordinator": "([^"]+)".*/\1/p' "$CLUSTER/cluster.json")
+METRICS_PORT=$(sed -nE 's/.*"coordinator_metrics_port": ([0-9]+).*/\1/p' "$CLUSTER/cluster.json")
 export PAFT_COORDINATOR=$COORDINATOR
-"$PAFTCTL" health >/dev/null
-for _ in $(seq 1 100); do
-  [ "$("$PAFTCTL" workers | wc -l)" -ge 3 ] && break
-  sleep 0.1
-done
 "$PAFTCTL" workers
 
 # --- 3. the PAFT job
@@ -118,14 +88,14 @@ set +e
 status=$?
 set -e
 if [ $status -ne 0 ]; then
-  echo "demo: the job did not succeed (exit $status); logs in $RUN/logs and $RUN/jobs" >&2
+  echo "demo: the job did not succeed (exit $status); logs in $CLUSTER/logs and $RUN/jobs" >&2
   exit $status
 fi
 JOB=$RUN/jobs/local-demo
 SFT_ADAPTER=$(ls -d "$JOB"/sft/checkpoints/checkpoint-* | sort -t- -k2 -n | tail -1)
 DPO_ADAPTER=$(ls -d "$JOB"/alignment/checkpoints/checkpoint-* | sort -t- -k2 -n | tail -1)
 echo "demo: coordinator metrics (excerpt):"
-curl -s "http://127.0.0.1:$(port_of "$RUN/coordinator.ports" metrics)/metrics" |
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" |
   grep -E '^paft_(jobs\{|branch_restarts_total|checkpoints_total)' || true
 
 # --- 4. the sequential baseline: the SFT adapter merged into the base, then DPO on that model

@@ -42,6 +42,9 @@ TEST(DemoTest, ReducedDemoSucceedsAndReportsEveryModel) {
     if (entry.path().filename().string().rfind("run-", 0) == 0) run = entry.path().string();
   }
   ASSERT_FALSE(run.empty());
+  // `paftctl local down` stopped the local cluster (its record is gone, its logs stay).
+  EXPECT_FALSE(PathExists(run + "/cluster/cluster.json"));
+  EXPECT_TRUE(IsRegularFile(run + "/cluster/logs/coordinator.log"));
   // The merged model is a loadable HF folder; evaluating it generated greedy answers.
   EXPECT_TRUE(IsRegularFile(run + "/jobs/local-demo/merged/config.json"));
   EXPECT_TRUE(IsRegularFile(run + "/jobs/local-demo/merged/model.safetensors"));

@@ -260,8 +260,30 @@ TEST_F(EndToEndTest, JobRunsToSucceededAndTheMergeIsRight) {
   v1::ListCheckpointsResponse checkpoints;
   ASSERT_TRUE(stub->ListCheckpoints(&context2, list_checkpoints, &checkpoints).ok());
   EXPECT_EQ(checkpoints.checkpoints_size(), 3);  // sft 3 and 6, alignment 4
-  // Each rank's output is kept with the job.
+  // Each rank's output is kept with the job, and served by the coordinator.
   EXPECT_TRUE(IsRegularFile(root_ + "/jobs/demo/sft/logs/attempt-1/rank-1.log"));
+  std::string logs;
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "logs", job.job_id(), "sft",
+                                 "--rank=1"},
+                                &logs),
+            0)
+      << logs;
+  EXPECT_THAT(logs, HasSubstr("placeholder-trainer: " + job.job_id() + ".sft.a1.r1 rank 1/2"));
+  EXPECT_THAT(logs, HasSubstr("\"step\":6"));
+  logs.clear();
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "logs", job.job_id(),
+                                 "alignment", "--rank=2"},
+                                &logs),
+            3);
+  EXPECT_THAT(logs, HasSubstr("rank: the alignment branch has ranks 0..1, got 2"));
+  // The stored events, listed.
+  std::string events;
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "events", job.job_id()},
+                                &events),
+            0);
+  EXPECT_THAT(events, HasSubstr("   1  "));
+  EXPECT_THAT(events, HasSubstr("job SUCCEEDED"));
+  EXPECT_THAT(events, HasSubstr("FinalCheckpoint"));
 
   // The merged folder is a loadable HF folder, and its values are TIES (density 1, normalize)
   // of the two final checkpoints, computed here independently.
@@ -367,6 +389,25 @@ TEST_F(EndToEndTest, CoordinatorKilledMidJobAdoptsRunningRanks) {
   EXPECT_EQ(job.alignment().attempt(), 1) << log;
   EXPECT_EQ(job.restarts_used(), 0);
   EXPECT_THAT(*ReadFileToString(root_ + "/coordinator2.log"), HasSubstr("adopted"));
+}
+
+TEST_F(EndToEndTest, LogsFollowARankUntilItsAttemptEnds) {
+  const std::string job_id = Submit(WriteSpec("follow", 2, 100));
+  ASSERT_FALSE(job_id.empty());
+  // Started at once: waits for the branch to start, prints as the rank writes, ends with it.
+  std::string logs;
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "logs", job_id,
+                                 "alignment", "--follow"},
+                                &logs),
+            0)
+      << logs;
+  EXPECT_THAT(logs, HasSubstr("steps 0..100"));
+  EXPECT_THAT(logs, HasSubstr("\"step\":100"));
+  EXPECT_THAT(logs, HasSubstr("\"final\":true"));
+  const v1::Job job = WaitFor(job_id, [](const v1::Job& j) {
+    return j.state() == v1::JOB_STATE_SUCCEEDED;
+  });
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
 }
 
 TEST_F(EndToEndTest, BadSpecsAreRejectedWithTheField) {

@@ -21,6 +21,7 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev prometheus-cpp-dev libsqlite3-dev libsentencepiece-dev sentencepiece
   nlohmann-json3-dev libyaml-cpp-dev libgtest-dev libgmock-dev
+  prometheus  # promtool: the tests lint the alert rules and every server's /metrics
 )
 
 install_deps() {

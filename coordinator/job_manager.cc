@@ -87,9 +87,16 @@ JobManager::JobManager(JobManagerOptions options, JobStore* store, WorkerRegistr
       clock_(clock),
       metrics_(metrics) {
   if (metrics_ == nullptr) return;
+  // Series exist from the start, at zero, so that rates and alerts see the first increment.
   for (int s = paft::v1::JOB_STATE_QUEUED; s <= paft::v1::JOB_STATE_CANCELLED; ++s) {
-    metrics_->jobs.Add({{"state", JobState_Name(static_cast<JobState>(s))}});  // export zeros
+    metrics_->jobs.Add({{"state", JobState_Name(static_cast<JobState>(s))}});
+    metrics_->job_transitions.Add({{"state", JobState_Name(static_cast<JobState>(s))}});
   }
+  for (const char* reason : {"WorkerLost", "NoProgress", "WorkerRestarted", "CoordinatorRestarted",
+                             "Infrastructure", "Signal", "Unknown", "FailedToStart", "Stopped"}) {
+    metrics_->branch_restarts.Add({{"reason", reason}});
+  }
+  for (BranchKind kind : kBranches) metrics_->checkpoints.Add({{"branch", BranchName(kind)}});
 }
 
 // ---------------------------------------------------------------------------------------------

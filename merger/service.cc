@@ -33,7 +33,13 @@ MergerServiceImpl::MergerServiceImpl(prometheus::Registry& registry)
                     .Name("paft_merge_duration_seconds")
                     .Help("Wall time of finished merges")
                     .Register(registry)
-                    .Add({}, prometheus::Histogram::BucketBoundaries{1, 5, 15, 60, 300, 900, 3600})) {}
+                    .Add({}, prometheus::Histogram::BucketBoundaries{1, 5, 15, 60, 300, 900, 3600})) {
+  // Series exist from the start (rates and alerts work from the first failure on).
+  for (const char* method : {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
+                             "breadcrumbs", "breadcrumbs_ties", "magnitude_prune"}) {
+    for (const char* result : {"ok", "error"}) merges_.Add({{"method", method}, {"result", result}});
+  }
+}
 
 MergerServiceImpl::~MergerServiceImpl() {
   std::vector<std::thread> threads;

@@ -7,9 +7,11 @@
 #include <sys/wait.h>
 
 #include <cmath>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/dtype.h"
 #include "common/file_util.h"
@@ -408,6 +410,69 @@ TEST_F(EndToEndTest, LogsFollowARankUntilItsAttemptEnds) {
     return j.state() == v1::JOB_STATE_SUCCEEDED;
   });
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+}
+
+// The alert rules and the Grafana dashboard name only metrics the servers export, and the
+// exposition passes promtool's lint (Debian's prometheus package provides promtool).
+TEST_F(EndToEndTest, AlertsAndDashboardUseExportedMetrics) {
+  std::set<std::string> exported;
+  std::vector<std::string> scrapes;
+  auto scrape = [&](int port) {
+    auto text = testing::HttpGet(port, "/metrics");
+    ASSERT_TRUE(text.has_value());
+    scrapes.push_back(*text);
+    for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+      if (line.empty() || line[0] == '#') continue;
+      exported.insert(std::string(line.substr(0, line.find_first_of("{ "))));
+    }
+  };
+  const std::string job_id = Submit(WriteSpec("observed", 2, 150));
+  ASSERT_FALSE(job_id.empty());
+  // Per-branch series exist while branches run; scrape after a control-loop tick.
+  const v1::Job running = WaitFor(job_id, [](const v1::Job& j) {
+    return j.sft().state() == v1::BRANCH_STATE_RUNNING &&
+           j.alignment().state() == v1::BRANCH_STATE_RUNNING && j.sft().step() > 5;
+  });
+  ASSERT_EQ(running.sft().state(), v1::BRANCH_STATE_RUNNING);
+  absl::SleepFor(absl::Milliseconds(300));
+  scrape(coordinator_ports_["metrics"]);
+  const v1::Job done = WaitFor(job_id, [](const v1::Job& j) { return j.state() == v1::JOB_STATE_SUCCEEDED; });
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
+  scrape(coordinator_ports_["metrics"]);
+  scrape(merger_ports_["metrics"]);
+
+  std::set<std::string> named;
+  for (const char* file : {"/deploy/prometheus/paft-alerts.yaml", "/deploy/grafana/paft-dashboard.json"}) {
+    auto text = ReadFileToString(std::string(PAFT_SOURCE_DIR) + file);
+    ASSERT_TRUE(text.ok()) << file;
+    for (size_t pos = 0; (pos = text->find("paft_", pos)) != std::string::npos;) {
+      const size_t end = text->find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_", pos);
+      named.insert(text->substr(pos, end - pos));
+      pos = end;
+    }
+  }
+  EXPECT_GE(named.size(), 15u);
+  for (const auto& name : named) EXPECT_TRUE(exported.count(name)) << name << " is not exported";
+
+  auto promtool = [](const std::vector<std::string>& argv, std::string* out) {
+    return testing::RunCommand(argv, out);
+  };
+  std::string out;
+  ASSERT_EQ(promtool({"/bin/sh", "-c", "command -v promtool"}, &out), 0)
+      << "promtool is missing (Debian package prometheus; ./setup.sh installs it)";
+  out.clear();
+  EXPECT_EQ(promtool({"/bin/sh", "-c",
+                      "promtool check rules " + std::string(PAFT_SOURCE_DIR) +
+                          "/deploy/prometheus/paft-alerts.yaml"},
+                     &out),
+            0)
+      << out;
+  for (size_t i = 0; i < scrapes.size(); ++i) {
+    const std::string path = root_ + "/scrape-" + std::to_string(i) + ".txt";
+    ASSERT_TRUE(WriteFileAtomic(path, scrapes[i]).ok());
+    out.clear();
+    EXPECT_EQ(promtool({"/bin/sh", "-c", "promtool check metrics < " + path}, &out), 0) << out;
+  }
 }
 
 TEST_F(EndToEndTest, BadSpecsAreRejectedWithTheField) {

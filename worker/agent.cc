@@ -39,7 +39,38 @@ std::string Tail(const std::string& path, size_t max_bytes) {
 
 Agent::Agent(AgentOptions options)
     : options_(std::move(options)),
-      stub_(paft::v1::WorkerService::NewStub(MakeChannel(options_.coordinator))) {}
+      stub_(paft::v1::WorkerService::NewStub(MakeChannel(options_.coordinator))) {
+  if (options_.metrics == nullptr) return;
+  auto& registry = *options_.metrics;
+  registered_gauge_ = &prometheus::BuildGauge()
+                           .Name("paft_agent_registered")
+                           .Help("1 while the agent holds a lease from the coordinator")
+                           .Register(registry)
+                           .Add({});
+  ranks_gauge_ = &prometheus::BuildGauge()
+                      .Name("paft_agent_ranks_running")
+                      .Help("Trainer processes (ranks) the agent runs")
+                      .Register(registry)
+                      .Add({});
+  prometheus::BuildGauge()
+      .Name("paft_agent_devices")
+      .Help("Device slots the agent offers, by pool")
+      .Register(registry)
+      .Add({{"pool", options_.pool}})
+      .Set(options_.devices);
+  exits_ = &prometheus::BuildCounter()
+                .Name("paft_agent_rank_exits_total")
+                .Help("Ranks that ended, by the exit reason reported")
+                .Register(registry);
+}
+
+void Agent::SetRegistered(bool registered) {
+  if (registered_gauge_ != nullptr) registered_gauge_->Set(registered ? 1 : 0);
+}
+
+void Agent::CountRanksLocked() {
+  if (ranks_gauge_ != nullptr) ranks_gauge_->Set(static_cast<double>(children_.size()));
+}
 
 Agent::~Agent() { Shutdown(absl::Seconds(5)); }
 
@@ -89,6 +120,7 @@ bool Agent::Register() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     worker_id_ = response.worker_id();
+    SetRegistered(true);
     heartbeat_interval_ = absl::Milliseconds(std::max<int64_t>(100, response.heartbeat_interval_ms()));
   }
   cv_.notify_all();
@@ -139,6 +171,7 @@ void Agent::SessionLoop() {
       stream_context_ = nullptr;
       if (status.error_code() == grpc::StatusCode::NOT_FOUND && worker_id_ == worker_id) {
         worker_id_.clear();  // lease lost or coordinator restarted: register again
+        SetRegistered(false);
       }
     }
     if (stopping_) break;
@@ -178,6 +211,7 @@ void Agent::HeartbeatLoop() {
       std::lock_guard<std::mutex> lock(mu_);
       if (worker_id_ == worker_id) {
         worker_id_.clear();
+        SetRegistered(false);
         if (stream_context_ != nullptr) stream_context_->TryCancel();
       }
     } else if (!status.ok()) {
@@ -275,6 +309,7 @@ void Agent::HandleStart(const paft::v1::Task& task) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     children_[task.task_id()] = std::move(child);
+    CountRanksLocked();
     raw->reader = std::thread([this, raw] { ReadOutput(raw); });
     raw->waiter = std::thread([this, raw] { WaitChild(raw); });
   }
@@ -417,6 +452,7 @@ void Agent::WaitChild(Child* child) {
   if (it != children_.end()) {
     finished_.push_back(std::move(it->second));
     children_.erase(it);
+    CountRanksLocked();
   }
   cv_.notify_all();
 }
@@ -453,6 +489,9 @@ void Agent::ReportExitFor(const paft::v1::Task& task, int exit_code, int signal,
     message = Tail(log_path, 512);
   }
   request.set_message(message);
+  if (exits_ != nullptr) {
+    exits_->Add({{"reason", paft::v1::ExitReason_Name(request.reason())}}).Increment();
+  }
   for (int attempt = 0; attempt < kReportAttempts; ++attempt) {
     paft::v1::Ack ack;
     auto context = NewContext();

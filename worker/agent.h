@@ -16,6 +16,10 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
 #include "paft/v1/worker.grpc.pb.h"
 
 namespace paft::worker {
@@ -32,6 +36,8 @@ struct AgentOptions {
   absl::Duration rpc_timeout = absl::Seconds(10);
   // A rank's progress is reported at most this often (and always its last step).
   absl::Duration progress_interval = absl::Seconds(1);
+  // Where the agent's metrics go (paft_agent_*); none when null.
+  prometheus::Registry* metrics = nullptr;
 };
 
 class Agent {
@@ -66,6 +72,8 @@ class Agent {
   void ReportExitFor(const paft::v1::Task& task, int exit_code, int signal, bool stopped,
                      const std::string& last_error, const std::string& log_path);
   std::unique_ptr<grpc::ClientContext> NewContext() const;
+  void SetRegistered(bool registered);  // also the metric
+  void CountRanksLocked();              // paft_agent_ranks_running from children_
 
   const AgentOptions options_;
   std::unique_ptr<paft::v1::WorkerService::Stub> stub_;
@@ -79,6 +87,10 @@ class Agent {
   std::map<std::string, std::unique_ptr<Child>> children_;  // GUARDED_BY(mu_), by task id
   std::vector<std::unique_ptr<Child>> finished_;            // GUARDED_BY(mu_), to join
   std::vector<std::thread> stop_timers_;                    // GUARDED_BY(mu_), SIGKILL timers
+
+  prometheus::Gauge* registered_gauge_ = nullptr;
+  prometheus::Gauge* ranks_gauge_ = nullptr;
+  prometheus::Family<prometheus::Counter>* exits_ = nullptr;
 
   std::thread session_thread_;
   std::thread heartbeat_thread_;

@@ -10,11 +10,13 @@
 #include <climits>
 #include <filesystem>
 #include <iostream>
+#include <map>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "common/process_util.h"
 #include "worker/agent.h"
 #include "worker/train_command.h"
@@ -41,6 +43,9 @@ ABSL_FLAG(std::string, reference, "",
 ABSL_FLAG(std::string, dataset, "", "eval: dataset (JSONL or .paftds)");
 ABSL_FLAG(double, beta, 0.1, "eval: DPO beta for rewards");
 ABSL_FLAG(int64_t, max_new_tokens, 64, "eval: generation length for exact match");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "agent: serve Prometheus /metrics here (e.g. 0.0.0.0:9092; empty: no metrics)");
+ABSL_FLAG(std::string, port_file, "", "agent: write the metrics port here as JSON");
 ABSL_FLAG(absl::Duration, progress_interval, absl::Seconds(1),
           "Report a rank's progress to the coordinator at most this often");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
@@ -126,6 +131,26 @@ int main(int argc, char** argv) {
   if (::access(options.trainer.c_str(), X_OK) != 0) {
     PAFT_LOG(ERROR) << "trainer '" << options.trainer << "' is not executable";
     return 2;
+  }
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<paft::MetricsServer> metrics_server;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    auto started = paft::MetricsServer::Start(absl::GetFlag(FLAGS_metrics_listen), "worker", registry);
+    if (!started.ok()) {
+      PAFT_LOG(ERROR) << started.status();
+      return 1;
+    }
+    metrics_server = std::move(*started);
+    options.metrics = registry.get();
+    PAFT_LOG(INFO) << "metrics on port " << metrics_server->port();
+  }
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    std::map<std::string, int> ports;
+    if (metrics_server) ports["metrics"] = metrics_server->port();
+    if (absl::Status s = paft::WritePortFile(absl::GetFlag(FLAGS_port_file), ports); !s.ok()) {
+      PAFT_LOG(ERROR) << s;
+      return 1;
+    }
   }
   paft::worker::Agent agent(options);
   agent.Start();

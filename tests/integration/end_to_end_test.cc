@@ -114,7 +114,9 @@ class EndToEndTest : public ::testing::Test {
                                        "--name=" + agent.name,
                                        "--pool=" + agent.pool,
                                        absl::StrCat("--devices=", agent.devices),
-                                       "--address=127.0.0.1"};
+                                       "--address=127.0.0.1",
+                                       "--metrics_listen=127.0.0.1:0",
+                                       "--port_file=" + root_ + "/" + agent.name + ".ports"};
       for (const auto& flag : TrainerFlags()) argv.push_back(flag);
       workers_.push_back(std::make_unique<ChildProcess>(
           argv, std::vector<std::string>{"PAFT_PLACEHOLDER_STEP_MS=20"},
@@ -440,6 +442,11 @@ TEST_F(EndToEndTest, AlertsAndDashboardUseExportedMetrics) {
   ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
   scrape(coordinator_ports_["metrics"]);
   scrape(merger_ports_["metrics"]);
+  for (const auto& name : worker_names_) {
+    auto ports = testing::WaitForPortFile(root_ + "/" + name + ".ports", absl::Seconds(5));
+    ASSERT_TRUE(ports.has_value()) << name;
+    scrape((*ports)["metrics"]);
+  }
 
   std::set<std::string> named;
   for (const char* file : {"/deploy/prometheus/paft-alerts.yaml", "/deploy/grafana/paft-dashboard.json"}) {

@@ -92,7 +92,8 @@ JobManager::JobManager(JobManagerOptions options, JobStore* store, WorkerRegistr
     metrics_->jobs.Add({{"state", JobState_Name(static_cast<JobState>(s))}});
     metrics_->job_transitions.Add({{"state", JobState_Name(static_cast<JobState>(s))}});
   }
-  for (const char* reason : {"WorkerLost", "NoProgress", "WorkerRestarted", "CoordinatorRestarted",
+  for (const char* reason : {"WorkerLost", "WorkerShutdown", "NoProgress", "WorkerRestarted",
+                             "CoordinatorRestarted",
                              "Infrastructure", "Signal", "Unknown", "FailedToStart", "Stopped"}) {
     metrics_->branch_restarts.Add({{"reason", reason}});
   }
@@ -941,13 +942,23 @@ absl::Status JobManager::ReportExit(const paft::v1::ReportExitRequest& request) 
     message = request.signal() != 0 ? absl::StrCat("rank killed by signal ", request.signal())
                                     : absl::StrCat("rank exited with code ", request.exit_code());
   }
+  if (request.reason() == paft::v1::EXIT_REASON_STOPPED && !task->stopping) {
+    // Stopped by its agent on its own (the agent shutting down: a drained node, a rollout), not
+    // by us: the branch resumes from its checkpoint elsewhere without using the job's budget.
+    HandleTaskEndLocked(*task, false, false, "WorkerShutdown",
+                        absl::StrCat("rank ", task->rank, ": its worker agent shut down (", message,
+                                     ")"),
+                        /*count_against_budget=*/false);
+    return absl::OkStatus();
+  }
   HandleTaskEndLocked(*task, success, permanent, camel,
                       absl::StrCat("rank ", task->rank, ": ", message));
   return absl::OkStatus();
 }
 
 void JobManager::HandleTaskEndLocked(TaskRecord& task_ref, bool success, bool permanent,
-                                     const std::string& reason, const std::string& message) {
+                                     const std::string& reason, const std::string& message,
+                                     bool count_against_budget) {
   TaskRecord task = task_ref;  // task_ref may be erased below
   registry_->Release(task.slot.worker_id, task.slot.device);
   auto job_it = jobs_.find(task.job_id);
@@ -956,7 +967,10 @@ void JobManager::HandleTaskEndLocked(TaskRecord& task_ref, bool success, bool pe
                        !BranchTerminal(Branch(job_it->second.job, task.branch).state());
   if (!success || !current) {
     tasks_.erase(task.task_id);
-    if (current) FailAttemptLocked(job_it->second, task.branch, permanent, reason, message);
+    if (current) {
+      FailAttemptLocked(job_it->second, task.branch, permanent, reason, message,
+                        count_against_budget);
+    }
     ScheduleLocked();
     return;
   }

@@ -166,7 +166,8 @@ class JobManager {
   void StopTasksLocked(const std::string& job_id, paft::v1::BranchKind kind,
                        const std::string& reason);
   void HandleTaskEndLocked(TaskRecord& task, bool success, bool permanent,
-                           const std::string& reason, const std::string& message);
+                           const std::string& reason, const std::string& message,
+                           bool count_against_budget = true);
   // Rejects a spec whose pools do not exist or cannot ever offer its world sizes.
   absl::Status AdmitPoolsLocked(const paft::v1::JobSpec& spec) const;
   // 1-based queue positions of the QUEUED jobs.

@@ -291,6 +291,8 @@ class BranchTrainer {
       for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
       optimizer->zero_grad();
       StepMetrics metrics;
+      // A stop asked of any rank (SIGTERM) is agreed on through the step's all-reduce.
+      bool stop_requested = options_.stop_requested && options_.stop_requested();
       for (int64_t micro = 0; micro < accum; ++micro) {
         std::vector<int64_t> indices;
         for (int64_t k = 0; k < batch; ++k) {
@@ -318,9 +320,11 @@ class BranchTrainer {
         // Report the global mean: every rank's metrics averaged (token counts summed).
         torch::Tensor m = torch::tensor({metrics.loss, metrics.chosen_reward, metrics.rejected_reward,
                                          metrics.accuracy, metrics.margin,
-                                         static_cast<double>(metrics.tokens)},
+                                         static_cast<double>(metrics.tokens),
+                                         stop_requested ? 1.0 : 0.0},
                                         torch::kDouble);
         group_->AllReduce(m);
+        stop_requested = m[6].item<double>() > 0;  // every rank stops after the same step
         metrics.loss = m[0].item<double>() / world;
         metrics.chosen_reward = m[1].item<double>() / world;
         metrics.rejected_reward = m[2].item<double>() / world;
@@ -346,8 +350,16 @@ class BranchTrainer {
       }
       Emit(event);
       const bool final = step + 1 == total;
-      if (options_.task.rank() == 0 && (final || (every > 0 && (step + 1) % every == 0))) {
+      const bool scheduled = final || (every > 0 && (step + 1) % every == 0);
+      // Asked to stop: keep the work done so far (a checkpoint of this step, unless the policy
+      // just wrote one) and end; the restarted branch resumes here.
+      if (options_.task.rank() == 0 && (scheduled || (stop_requested && !final))) {
         PAFT_RETURN_IF_ERROR(SaveCheckpoint(step + 1, total, final, *optimizer, trainable_bytes));
+      }
+      if (stop_requested && !final) {
+        return absl::AbortedError(
+            absl::StrCat("stopped on request after step ", step + 1, " of ", total,
+                         options_.task.rank() == 0 ? ", checkpointed" : ""));
       }
     }
     return absl::OkStatus();

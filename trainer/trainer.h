@@ -29,6 +29,10 @@ struct TrainOptions {
   int collective_timeout_seconds = 120;
   // Progress and checkpoint events (worker/trainer_protocol.h's JSON objects).
   std::function<void(const nlohmann::json&)> emit;
+  // Checked after every step (e.g. "SIGTERM arrived"); when it returns true on any rank, all
+  // ranks stop after that step, rank 0 writing a checkpoint of it first, and Train returns
+  // Aborted.
+  std::function<bool()> stop_requested;
 };
 
 // Runs the branch to its last step. Errors: InvalidArgument/FailedPrecondition/NotFound for bad

@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -108,6 +110,11 @@ int RunTrainCommand(const TrainCommandOptions& options) {
   train.threads = options.threads;
   train.collective_timeout_seconds = options.collective_timeout_seconds;
   train.emit = [](const nlohmann::json& event) { std::cout << FormatEvent(event) << std::flush; };
+  // SIGTERM (the agent stopping the rank, or the pod going away): finish the step, checkpoint,
+  // exit 3 (retryable).
+  static std::atomic<bool> terminate_requested{false};
+  std::signal(SIGTERM, [](int) { terminate_requested.store(true); });
+  train.stop_requested = [] { return terminate_requested.load(); };
   std::cerr << "paft-worker train: " << task.task_id() << ", rank " << task.rank() << "/"
             << task.world_size() << ", dataset " << *dataset << std::endl;
   absl::Status status = trainer::Train(train);

@@ -620,5 +620,31 @@ TEST_F(JobManagerTest, QueueIsPriorityThenFifoAndSurvivesARestart) {
   EXPECT_EQ(Get(low2).state(), paft::v1::JOB_STATE_QUEUED);
 }
 
+TEST_F(JobManagerTest, RanksStoppedByTheirShuttingDownAgentRestartWithoutTheBudget) {
+  Job job = Submit("r", /*restart_budget=*/0);
+  std::string s = Register("s1", "sft", 2);
+  auto sft = Take(s);
+  ASSERT_TRUE(Checkpoint(sft[0].start().task_id(), 4, false).ok());
+  // The agent stopped rank 0 on its own (SIGTERM to its pod); the trainer checkpointed first.
+  ASSERT_TRUE(Exit(sft[0].start().task_id(), 3, paft::v1::EXIT_REASON_STOPPED).ok());
+  job = Get(job.job_id());
+  EXPECT_EQ(job.sft().state(), paft::v1::BRANCH_STATE_RESTARTING);
+  EXPECT_EQ(job.sft().reason(), "WorkerShutdown");
+  EXPECT_EQ(job.restarts_used(), 0);  // a budget of 0, and the job goes on
+  EXPECT_EQ(job.state(), paft::v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(Metric("paft_branch_restarts_total", {{"reason", "WorkerShutdown"}}), 1);
+  // Its peer is stopped; once it is gone the branch restarts from step 4 on free slots.
+  ASSERT_TRUE(Exit(sft[1].start().task_id(), 0, paft::v1::EXIT_REASON_STOPPED).ok());
+  auto restarted = Take(s);
+  int starts = 0;
+  for (const auto& a : restarted) {
+    if (!a.has_start()) continue;
+    ++starts;
+    EXPECT_EQ(a.start().attempt(), 2);
+    EXPECT_EQ(a.start().resume_from(), "/out/ckpt-" + sft[0].start().task_id() + "-4");
+  }
+  EXPECT_EQ(starts, 2);
+}
+
 }  // namespace
 }  // namespace paft::coordinator

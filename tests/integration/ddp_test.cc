@@ -9,6 +9,7 @@
 
 #include <map>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -24,6 +25,7 @@ namespace paft {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 
 // Loss of each progress event in a trainer's output.
@@ -164,6 +166,48 @@ TEST_F(DdpTest, ADeadPeerFailsTheSurvivorWithinTheTimeout) {
   ASSERT_TRUE(WIFEXITED(*status));
   EXPECT_EQ(WEXITSTATUS(*status), 3);  // infrastructure: retryable
   EXPECT_THAT(*ReadFileToString(dir_.Join("r0.log")), HasSubstr("a peer rank died or timed out"));
+}
+
+// SIGTERM to one rank (as when its agent stops it or its pod goes away): both ranks stop after the
+// same step, rank 0 first writes a checkpoint of it, and a rerun resumes from there.
+TEST_F(DdpTest, SigtermCheckpointsTheStepReachedAndStopsEveryRank) {
+  constexpr int kSteps = 100000;
+  const int port = testing::FreePort();
+  const std::string t0 = WriteTask("term", 0, 2, 2, port, kSteps);  // checkpoints: only final
+  const std::string t1 = WriteTask("term", 1, 2, 2, port, kSteps);
+  testing::ChildProcess r0({PAFT_WORKER, "train", "--threads=1", "--task_file=" + t0}, {},
+                           dir_.Join("t0.log"));
+  testing::ChildProcess r1({PAFT_WORKER, "train", "--threads=1", "--task_file=" + t1}, {},
+                           dir_.Join("t1.log"));
+  bool training = false;
+  for (int i = 0; i < 600 && !training; ++i) {
+    auto log = ReadFileToString(dir_.Join("t0.log"));
+    training = log.ok() && log->find("\"step\":5,") != std::string::npos;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(training) << *ReadFileToString(dir_.Join("t0.log"));
+  r1.Signal(SIGTERM);
+  for (auto* rank : {&r0, &r1}) {
+    auto status = rank->Wait(absl::Seconds(30));
+    ASSERT_TRUE(status.has_value()) << "a rank did not stop";
+    ASSERT_TRUE(WIFEXITED(*status)) << *status;
+    EXPECT_EQ(WEXITSTATUS(*status), 3);  // retryable
+  }
+  const std::string log0 = *ReadFileToString(dir_.Join("t0.log"));
+  EXPECT_THAT(log0, HasSubstr("stopped on request after step"));
+  auto names = ListDir(dir_.Join("term/checkpoints"));
+  ASSERT_TRUE(names.ok());
+  ASSERT_EQ(names->size(), 1u);
+  int64_t step = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(names->front().substr(11), &step)) << names->front();
+  EXPECT_GE(step, 5);
+  EXPECT_LT(step, kSteps);
+  EXPECT_TRUE(IsRegularFile(dir_.Join("term/checkpoints/" + names->front() + "/paft_checkpoint.json")));
+  EXPECT_THAT(log0, HasSubstr(absl::StrCat("stopped on request after step ", step, " of")));
+  // Both ranks stopped after that same step (rank 1's last progress is that step too).
+  const std::string log1 = *ReadFileToString(dir_.Join("t1.log"));
+  EXPECT_THAT(log1, HasSubstr(absl::StrCat("\"step\":", step, ",")));
+  EXPECT_THAT(log1, Not(HasSubstr(absl::StrCat("\"step\":", step + 1, ","))));
 }
 
 // Bytes of every tensor of an adapter, by name.

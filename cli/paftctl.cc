@@ -419,7 +419,8 @@ int main(int argc, char** argv) {
     auto context = Context();
     grpc::Status status = stub->SubmitJob(context.get(), request, &job);
     if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
-        status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+        status.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+        status.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
       std::cerr << "rejected: " << status.error_message() << "\n";
       return kExitUsage;
     }

@@ -4,14 +4,19 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cctype>
+#include <cerrno>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <set>
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/file_util.h"
 #include "common/hf_config.h"
 #include "common/status.h"
@@ -120,6 +125,13 @@ void CheckPath(Errors& e, const std::string& field, const std::string& path, boo
     e.Add(field, absl::StrCat("is longer than ", kMaxPathLength, " characters"));
   }
   if (path.find('\0') != std::string::npos) e.Add(field, "contains a NUL character");
+  if (path[0] != '/') e.Add(field, absl::StrCat("must be an absolute path, got '", path, "'"));
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part == "..") {
+      e.Add(field, absl::StrCat("must not contain '..', got '", path, "'"));
+      break;
+    }
+  }
 }
 
 void DefaultBranch(BranchSpec* b, bool is_sft) {
@@ -352,10 +364,71 @@ absl::Status CheckJobInputs(const JobSpec& spec) {
                           absl::StrCat("'", branch->dataset().eval_path(), "' is not a file"));
     }
   }
+  if (IsDirectory(spec.output_dir()) && !spec.overwrite_output()) {
+    auto entries = ListDir(spec.output_dir());
+    if (!entries.ok() || !entries->empty()) {
+      return precondition("output_dir", absl::StrCat("'", spec.output_dir(),
+                                                     "' exists and is not empty; choose a new "
+                                                     "output_dir or set overwrite_output"));
+    }
+  }
   const std::string merged = JoinPath(spec.output_dir(), "merged");
   if (PathExists(merged)) {
     return precondition("output_dir", absl::StrCat("'", merged, "' already exists; choose a new "
                                                    "output_dir or remove it"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// `path` with symlinks resolved: realpath of its longest existing prefix, then the rest (which
+// cannot hold symlinks yet, and ".." was refused by ValidateJobSpec).
+absl::StatusOr<std::string> ResolveExisting(const std::string& path) {
+  std::string prefix = path, rest;
+  while (true) {
+    char buffer[PATH_MAX];
+    if (::realpath(prefix.c_str(), buffer) != nullptr) {
+      return rest.empty() ? std::string(buffer) : JoinPath(buffer, rest);
+    }
+    if (errno != ENOENT && errno != ENOTDIR) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot resolve '", prefix, "': ", std::strerror(errno)));
+    }
+    const auto slash = prefix.rfind('/');
+    if (slash == std::string::npos || prefix == "/") {
+      return absl::FailedPreconditionError(absl::StrCat("cannot resolve '", path, "'"));
+    }
+    const std::string last = prefix.substr(slash + 1);
+    rest = rest.empty() ? last : JoinPath(last, rest);
+    prefix = slash == 0 ? "/" : prefix.substr(0, slash);
+  }
+}
+
+}  // namespace
+
+absl::Status CheckPathsConfined(const JobSpec& spec, const std::vector<std::string>& roots) {
+  if (roots.empty()) return absl::OkStatus();
+  std::vector<std::pair<std::string, std::string>> paths = {{"base_model", spec.base_model()},
+                                                            {"output_dir", spec.output_dir()}};
+  for (const auto& [field, branch] : {std::make_pair("sft", &spec.sft()),
+                                      std::make_pair("alignment", &spec.alignment())}) {
+    paths.push_back({absl::StrCat(field, ".dataset.path"), branch->dataset().path()});
+    if (!branch->dataset().eval_path().empty()) {
+      paths.push_back({absl::StrCat(field, ".dataset.eval_path"), branch->dataset().eval_path()});
+    }
+  }
+  for (const auto& [field, path] : paths) {
+    PAFT_ASSIGN_OR_RETURN(const std::string resolved, ResolveExisting(path));
+    bool inside = false;
+    for (const auto& root : roots) {
+      inside = inside || resolved == root || absl::StartsWith(resolved, root + "/");
+    }
+    if (!inside) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          field, ": '", path, "'", resolved == path ? "" : absl::StrCat(" (resolves to '", resolved, "')"),
+          " is outside the storage roots (", absl::StrJoin(roots, ", "), ")"));
+    }
   }
   return absl::OkStatus();
 }

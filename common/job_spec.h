@@ -4,6 +4,7 @@
 #define PAFT_COMMON_JOB_SPEC_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -34,6 +35,11 @@ absl::Status ValidateJobSpec(const paft::v1::JobSpec& spec);
 // config.json and safetensors weights, the dataset files exist, the output folder can be made.
 // FailedPrecondition naming the field and the path.
 absl::Status CheckJobInputs(const paft::v1::JobSpec& spec);
+
+// When `roots` (realpaths of the storage roots) is not empty: every path of the spec must resolve,
+// symlinks followed, inside one of them. PermissionDenied naming the field otherwise.
+absl::Status CheckPathsConfined(const paft::v1::JobSpec& spec,
+                                const std::vector<std::string>& roots);
 
 // Makes relative paths (base model, output, datasets) absolute against `base_dir` (the folder of
 // the spec file), since every component resolves them from a different working directory.

@@ -254,6 +254,7 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
     return Decorate(existing);
   }
   PAFT_RETURN_IF_ERROR(AdmitPoolsLocked(spec));
+  PAFT_RETURN_IF_ERROR(CheckPathsConfined(spec, options_.storage_roots));
   if (options_.check_inputs) PAFT_RETURN_IF_ERROR(CheckJobInputs(spec));
 
   JobRecord record;

@@ -48,6 +48,9 @@ struct JobManagerOptions {
   // may not ask for more ranks than its pool's figure. When empty, a pool exists once an agent
   // of it has registered, and its capacity is the most slots it has offered at once (stored).
   std::map<std::string, int> pool_capacity;
+  // Realpaths of the storage roots: every path of a job spec must resolve inside one of them
+  // (admission refuses the rest with PERMISSION_DENIED). Empty: no confinement (local use).
+  std::vector<std::string> storage_roots;
 };
 
 class JobManager {

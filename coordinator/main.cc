@@ -1,6 +1,8 @@
 // paft-coordinator: the control plane. Composition root: store, registry, manager, services,
 // metrics, control loop; SIGTERM drains.
 #include <atomic>
+#include <climits>
+#include <cstdlib>
 #include <map>
 #include <thread>
 
@@ -38,6 +40,9 @@ ABSL_FLAG(std::string, pool_capacity, "",
           "Declared device slots per pool, e.g. 'sft=16,align=8': admission then accepts only "
           "these pools and world sizes up to these figures. Empty: pools are learnt from the "
           "agents that register, with the most slots each has offered");
+ABSL_FLAG(std::string, storage_roots, "",
+          "Comma-separated folders every job path must resolve into (symlinks followed), e.g. "
+          "'/data'; empty: no confinement (a local cluster)");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound ports here as JSON");
 
 namespace {
@@ -70,6 +75,16 @@ int main(int argc, char** argv) {
     PAFT_LOG(ERROR) << pool_capacity.status();
     return 2;
   }
+  std::vector<std::string> storage_roots;
+  for (absl::string_view root :
+       absl::StrSplit(absl::GetFlag(FLAGS_storage_roots), ',', absl::SkipWhitespace())) {
+    char resolved[PATH_MAX];
+    if (::realpath(std::string(root).c_str(), resolved) == nullptr) {
+      PAFT_LOG(ERROR) << "--storage_roots: '" << root << "' does not exist";
+      return 2;
+    }
+    storage_roots.push_back(resolved);
+  }
   auto store = paft::coordinator::JobStore::Open(absl::GetFlag(FLAGS_state_db));
   if (!store.ok()) {
     PAFT_LOG(ERROR) << store.status();
@@ -86,6 +101,7 @@ int main(int argc, char** argv) {
   options.adoption_grace = absl::GetFlag(FLAGS_adoption_grace);
   options.stop_grace_period = absl::GetFlag(FLAGS_stop_grace_period);
   options.pool_capacity = *pool_capacity;
+  options.storage_roots = storage_roots;
   paft::coordinator::JobManager manager(options, store->get(), &registry, &clock, &metrics);
   if (absl::Status s = manager.Recover(); !s.ok()) {
     PAFT_LOG(ERROR) << "recovering state: " << s;

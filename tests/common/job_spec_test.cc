@@ -3,8 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <functional>
 
+#include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "tests/testing/temp_dir.h"
 
@@ -120,6 +123,10 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         InvalidCase{"base_model", [](JobSpec& s) { s.clear_base_model(); }},
         InvalidCase{"output_dir", [](JobSpec& s) { s.clear_output_dir(); }},
+        InvalidCase{"output_dir", [](JobSpec& s) { s.set_output_dir("jobs/relative"); }},
+        InvalidCase{"base_model", [](JobSpec& s) { s.set_base_model("/data/../etc"); }},
+        InvalidCase{"sft.dataset.path",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_dataset()->set_path("/d/../../x"); }},
         InvalidCase{"name", [](JobSpec& s) { s.set_name(std::string(300, 'x')); }},
         InvalidCase{"sft.pool", [](JobSpec& s) { s.mutable_sft()->clear_pool(); }},
         InvalidCase{"sft.world_size", [](JobSpec& s) { s.mutable_sft()->set_world_size(0); }},
@@ -177,7 +184,7 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<InvalidCase>& info) {
       std::string name;
       for (char c : std::string(info.param.field)) name += std::isalnum(c) ? c : '_';
-      return name;
+      return absl::StrCat(name, "_", info.index);  // a field may have several cases
     });
 
 TEST(JobSpecTest, AllErrorsAreReportedTogether) {
@@ -213,6 +220,73 @@ TEST(JobSpecTest, RelativePathsResolveAgainstTheSpecFolder) {
   EXPECT_EQ(spec.base_model(), "/srv/specs/models/base");
   EXPECT_EQ(spec.sft().dataset().path(), "/srv/specs/data/sft.jsonl");
   EXPECT_EQ(spec.output_dir(), "/jobs/demo");  // absolute paths stay
+}
+
+TEST(JobSpecTest, PathsMustResolveInsideTheStorageRoots) {
+  testing::TempDir dir;
+  const std::string root = dir.Join("root");
+  ASSERT_TRUE(MakeDirs(root + "/models/base").ok());
+  ASSERT_TRUE(MakeDirs(dir.Join("outside")).ok());
+  ASSERT_TRUE(WriteFileAtomic(root + "/sft.jsonl", "{}\n").ok());
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("outside/secret.jsonl"), "{}\n").ok());
+  ASSERT_EQ(::symlink(dir.Join("outside").c_str(), (root + "/escape").c_str()), 0);
+  JobSpec spec = Valid();
+  spec.set_base_model(root + "/models/base");
+  spec.set_output_dir(root + "/jobs/new/deeper");  // does not exist yet: fine
+  spec.mutable_sft()->mutable_dataset()->set_path(root + "/sft.jsonl");
+  spec.mutable_alignment()->mutable_dataset()->set_path(root + "/sft.jsonl");
+  const std::vector<std::string> roots = {root};
+  EXPECT_TRUE(CheckPathsConfined(spec, roots).ok()) << CheckPathsConfined(spec, roots);
+  EXPECT_TRUE(CheckPathsConfined(spec, {}).ok());  // no roots: no confinement
+
+  JobSpec outside = spec;
+  outside.mutable_sft()->mutable_dataset()->set_path(dir.Join("outside/secret.jsonl"));
+  absl::Status status = CheckPathsConfined(outside, roots);
+  EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("sft.dataset.path: "));
+  // A symlink inside the root that leads out of it.
+  JobSpec symlinked = spec;
+  symlinked.mutable_alignment()->mutable_dataset()->set_path(root + "/escape/secret.jsonl");
+  status = CheckPathsConfined(symlinked, roots);
+  EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("alignment.dataset.path: "));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("resolves to '" + dir.Join("outside")));
+  // An output folder to be made under a symlink that leads out.
+  JobSpec output = spec;
+  output.set_output_dir(root + "/escape/jobs/x");
+  EXPECT_EQ(CheckPathsConfined(output, roots).code(), absl::StatusCode::kPermissionDenied);
+  // A root's sibling with the root's name as a prefix is outside.
+  ASSERT_TRUE(MakeDirs(dir.Join("root2")).ok());
+  JobSpec sibling = spec;
+  sibling.set_base_model(dir.Join("root2"));
+  EXPECT_EQ(CheckPathsConfined(sibling, roots).code(), absl::StatusCode::kPermissionDenied);
+}
+
+TEST(JobSpecTest, AnExistingOutputIsNotOverwrittenUnlessAsked) {
+  testing::TempDir dir;
+  ASSERT_TRUE(MakeDirs(dir.Join("model")).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("model/config.json"),
+                              R"({"model_type": "llama", "vocab_size": 8, "hidden_size": 8,
+                                  "intermediate_size": 16, "num_hidden_layers": 1,
+                                  "num_attention_heads": 2})")
+                  .ok());
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("model/model.safetensors"), "x").ok());
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("d.jsonl"), "{}\n").ok());
+  JobSpec spec = Valid();
+  spec.set_base_model(dir.Join("model"));
+  spec.mutable_sft()->mutable_dataset()->set_path(dir.Join("d.jsonl"));
+  spec.mutable_alignment()->mutable_dataset()->set_path(dir.Join("d.jsonl"));
+  spec.set_output_dir(dir.Join("out"));
+  EXPECT_TRUE(CheckJobInputs(spec).ok()) << CheckJobInputs(spec);
+  ASSERT_TRUE(MakeDirs(dir.Join("out")).ok());
+  EXPECT_TRUE(CheckJobInputs(spec).ok());  // exists but empty
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("out/old.txt"), "previous job").ok());
+  absl::Status status = CheckJobInputs(spec);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("output_dir: "));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("overwrite_output"));
+  spec.set_overwrite_output(true);
+  EXPECT_TRUE(CheckJobInputs(spec).ok()) << CheckJobInputs(spec);
 }
 
 }  // namespace

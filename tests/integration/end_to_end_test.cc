@@ -98,7 +98,8 @@ class EndToEndTest : public ::testing::Test {
                          "--lease_ttl=5s",
                          "--heartbeat_interval=500ms",
                          "--tick_interval=100ms",
-                         "--adoption_grace=10s"};
+                         "--adoption_grace=10s",
+                         "--storage_roots=" + root_};
     for (const auto& flag : ExtraCoordinatorFlags()) coordinator_argv_.push_back(flag);
     coordinator_ = std::make_unique<ChildProcess>(coordinator_argv_, std::vector<std::string>{},
                                                   root_ + "/coordinator.log");
@@ -504,6 +505,18 @@ TEST_F(EndToEndTest, BadSpecsAreRejectedWithTheField) {
                                 &output),
             2);
   EXPECT_THAT(output, HasSubstr("alignment.pool: no worker agent of pool 'gpu-h100'"));
+  // Paths outside the storage roots (here: the test's folder), directly or through a symlink.
+  ASSERT_EQ(::symlink("/etc", (root_ + "/data/etc").c_str()), 0);
+  ASSERT_TRUE(WriteFileAtomic(root_ + "/escape.yaml",
+                              absl::StrReplaceAll(spec, {{"data/pref.jsonl", "data/etc/hostname"}}))
+                  .ok());
+  output.clear();
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "submit",
+                                 root_ + "/escape.yaml"},
+                                &output),
+            2);
+  EXPECT_THAT(output, HasSubstr("alignment.dataset.path: "));
+  EXPECT_THAT(output, HasSubstr("outside the storage roots"));
   output.clear();
   EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "list"}, &output), 0);
   EXPECT_THAT(output, Not(HasSubstr("job-")));  // nothing was stored

@@ -5,8 +5,10 @@
 #   ./setup.sh test    install what is missing, build, run every test (what CI runs)
 #   ./setup.sh build   install what is missing and build
 #   ./setup.sh deps    only install the Debian packages
+#   ./setup.sh fuzz    also install clang and libFuzzer, run every fuzz target (FUZZ_SECONDS each)
 #
-# Environment: BUILD_DIR (default build), JOBS (default: number of cores), CMAKE_ARGS.
+# Environment: BUILD_DIR (default build), JOBS (default: number of cores), CMAKE_ARGS,
+# FUZZ_SECONDS (default 60).
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -26,7 +28,7 @@ PACKAGES=(
 
 install_deps() {
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "${PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -eq 0 ]; then
@@ -57,8 +59,9 @@ case "$cmd" in
   build) install_deps; build ;;
   test) install_deps; build; run_tests ;;
   demo) install_deps; build; exec examples/run_local_demo.sh "$BUILD_DIR" ;;
+  fuzz) install_deps clang libclang-rt-14-dev; exec fuzz/run.sh "${FUZZ_SECONDS:-60}" ;;
   *)
-    sed -n '2,10p' "$0"
+    sed -n '2,12p' "$0"
     exit 2
     ;;
 esac

@@ -266,7 +266,9 @@ void ValidateBranch(Errors& e, const BranchSpec& b, const std::string& p, bool i
 
 }  // namespace
 
-absl::StatusOr<JobSpec> ParseJobSpec(const std::string& text) {
+namespace {
+
+absl::StatusOr<JobSpec> ParseJobSpecOrThrow(const std::string& text) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -284,6 +286,20 @@ absl::StatusOr<JobSpec> ParseJobSpec(const std::string& text) {
         absl::StrCat("job spec does not match the schema: ", status.message().as_string()));
   }
   return spec;
+}
+
+}  // namespace
+
+absl::StatusOr<JobSpec> ParseJobSpec(const std::string& text) {
+  // Found by fuzzing: invalid UTF-8 and non-string YAML keys throw from deep inside the JSON and
+  // YAML libraries; they are bad input, not crashes.
+  try {
+    return ParseJobSpecOrThrow(text);
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("job spec is not valid: ", e.what()));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("job spec is not valid YAML/JSON: ", e.what()));
+  }
 }
 
 absl::StatusOr<JobSpec> LoadJobSpecFile(const std::string& path) {

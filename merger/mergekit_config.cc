@@ -24,6 +24,7 @@ std::string Resolve(const std::string& path, const std::string& base_dir) {
 absl::Status CheckKeys(const YAML::Node& node, const std::string& where,
                        const std::set<std::string>& allowed) {
   for (const auto& kv : node) {
+    if (!kv.first.IsScalar()) return Bad(where.empty() ? "(top level)" : where, "a key is not a string");
     const std::string key = kv.first.as<std::string>();
     if (!allowed.count(key)) return Bad(where.empty() ? key : where + "." + key, "unknown key");
   }
@@ -56,8 +57,8 @@ absl::StatusOr<bool> Bool(const YAML::Node& node, const std::string& key) {
 
 }  // namespace
 
-absl::StatusOr<paft::v1::MergeRequest> ParseMergekitConfig(const std::string& yaml_text,
-                                                           const std::string& base_dir) {
+static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& yaml_text,
+                                                    const std::string& base_dir) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -150,6 +151,17 @@ absl::StatusOr<paft::v1::MergeRequest> ParseMergekitConfig(const std::string& ya
   }
   if (request.inputs().empty()) return Bad("models", "no model other than the base");
   return request;
+}
+
+absl::StatusOr<paft::v1::MergeRequest> ParseMergekitConfig(const std::string& yaml_text,
+                                                           const std::string& base_dir) {
+  // Found by fuzzing: a YAML value of an unexpected shape (a mapping used as a key, say) throws
+  // from yaml-cpp's conversions; that is bad input, not a crash.
+  try {
+    return ParseOrThrow(yaml_text, base_dir);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("merge config is not valid: ", e.what()));
+  }
 }
 
 }  // namespace paft::merger

@@ -289,5 +289,13 @@ TEST(JobSpecTest, AnExistingOutputIsNotOverwrittenUnlessAsked) {
   EXPECT_TRUE(CheckJobInputs(spec).ok()) << CheckJobInputs(spec);
 }
 
+TEST(JobSpecTest, HostileBytesAreBadInputNotCrashes) {
+  // Found by fuzzing (fuzz/corpus/job_spec/crash-invalid-utf8): invalid UTF-8 made the JSON
+  // library throw out of ParseJobSpec.
+  auto spec = ParseJobSpec("name: \"bad \x89 byte\"\n");
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseJobSpec("? [a, b]\n: 1\n").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace paft

@@ -527,6 +527,36 @@ TEST_F(EndToEndTest, BadSpecsAreRejectedWithTheField) {
   EXPECT_THAT(output, HasSubstr("NOT_FOUND"));
 }
 
+TEST_F(EndToEndTest, OversizedRequestsAreRefusedAndTheCoordinatorCarriesOn) {
+  // A channel that would send anything: the server's own limit must refuse it.
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(-1);
+  auto stub = v1::JobService::NewStub(
+      grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args));
+  v1::SubmitJobRequest huge;
+  huge.set_request_id("huge");
+  huge.mutable_spec()->set_name(std::string(kMaxGrpcMessageBytes + 1024, 'x'));
+  grpc::ClientContext c1;
+  v1::Job job;
+  EXPECT_EQ(stub->SubmitJob(&c1, huge, &job).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // Within the message limit but beyond a field's: refused naming the field.
+  v1::SubmitJobRequest long_id;
+  long_id.set_request_id(std::string(10000, 'r'));
+  grpc::ClientContext c2;
+  grpc::Status status = stub->SubmitJob(&c2, long_id, &job);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("request_id"));
+  grpc::ClientContext c3;
+  v1::ListJobsRequest list;
+  list.set_page_size(100000);
+  v1::ListJobsResponse jobs;
+  EXPECT_EQ(stub->ListJobs(&c3, list, &jobs).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // Nothing was stored and the coordinator still answers.
+  grpc::ClientContext c4;
+  ASSERT_TRUE(stub->ListJobs(&c4, {}, &jobs).ok());
+  EXPECT_EQ(jobs.jobs_size(), 0);
+}
+
 TEST_F(EndToEndTest, CancelStopsTheTrainers) {
   const std::string job_id = Submit(WriteSpec("long", 2, 1000));
   ASSERT_FALSE(job_id.empty());

@@ -131,19 +131,22 @@ grpc::Status JobServiceImpl::StreamLogs(grpc::ServerContext* context,
                                         grpc::ServerWriter<paft::v1::LogChunk>* writer) {
   int64_t offset = request->offset();
   std::string buffer(kLogChunkBytes, '\0');
+  // The attempt is pinned once known: a restart mid-stream must not switch files under the offset.
+  paft::v1::StreamLogsRequest pinned = *request;
   while (!context->IsCancelled()) {
     if (shutting_down_->load()) {
       return Done("StreamLogs", absl::UnavailableError("coordinator shutting down; resume from "
                                                        "the last offset received"));
     }
     // Whether the attempt has ended is read before the file: its output is then complete.
-    auto target = manager_->LogFile(*request);
+    auto target = manager_->LogFile(pinned);
     if (!target.ok() && request->follow() &&
         target.status().code() == absl::StatusCode::kFailedPrecondition) {
       absl::SleepFor(kLogPoll);  // the branch has not started yet: wait for it
       continue;
     }
     if (!target.ok()) return Done("StreamLogs", target.status());
+    pinned.set_attempt(target->attempt);
     int fd = ::open(target->path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0 && (errno != ENOENT || !request->follow() || target->attempt_ended)) {
       return Done("StreamLogs",

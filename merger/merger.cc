@@ -1,5 +1,9 @@
 #include "merger/merger.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -10,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "common/dtype.h"
 #include "common/file_util.h"
+#include "common/logging.h"
 #include "common/hf_config.h"
 #include "common/safetensors.h"
 #include "common/status.h"
@@ -222,6 +227,27 @@ absl::Status MergeInto(const paft::v1::MergeRequest& request, const std::string&
 
 }  // namespace
 
+// Temp folders of earlier merges into `out` that were killed (SIGKILL, node loss) stay beside
+// it. A running merge holds an flock on its temp folder; one nobody holds is stale: removed.
+void RemoveStaleTempDirs(const std::string& out) {
+  const size_t slash = out.find_last_of('/');
+  const std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : out.substr(0, slash));
+  const std::string prefix = (slash == std::string::npos ? out : out.substr(slash + 1)) + ".tmp-";
+  auto entries = ListDir(parent);
+  if (!entries.ok()) return;
+  for (const auto& name : *entries) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string path = JoinPath(parent, name);
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      PAFT_LOG(INFO) << "removing " << path << ", left by an interrupted merge";
+      (void)RemoveAll(path);
+    }
+    ::close(fd);
+  }
+}
+
 absl::Status RunMerge(const paft::v1::MergeRequest& request, MergeProgress* progress) {
   const std::string& out = request.output_dir();
   if (out.empty()) return absl::InvalidArgumentError("output_dir: is required");
@@ -230,10 +256,15 @@ absl::Status RunMerge(const paft::v1::MergeRequest& request, MergeProgress* prog
   }
   const size_t slash = out.find_last_of('/');
   if (slash != std::string::npos && slash > 0) PAFT_RETURN_IF_ERROR(MakeDirs(out.substr(0, slash)));
+  RemoveStaleTempDirs(out);
   PAFT_ASSIGN_OR_RETURN(std::string tmp_dir, MakeTempDirBeside(out));
+  // Held while this merge runs: marks the temp folder as in use (released when the process dies).
+  const int lock_fd = ::open(tmp_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock_fd >= 0) (void)::flock(lock_fd, LOCK_EX);
   absl::Status status = MergeInto(request, tmp_dir, progress);
   if (status.ok()) status = RenameDurably(tmp_dir, out);
   if (!status.ok()) (void)RemoveAll(tmp_dir);
+  if (lock_fd >= 0) ::close(lock_fd);
   return status;
 }
 

@@ -57,7 +57,15 @@ models:
     ASSERT_TRUE(WIFSIGNALED(*status)) << "the merge finished before it could be killed";
   }
   EXPECT_FALSE(PathExists(out));
-  // A rerun into the same output succeeds and produces a complete folder.
+  auto stale = [&] {
+    auto entries = ListDir(dir.Join("out"));
+    if (!entries.ok()) return -1;
+    int count = 0;
+    for (const auto& e : *entries) count += absl::StrContains(e, ".tmp-") ? 1 : 0;
+    return count;
+  };
+  EXPECT_EQ(stale(), 1);  // the killed merge's temp folder
+  // A rerun into the same output removes it, succeeds and produces a complete folder.
   ASSERT_EQ(testing::RunCommand({PAFT_MERGER, "merge", dir.Join("merge.yaml"), out,
                                  "--max_shard_bytes=8000000"},
                                 &output),
@@ -65,6 +73,7 @@ models:
       << output;
   EXPECT_TRUE(IsRegularFile(out + "/model.safetensors.index.json"));
   EXPECT_TRUE(IsRegularFile(out + "/config.json"));
+  EXPECT_EQ(stale(), 0);
 }
 
 }  // namespace

@@ -619,8 +619,25 @@ bool JobManager::StartBranchLocked(JobRecord& record, BranchKind kind) {
   branch->set_attempt(attempt);
   branch->clear_workers();
   for (const Slot& s : *slots) branch->add_workers(s.worker_id);
-  const int port = options_.rendezvous_port_base +
-                   static_cast<int>(port_counter_++ % options_.rendezvous_port_range);
+  // A port no running gang uses (after a coordinator restart, adopted gangs keep theirs).
+  std::set<int> in_use;
+  for (const auto& [id, r] : jobs_) {
+    if (IsTerminal(r.job.state())) continue;
+    for (BranchKind k : kBranches) {
+      const BranchStatus& b = Branch(r.job, k);
+      if (b.state() == paft::v1::BRANCH_STATE_SCHEDULED ||
+          b.state() == paft::v1::BRANCH_STATE_RUNNING) {
+        in_use.insert(b.rendezvous_port());
+      }
+    }
+  }
+  int port = 0;
+  for (int tries = 0; tries < options_.rendezvous_port_range; ++tries) {
+    port = options_.rendezvous_port_base +
+           static_cast<int>(port_counter_++ % options_.rendezvous_port_range);
+    if (!in_use.count(port)) break;
+  }
+  branch->set_rendezvous_port(port);
   SetBranchState(change, kind, paft::v1::BRANCH_STATE_SCHEDULED, "GangScheduled",
                  absl::StrCat(spec.world_size(), " ranks on pool '", spec.pool(), "', attempt ",
                               attempt));

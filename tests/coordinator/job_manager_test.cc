@@ -646,5 +646,32 @@ TEST_F(JobManagerTest, RanksStoppedByTheirShuttingDownAgentRestartWithoutTheBudg
   EXPECT_EQ(starts, 2);
 }
 
+TEST_F(JobManagerTest, RendezvousPortsOfAdoptedGangsAreNotReused) {
+  Job a = Submit("a");
+  std::string s1 = Register("s1", "sft", 2);
+  auto sft = Take(s1);
+  const int port = sft[0].start().master_port();
+  EXPECT_EQ(Get(a.job_id()).sft().rendezvous_port(), port);
+  Open();  // a new coordinator process: its port counter starts over
+  paft::v1::RegisterWorkerRequest again;
+  again.set_name("s1");
+  again.set_pool("sft");
+  again.set_devices(2);
+  again.set_address("s1.local");
+  for (const auto& t : sft) {
+    again.add_running_task_ids(t.start().task_id());
+    auto* running = again.add_running_tasks();
+    running->set_task_id(t.start().task_id());
+    running->set_device(t.start().local_rank());
+  }
+  ASSERT_TRUE(manager_->RegisterWorker(again).ok());
+  Job b = Submit("b");
+  std::string s2 = Register("s2", "sft", 2);
+  auto starts = Take(s2);
+  ASSERT_EQ(starts.size(), 2u);
+  EXPECT_NE(starts[0].start().master_port(), port) << "the adopted gang's port was handed out again";
+  EXPECT_EQ(Get(b.job_id()).sft().rendezvous_port(), starts[0].start().master_port());
+}
+
 }  // namespace
 }  // namespace paft::coordinator

@@ -24,6 +24,7 @@ PACKAGES=(
   libabsl-dev prometheus-cpp-dev libsqlite3-dev libsentencepiece-dev sentencepiece
   nlohmann-json3-dev libyaml-cpp-dev libgtest-dev libgmock-dev
   prometheus  # promtool: the tests lint the alert rules and every server's /metrics
+  openssl     # the TLS tests make their certificates
 )
 
 install_deps() {

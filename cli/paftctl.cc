@@ -35,6 +35,7 @@
 #include "common/job_spec.h"
 #include "common/time_util.h"
 #include "cli/local_cluster.h"
+#include "common/auth.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "paft/v1/job.grpc.pb.h"
@@ -49,6 +50,12 @@ ABSL_FLAG(std::string, state, "", "list: only jobs in this state (e.g. RUNNING)"
 ABSL_FLAG(std::string, reason, "", "cancel: reason recorded in the job");
 ABSL_FLAG(std::string, pool, "", "workers: only this pool");
 ABSL_FLAG(int, timeout_s, 10, "Deadline of unary calls, seconds");
+ABSL_FLAG(std::string, tls_ca, "", "Verify the coordinator's TLS certificate with this CA "
+          "(default: $PAFT_TLS_CA; empty: plaintext)");
+ABSL_FLAG(std::string, tls_cert, "", "Client certificate for mutual TLS (default: $PAFT_TLS_CERT)");
+ABSL_FLAG(std::string, tls_key, "", "Client key for mutual TLS (default: $PAFT_TLS_KEY)");
+ABSL_FLAG(std::string, token_file, "",
+          "File with the bearer token (default: the token in $PAFT_TOKEN, if set)");
 ABSL_FLAG(int64_t, after, 0, "events: only events with a larger seq");
 ABSL_FLAG(int, rank, 0, "logs: the rank whose output to show");
 ABSL_FLAG(int, attempt, 0, "logs: the attempt (default: the current or last one)");
@@ -178,8 +185,31 @@ int LocalCommand(const std::string& action, const char* argv0) {
   return kExitUsage;
 }
 
+std::string FlagOrEnv(const std::string& flag, const char* env) {
+  if (!flag.empty()) return flag;
+  const char* value = std::getenv(env);
+  return value == nullptr ? "" : value;
+}
+
+// The bearer token: --token_file, else $PAFT_TOKEN. Never printed.
+const std::string& Token() {
+  static const std::string token = [] {
+    if (!absl::GetFlag(FLAGS_token_file).empty()) {
+      auto read = paft::ReadToken(absl::GetFlag(FLAGS_token_file));
+      if (!read.ok()) {
+        std::cerr << "error: " << read.status() << "\n";
+        std::exit(2);
+      }
+      return *read;
+    }
+    return FlagOrEnv("", "PAFT_TOKEN");
+  }();
+  return token;
+}
+
 std::unique_ptr<grpc::ClientContext> Context() {
   auto context = std::make_unique<grpc::ClientContext>();
+  paft::AddToken(context.get(), Token());
   context->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s)));
   return context;
@@ -328,6 +358,7 @@ int Watch(paft::v1::JobService::Stub& stub, const std::string& job_id) {
   WatchPrinter printer;
   for (int reconnects = 0;; ++reconnects) {
     grpc::ClientContext context;
+    paft::AddToken(&context, Token());
     paft::v1::WatchJobRequest request;
     request.set_job_id(job_id);
     request.set_after_seq(after);
@@ -398,7 +429,16 @@ int main(int argc, char** argv) {
     need(1);
     return LocalCommand(args[2], argv[0]);
   }
-  auto channel = paft::MakeChannel(CoordinatorAddress());
+  auto made = paft::MakeClientChannel(
+      CoordinatorAddress(),
+      paft::TlsConfig{FlagOrEnv(absl::GetFlag(FLAGS_tls_cert), "PAFT_TLS_CERT"),
+                      FlagOrEnv(absl::GetFlag(FLAGS_tls_key), "PAFT_TLS_KEY"),
+                      FlagOrEnv(absl::GetFlag(FLAGS_tls_ca), "PAFT_TLS_CA")});
+  if (!made.ok()) {
+    std::cerr << "error: " << made.status() << "\n";
+    return kExitUsage;
+  }
+  auto channel = *made;
   auto stub = paft::v1::JobService::NewStub(channel);
 
   if (command == "submit") {
@@ -580,6 +620,7 @@ int main(int argc, char** argv) {
     // A follow outlives the coordinator's restarts: resume from the offset reached.
     for (int reconnects = 0;; ++reconnects) {
       grpc::ClientContext context;
+      paft::AddToken(&context, Token());
       if (!request.follow()) {
         context.set_deadline(std::chrono::system_clock::now() +
                              std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s) * 6));

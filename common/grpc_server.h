@@ -21,11 +21,25 @@ struct StartedServer {
 // Largest gRPC message accepted or sent (job specs and reports are small; this bounds abuse).
 inline constexpr int kMaxGrpcMessageBytes = 16 << 20;
 
-absl::StatusOr<StartedServer> StartGrpcServer(const std::string& address,
-                                              const std::vector<grpc::Service*>& services);
+// TLS material, from files (Kubernetes secrets). Server: cert_file + key_file are its own; with
+// ca_file, clients must present a certificate signed by it (mutual TLS). Client: ca_file verifies
+// the server; cert_file + key_file are presented for mutual TLS. Empty: plaintext.
+struct TlsConfig {
+  std::string cert_file;
+  std::string key_file;
+  std::string ca_file;
+  bool enabled() const { return !cert_file.empty() || !ca_file.empty(); }
+};
 
-// A client channel with our message limits. Plaintext (TLS arrives with the security issue).
+absl::StatusOr<StartedServer> StartGrpcServer(const std::string& address,
+                                              const std::vector<grpc::Service*>& services,
+                                              const TlsConfig& tls = {});
+
+// A plaintext client channel with our message limits (a local cluster, tests).
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
+// A channel with TLS when `tls` is enabled (errors name the unreadable file), else plaintext.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeClientChannel(const std::string& address,
+                                                                 const TlsConfig& tls);
 
 // Blocks until the channel connects or `timeout_ms` passes.
 bool WaitForChannel(grpc::Channel* channel, int timeout_ms);

@@ -232,7 +232,8 @@ absl::Status JobManager::Recover() {
 // ---------------------------------------------------------------------------------------------
 // JobService
 
-absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& request) {
+absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& request,
+                                          const std::string& owner) {
   if (request.request_id().empty()) {
     return absl::InvalidArgumentError("request_id: is required (a client-chosen idempotency key)");
   }
@@ -246,6 +247,10 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   std::lock_guard<std::mutex> lock(mu_);
   if (auto it = job_by_request_.find(request.request_id()); it != job_by_request_.end()) {
     const JobRecord& existing = jobs_.at(it->second);
+    if (existing.job.owner() != owner) {
+      return absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(),
+                                                   "' was already used by another client"));
+    }
     if (!google::protobuf::util::MessageDifferencer::Equals(existing.job.spec(), spec)) {
       return absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(),
                                                    "' was already used for job ", it->second,
@@ -261,6 +266,7 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   Job& job = record.job;
   job.set_job_id(NewJobId());
   job.set_request_id(request.request_id());
+  job.set_owner(owner);
   *job.mutable_spec() = spec;
   const auto now = ToProtoTime(clock_->Now());
   *job.mutable_create_time() = now;
@@ -348,6 +354,7 @@ absl::StatusOr<paft::v1::ListJobsResponse> JobManager::ListJobs(
   for (const auto& [id, record] : jobs_) {
     bool match = request.states().empty();
     for (int s : request.states()) match = match || record.job.state() == s;
+    match = match && (request.owner().empty() || record.job.owner() == request.owner());
     for (const auto& [key, value] : request.labels()) {
       auto label = record.job.spec().labels().find(key);
       match = match && label != record.job.spec().labels().end() && label->second == value;

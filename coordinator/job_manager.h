@@ -63,7 +63,9 @@ class JobManager {
   absl::Status Recover();
 
   // --- JobService
-  absl::StatusOr<paft::v1::Job> SubmitJob(const paft::v1::SubmitJobRequest& request);
+  // `owner`: the authenticated submitter (empty without authentication).
+  absl::StatusOr<paft::v1::Job> SubmitJob(const paft::v1::SubmitJobRequest& request,
+                                          const std::string& owner = "");
   absl::StatusOr<paft::v1::Job> GetJob(const std::string& job_id);
   absl::StatusOr<paft::v1::ListJobsResponse> ListJobs(const paft::v1::ListJobsRequest& request);
   absl::StatusOr<paft::v1::Job> CancelJob(const paft::v1::CancelJobRequest& request);

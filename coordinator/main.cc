@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/auth.h"
 #include "common/clock.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
@@ -43,6 +44,14 @@ ABSL_FLAG(std::string, pool_capacity, "",
 ABSL_FLAG(std::string, storage_roots, "",
           "Comma-separated folders every job path must resolve into (symlinks followed), e.g. "
           "'/data'; empty: no confinement (a local cluster)");
+ABSL_FLAG(std::string, tls_cert, "", "TLS certificate (PEM) of the gRPC server; empty: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "TLS private key (PEM)");
+ABSL_FLAG(std::string, tls_client_ca, "", "Require client certificates signed by this CA (mTLS)");
+ABSL_FLAG(std::string, auth_tokens, "",
+          "Token file (ROLE IDENTITY SHA256 per line): clients (own jobs only) and admins use the "
+          "JobService, workers and admins the WorkerService; empty: no authentication");
+ABSL_FLAG(std::string, merger_tls_ca, "", "Verify the merger's TLS certificate with this CA");
+ABSL_FLAG(std::string, merger_token_file, "", "Bearer token (role coordinator) for the merger");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound ports here as JSON");
 
 namespace {
@@ -107,14 +116,35 @@ int main(int argc, char** argv) {
     PAFT_LOG(ERROR) << "recovering state: " << s;
     return 1;
   }
-  paft::coordinator::GrpcMergerClient merger_client(absl::GetFlag(FLAGS_merger));
+  auto merger_channel = paft::MakeClientChannel(
+      absl::GetFlag(FLAGS_merger), paft::TlsConfig{"", "", absl::GetFlag(FLAGS_merger_tls_ca)});
+  auto merger_token = paft::ReadToken(absl::GetFlag(FLAGS_merger_token_file));
+  if (!merger_channel.ok() || !merger_token.ok()) {
+    PAFT_LOG(ERROR) << (merger_channel.ok() ? merger_token.status() : merger_channel.status());
+    return 2;
+  }
+  paft::coordinator::GrpcMergerClient merger_client(*merger_channel, *merger_token);
   paft::coordinator::MergeDriver merge_driver(&manager, &merger_client);
 
   std::atomic<bool> shutting_down{false};
   paft::coordinator::JobServiceImpl job_service(&manager, &registry, &metrics, &shutting_down);
   paft::coordinator::WorkerServiceImpl worker_service(&manager, &registry, &metrics,
                                                       &shutting_down);
-  auto server = paft::StartGrpcServer(absl::GetFlag(FLAGS_listen), {&job_service, &worker_service});
+  std::unique_ptr<paft::TokenAuthenticator> auth;
+  if (!absl::GetFlag(FLAGS_auth_tokens).empty()) {
+    auto loaded = paft::TokenAuthenticator::Load(absl::GetFlag(FLAGS_auth_tokens));
+    if (!loaded.ok()) {
+      PAFT_LOG(ERROR) << loaded.status();
+      return 2;
+    }
+    auth = std::move(*loaded);
+    job_service.set_authenticator(auth.get());
+    worker_service.set_authenticator(auth.get());
+  }
+  paft::TlsConfig tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                      absl::GetFlag(FLAGS_tls_client_ca)};
+  auto server =
+      paft::StartGrpcServer(absl::GetFlag(FLAGS_listen), {&job_service, &worker_service}, tls);
   if (!server.ok()) {
     PAFT_LOG(ERROR) << server.status();
     return 1;

@@ -2,19 +2,21 @@
 
 #include <chrono>
 
+#include "common/auth.h"
 #include "common/grpc_server.h"
 #include "common/grpc_status.h"
 #include "common/logging.h"
 
 namespace paft::coordinator {
 
-GrpcMergerClient::GrpcMergerClient(const std::string& address)
-    : stub_(paft::v1::MergerService::NewStub(MakeChannel(address))) {}
+GrpcMergerClient::GrpcMergerClient(std::shared_ptr<grpc::Channel> channel, std::string token)
+    : stub_(paft::v1::MergerService::NewStub(std::move(channel))), token_(std::move(token)) {}
 
 absl::StatusOr<paft::v1::MergeOperation> GrpcMergerClient::Merge(
     const paft::v1::MergeRequest& request) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  AddToken(&context, token_);
   paft::v1::MergeOperation operation;
   grpc::Status status = stub_->Merge(&context, request, &operation);
   if (!status.ok()) return FromGrpcStatus(status);

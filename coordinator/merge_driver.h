@@ -22,11 +22,13 @@ class MergerClient {
 
 class GrpcMergerClient : public MergerClient {
  public:
-  explicit GrpcMergerClient(const std::string& address);
+  // `channel`: plaintext or TLS (MakeClientChannel); `token`: sent as a bearer token if set.
+  GrpcMergerClient(std::shared_ptr<grpc::Channel> channel, std::string token);
   absl::StatusOr<paft::v1::MergeOperation> Merge(const paft::v1::MergeRequest& request) override;
 
  private:
   std::unique_ptr<paft::v1::MergerService::Stub> stub_;
+  std::string token_;
 };
 
 class MergeDriver {

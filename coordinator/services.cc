@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/status.h"
 
 namespace paft::coordinator {
 namespace {
@@ -46,29 +47,56 @@ grpc::Status JobServiceImpl::Done(const char* method, const absl::Status& status
   return CountAndConvert(metrics_, method, status, start);
 }
 
-grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*,
+absl::StatusOr<Principal> JobServiceImpl::Caller(grpc::ServerContext* context, const char* method,
+                                                 const std::string& job_id) {
+  PAFT_ASSIGN_OR_RETURN(Principal who,
+                        Authorize(auth_, context, {Role::kClient, Role::kAdmin}, method));
+  if (who.role == Role::kClient && !job_id.empty()) {
+    PAFT_ASSIGN_OR_RETURN(paft::v1::Job job, manager_->GetJob(job_id));
+    if (job.owner() != who.identity) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("job ", job_id, " belongs to another client"));
+    }
+  }
+  return who;
+}
+
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
                                        const paft::v1::SubmitJobRequest* request,
                                        paft::v1::Job* response) {
   const absl::Time start = absl::Now();
-  return Done("SubmitJob", Assign(manager_->SubmitJob(*request), response), start);
+  auto who = Caller(context, "SubmitJob");
+  if (!who.ok()) return Done("SubmitJob", who.status(), start);
+  return Done("SubmitJob", Assign(manager_->SubmitJob(*request, who->identity), response), start);
 }
 
-grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*, const paft::v1::GetJobRequest* request,
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context,
+                                    const paft::v1::GetJobRequest* request,
                                     paft::v1::Job* response) {
   const absl::Time start = absl::Now();
+  if (auto who = Caller(context, "GetJob", request->job_id()); !who.ok()) {
+    return Done("GetJob", who.status(), start);
+  }
   return Done("GetJob", Assign(manager_->GetJob(request->job_id()), response), start);
 }
 
-grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*,
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
                                       const paft::v1::ListJobsRequest* request,
                                       paft::v1::ListJobsResponse* response) {
   const absl::Time start = absl::Now();
-  return Done("ListJobs", Assign(manager_->ListJobs(*request), response), start);
+  auto who = Caller(context, "ListJobs");
+  if (!who.ok()) return Done("ListJobs", who.status(), start);
+  paft::v1::ListJobsRequest scoped = *request;
+  if (who->role == Role::kClient) scoped.set_owner(who->identity);  // their own jobs only
+  return Done("ListJobs", Assign(manager_->ListJobs(scoped), response), start);
 }
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
                                       const paft::v1::WatchJobRequest* request,
                                       grpc::ServerWriter<paft::v1::JobEvent>* writer) {
+  if (auto who = Caller(context, "WatchJob", request->job_id()); !who.ok()) {
+    return Done("WatchJob", who.status());
+  }
   int64_t after = request->after_seq();
   uint64_t progress_version = 0;
   while (!context->IsCancelled()) {
@@ -97,38 +125,53 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
   return Done("WatchJob", absl::OkStatus());
 }
 
-grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*,
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
                                        const paft::v1::CancelJobRequest* request,
                                        paft::v1::Job* response) {
   const absl::Time start = absl::Now();
+  if (auto who = Caller(context, "CancelJob", request->job_id()); !who.ok()) {
+    return Done("CancelJob", who.status(), start);
+  }
   return Done("CancelJob", Assign(manager_->CancelJob(*request), response), start);
 }
 
-grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext*,
+grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* context,
                                          const paft::v1::ListWorkersRequest* request,
                                          paft::v1::ListWorkersResponse* response) {
   const absl::Time start = absl::Now();
+  if (auto who = Caller(context, "ListWorkers"); !who.ok()) {
+    return Done("ListWorkers", who.status(), start);
+  }
   for (auto& w : registry_->List(request->pool())) *response->add_workers() = std::move(w);
   return Done("ListWorkers", absl::OkStatus(), start);
 }
 
-grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext*,
+grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext* context,
                                              const paft::v1::ListCheckpointsRequest* request,
                                              paft::v1::ListCheckpointsResponse* response) {
   const absl::Time start = absl::Now();
+  if (auto who = Caller(context, "ListCheckpoints", request->job_id()); !who.ok()) {
+    return Done("ListCheckpoints", who.status(), start);
+  }
   return Done("ListCheckpoints", Assign(manager_->ListCheckpoints(*request), response), start);
 }
 
-grpc::Status JobServiceImpl::ListEvents(grpc::ServerContext*,
+grpc::Status JobServiceImpl::ListEvents(grpc::ServerContext* context,
                                         const paft::v1::ListEventsRequest* request,
                                         paft::v1::ListEventsResponse* response) {
   const absl::Time start = absl::Now();
+  if (auto who = Caller(context, "ListEvents", request->job_id()); !who.ok()) {
+    return Done("ListEvents", who.status(), start);
+  }
   return Done("ListEvents", Assign(manager_->ListEvents(*request), response), start);
 }
 
 grpc::Status JobServiceImpl::StreamLogs(grpc::ServerContext* context,
                                         const paft::v1::StreamLogsRequest* request,
                                         grpc::ServerWriter<paft::v1::LogChunk>* writer) {
+  if (auto who = Caller(context, "StreamLogs", request->job_id()); !who.ok()) {
+    return Done("StreamLogs", who.status());
+  }
   int64_t offset = request->offset();
   std::string buffer(kLogChunkBytes, '\0');
   // The attempt is pinned once known: a restart mid-stream must not switch files under the offset.
@@ -188,23 +231,33 @@ grpc::Status WorkerServiceImpl::Done(const char* method, const absl::Status& sta
   return CountAndConvert(metrics_, method, status, start);
 }
 
-grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
                                                const paft::v1::RegisterWorkerRequest* request,
                                                paft::v1::RegisterWorkerResponse* response) {
   const absl::Time start = absl::Now();
+  if (auto who = Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, "RegisterWorker"); !who.ok()) {
+    return Done("RegisterWorker", who.status(), start);
+  }
   return Done("RegisterWorker", Assign(manager_->RegisterWorker(*request), response), start);
 }
 
-grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
                                           const paft::v1::HeartbeatRequest* request,
                                           paft::v1::HeartbeatResponse* response) {
   const absl::Time start = absl::Now();
+  if (auto who = Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, "Heartbeat"); !who.ok()) {
+    return Done("Heartbeat", who.status(), start);
+  }
   return Done("Heartbeat", Assign(manager_->Heartbeat(*request), response), start);
 }
 
 grpc::Status WorkerServiceImpl::StreamAssignments(
     grpc::ServerContext* context, const paft::v1::StreamAssignmentsRequest* request,
     grpc::ServerWriter<paft::v1::Assignment>* writer) {
+  if (auto who = Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, "StreamAssignments");
+      !who.ok()) {
+    return Done("StreamAssignments", who.status());
+  }
   while (!context->IsCancelled() && !shutting_down_->load()) {
     auto assignments = registry_->TakeAssignments(request->worker_id(), kStreamPoll);
     if (!assignments.ok()) return Done("StreamAssignments", assignments.status());
@@ -220,24 +273,33 @@ grpc::Status WorkerServiceImpl::StreamAssignments(
   return Done("StreamAssignments", absl::UnavailableError("stream closed; reconnect"));
 }
 
-grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* context,
                                                const paft::v1::ReportProgressRequest* request,
                                                paft::v1::Ack*) {
   const absl::Time start = absl::Now();
+  if (auto who = Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, "ReportProgress"); !who.ok()) {
+    return Done("ReportProgress", who.status(), start);
+  }
   return Done("ReportProgress", manager_->ReportProgress(*request), start);
 }
 
-grpc::Status WorkerServiceImpl::ReportCheckpoint(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::ReportCheckpoint(grpc::ServerContext* context,
                                                  const paft::v1::ReportCheckpointRequest* request,
                                                  paft::v1::Ack*) {
   const absl::Time start = absl::Now();
+  if (auto who = Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, "ReportCheckpoint"); !who.ok()) {
+    return Done("ReportCheckpoint", who.status(), start);
+  }
   return Done("ReportCheckpoint", manager_->ReportCheckpoint(*request), start);
 }
 
-grpc::Status WorkerServiceImpl::ReportExit(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::ReportExit(grpc::ServerContext* context,
                                            const paft::v1::ReportExitRequest* request,
                                            paft::v1::Ack*) {
   const absl::Time start = absl::Now();
+  if (auto who = Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, "ReportExit"); !who.ok()) {
+    return Done("ReportExit", who.status(), start);
+  }
   return Done("ReportExit", manager_->ReportExit(*request), start);
 }
 

@@ -4,6 +4,7 @@
 
 #include <atomic>
 
+#include "common/auth.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/metrics.h"
 #include "paft/v1/job.grpc.pb.h"
@@ -16,6 +17,8 @@ class JobServiceImpl final : public paft::v1::JobService::Service {
   JobServiceImpl(JobManager* manager, WorkerRegistry* registry, CoordinatorMetrics* metrics,
                  const std::atomic<bool>* shutting_down)
       : manager_(manager), registry_(registry), metrics_(metrics), shutting_down_(shutting_down) {}
+  // With an authenticator, callers need a token of role client (their own jobs only) or admin.
+  void set_authenticator(const TokenAuthenticator* auth) { auth_ = auth; }
 
   grpc::Status SubmitJob(grpc::ServerContext*, const paft::v1::SubmitJobRequest* request,
                          paft::v1::Job* response) override;
@@ -42,11 +45,15 @@ class JobServiceImpl final : public paft::v1::JobService::Service {
   // Counts the RPC (and times it, when `start` is given) and converts the status.
   grpc::Status Done(const char* method, const absl::Status& status,
                     absl::Time start = absl::InfinitePast());
+  // The caller, if allowed to call `method` on `job_id` (clients: their own jobs only).
+  absl::StatusOr<Principal> Caller(grpc::ServerContext* context, const char* method,
+                                   const std::string& job_id = "");
 
   JobManager* manager_;
   WorkerRegistry* registry_;
   CoordinatorMetrics* metrics_;
   const std::atomic<bool>* shutting_down_;
+  const TokenAuthenticator* auth_ = nullptr;
 };
 
 class WorkerServiceImpl final : public paft::v1::WorkerService::Service {
@@ -54,6 +61,8 @@ class WorkerServiceImpl final : public paft::v1::WorkerService::Service {
   WorkerServiceImpl(JobManager* manager, WorkerRegistry* registry, CoordinatorMetrics* metrics,
                     const std::atomic<bool>* shutting_down)
       : manager_(manager), registry_(registry), metrics_(metrics), shutting_down_(shutting_down) {}
+  // With an authenticator, callers need a token of role worker or admin.
+  void set_authenticator(const TokenAuthenticator* auth) { auth_ = auth; }
 
   grpc::Status RegisterWorker(grpc::ServerContext*, const paft::v1::RegisterWorkerRequest* request,
                               paft::v1::RegisterWorkerResponse* response) override;
@@ -79,6 +88,7 @@ class WorkerServiceImpl final : public paft::v1::WorkerService::Service {
   WorkerRegistry* registry_;
   CoordinatorMetrics* metrics_;
   const std::atomic<bool>* shutting_down_;
+  const TokenAuthenticator* auth_ = nullptr;
 };
 
 }  // namespace paft::coordinator

@@ -23,6 +23,12 @@
 ABSL_FLAG(std::string, listen, "0.0.0.0:50053", "serve: gRPC listen address");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9093", "serve: Prometheus /metrics address");
 ABSL_FLAG(std::string, port_file, "", "serve: write the bound ports here as JSON");
+ABSL_FLAG(std::string, tls_cert, "", "serve: TLS certificate (PEM); empty: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "serve: TLS private key (PEM)");
+ABSL_FLAG(std::string, tls_client_ca, "", "serve: require client certificates signed by this CA");
+ABSL_FLAG(std::string, auth_tokens, "",
+          "serve: token file (ROLE IDENTITY SHA256 per line); only role coordinator (and admin) "
+          "may call; empty: no authentication");
 ABSL_FLAG(int, threads, 0, "merge: tensors merged in parallel (default: cores)");
 ABSL_FLAG(int64_t, max_shard_bytes, 0, "merge: largest output shard (default 5 GiB)");
 ABSL_FLAG(std::string, base, "", "inspect: base model folder");
@@ -35,7 +41,19 @@ namespace {
 int Serve() {
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = std::make_unique<paft::merger::MergerServiceImpl>(*registry);
-  auto server = paft::StartGrpcServer(absl::GetFlag(FLAGS_listen), {service.get()});
+  std::unique_ptr<paft::TokenAuthenticator> auth;
+  if (!absl::GetFlag(FLAGS_auth_tokens).empty()) {
+    auto loaded = paft::TokenAuthenticator::Load(absl::GetFlag(FLAGS_auth_tokens));
+    if (!loaded.ok()) {
+      PAFT_LOG(ERROR) << loaded.status();
+      return 2;
+    }
+    auth = std::move(*loaded);
+    service->set_authenticator(auth.get());
+  }
+  paft::TlsConfig tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                      absl::GetFlag(FLAGS_tls_client_ca)};
+  auto server = paft::StartGrpcServer(absl::GetFlag(FLAGS_listen), {service.get()}, tls);
   if (!server.ok()) {
     PAFT_LOG(ERROR) << server.status();
     return 1;

@@ -68,8 +68,12 @@ paft::v1::MergeOperation MergerServiceImpl::Snapshot(const Operation& op) const 
   return out;
 }
 
-grpc::Status MergerServiceImpl::Merge(grpc::ServerContext*, const paft::v1::MergeRequest* request,
+grpc::Status MergerServiceImpl::Merge(grpc::ServerContext* context,
+                                      const paft::v1::MergeRequest* request,
                                       paft::v1::MergeOperation* response) {
+  if (auto who = Authorize(auth_, context, {Role::kCoordinator, Role::kAdmin}, "Merge"); !who.ok()) {
+    return ToGrpcStatus(who.status());
+  }
   if (request->merge_id().empty()) {
     return ToGrpcStatus(absl::InvalidArgumentError("merge_id: is required"));
   }
@@ -122,9 +126,13 @@ void MergerServiceImpl::Run(std::shared_ptr<Operation> op) {
   }
 }
 
-grpc::Status MergerServiceImpl::GetMerge(grpc::ServerContext*,
+grpc::Status MergerServiceImpl::GetMerge(grpc::ServerContext* context,
                                          const paft::v1::GetMergeRequest* request,
                                          paft::v1::MergeOperation* response) {
+  if (auto who = Authorize(auth_, context, {Role::kCoordinator, Role::kAdmin}, "GetMerge");
+      !who.ok()) {
+    return ToGrpcStatus(who.status());
+  }
   std::lock_guard<std::mutex> lock(mu_);
   auto it = operations_.find(request->merge_id());
   if (it == operations_.end()) {

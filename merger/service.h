@@ -11,6 +11,7 @@
 
 #include "absl/time/time.h"
 #include "merger/merger.h"
+#include "common/auth.h"
 #include "paft/v1/merger.grpc.pb.h"
 #include "prometheus/counter.h"
 #include "prometheus/histogram.h"
@@ -21,6 +22,8 @@ namespace paft::merger {
 class MergerServiceImpl final : public paft::v1::MergerService::Service {
  public:
   explicit MergerServiceImpl(prometheus::Registry& registry);
+  // With an authenticator, only the coordinator (and admins) may call the merger.
+  void set_authenticator(const TokenAuthenticator* auth) { auth_ = auth; }
   ~MergerServiceImpl() override;  // waits for running merges
 
   grpc::Status Merge(grpc::ServerContext*, const paft::v1::MergeRequest* request,
@@ -50,6 +53,7 @@ class MergerServiceImpl final : public paft::v1::MergerService::Service {
   prometheus::Counter& bytes_written_;
   prometheus::Counter& tensors_;
   prometheus::Histogram& duration_;
+  const TokenAuthenticator* auth_ = nullptr;
 };
 
 }  // namespace paft::merger

@@ -13,6 +13,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/auth.h"
 #include "common/file_util.h"
 #include "common/grpc_server.h"
 #include "common/grpc_status.h"
@@ -39,7 +40,8 @@ std::string Tail(const std::string& path, size_t max_bytes) {
 
 Agent::Agent(AgentOptions options)
     : options_(std::move(options)),
-      stub_(paft::v1::WorkerService::NewStub(MakeChannel(options_.coordinator))) {
+      stub_(paft::v1::WorkerService::NewStub(
+          options_.channel ? options_.channel : MakeChannel(options_.coordinator))) {
   if (options_.metrics == nullptr) return;
   auto& registry = *options_.metrics;
   registered_gauge_ = &prometheus::BuildGauge()
@@ -76,6 +78,7 @@ Agent::~Agent() { Shutdown(absl::Seconds(5)); }
 
 std::unique_ptr<grpc::ClientContext> Agent::NewContext() const {
   auto context = std::make_unique<grpc::ClientContext>();
+  AddToken(context.get(), options_.token);
   context->set_deadline(std::chrono::system_clock::now() +
                         absl::ToChronoNanoseconds(options_.rpc_timeout));
   return context;
@@ -155,6 +158,7 @@ void Agent::SessionLoop() {
     }
     paft::v1::StreamAssignmentsRequest request;
     request.set_worker_id(worker_id);
+    AddToken(&context, options_.token);
     auto reader = stub_->StreamAssignments(&context, request);
     paft::v1::Assignment assignment;
     while (reader->Read(&assignment)) {

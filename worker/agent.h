@@ -38,6 +38,9 @@ struct AgentOptions {
   absl::Duration progress_interval = absl::Seconds(1);
   // Where the agent's metrics go (paft_agent_*); none when null.
   prometheus::Registry* metrics = nullptr;
+  // The channel to the coordinator (TLS: MakeClientChannel); null: plaintext to `coordinator`.
+  std::shared_ptr<grpc::Channel> channel;
+  std::string token;  // bearer token (role worker), sent with every call when set
 };
 
 class Agent {

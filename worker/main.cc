@@ -15,6 +15,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/auth.h"
+#include "common/grpc_server.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/process_util.h"
@@ -46,6 +48,10 @@ ABSL_FLAG(int64_t, max_new_tokens, 64, "eval: generation length for exact match"
 ABSL_FLAG(std::string, metrics_listen, "",
           "agent: serve Prometheus /metrics here (e.g. 0.0.0.0:9092; empty: no metrics)");
 ABSL_FLAG(std::string, port_file, "", "agent: write the metrics port here as JSON");
+ABSL_FLAG(std::string, tls_ca, "", "agent: verify the coordinator's TLS certificate with this CA");
+ABSL_FLAG(std::string, tls_cert, "", "agent: client certificate for mutual TLS");
+ABSL_FLAG(std::string, tls_key, "", "agent: client key for mutual TLS");
+ABSL_FLAG(std::string, token_file, "", "agent: bearer token (role worker) for the coordinator");
 ABSL_FLAG(absl::Duration, progress_interval, absl::Seconds(1),
           "Report a rank's progress to the coordinator at most this often");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
@@ -152,6 +158,16 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  paft::TlsConfig tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                      absl::GetFlag(FLAGS_tls_ca)};
+  auto channel = paft::MakeClientChannel(options.coordinator, tls);
+  auto token = paft::ReadToken(absl::GetFlag(FLAGS_token_file));
+  if (!channel.ok() || !token.ok()) {
+    PAFT_LOG(ERROR) << (channel.ok() ? token.status() : channel.status());
+    return 2;
+  }
+  options.channel = *channel;
+  options.token = *token;
   paft::worker::Agent agent(options);
   agent.Start();
   int signal_number = paft::WaitForTerminationSignal();

@@ -1,0 +1,248 @@
+// TLS and bearer-token roles with real processes: certificates made here with openssl, the merger
+// accepting only the coordinator, agents registering with a worker token over TLS, a client's job
+// running to SUCCEEDED through paftctl, and every cross-role or cross-client call refused.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/file_util.h"
+#include "common/grpc_server.h"
+#include "common/sha256.h"
+#include "paft/v1/job.grpc.pb.h"
+#include "paft/v1/merger.grpc.pb.h"
+#include "paft/v1/worker.grpc.pb.h"
+#include "tests/testing/process.h"
+#include "tests/testing/temp_dir.h"
+
+namespace paft {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using testing::ChildProcess;
+
+std::string Digest(const std::string& token) {
+  Sha256 sha;
+  sha.Update(token);
+  return sha.HexDigest();
+}
+
+class AuthTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = dir_.path();
+    std::string out;
+    const std::string openssl = absl::StrCat(
+        "cd ", root_,
+        " && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1"
+        " -subj /CN=paft-test-ca"
+        " && openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr"
+        " -subj /CN=localhost"
+        " && printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > san.ext"
+        " && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial"
+        " -out server.crt -days 1 -extfile san.ext");
+    ASSERT_EQ(testing::RunCommand({"/bin/sh", "-c", openssl + " 2>&1"}, &out), 0) << out;
+    ASSERT_TRUE(WriteFileAtomic(root_ + "/tokens",
+                                absl::StrCat("# role identity sha256(token)\n",
+                                             "admin ops ", Digest("admin-secret"), "\n",
+                                             "client alice ", Digest("alice-secret"), "\n",
+                                             "client bob ", Digest("bob-secret"), "\n",
+                                             "worker agents ", Digest("worker-secret"), "\n",
+                                             "coordinator coord ", Digest("coord-secret"), "\n"))
+                    .ok());
+    for (const auto& [file, token] : {std::pair<std::string, std::string>{"worker.token", "worker-secret"},
+                                      {"coord.token", "coord-secret"}}) {
+      ASSERT_TRUE(WriteFileAtomic(root_ + "/" + file, token + "\n").ok());
+    }
+    ASSERT_EQ(testing::RunCommand({PAFT_MAKE_TOY_MODEL, "--out=" + root_ + "/models/base",
+                                   "--vocab_size=64", "--hidden_size=32", "--intermediate_size=64",
+                                   "--layers=2", "--heads=4", "--kv_heads=2"},
+                                  &out),
+              0)
+        << out;
+    ASSERT_TRUE(MakeDirs(root_ + "/data").ok());
+    ASSERT_TRUE(WriteFileAtomic(root_ + "/data/sft.jsonl",
+                                "{\"prompt\": \"1+1=\", \"completion\": \"2\"}\n").ok());
+    ASSERT_TRUE(WriteFileAtomic(root_ + "/data/pref.jsonl",
+                                "{\"prompt\": \"hi\", \"chosen\": \"hello\", \"rejected\": \"go\"}\n")
+                    .ok());
+    const std::vector<std::string> server_tls = {"--tls_cert=" + root_ + "/server.crt",
+                                                 "--tls_key=" + root_ + "/server.key",
+                                                 "--auth_tokens=" + root_ + "/tokens"};
+    std::vector<std::string> merger_argv = {PAFT_MERGER, "serve", "--listen=127.0.0.1:0",
+                                            "--metrics_listen=127.0.0.1:0",
+                                            "--port_file=" + root_ + "/merger.ports"};
+    merger_argv.insert(merger_argv.end(), server_tls.begin(), server_tls.end());
+    merger_ = std::make_unique<ChildProcess>(merger_argv, std::vector<std::string>{},
+                                             root_ + "/merger.log");
+    auto merger_ports = testing::WaitForPortFile(root_ + "/merger.ports", absl::Seconds(20));
+    ASSERT_TRUE(merger_ports.has_value());
+    merger_address_ = absl::StrCat("127.0.0.1:", (*merger_ports)["grpc"]);
+    std::vector<std::string> coordinator_argv = {
+        PAFT_COORDINATOR, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+        "--state_db=" + root_ + "/state.db", "--merger=" + merger_address_,
+        "--merger_tls_ca=" + root_ + "/ca.crt", "--merger_token_file=" + root_ + "/coord.token",
+        "--port_file=" + root_ + "/coordinator.ports", "--tick_interval=100ms",
+        "--heartbeat_interval=500ms"};
+    coordinator_argv.insert(coordinator_argv.end(), server_tls.begin(), server_tls.end());
+    coordinator_ = std::make_unique<ChildProcess>(coordinator_argv, std::vector<std::string>{},
+                                                  root_ + "/coordinator.log");
+    auto ports = testing::WaitForPortFile(root_ + "/coordinator.ports", absl::Seconds(20));
+    ASSERT_TRUE(ports.has_value());
+    coordinator_ports_ = *ports;
+    address_ = absl::StrCat("127.0.0.1:", (*ports)["grpc"]);
+    for (const char* pool : {"sft", "align"}) {
+      workers_.push_back(std::make_unique<ChildProcess>(
+          std::vector<std::string>{PAFT_WORKER, "--coordinator=" + address_,
+                                   std::string("--name=w-") + pool, std::string("--pool=") + pool,
+                                   "--devices=2", "--address=127.0.0.1",
+                                   "--tls_ca=" + root_ + "/ca.crt",
+                                   "--token_file=" + root_ + "/worker.token",
+                                   std::string("--trainer=") + PAFT_PLACEHOLDER_TRAINER},
+          std::vector<std::string>{"PAFT_PLACEHOLDER_STEP_MS=10"},
+          root_ + "/worker-" + pool + ".log"));
+    }
+    auto stub = JobStub("admin-secret");
+    int registered = 0;
+    for (int i = 0; i < 300 && registered < 2; ++i) {
+      grpc::ClientContext context;
+      context.AddMetadata("authorization", "Bearer admin-secret");
+      v1::ListWorkersResponse workers;
+      if (stub->ListWorkers(&context, {}, &workers).ok()) registered = workers.workers_size();
+      if (registered < 2) absl::SleepFor(absl::Milliseconds(50));
+    }
+    ASSERT_EQ(registered, 2) << "the agents did not register over TLS with their token";
+  }
+
+  void TearDown() override {
+    for (auto& w : workers_) w->Signal(SIGTERM);
+    for (auto& w : workers_) w->Wait(absl::Seconds(20));
+    for (auto* process : {coordinator_.get(), merger_.get()}) {
+      if (process == nullptr) continue;
+      process->Signal(SIGTERM);
+      process->Wait(absl::Seconds(20));
+    }
+  }
+
+  std::shared_ptr<grpc::Channel> Tls(const std::string& address) {
+    auto channel = MakeClientChannel(address, TlsConfig{"", "", root_ + "/ca.crt"});
+    EXPECT_TRUE(channel.ok());
+    return *channel;
+  }
+  std::unique_ptr<v1::JobService::Stub> JobStub(const std::string&) {
+    return v1::JobService::NewStub(Tls(address_));
+  }
+  static std::unique_ptr<grpc::ClientContext> As(const std::string& token) {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
+    return context;
+  }
+
+  testing::TempDir dir_;
+  std::string root_, address_, merger_address_;
+  std::map<std::string, int> coordinator_ports_;
+  std::unique_ptr<ChildProcess> merger_, coordinator_;
+  std::vector<std::unique_ptr<ChildProcess>> workers_;
+};
+
+TEST_F(AuthTest, RolesAndOwnersAreEnforcedOverTls) {
+  auto jobs = JobStub("");
+  v1::ListJobsResponse list;
+  // Plaintext to a TLS server does not get through.
+  {
+    auto plain = v1::JobService::NewStub(MakeChannel(address_));
+    auto context = As("admin-secret");
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+    EXPECT_FALSE(plain->ListJobs(context.get(), {}, &list).ok());
+  }
+  // No token, an unknown token: UNAUTHENTICATED, on both services.
+  EXPECT_EQ(jobs->ListJobs(As("").get(), {}, &list).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(jobs->ListJobs(As("guess").get(), {}, &list).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  auto workers = v1::WorkerService::NewStub(Tls(address_));
+  v1::HeartbeatRequest heartbeat;
+  v1::HeartbeatResponse beat;
+  EXPECT_EQ(workers->Heartbeat(As("").get(), heartbeat, &beat).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  // Cross-role: a worker may not use the JobService, a client not the WorkerService.
+  EXPECT_EQ(jobs->ListJobs(As("worker-secret").get(), {}, &list).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(workers->Heartbeat(As("alice-secret").get(), heartbeat, &beat).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  v1::RegisterWorkerRequest rogue;
+  rogue.set_name("rogue");
+  rogue.set_pool("sft");
+  rogue.set_devices(1);
+  rogue.set_address("10.0.0.1");
+  v1::RegisterWorkerResponse registered;
+  EXPECT_EQ(workers->RegisterWorker(As("bob-secret").get(), rogue, &registered).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // Only the coordinator (and admins) may call the merger.
+  auto merger = v1::MergerService::NewStub(Tls(merger_address_));
+  v1::GetMergeRequest get_merge;
+  get_merge.set_merge_id("nope");
+  v1::MergeOperation operation;
+  EXPECT_EQ(merger->GetMerge(As("alice-secret").get(), get_merge, &operation).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(merger->GetMerge(As("").get(), get_merge, &operation).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(merger->GetMerge(As("coord-secret").get(), get_merge, &operation).error_code(),
+            grpc::StatusCode::NOT_FOUND);  // allowed through; the merge does not exist
+
+  // alice's job runs to SUCCEEDED through paftctl over TLS (agents and the merger included).
+  ASSERT_TRUE(WriteFileAtomic(root_ + "/job.yaml", R"(
+name: alices
+base_model: models/base
+output_dir: jobs/alice
+sft: {pool: sft, world_size: 2, dataset: {path: data/sft.jsonl}, max_steps: 6}
+alignment: {pool: align, world_size: 2, dataset: {path: data/pref.jsonl}, max_steps: 4}
+)").ok());
+  std::string out;
+  const std::vector<std::string> env = {"PAFT_TOKEN=alice-secret", "PAFT_TLS_CA=" + root_ + "/ca.crt"};
+  ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "submit",
+                                 root_ + "/job.yaml", "--watch"},
+                                &out, env),
+            0)
+      << out << *ReadFileToString(root_ + "/coordinator.log");
+  EXPECT_THAT(out, HasSubstr("SUCCEEDED"));
+  ASSERT_TRUE(jobs->ListJobs(As("alice-secret").get(), {}, &list).ok());
+  ASSERT_EQ(list.jobs_size(), 1);
+  const v1::Job job = list.jobs(0);
+  EXPECT_EQ(job.owner(), "alice");
+  // bob sees none of it; an admin sees everything.
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  v1::Job seen;
+  EXPECT_EQ(jobs->GetJob(As("bob-secret").get(), get, &seen).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.job_id());
+  EXPECT_EQ(jobs->CancelJob(As("bob-secret").get(), cancel, &seen).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  out.clear();
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "logs", job.job_id(), "sft"},
+                                &out, {"PAFT_TOKEN=bob-secret", "PAFT_TLS_CA=" + root_ + "/ca.crt"}),
+            3);
+  EXPECT_THAT(out, HasSubstr("PERMISSION_DENIED"));
+  ASSERT_TRUE(jobs->ListJobs(As("bob-secret").get(), {}, &list).ok());
+  EXPECT_EQ(list.jobs_size(), 0);
+  EXPECT_TRUE(jobs->GetJob(As("admin-secret").get(), get, &seen).ok());
+  // Refusals are counted; tokens appear in no log.
+  auto metrics = testing::HttpGet(coordinator_ports_["metrics"], "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_THAT(*metrics, HasSubstr("code=\"UNAUTHENTICATED\""));
+  EXPECT_THAT(*metrics, HasSubstr("code=\"PERMISSION_DENIED\""));
+  for (const char* log : {"/coordinator.log", "/merger.log", "/worker-sft.log"}) {
+    const std::string text = *ReadFileToString(root_ + log);
+    for (const char* secret : {"alice-secret", "bob-secret", "worker-secret", "coord-secret"}) {
+      EXPECT_THAT(text, Not(HasSubstr(secret))) << log;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace paft

@@ -106,6 +106,7 @@ class Coordinator {
       : dir_(dir) {
     (void)paft::RemoveAll(dir + "/ports");
     std::vector<std::string> argv = {PAFT_COORDINATOR,
+                                     "--plaintext",
                                      "--listen=127.0.0.1:0",
                                      "--metrics_listen=127.0.0.1:0",
                                      "--state_db=" + dir + "/state.db",

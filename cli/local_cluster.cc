@@ -190,7 +190,7 @@ absl::StatusOr<LocalCluster> LocalUp(const LocalClusterOptions& options,
     for (const char* f : {"merger.ports", "coordinator.ports"}) (void)RemoveAll(JoinPath(dir, f));
     const std::string merger_log = JoinPath(dir, "logs/merger.log");
     PAFT_ASSIGN_OR_RETURN(pid_t merger_pid,
-                          Spawn({merger_bin, "serve", "--listen=127.0.0.1:0",
+                          Spawn({merger_bin, "serve", "--plaintext", "--listen=127.0.0.1:0",
                                  "--metrics_listen=127.0.0.1:0",
                                  "--port_file=" + JoinPath(dir, "merger.ports")},
                                 merger_log));
@@ -203,7 +203,8 @@ absl::StatusOr<LocalCluster> LocalUp(const LocalClusterOptions& options,
     const std::string coordinator_log = JoinPath(dir, "logs/coordinator.log");
     PAFT_ASSIGN_OR_RETURN(
         pid_t coordinator_pid,
-        Spawn({coordinator_bin, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+        Spawn({coordinator_bin, "--plaintext", "--listen=127.0.0.1:0",
+               "--metrics_listen=127.0.0.1:0",
                "--state_db=" + JoinPath(dir, "coordinator.db"), "--merger=" + cluster.merger,
                "--port_file=" + JoinPath(dir, "coordinator.ports")},
               coordinator_log));

@@ -66,6 +66,18 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
 }
 
+absl::Status CheckTransportChoice(const TlsConfig& tls, bool plaintext) {
+  if (tls.enabled() && plaintext) {
+    return absl::InvalidArgumentError("--plaintext and TLS flags together: choose one");
+  }
+  if (!tls.enabled() && !plaintext) {
+    return absl::InvalidArgumentError(
+        "give --tls_cert and --tls_key, or --plaintext to serve without TLS (a trusted network "
+        "or a local cluster only)");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeClientChannel(const std::string& address,
                                                                  const TlsConfig& tls) {
   if (!tls.enabled()) return MakeChannel(address);

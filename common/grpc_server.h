@@ -35,6 +35,10 @@ absl::StatusOr<StartedServer> StartGrpcServer(const std::string& address,
                                               const std::vector<grpc::Service*>& services,
                                               const TlsConfig& tls = {});
 
+// A server serves TLS, or plaintext when explicitly chosen: InvalidArgument otherwise (or when
+// both are asked for).
+absl::Status CheckTransportChoice(const TlsConfig& tls, bool plaintext);
+
 // A plaintext client channel with our message limits (a local cluster, tests).
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
 // A channel with TLS when `tls` is enabled (errors name the unreadable file), else plaintext.

@@ -44,7 +44,9 @@ ABSL_FLAG(std::string, pool_capacity, "",
 ABSL_FLAG(std::string, storage_roots, "",
           "Comma-separated folders every job path must resolve into (symlinks followed), e.g. "
           "'/data'; empty: no confinement (a local cluster)");
-ABSL_FLAG(std::string, tls_cert, "", "TLS certificate (PEM) of the gRPC server; empty: plaintext");
+ABSL_FLAG(std::string, tls_cert, "", "TLS certificate (PEM) of the gRPC server");
+ABSL_FLAG(bool, plaintext, false,
+          "Serve gRPC without TLS (only on a trusted network or a local cluster)");
 ABSL_FLAG(std::string, tls_key, "", "TLS private key (PEM)");
 ABSL_FLAG(std::string, tls_client_ca, "", "Require client certificates signed by this CA (mTLS)");
 ABSL_FLAG(std::string, auth_tokens, "",
@@ -143,6 +145,10 @@ int main(int argc, char** argv) {
   }
   paft::TlsConfig tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
                       absl::GetFlag(FLAGS_tls_client_ca)};
+  if (absl::Status s = paft::CheckTransportChoice(tls, absl::GetFlag(FLAGS_plaintext)); !s.ok()) {
+    PAFT_LOG(ERROR) << s;
+    return 2;
+  }
   auto server =
       paft::StartGrpcServer(absl::GetFlag(FLAGS_listen), {&job_service, &worker_service}, tls);
   if (!server.ok()) {

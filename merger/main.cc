@@ -23,7 +23,9 @@
 ABSL_FLAG(std::string, listen, "0.0.0.0:50053", "serve: gRPC listen address");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9093", "serve: Prometheus /metrics address");
 ABSL_FLAG(std::string, port_file, "", "serve: write the bound ports here as JSON");
-ABSL_FLAG(std::string, tls_cert, "", "serve: TLS certificate (PEM); empty: plaintext");
+ABSL_FLAG(std::string, tls_cert, "", "serve: TLS certificate (PEM)");
+ABSL_FLAG(bool, plaintext, false,
+          "serve: without TLS (only on a trusted network or a local cluster)");
 ABSL_FLAG(std::string, tls_key, "", "serve: TLS private key (PEM)");
 ABSL_FLAG(std::string, tls_client_ca, "", "serve: require client certificates signed by this CA");
 ABSL_FLAG(std::string, auth_tokens, "",
@@ -53,6 +55,10 @@ int Serve() {
   }
   paft::TlsConfig tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
                       absl::GetFlag(FLAGS_tls_client_ca)};
+  if (absl::Status s = paft::CheckTransportChoice(tls, absl::GetFlag(FLAGS_plaintext)); !s.ok()) {
+    PAFT_LOG(ERROR) << s;
+    return 2;
+  }
   auto server = paft::StartGrpcServer(absl::GetFlag(FLAGS_listen), {service.get()}, tls);
   if (!server.ok()) {
     PAFT_LOG(ERROR) << server.status();

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_server.h"
 #include "common/sha256.h"
 
 namespace paft {
@@ -40,6 +41,18 @@ TEST(TokenAuthenticatorTest, WithoutAnAuthenticatorEveryoneIsAnAnonymousAdmin) {
   ASSERT_TRUE(who.ok());
   EXPECT_EQ(who->role, Role::kAdmin);
   EXPECT_EQ(std::string(RoleName(Role::kCoordinator)), "coordinator");
+}
+
+TEST(TransportTest, ServersNeedTlsOrAnExplicitPlaintext) {
+  EXPECT_EQ(CheckTransportChoice(TlsConfig{}, false).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(CheckTransportChoice(TlsConfig{}, true).ok());
+  EXPECT_TRUE(CheckTransportChoice(TlsConfig{"c.pem", "k.pem", ""}, false).ok());
+  EXPECT_EQ(CheckTransportChoice(TlsConfig{"c.pem", "k.pem", ""}, true).code(),
+            absl::StatusCode::kInvalidArgument);
+  // Unreadable TLS files are named.
+  auto server = StartGrpcServer("127.0.0.1:0", {}, TlsConfig{"/nonexistent.pem", "/k.pem", ""});
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("/k.pem"));
 }
 
 }  // namespace

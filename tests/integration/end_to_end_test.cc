@@ -80,7 +80,7 @@ class EndToEndTest : public ::testing::Test {
                     .ok());
 
     merger_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{PAFT_MERGER, "serve", "--listen=127.0.0.1:0",
+        std::vector<std::string>{PAFT_MERGER, "serve", "--plaintext", "--listen=127.0.0.1:0",
                                  "--metrics_listen=127.0.0.1:0",
                                  "--port_file=" + root_ + "/merger.ports"},
         std::vector<std::string>{}, root_ + "/merger.log");
@@ -90,6 +90,7 @@ class EndToEndTest : public ::testing::Test {
 
     // A fixed port, so that a restarted coordinator is found at the same address.
     coordinator_argv_ = {PAFT_COORDINATOR,
+                         "--plaintext",
                          absl::StrCat("--listen=127.0.0.1:", testing::FreePort()),
                          "--metrics_listen=127.0.0.1:0",
                          "--state_db=" + root_ + "/state.db",

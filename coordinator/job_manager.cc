@@ -258,6 +258,17 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
     }
     return Decorate(existing);
   }
+  if (!owner.empty() && options_.max_active_jobs_per_client > 0) {
+    int active = 0;
+    for (const auto& [id, r] : jobs_) {
+      active += r.job.owner() == owner && !IsTerminal(r.job.state()) ? 1 : 0;
+    }
+    if (active >= options_.max_active_jobs_per_client) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("client ", owner, " has ", active, " unfinished jobs, the limit; wait for "
+                       "one to end or cancel one"));
+    }
+  }
   PAFT_RETURN_IF_ERROR(AdmitPoolsLocked(spec));
   PAFT_RETURN_IF_ERROR(CheckPathsConfined(spec, options_.storage_roots));
   if (options_.check_inputs) PAFT_RETURN_IF_ERROR(CheckJobInputs(spec));

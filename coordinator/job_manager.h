@@ -51,6 +51,8 @@ struct JobManagerOptions {
   // Realpaths of the storage roots: every path of a job spec must resolve inside one of them
   // (admission refuses the rest with PERMISSION_DENIED). Empty: no confinement (local use).
   std::vector<std::string> storage_roots;
+  // Jobs not yet finished that one authenticated client may have (0: no limit).
+  int max_active_jobs_per_client = 0;
 };
 
 class JobManager {

@@ -52,6 +52,10 @@ ABSL_FLAG(std::string, tls_client_ca, "", "Require client certificates signed by
 ABSL_FLAG(std::string, auth_tokens, "",
           "Token file (ROLE IDENTITY SHA256 per line): clients (own jobs only) and admins use the "
           "JobService, workers and admins the WorkerService; empty: no authentication");
+ABSL_FLAG(int, max_active_jobs_per_client, 100,
+          "Unfinished jobs one authenticated client may have (0: no limit)");
+ABSL_FLAG(int, max_streams_per_client, 32,
+          "Open WatchJob/StreamLogs streams one authenticated client may hold (0: no limit)");
 ABSL_FLAG(std::string, merger_tls_ca, "", "Verify the merger's TLS certificate with this CA");
 ABSL_FLAG(std::string, merger_token_file, "", "Bearer token (role coordinator) for the merger");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound ports here as JSON");
@@ -113,6 +117,7 @@ int main(int argc, char** argv) {
   options.stop_grace_period = absl::GetFlag(FLAGS_stop_grace_period);
   options.pool_capacity = *pool_capacity;
   options.storage_roots = storage_roots;
+  options.max_active_jobs_per_client = absl::GetFlag(FLAGS_max_active_jobs_per_client);
   paft::coordinator::JobManager manager(options, store->get(), &registry, &clock, &metrics);
   if (absl::Status s = manager.Recover(); !s.ok()) {
     PAFT_LOG(ERROR) << "recovering state: " << s;
@@ -141,6 +146,7 @@ int main(int argc, char** argv) {
     }
     auth = std::move(*loaded);
     job_service.set_authenticator(auth.get());
+    job_service.set_max_streams_per_client(absl::GetFlag(FLAGS_max_streams_per_client));
     worker_service.set_authenticator(auth.get());
   }
   paft::TlsConfig tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),

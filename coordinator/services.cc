@@ -61,6 +61,24 @@ absl::StatusOr<Principal> JobServiceImpl::Caller(grpc::ServerContext* context, c
   return who;
 }
 
+absl::Status JobServiceImpl::AcquireStream(const Principal& who) {
+  if (who.identity.empty() || max_streams_per_client_ <= 0) return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  int& open = streams_[who.identity];
+  if (open >= max_streams_per_client_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        who.identity, " already holds ", open, " open watch/log streams, the limit"));
+  }
+  ++open;
+  return absl::OkStatus();
+}
+
+void JobServiceImpl::ReleaseStream(const Principal& who) {
+  if (who.identity.empty() || max_streams_per_client_ <= 0) return;
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  if (--streams_[who.identity] <= 0) streams_.erase(who.identity);
+}
+
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
                                        const paft::v1::SubmitJobRequest* request,
                                        paft::v1::Job* response) {
@@ -94,9 +112,14 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
                                       const paft::v1::WatchJobRequest* request,
                                       grpc::ServerWriter<paft::v1::JobEvent>* writer) {
-  if (auto who = Caller(context, "WatchJob", request->job_id()); !who.ok()) {
-    return Done("WatchJob", who.status());
-  }
+  auto who = Caller(context, "WatchJob", request->job_id());
+  if (!who.ok()) return Done("WatchJob", who.status());
+  if (absl::Status s = AcquireStream(*who); !s.ok()) return Done("WatchJob", s);
+  struct Release {
+    JobServiceImpl* self;
+    Principal who;
+    ~Release() { self->ReleaseStream(who); }
+  } release{this, *who};
   int64_t after = request->after_seq();
   uint64_t progress_version = 0;
   while (!context->IsCancelled()) {
@@ -169,9 +192,14 @@ grpc::Status JobServiceImpl::ListEvents(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::StreamLogs(grpc::ServerContext* context,
                                         const paft::v1::StreamLogsRequest* request,
                                         grpc::ServerWriter<paft::v1::LogChunk>* writer) {
-  if (auto who = Caller(context, "StreamLogs", request->job_id()); !who.ok()) {
-    return Done("StreamLogs", who.status());
-  }
+  auto who = Caller(context, "StreamLogs", request->job_id());
+  if (!who.ok()) return Done("StreamLogs", who.status());
+  if (absl::Status s = AcquireStream(*who); !s.ok()) return Done("StreamLogs", s);
+  struct Release {
+    JobServiceImpl* self;
+    Principal who;
+    ~Release() { self->ReleaseStream(who); }
+  } release{this, *who};
   int64_t offset = request->offset();
   std::string buffer(kLogChunkBytes, '\0');
   // The attempt is pinned once known: a restart mid-stream must not switch files under the offset.

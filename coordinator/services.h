@@ -3,6 +3,8 @@
 #define PAFT_COORDINATOR_SERVICES_H_
 
 #include <atomic>
+#include <map>
+#include <mutex>
 
 #include "common/auth.h"
 #include "coordinator/job_manager.h"
@@ -19,6 +21,8 @@ class JobServiceImpl final : public paft::v1::JobService::Service {
       : manager_(manager), registry_(registry), metrics_(metrics), shutting_down_(shutting_down) {}
   // With an authenticator, callers need a token of role client (their own jobs only) or admin.
   void set_authenticator(const TokenAuthenticator* auth) { auth_ = auth; }
+  // Open WatchJob/StreamLogs streams one authenticated client may hold (0: no limit).
+  void set_max_streams_per_client(int n) { max_streams_per_client_ = n; }
 
   grpc::Status SubmitJob(grpc::ServerContext*, const paft::v1::SubmitJobRequest* request,
                          paft::v1::Job* response) override;
@@ -48,12 +52,19 @@ class JobServiceImpl final : public paft::v1::JobService::Service {
   // The caller, if allowed to call `method` on `job_id` (clients: their own jobs only).
   absl::StatusOr<Principal> Caller(grpc::ServerContext* context, const char* method,
                                    const std::string& job_id = "");
+  // Takes one of the caller's stream slots (RESOURCE_EXHAUSTED when none is left); release with
+  // ReleaseStream.
+  absl::Status AcquireStream(const Principal& who);
+  void ReleaseStream(const Principal& who);
 
   JobManager* manager_;
   WorkerRegistry* registry_;
   CoordinatorMetrics* metrics_;
   const std::atomic<bool>* shutting_down_;
   const TokenAuthenticator* auth_ = nullptr;
+  int max_streams_per_client_ = 0;
+  std::mutex streams_mu_;
+  std::map<std::string, int> streams_;  // GUARDED_BY(streams_mu_), open streams by identity
 };
 
 class WorkerServiceImpl final : public paft::v1::WorkerService::Service {

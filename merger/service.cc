@@ -33,7 +33,13 @@ MergerServiceImpl::MergerServiceImpl(prometheus::Registry& registry)
                     .Name("paft_merge_duration_seconds")
                     .Help("Wall time of finished merges")
                     .Register(registry)
-                    .Add({}, prometheus::Histogram::BucketBoundaries{1, 5, 15, 60, 300, 900, 3600})) {
+                    .Add({}, prometheus::Histogram::BucketBoundaries{1, 5, 15, 60, 300, 900, 3600})),
+      refusals_(prometheus::BuildCounter()
+                    .Name("paft_merger_rpc_refusals_total")
+                    .Help("Calls refused: no or unknown token (UNAUTHENTICATED), wrong role "
+                          "(PERMISSION_DENIED)")
+                    .Register(registry)) {
+  for (const char* code : {"UNAUTHENTICATED", "PERMISSION_DENIED"}) refusals_.Add({{"code", code}});
   // Series exist from the start (rates and alerts work from the first failure on).
   for (const char* method : {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
                              "breadcrumbs", "breadcrumbs_ties", "magnitude_prune"}) {
@@ -68,12 +74,17 @@ paft::v1::MergeOperation MergerServiceImpl::Snapshot(const Operation& op) const 
   return out;
 }
 
+absl::Status MergerServiceImpl::Check(grpc::ServerContext* context, const char* method) {
+  auto who = Authorize(auth_, context, {Role::kCoordinator, Role::kAdmin}, method);
+  if (who.ok()) return absl::OkStatus();
+  refusals_.Add({{"code", absl::StatusCodeToString(who.status().code())}}).Increment();
+  return who.status();
+}
+
 grpc::Status MergerServiceImpl::Merge(grpc::ServerContext* context,
                                       const paft::v1::MergeRequest* request,
                                       paft::v1::MergeOperation* response) {
-  if (auto who = Authorize(auth_, context, {Role::kCoordinator, Role::kAdmin}, "Merge"); !who.ok()) {
-    return ToGrpcStatus(who.status());
-  }
+  if (absl::Status s = Check(context, "Merge"); !s.ok()) return ToGrpcStatus(s);
   if (request->merge_id().empty()) {
     return ToGrpcStatus(absl::InvalidArgumentError("merge_id: is required"));
   }
@@ -129,10 +140,7 @@ void MergerServiceImpl::Run(std::shared_ptr<Operation> op) {
 grpc::Status MergerServiceImpl::GetMerge(grpc::ServerContext* context,
                                          const paft::v1::GetMergeRequest* request,
                                          paft::v1::MergeOperation* response) {
-  if (auto who = Authorize(auth_, context, {Role::kCoordinator, Role::kAdmin}, "GetMerge");
-      !who.ok()) {
-    return ToGrpcStatus(who.status());
-  }
+  if (absl::Status s = Check(context, "GetMerge"); !s.ok()) return ToGrpcStatus(s);
   std::lock_guard<std::mutex> lock(mu_);
   auto it = operations_.find(request->merge_id());
   if (it == operations_.end()) {

@@ -53,7 +53,10 @@ class MergerServiceImpl final : public paft::v1::MergerService::Service {
   prometheus::Counter& bytes_written_;
   prometheus::Counter& tensors_;
   prometheus::Histogram& duration_;
+  prometheus::Family<prometheus::Counter>& refusals_;  // calls refused by authentication
   const TokenAuthenticator* auth_ = nullptr;
+  // Authorizes a call to `method`, counting refusals.
+  absl::Status Check(grpc::ServerContext* context, const char* method);
 };
 
 }  // namespace paft::merger

@@ -6,6 +6,8 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <functional>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/file_util.h"
@@ -86,6 +88,7 @@ class AuthTest : public ::testing::Test {
         "--state_db=" + root_ + "/state.db", "--merger=" + merger_address_,
         "--merger_tls_ca=" + root_ + "/ca.crt", "--merger_token_file=" + root_ + "/coord.token",
         "--port_file=" + root_ + "/coordinator.ports", "--tick_interval=100ms",
+        "--max_active_jobs_per_client=1", "--max_streams_per_client=1",
         "--heartbeat_interval=500ms"};
     coordinator_argv.insert(coordinator_argv.end(), server_tls.begin(), server_tls.end());
     coordinator_ = std::make_unique<ChildProcess>(coordinator_argv, std::vector<std::string>{},
@@ -131,6 +134,10 @@ class AuthTest : public ::testing::Test {
     auto channel = MakeClientChannel(address, TlsConfig{"", "", root_ + "/ca.crt"});
     EXPECT_TRUE(channel.ok());
     return *channel;
+  }
+  int MergerMetricsPort() {
+    auto ports = testing::WaitForPortFile(root_ + "/merger.ports", absl::Seconds(1));
+    return ports ? (*ports)["metrics"] : 0;
   }
   std::unique_ptr<v1::JobService::Stub> JobStub(const std::string&) {
     return v1::JobService::NewStub(Tls(address_));
@@ -242,6 +249,113 @@ alignment: {pool: align, world_size: 2, dataset: {path: data/pref.jsonl}, max_st
       EXPECT_THAT(text, Not(HasSubstr(secret))) << log;
     }
   }
+}
+
+// Every RPC of every service refuses a call without a token and a call with the wrong role.
+TEST_F(AuthTest, EveryRpcRefusesMissingTokensAndWrongRoles) {
+  auto jobs = v1::JobService::NewStub(Tls(address_));
+  auto workers = v1::WorkerService::NewStub(Tls(address_));
+  auto merger = v1::MergerService::NewStub(Tls(merger_address_));
+  using Call = std::function<grpc::StatusCode(const std::string& token)>;
+  auto unary = [](auto method) {
+    return [method](const std::string& token) { return method(As(token).get()).error_code(); };
+  };
+  std::vector<std::pair<std::string, Call>> job_rpcs = {
+      {"SubmitJob", unary([&](grpc::ClientContext* c) { v1::Job j; return jobs->SubmitJob(c, {}, &j); })},
+      {"GetJob", unary([&](grpc::ClientContext* c) { v1::Job j; return jobs->GetJob(c, {}, &j); })},
+      {"ListJobs", unary([&](grpc::ClientContext* c) { v1::ListJobsResponse r; return jobs->ListJobs(c, {}, &r); })},
+      {"CancelJob", unary([&](grpc::ClientContext* c) { v1::Job j; return jobs->CancelJob(c, {}, &j); })},
+      {"ListWorkers", unary([&](grpc::ClientContext* c) { v1::ListWorkersResponse r; return jobs->ListWorkers(c, {}, &r); })},
+      {"ListCheckpoints", unary([&](grpc::ClientContext* c) { v1::ListCheckpointsResponse r; return jobs->ListCheckpoints(c, {}, &r); })},
+      {"ListEvents", unary([&](grpc::ClientContext* c) { v1::ListEventsResponse r; return jobs->ListEvents(c, {}, &r); })},
+      {"WatchJob", unary([&](grpc::ClientContext* c) { auto r = jobs->WatchJob(c, {}); v1::JobEvent e; while (r->Read(&e)) {} return r->Finish(); })},
+      {"StreamLogs", unary([&](grpc::ClientContext* c) { auto r = jobs->StreamLogs(c, {}); v1::LogChunk e; while (r->Read(&e)) {} return r->Finish(); })},
+  };
+  std::vector<std::pair<std::string, Call>> worker_rpcs = {
+      {"RegisterWorker", unary([&](grpc::ClientContext* c) { v1::RegisterWorkerResponse r; return workers->RegisterWorker(c, {}, &r); })},
+      {"Heartbeat", unary([&](grpc::ClientContext* c) { v1::HeartbeatResponse r; return workers->Heartbeat(c, {}, &r); })},
+      {"StreamAssignments", unary([&](grpc::ClientContext* c) { auto r = workers->StreamAssignments(c, {}); v1::Assignment a; while (r->Read(&a)) {} return r->Finish(); })},
+      {"ReportProgress", unary([&](grpc::ClientContext* c) { v1::Ack a; return workers->ReportProgress(c, {}, &a); })},
+      {"ReportCheckpoint", unary([&](grpc::ClientContext* c) { v1::Ack a; return workers->ReportCheckpoint(c, {}, &a); })},
+      {"ReportExit", unary([&](grpc::ClientContext* c) { v1::Ack a; return workers->ReportExit(c, {}, &a); })},
+  };
+  std::vector<std::pair<std::string, Call>> merger_rpcs = {
+      {"Merge", unary([&](grpc::ClientContext* c) { v1::MergeOperation o; return merger->Merge(c, {}, &o); })},
+      {"GetMerge", unary([&](grpc::ClientContext* c) { v1::MergeOperation o; return merger->GetMerge(c, {}, &o); })},
+  };
+  for (const auto& [name, call] : job_rpcs) {
+    EXPECT_EQ(call(""), grpc::StatusCode::UNAUTHENTICATED) << name;
+    EXPECT_EQ(call("worker-secret"), grpc::StatusCode::PERMISSION_DENIED) << name;
+    EXPECT_EQ(call("coord-secret"), grpc::StatusCode::PERMISSION_DENIED) << name;
+  }
+  for (const auto& [name, call] : worker_rpcs) {
+    EXPECT_EQ(call(""), grpc::StatusCode::UNAUTHENTICATED) << name;
+    EXPECT_EQ(call("alice-secret"), grpc::StatusCode::PERMISSION_DENIED) << name;
+  }
+  for (const auto& [name, call] : merger_rpcs) {
+    EXPECT_EQ(call(""), grpc::StatusCode::UNAUTHENTICATED) << name;
+    EXPECT_EQ(call("alice-secret"), grpc::StatusCode::PERMISSION_DENIED) << name;
+    EXPECT_EQ(call("worker-secret"), grpc::StatusCode::PERMISSION_DENIED) << name;
+  }
+  auto merger_metrics = testing::HttpGet(MergerMetricsPort(), "/metrics");
+  ASSERT_TRUE(merger_metrics.has_value());
+  EXPECT_THAT(*merger_metrics, HasSubstr("paft_merger_rpc_refusals_total{code=\"PERMISSION_DENIED\"} 4"));
+  EXPECT_THAT(*merger_metrics, HasSubstr("paft_merger_rpc_refusals_total{code=\"UNAUTHENTICATED\"} 2"));
+}
+
+// A client cannot hold more unfinished jobs or open streams than the coordinator allows.
+TEST_F(AuthTest, PerClientLimitsHold) {
+  ASSERT_TRUE(WriteFileAtomic(root_ + "/long.yaml", R"(
+name: long
+base_model: models/base
+output_dir: jobs/long
+sft: {pool: sft, world_size: 1, dataset: {path: data/sft.jsonl}, max_steps: 100000}
+alignment: {pool: align, world_size: 1, dataset: {path: data/pref.jsonl}, max_steps: 100000}
+)").ok());
+  const std::vector<std::string> env = {"PAFT_TOKEN=bob-secret", "PAFT_TLS_CA=" + root_ + "/ca.crt"};
+  std::string out;
+  ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "--json", "submit",
+                                 root_ + "/long.yaml"},
+                                &out, env),
+            0)
+      << out;
+  out.clear();
+  EXPECT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "submit",
+                                 root_ + "/long.yaml", "--request_id=second"},
+                                &out, env),
+            3);
+  EXPECT_THAT(out, HasSubstr("RESOURCE_EXHAUSTED"));
+  EXPECT_THAT(out, HasSubstr("bob has 1 unfinished jobs"));
+  auto jobs = v1::JobService::NewStub(Tls(address_));
+  v1::ListJobsResponse list;
+  ASSERT_TRUE(jobs->ListJobs(As("bob-secret").get(), {}, &list).ok());
+  ASSERT_EQ(list.jobs_size(), 1);
+  v1::WatchJobRequest watch;
+  watch.set_job_id(list.jobs(0).job_id());
+  auto first_context = As("bob-secret");
+  first_context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto first = jobs->WatchJob(first_context.get(), watch);
+  v1::JobEvent event;
+  ASSERT_TRUE(first->Read(&event));  // the first stream is open
+  auto second_context = As("bob-secret");
+  auto second = jobs->WatchJob(second_context.get(), watch);
+  while (second->Read(&event)) {
+  }
+  EXPECT_EQ(second->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // Another client is not affected; when the stream closes, the slot is free again.
+  auto alice_context = As("admin-secret");
+  v1::Job cancelled;
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(list.jobs(0).job_id());
+  ASSERT_TRUE(jobs->CancelJob(alice_context.get(), cancel, &cancelled).ok());
+  while (first->Read(&event)) {
+  }
+  EXPECT_TRUE(first->Finish().ok());
+  auto third_context = As("bob-secret");
+  auto third = jobs->WatchJob(third_context.get(), watch);
+  while (third->Read(&event)) {
+  }
+  EXPECT_TRUE(third->Finish().ok());  // a finished job's watch replays and ends
 }
 
 }  // namespace

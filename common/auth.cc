@@ -6,6 +6,7 @@
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
 #include "common/sha256.h"
+#include "common/status.h"
 
 namespace paft {
 
@@ -106,6 +107,17 @@ absl::StatusOr<Principal> Authorize(const TokenAuthenticator* authenticator,
   }
   return absl::PermissionDeniedError(absl::StrCat("role ", RoleName(principal->role), " (",
                                                   principal->identity, ") may not call ", method));
+}
+
+absl::StatusOr<ServerSecurity> LoadServerSecurity(const TlsConfig& tls, bool plaintext,
+                                                  const std::string& auth_tokens_path) {
+  PAFT_RETURN_IF_ERROR(CheckTransportChoice(tls, plaintext));
+  ServerSecurity security;
+  security.tls = tls;
+  if (!auth_tokens_path.empty()) {
+    PAFT_ASSIGN_OR_RETURN(security.authenticator, TokenAuthenticator::Load(auth_tokens_path));
+  }
+  return security;
 }
 
 absl::StatusOr<std::string> ReadToken(const std::string& path) {

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/grpc_server.h"
 
 namespace paft {
 
@@ -42,6 +43,15 @@ class TokenAuthenticator {
 absl::StatusOr<Principal> Authorize(const TokenAuthenticator* authenticator,
                                     const grpc::ServerContext* context,
                                     std::initializer_list<Role> allowed, const char* method);
+
+// A server's transport and authentication, as its flags give them: TLS, or plaintext when
+// explicitly chosen (CheckTransportChoice), and the principals of `auth_tokens_path` if set.
+struct ServerSecurity {
+  TlsConfig tls;
+  std::unique_ptr<TokenAuthenticator> authenticator;  // null: authentication off
+};
+absl::StatusOr<ServerSecurity> LoadServerSecurity(const TlsConfig& tls, bool plaintext,
+                                                  const std::string& auth_tokens_path);
 
 // A client's token from a file (whitespace trimmed); empty path: no token.
 absl::StatusOr<std::string> ReadToken(const std::string& path);

@@ -137,26 +137,19 @@ int main(int argc, char** argv) {
   paft::coordinator::JobServiceImpl job_service(&manager, &registry, &metrics, &shutting_down);
   paft::coordinator::WorkerServiceImpl worker_service(&manager, &registry, &metrics,
                                                       &shutting_down);
-  std::unique_ptr<paft::TokenAuthenticator> auth;
-  if (!absl::GetFlag(FLAGS_auth_tokens).empty()) {
-    auto loaded = paft::TokenAuthenticator::Load(absl::GetFlag(FLAGS_auth_tokens));
-    if (!loaded.ok()) {
-      PAFT_LOG(ERROR) << loaded.status();
-      return 2;
-    }
-    auth = std::move(*loaded);
-    job_service.set_authenticator(auth.get());
-    job_service.set_max_streams_per_client(absl::GetFlag(FLAGS_max_streams_per_client));
-    worker_service.set_authenticator(auth.get());
-  }
-  paft::TlsConfig tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
-                      absl::GetFlag(FLAGS_tls_client_ca)};
-  if (absl::Status s = paft::CheckTransportChoice(tls, absl::GetFlag(FLAGS_plaintext)); !s.ok()) {
-    PAFT_LOG(ERROR) << s;
+  auto security = paft::LoadServerSecurity(
+      paft::TlsConfig{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                      absl::GetFlag(FLAGS_tls_client_ca)},
+      absl::GetFlag(FLAGS_plaintext), absl::GetFlag(FLAGS_auth_tokens));
+  if (!security.ok()) {
+    PAFT_LOG(ERROR) << security.status();
     return 2;
   }
-  auto server =
-      paft::StartGrpcServer(absl::GetFlag(FLAGS_listen), {&job_service, &worker_service}, tls);
+  job_service.set_authenticator(security->authenticator.get());
+  job_service.set_max_streams_per_client(absl::GetFlag(FLAGS_max_streams_per_client));
+  worker_service.set_authenticator(security->authenticator.get());
+  auto server = paft::StartGrpcServer(absl::GetFlag(FLAGS_listen),
+                                      {&job_service, &worker_service}, security->tls);
   if (!server.ok()) {
     PAFT_LOG(ERROR) << server.status();
     return 1;

@@ -43,23 +43,16 @@ namespace {
 int Serve() {
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = std::make_unique<paft::merger::MergerServiceImpl>(*registry);
-  std::unique_ptr<paft::TokenAuthenticator> auth;
-  if (!absl::GetFlag(FLAGS_auth_tokens).empty()) {
-    auto loaded = paft::TokenAuthenticator::Load(absl::GetFlag(FLAGS_auth_tokens));
-    if (!loaded.ok()) {
-      PAFT_LOG(ERROR) << loaded.status();
-      return 2;
-    }
-    auth = std::move(*loaded);
-    service->set_authenticator(auth.get());
-  }
-  paft::TlsConfig tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
-                      absl::GetFlag(FLAGS_tls_client_ca)};
-  if (absl::Status s = paft::CheckTransportChoice(tls, absl::GetFlag(FLAGS_plaintext)); !s.ok()) {
-    PAFT_LOG(ERROR) << s;
+  auto security = paft::LoadServerSecurity(
+      paft::TlsConfig{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                      absl::GetFlag(FLAGS_tls_client_ca)},
+      absl::GetFlag(FLAGS_plaintext), absl::GetFlag(FLAGS_auth_tokens));
+  if (!security.ok()) {
+    PAFT_LOG(ERROR) << security.status();
     return 2;
   }
-  auto server = paft::StartGrpcServer(absl::GetFlag(FLAGS_listen), {service.get()}, tls);
+  service->set_authenticator(security->authenticator.get());
+  auto server = paft::StartGrpcServer(absl::GetFlag(FLAGS_listen), {service.get()}, security->tls);
   if (!server.ok()) {
     PAFT_LOG(ERROR) << server.status();
     return 1;

@@ -61,8 +61,8 @@ absl::StatusOr<Principal> JobServiceImpl::Caller(grpc::ServerContext* context, c
   return who;
 }
 
-absl::Status JobServiceImpl::AcquireStream(const Principal& who) {
-  if (who.identity.empty() || max_streams_per_client_ <= 0) return absl::OkStatus();
+absl::StatusOr<JobServiceImpl::StreamSlot> JobServiceImpl::AcquireStream(const Principal& who) {
+  if (who.identity.empty() || max_streams_per_client_ <= 0) return StreamSlot(nullptr, "");
   std::lock_guard<std::mutex> lock(streams_mu_);
   int& open = streams_[who.identity];
   if (open >= max_streams_per_client_) {
@@ -70,13 +70,13 @@ absl::Status JobServiceImpl::AcquireStream(const Principal& who) {
         who.identity, " already holds ", open, " open watch/log streams, the limit"));
   }
   ++open;
-  return absl::OkStatus();
+  return StreamSlot(this, who.identity);
 }
 
-void JobServiceImpl::ReleaseStream(const Principal& who) {
-  if (who.identity.empty() || max_streams_per_client_ <= 0) return;
-  std::lock_guard<std::mutex> lock(streams_mu_);
-  if (--streams_[who.identity] <= 0) streams_.erase(who.identity);
+JobServiceImpl::StreamSlot::~StreamSlot() {
+  if (service_ == nullptr) return;
+  std::lock_guard<std::mutex> lock(service_->streams_mu_);
+  if (--service_->streams_[identity_] <= 0) service_->streams_.erase(identity_);
 }
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
@@ -114,12 +114,8 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
                                       grpc::ServerWriter<paft::v1::JobEvent>* writer) {
   auto who = Caller(context, "WatchJob", request->job_id());
   if (!who.ok()) return Done("WatchJob", who.status());
-  if (absl::Status s = AcquireStream(*who); !s.ok()) return Done("WatchJob", s);
-  struct Release {
-    JobServiceImpl* self;
-    Principal who;
-    ~Release() { self->ReleaseStream(who); }
-  } release{this, *who};
+  auto slot = AcquireStream(*who);
+  if (!slot.ok()) return Done("WatchJob", slot.status());
   int64_t after = request->after_seq();
   uint64_t progress_version = 0;
   while (!context->IsCancelled()) {
@@ -194,12 +190,8 @@ grpc::Status JobServiceImpl::StreamLogs(grpc::ServerContext* context,
                                         grpc::ServerWriter<paft::v1::LogChunk>* writer) {
   auto who = Caller(context, "StreamLogs", request->job_id());
   if (!who.ok()) return Done("StreamLogs", who.status());
-  if (absl::Status s = AcquireStream(*who); !s.ok()) return Done("StreamLogs", s);
-  struct Release {
-    JobServiceImpl* self;
-    Principal who;
-    ~Release() { self->ReleaseStream(who); }
-  } release{this, *who};
+  auto slot = AcquireStream(*who);
+  if (!slot.ok()) return Done("StreamLogs", slot.status());
   int64_t offset = request->offset();
   std::string buffer(kLogChunkBytes, '\0');
   // The attempt is pinned once known: a restart mid-stream must not switch files under the offset.

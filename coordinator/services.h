@@ -5,6 +5,8 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <string>
+#include <utility>
 
 #include "common/auth.h"
 #include "coordinator/job_manager.h"
@@ -52,10 +54,24 @@ class JobServiceImpl final : public paft::v1::JobService::Service {
   // The caller, if allowed to call `method` on `job_id` (clients: their own jobs only).
   absl::StatusOr<Principal> Caller(grpc::ServerContext* context, const char* method,
                                    const std::string& job_id = "");
-  // Takes one of the caller's stream slots (RESOURCE_EXHAUSTED when none is left); release with
-  // ReleaseStream.
-  absl::Status AcquireStream(const Principal& who);
-  void ReleaseStream(const Principal& who);
+  // One of a client's open-stream slots, given back when it goes out of scope.
+  class StreamSlot {
+   public:
+    StreamSlot(JobServiceImpl* service, std::string identity)
+        : service_(service), identity_(std::move(identity)) {}
+    StreamSlot(StreamSlot&& other) noexcept
+        : service_(std::exchange(other.service_, nullptr)), identity_(std::move(other.identity_)) {}
+    StreamSlot(const StreamSlot&) = delete;
+    StreamSlot& operator=(const StreamSlot&) = delete;
+    StreamSlot& operator=(StreamSlot&&) = delete;
+    ~StreamSlot();
+
+   private:
+    JobServiceImpl* service_;  // null: nothing to give back
+    std::string identity_;
+  };
+  // Takes one of the caller's stream slots (RESOURCE_EXHAUSTED when none is left).
+  absl::StatusOr<StreamSlot> AcquireStream(const Principal& who);
 
   JobManager* manager_;
   WorkerRegistry* registry_;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/grpc_server.h"
+#include "common/process_util.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "paft/v1/job.grpc.pb.h"
@@ -69,25 +70,9 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::str
   int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return absl::InternalError(absl::StrCat("cannot open ", log));
   int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  std::vector<std::string> args = argv;
-  std::vector<char*> cargv;
-  for (auto& a : args) cargv.push_back(a.data());
-  cargv.push_back(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setsid();  // not part of the terminal's process group: Ctrl-C in it does not reach us
-    ::dup2(null_fd, STDIN_FILENO);
-    ::dup2(fd, STDOUT_FILENO);
-    ::dup2(fd, STDERR_FILENO);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::execv(cargv[0], cargv.data());
-    ::_exit(127);
-  }
+  auto pid = StartProcess(argv, null_fd, fd, /*new_session=*/true);
   ::close(fd);
   if (null_fd >= 0) ::close(null_fd);
-  if (pid < 0) return absl::InternalError("fork failed");
   return pid;
 }
 

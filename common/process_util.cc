@@ -45,29 +45,39 @@ int WaitForTerminationSignal() {
 
 void RequestTermination() { ::kill(::getpid(), SIGTERM); }
 
-absl::StatusOr<std::pair<int, std::string>> RunProcess(const std::vector<std::string>& argv) {
+absl::StatusOr<pid_t> StartProcess(const std::vector<std::string>& argv, int in_fd, int out_fd,
+                                   bool new_session) {
   if (argv.empty()) return absl::InvalidArgumentError("empty command");
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe2 failed");
   std::vector<std::string> args = argv;
   std::vector<char*> cargv;
   for (auto& a : args) cargv.push_back(a.data());
   cargv.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid == 0) {
-    ::dup2(fds[1], STDOUT_FILENO);
-    ::dup2(fds[1], STDERR_FILENO);
+    if (new_session) ::setsid();
+    if (in_fd >= 0) ::dup2(in_fd, STDIN_FILENO);
+    ::dup2(out_fd, STDOUT_FILENO);
+    ::dup2(out_fd, STDERR_FILENO);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::execv(cargv[0], cargv.data());
     ::_exit(127);
   }
+  if (pid < 0) return absl::InternalError("fork failed");
+  return pid;
+}
+
+absl::StatusOr<std::pair<int, std::string>> RunProcess(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe2 failed");
+  auto started = StartProcess(argv, -1, fds[1], /*new_session=*/false);
   ::close(fds[1]);
-  if (pid < 0) {
+  if (!started.ok()) {
     ::close(fds[0]);
-    return absl::InternalError("fork failed");
+    return started.status();
   }
+  const pid_t pid = *started;
   std::string output;
   char buffer[4096];
   ssize_t n;

@@ -2,6 +2,8 @@
 #ifndef PAFT_COMMON_PROCESS_UTIL_H_
 #define PAFT_COMMON_PROCESS_UTIL_H_
 
+#include <sys/types.h>
+
 #include <map>
 #include <string>
 #include <utility>
@@ -23,6 +25,12 @@ void UnblockTerminationSignals();
 int WaitForTerminationSignal();
 // Sends SIGTERM to this process (to end WaitForTerminationSignal from inside, e.g. on fatal error).
 void RequestTermination();
+
+// Starts argv[0] (a path) with stdout and stderr on `out_fd`, stdin on `in_fd` (-1: inherited),
+// no signal blocked, and, with `new_session`, in a session of its own (a terminal's Ctrl-C
+// does not reach it). The fds are the caller's to close. Returns the child's pid.
+absl::StatusOr<pid_t> StartProcess(const std::vector<std::string>& argv, int in_fd, int out_fd,
+                                   bool new_session);
 
 // Runs argv[0] (a path) to completion with stdout and stderr captured together. Returns the
 // exit code (128 + signal when killed) and the output.

@@ -354,41 +354,24 @@ TEST_F(EndToEndTest, JobRunsToSucceededAndTheMergeIsRight) {
 }
 
 TEST_F(EndToEndTest, CoordinatorKilledMidJobAdoptsRunningRanks) {
-  std::string output;
-  ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "--json", "submit",
-                                 WriteSpec("survive", 2, 300)},
-                                &output),
-            0)
-      << output;
-  const std::string job_id = JobIdOf(output);
-  ASSERT_FALSE(job_id.empty()) << output;
-  auto stub = v1::JobService::NewStub(MakeChannel(address_));
-  auto get = [&]() {
-    grpc::ClientContext context;
-    v1::GetJobRequest request;
-    request.set_job_id(job_id);
-    v1::Job job;
-    (void)stub->GetJob(&context, request, &job);
-    return job;
-  };
+  const std::string job_id = Submit(WriteSpec("survive", 2, 300));
+  ASSERT_FALSE(job_id.empty());
   // Both gangs running (a gang whose start never reached its agent would, correctly, be
   // restarted after the adoption grace instead).
-  auto running = [&] {
-    const v1::Job job = get();
+  auto running = [](const v1::Job& job) {
     return job.sft().state() == v1::BRANCH_STATE_RUNNING &&
            job.alignment().state() == v1::BRANCH_STATE_RUNNING;
   };
-  for (int i = 0; i < 200 && !running(); ++i) absl::SleepFor(absl::Milliseconds(20));
-  ASSERT_TRUE(running());
+  ASSERT_TRUE(running(WaitFor(job_id, running, absl::Seconds(4))));
   coordinator_->Signal(SIGKILL);
   ASSERT_TRUE(coordinator_->Wait(absl::Seconds(10)).has_value());
   coordinator_ = std::make_unique<ChildProcess>(coordinator_argv_, std::vector<std::string>{},
                                                 root_ + "/coordinator2.log");
-  output.clear();
+  std::string output;
   ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "watch", job_id}, &output),
             0)
       << output << *ReadFileToString(root_ + "/coordinator2.log");
-  const v1::Job job = get();
+  const v1::Job job = GetJob(job_id);
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
   const std::string log = *ReadFileToString(root_ + "/coordinator2.log");
   EXPECT_EQ(job.sft().attempt(), 1) << "the running ranks were restarted instead of adopted\n" << log;

@@ -97,8 +97,15 @@ paft::v1::BranchKind ParseBranch(const std::string& name) {
   return paft::v1::BRANCH_KIND_UNSPECIFIED;
 }
 
-std::string JobStateName(paft::v1::JobState s);
-std::string BranchStateName(paft::v1::BranchState s);
+std::string Short(const std::string& enum_name, const std::string& prefix) {
+  return enum_name.rfind(prefix, 0) == 0 ? enum_name.substr(prefix.size()) : enum_name;
+}
+std::string JobStateName(paft::v1::JobState s) {
+  return Short(paft::v1::JobState_Name(s), "JOB_STATE_");
+}
+std::string BranchStateName(paft::v1::BranchState s) {
+  return Short(paft::v1::BranchState_Name(s), "BRANCH_STATE_");
+}
 
 std::string EventLine(const paft::v1::JobEvent& event) {
   std::string what;
@@ -227,16 +234,6 @@ std::string ToJson(const google::protobuf::Message& message) {
   options.preserve_proto_field_names = true;
   (void)google::protobuf::util::MessageToJsonString(message, &out, options);
   return out;
-}
-
-std::string Short(const std::string& enum_name, const std::string& prefix) {
-  return enum_name.rfind(prefix, 0) == 0 ? enum_name.substr(prefix.size()) : enum_name;
-}
-std::string JobStateName(paft::v1::JobState s) {
-  return Short(paft::v1::JobState_Name(s), "JOB_STATE_");
-}
-std::string BranchStateName(paft::v1::BranchState s) {
-  return Short(paft::v1::BranchState_Name(s), "BRANCH_STATE_");
 }
 
 std::string ProgressBar(int64_t step, int64_t total, int width = 24) {

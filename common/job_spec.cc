@@ -170,6 +170,7 @@ void DefaultBranch(BranchSpec* b, bool is_sft) {
   if (b->max_steps() == 0 && b->epochs() == 0) b->set_epochs(1.0);
   if (b->checkpoint().keep_last() == 0) b->mutable_checkpoint()->set_keep_last(2);
   if (b->seed() == 0) b->set_seed(42);
+  if (b->precision().empty()) b->set_precision("auto");
 }
 
 void ValidateBranch(Errors& e, const BranchSpec& b, const std::string& p, bool is_sft) {
@@ -252,6 +253,10 @@ void ValidateBranch(Errors& e, const BranchSpec& b, const std::string& p, bool i
   if (batch.max_seq_len() < 8 || batch.max_seq_len() > 1 << 20) {
     e.Add(p + ".batch.max_seq_len",
           absl::StrCat("must be between 8 and 1048576, got ", batch.max_seq_len()));
+  }
+  const auto kPrecisions = {"auto", "fp32", "bf16"};
+  if (!b.precision().empty() && !OneOf(b.precision(), kPrecisions)) {
+    e.Add(p + ".precision", Allowed(kPrecisions));
   }
   if (b.max_steps() < 0) e.Add(p + ".max_steps", "must be >= 0");
   if (!(b.epochs() >= 0 && b.epochs() <= 1e4)) e.Add(p + ".epochs", "must be in [0, 10000]");

@@ -72,8 +72,8 @@ std::function<void()> ProcessGroupHandle::AllReduceAsync(torch::Tensor tensor) {
 
 GradientSynchronizer::GradientSynchronizer(ProcessGroupHandle* group,
                                            std::vector<torch::Tensor> params,
-                                           int64_t bucket_bytes)
-    : group_(group), params_(std::move(params)) {
+                                           int64_t bucket_bytes, Reduction reduction)
+    : group_(group), reduction_(reduction), params_(std::move(params)) {
   where_.resize(params_.size());
   got_.assign(params_.size(), false);
   // Reverse order: the last layers' gradients come first in backward.
@@ -125,7 +125,7 @@ void GradientSynchronizer::OnGradient(size_t k, const torch::Tensor& grad) {
 }
 
 void GradientSynchronizer::Launch(Bucket& bucket) {
-  bucket.flat.div_(group_->world_size());
+  if (reduction_ == Reduction::kAverage) bucket.flat.div_(group_->world_size());
   bucket.wait = group_->AllReduceAsync(bucket.flat);
 }
 
@@ -152,11 +152,11 @@ void GradientSynchronizer::Finish() {
     b.wait();
     for (size_t slot = 0; slot < b.params.size(); ++slot) {
       const size_t k = b.params[slot];
-      auto averaged = b.flat.narrow(0, b.offsets[slot], params_[k].numel()).view(params_[k].sizes());
+      auto reduced = b.flat.narrow(0, b.offsets[slot], params_[k].numel()).view(params_[k].sizes());
       if (params_[k].grad().defined()) {
-        params_[k].mutable_grad().copy_(averaged);
+        params_[k].mutable_grad().copy_(reduced);
       } else {
-        params_[k].mutable_grad() = averaged.clone();
+        params_[k].mutable_grad() = reduced.clone();
       }
     }
   }

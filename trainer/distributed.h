@@ -49,15 +49,18 @@ class ProcessGroupHandle {
   std::string backend_;
 };
 
-// Averages the gradients of `params` across ranks like DDP: parameters are packed into buckets
+// Averages (DDP) or sums the gradients of `params` across ranks: parameters are packed into buckets
 // of about `bucket_bytes` in reverse registration order (the order backward produces them);
 // hooks copy each gradient into its bucket as autograd computes it and launch the bucket's
 // all-reduce as soon as the bucket is full. Call Prepare(sync) before each backward and
 // Finish() after it; with sync = false (an accumulation micro-step) nothing is communicated.
+// kSum is for losses that are already each rank's share of the global loss (see
+// objectives.h); kAverage is DDP's convention for per-rank mean losses.
 class GradientSynchronizer {
  public:
+  enum class Reduction { kAverage, kSum };
   GradientSynchronizer(ProcessGroupHandle* group, std::vector<torch::Tensor> params,
-                       int64_t bucket_bytes = 25 << 20);
+                       int64_t bucket_bytes = 25 << 20, Reduction reduction = Reduction::kAverage);
   void Prepare(bool sync);
   // Waits for every bucket (launching those whose parameters got no gradient) and writes the
   // averaged gradients into .grad.
@@ -76,6 +79,7 @@ class GradientSynchronizer {
   void Launch(Bucket& bucket);
 
   ProcessGroupHandle* group_;
+  Reduction reduction_;
   std::vector<torch::Tensor> params_;
   std::vector<std::pair<size_t, size_t>> where_;  // param -> (bucket, slot)
   std::vector<Bucket> buckets_;

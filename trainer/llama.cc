@@ -13,6 +13,7 @@
 #include "common/safetensors.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "trainer/precision.h"
 #include "trainer/torch_io.h"
 
 namespace paft::trainer {
@@ -33,11 +34,12 @@ double LoraOptions::scaling() const {
 // ---------------------------------------------------------------------------------------------
 // Linear with LoRA
 
-LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
-  weight = register_parameter("weight", torch::empty({out_features, in_features}));
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias,
+                       torch::ScalarType dtype) {
+  weight = register_parameter("weight", torch::empty({out_features, in_features}, dtype));
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
   if (with_bias) {
-    bias = register_parameter("bias", torch::zeros({out_features}));
+    bias = register_parameter("bias", torch::zeros({out_features}, dtype));
   }
 }
 
@@ -53,9 +55,11 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
 
 void LinearImpl::AddLora(const LoraOptions& options) {
   const int64_t out = weight.size(0), in = weight.size(1);
-  lora_A = register_parameter("lora_A", torch::empty({options.r, in}, weight.options()));
+  // Trainable: fp32 at least, whatever the frozen weight's dtype (fp64 stays fp64 for tests).
+  auto options_fp32 = weight.options().dtype(at::promote_types(weight.scalar_type(), torch::kFloat));
+  lora_A = register_parameter("lora_A", torch::empty({options.r, in}, options_fp32));
   torch::nn::init::kaiming_uniform_(lora_A, std::sqrt(5.0));
-  lora_B = register_parameter("lora_B", torch::zeros({out, options.r}, weight.options()));
+  lora_B = register_parameter("lora_B", torch::zeros({out, options.r}, options_fp32));
   scaling = options.scaling();
   dropout = options.dropout;
   weight.set_requires_grad(false);
@@ -73,8 +77,8 @@ torch::Tensor LinearImpl::MergedWeight() const {
 // ---------------------------------------------------------------------------------------------
 // Blocks
 
-RMSNormImpl::RMSNormImpl(int64_t size, double eps_value) : eps(eps_value) {
-  weight = register_parameter("weight", torch::ones({size}));
+RMSNormImpl::RMSNormImpl(int64_t size, double eps_value, torch::ScalarType dtype) : eps(eps_value) {
+  weight = register_parameter("weight", torch::ones({size}, dtype));
 }
 
 // Low-precision inputs compute in fp32; fp32 and fp64 keep their own precision.
@@ -111,15 +115,15 @@ torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos,
   return x * c + rotated * s;
 }
 
-AttentionImpl::AttentionImpl(const ModelConfig& config)
+AttentionImpl::AttentionImpl(const ModelConfig& config, torch::ScalarType dtype)
     : heads_(config.num_attention_heads),
       kv_heads_(config.num_key_value_heads),
       head_dim_(config.head_dim) {
   const int64_t h = config.hidden_size;
-  q_proj = register_module("q_proj", Linear(h, heads_ * head_dim_, config.attention_bias));
-  k_proj = register_module("k_proj", Linear(h, kv_heads_ * head_dim_, config.attention_bias));
-  v_proj = register_module("v_proj", Linear(h, kv_heads_ * head_dim_, config.attention_bias));
-  o_proj = register_module("o_proj", Linear(heads_ * head_dim_, h, false));
+  q_proj = register_module("q_proj", Linear(h, heads_ * head_dim_, config.attention_bias, dtype));
+  k_proj = register_module("k_proj", Linear(h, kv_heads_ * head_dim_, config.attention_bias, dtype));
+  v_proj = register_module("v_proj", Linear(h, kv_heads_ * head_dim_, config.attention_bias, dtype));
+  o_proj = register_module("o_proj", Linear(heads_ * head_dim_, h, false, dtype));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
@@ -152,25 +156,24 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   return o_proj(out);
 }
 
-MlpImpl::MlpImpl(const ModelConfig& config) {
-  gate_proj = register_module("gate_proj",
-                              Linear(config.hidden_size, config.intermediate_size, false));
-  up_proj = register_module("up_proj", Linear(config.hidden_size, config.intermediate_size, false));
-  down_proj = register_module("down_proj",
-                              Linear(config.intermediate_size, config.hidden_size, false));
+MlpImpl::MlpImpl(const ModelConfig& config, torch::ScalarType dtype) {
+  const int64_t h = config.hidden_size, i = config.intermediate_size;
+  gate_proj = register_module("gate_proj", Linear(h, i, false, dtype));
+  up_proj = register_module("up_proj", Linear(h, i, false, dtype));
+  down_proj = register_module("down_proj", Linear(i, h, false, dtype));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   return down_proj(F::silu(gate_proj(x)) * up_proj(x));
 }
 
-DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config) {
-  self_attn = register_module("self_attn", Attention(config));
-  mlp = register_module("mlp", Mlp(config));
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config, torch::ScalarType dtype) {
+  self_attn = register_module("self_attn", Attention(config, dtype));
+  mlp = register_module("mlp", Mlp(config, dtype));
   input_layernorm =
-      register_module("input_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps));
+      register_module("input_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps, dtype));
   post_attention_layernorm = register_module(
-      "post_attention_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps));
+      "post_attention_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps, dtype));
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
@@ -180,13 +183,15 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
   return h + mlp(post_attention_layernorm(h));
 }
 
-LlamaBackboneImpl::LlamaBackboneImpl(const ModelConfig& config) {
+LlamaBackboneImpl::LlamaBackboneImpl(const ModelConfig& config, torch::ScalarType dtype) {
   embed_tokens = register_module(
       "embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
   torch::nn::init::normal_(embed_tokens->weight, 0.0, 0.02);
+  // Converted before the layers exist: the fp32 table is the only transient copy.
+  if (dtype != torch::kFloat) embed_tokens->weight.set_data(embed_tokens->weight.to(dtype));
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(DecoderLayer(config));
-  norm = register_module("norm", RMSNorm(config.hidden_size, config.rms_norm_eps));
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(DecoderLayer(config, dtype));
+  norm = register_module("norm", RMSNorm(config.hidden_size, config.rms_norm_eps, dtype));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,6 +209,9 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
                                torch::Tensor anchor, DecoderLayerImpl* layer) {
     ctx->save_for_backward({x, cos, sin, mask});
     ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
+    // The recomputation in backward runs in the precision of this forward (backward is outside
+    // the autocast scope).
+    ctx->saved_data["autocast"] = AutocastActive(x.device());
     torch::NoGradGuard no_grad;
     return layer->forward(x, cos, sin, mask, nullptr);
   }
@@ -219,6 +227,8 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     }
     torch::Tensor out;
     {
+      AutocastScope autocast(ctx->saved_data["autocast"].toBool() ? Precision::kBf16 : Precision::kFp32,
+                             x.device());
       torch::AutoGradMode enable(true);
       out = layer->forward(x, saved[1], saved[2], saved[3], nullptr);
     }
@@ -244,10 +254,11 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
 // ---------------------------------------------------------------------------------------------
 // Causal LM
 
-LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& config) : config_(config) {
-  model = register_module("model", LlamaBackbone(config));
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& config, torch::ScalarType dtype)
+    : config_(config) {
+  model = register_module("model", LlamaBackbone(config, dtype));
   if (!config.tie_word_embeddings) {
-    lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size, false));
+    lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size, false, dtype));
   }
 }
 
@@ -283,6 +294,9 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   }
 
   torch::Tensor h = model->embed_tokens(input_ids);
+  // Under autocast the residual stream is fp32 whatever the embeddings' dtype (exact: a bf16 or
+  // fp16 value is an fp32 value); autocast lowers each matmul's inputs itself.
+  if (h.scalar_type() != torch::kFloat && AutocastActive(h.device())) h = h.to(torch::kFloat);
   const bool checkpoint = activation_checkpointing_ && is_training() && cache == nullptr &&
                           torch::GradMode::is_enabled();
   torch::Tensor anchor = checkpoint ? torch::zeros({}, torch::requires_grad()) : torch::Tensor();
@@ -354,6 +368,16 @@ void LlamaForCausalLMImpl::AddLora(const LoraOptions& options) {
   lora_ = options;
 }
 
+void LlamaForCausalLMImpl::CastFrozenLinears(torch::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, linear] : Linears()) {
+    if (!linear->weight.requires_grad()) linear->weight.set_data(linear->weight.to(dtype));
+    if (linear->bias.defined() && !linear->bias.requires_grad()) {
+      linear->bias.set_data(linear->bias.to(dtype));
+    }
+  }
+}
+
 void LlamaForCausalLMImpl::SetLoraEnabled(bool enabled) {
   for (auto& [name, linear] : Linears()) linear->set_lora_enabled(enabled);
 }
@@ -390,11 +414,11 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaForCausalLMImpl::Trainab
 // Loading and saving
 
 absl::StatusOr<LlamaForCausalLM> LoadPretrained(const std::string& folder, torch::ScalarType dtype,
-                                                std::map<std::string, DType>* stored_dtypes) {
+                                                std::map<std::string, DType>* stored_dtypes,
+                                                bool exact) {
   PAFT_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(folder));
   PAFT_ASSIGN_OR_RETURN(auto weights, SafetensorsModel::Open(folder));
-  LlamaForCausalLM model(config);
-  model->to(dtype);
+  LlamaForCausalLM model(config, dtype);
   torch::NoGradGuard no_grad;
   std::set<std::string> expected;
   for (auto& [name, param] : model->HfStateDict()) {
@@ -414,6 +438,9 @@ absl::StatusOr<LlamaForCausalLM> LoadPretrained(const std::string& folder, torch
     if (!value.is_floating_point()) {
       return absl::InvalidArgumentError(absl::StrCat(folder, ": tensor '", name, "' has dtype ",
                                                      DTypeName(info.dtype)));
+    }
+    if (exact && value.scalar_type() != param.scalar_type()) {
+      param.set_data(torch::empty_like(param, param.options().dtype(torch::kFloat)));
     }
     param.copy_(value);
     if (stored_dtypes != nullptr) (*stored_dtypes)[name] = info.dtype;

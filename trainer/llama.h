@@ -37,7 +37,8 @@ struct LoraOptions {
 // With LoRA the base weight and bias are frozen; A starts Kaiming-uniform, B at zero (as PEFT).
 class LinearImpl : public torch::nn::Module {
  public:
-  LinearImpl(int64_t in_features, int64_t out_features, bool bias);
+  LinearImpl(int64_t in_features, int64_t out_features, bool bias,
+             torch::ScalarType dtype = torch::kFloat);
   torch::Tensor forward(const torch::Tensor& x);
 
   void AddLora(const LoraOptions& options);
@@ -61,7 +62,7 @@ TORCH_MODULE(Linear);
 // RMSNorm computed in fp32: weight * (x / sqrt(mean(x^2) + eps)) cast back to x's dtype.
 class RMSNormImpl : public torch::nn::Module {
  public:
-  RMSNormImpl(int64_t size, double eps);
+  RMSNormImpl(int64_t size, double eps, torch::ScalarType dtype = torch::kFloat);
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight;
   double eps;
@@ -86,7 +87,7 @@ torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos,
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  explicit AttentionImpl(const ModelConfig& config);
+  AttentionImpl(const ModelConfig& config, torch::ScalarType dtype);
   // x: (B, T, H); mask: additive (B, 1, T, S) fp32; returns (B, T, H).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const torch::Tensor& mask, LayerCache* cache);
@@ -99,7 +100,7 @@ TORCH_MODULE(Attention);
 
 class MlpImpl : public torch::nn::Module {
  public:
-  explicit MlpImpl(const ModelConfig& config);
+  MlpImpl(const ModelConfig& config, torch::ScalarType dtype);
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
@@ -107,7 +108,7 @@ TORCH_MODULE(Mlp);
 
 class DecoderLayerImpl : public torch::nn::Module {
  public:
-  explicit DecoderLayerImpl(const ModelConfig& config);
+  DecoderLayerImpl(const ModelConfig& config, torch::ScalarType dtype);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const torch::Tensor& mask, LayerCache* cache);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -119,7 +120,7 @@ TORCH_MODULE(DecoderLayer);
 // The decoder stack ("model." in HF names).
 class LlamaBackboneImpl : public torch::nn::Module {
  public:
-  explicit LlamaBackboneImpl(const ModelConfig& config);
+  LlamaBackboneImpl(const ModelConfig& config, torch::ScalarType dtype);
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers;
   RMSNorm norm{nullptr};
@@ -136,7 +137,8 @@ struct GenerationOptions {
 
 class LlamaForCausalLMImpl : public torch::nn::Module {
  public:
-  explicit LlamaForCausalLMImpl(const ModelConfig& config);
+  // Parameters are created in `dtype` (randomly initialised as HF/PEFT do).
+  explicit LlamaForCausalLMImpl(const ModelConfig& config, torch::ScalarType dtype = torch::kFloat);
 
   // input_ids: (B, T) int64. attention_mask: (B, T) 1 for tokens, 0 for padding (optional).
   // With a cache, input_ids continue the cached sequence. Returns logits (B, T, V) in the model's
@@ -150,6 +152,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // Adds LoRA to every targeted linear layer and freezes everything else.
   void AddLora(const LoraOptions& options);
   void SetLoraEnabled(bool enabled);
+  // Holds every frozen linear weight and bias in `dtype` (bf16 for bf16 autocast: the dtype
+  // autocast would cast them to at every use, so the numbers are the same).
+  void CastFrozenLinears(torch::ScalarType dtype);
   // Activation checkpointing per decoder layer (training only; no effect with a KV cache).
   void set_activation_checkpointing(bool enabled) { activation_checkpointing_ = enabled; }
   bool has_lora() const { return lora_.has_value(); }
@@ -179,8 +184,11 @@ TORCH_MODULE(LlamaForCausalLM);
 // Builds the model of `folder`'s config.json and loads its safetensors weights (single or
 // sharded; f32/bf16/f16), converting to `dtype`. Errors name missing, unexpected or misshapen
 // tensors. `stored_dtypes` receives each tensor's dtype on disk (to save it back the same way).
+// With `exact`, a tensor whose stored dtype is not `dtype` is held in fp32 instead (every
+// stored value kept exactly: bf16 for a bf16 checkpoint, fp32 for the others).
 absl::StatusOr<LlamaForCausalLM> LoadPretrained(const std::string& folder, torch::ScalarType dtype,
-                                                std::map<std::string, DType>* stored_dtypes = nullptr);
+                                                std::map<std::string, DType>* stored_dtypes = nullptr,
+                                                bool exact = false);
 
 // Writes a Hugging Face folder (config.json + model.safetensors; tokenizer files copied from
 // `copy_side_files_from` if given), atomically. LoRA is merged in when present. Tensors take

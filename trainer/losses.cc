@@ -76,6 +76,7 @@ PreferenceOutput PreferenceLoss(const PreferenceParams& params, const SideLogPro
       } else {
         losses = (h - 1 / (2 * beta)).pow(2);
       }
+      out.per_pair = losses;
       out.loss = losses.mean();
       out.chosen_rewards = (beta * chosen_ratio).detach();
       out.rejected_rewards = (beta * rejected_ratio).detach();
@@ -84,8 +85,8 @@ PreferenceOutput PreferenceLoss(const PreferenceParams& params, const SideLogPro
     case PreferenceKind::kOrpo: {
       torch::Tensor c = chosen.policy.mean(), r = rejected.policy.mean();
       torch::Tensor log_odds = (c - r) - (torch::log1p(-torch::exp(c)) - torch::log1p(-torch::exp(r)));
-      torch::Tensor ratio = F::logsigmoid(log_odds);
-      out.loss = chosen_nll - beta * ratio.mean();
+      out.per_pair = -beta * F::logsigmoid(log_odds);
+      out.loss = chosen_nll + out.per_pair.mean();
       out.chosen_rewards = (beta * c).detach();
       out.rejected_rewards = (beta * r).detach();
       break;
@@ -93,7 +94,8 @@ PreferenceOutput PreferenceLoss(const PreferenceParams& params, const SideLogPro
     case PreferenceKind::kSimpo: {
       torch::Tensor c = chosen.policy.mean(), r = rejected.policy.mean();
       torch::Tensor logits = beta * (c - r) - params.gamma;
-      out.loss = (-F::logsigmoid(logits) * (1 - eps) - F::logsigmoid(-logits) * eps).mean();
+      out.per_pair = -F::logsigmoid(logits) * (1 - eps) - F::logsigmoid(-logits) * eps;
+      out.loss = out.per_pair.mean();
       out.chosen_rewards = (beta * c).detach();
       out.rejected_rewards = (beta * r).detach();
       break;

@@ -52,7 +52,8 @@ struct SideLogProbs {
 };
 
 struct PreferenceOutput {
-  torch::Tensor loss;              // scalar
+  torch::Tensor loss;              // scalar: mean over pairs (ORPO: plus chosen_nll)
+  torch::Tensor per_pair;          // (B) each pair's preference term (ORPO: without the NLL)
   torch::Tensor chosen_rewards;    // (B), detached
   torch::Tensor rejected_rewards;  // (B), detached
   torch::Tensor accuracy() const { return (chosen_rewards > rejected_rewards).to(torch::kFloat).mean(); }

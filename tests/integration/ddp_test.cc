@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <map>
 
 #include "absl/strings/numbers.h"
@@ -60,6 +61,11 @@ class DdpTest : public ::testing::Test {
   std::string WriteTask(const std::string& name, int rank, int world, int batch, int port,
                         int steps, int every = 0, double dropout = 0.0,
                         const std::string& resume_from = "") {
+    return SaveTask(MakeTask(name, rank, world, batch, port, steps, every, dropout, resume_from));
+  }
+
+  v1::Task MakeTask(const std::string& name, int rank, int world, int batch, int port, int steps,
+                    int every = 0, double dropout = 0.0, const std::string& resume_from = "") {
     v1::Task task;
     task.set_task_id(name);
     task.set_rank(rank);
@@ -86,7 +92,14 @@ class DdpTest : public ::testing::Test {
     spec->mutable_checkpoint()->set_every_steps(every);
     spec->mutable_checkpoint()->set_keep_last(2);
     spec->mutable_lora()->set_dropout(dropout);
+    spec->set_precision("fp32");
     task.set_resume_from(resume_from);
+    return task;
+  }
+
+  std::string SaveTask(const v1::Task& task) {
+    const std::string& name = task.task_id();
+    const int rank = task.rank();
     std::string json;
     (void)google::protobuf::util::MessageToJsonString(task, &json);
     const std::string path = dir_.Join(absl::StrCat(name, "-rank", rank, ".json"));
@@ -138,6 +151,89 @@ TEST_F(DdpTest, TwoRanksFollowTheSingleRankLossCurve) {
   }
   // Only rank 0 writes checkpoints.
   EXPECT_FALSE(PathExists(dir_.Join("two/checkpoints/checkpoint-5.staging")));
+}
+
+// The largest absolute difference between the same-named tensors of two adapters (fp32).
+double MaxAdapterDifference(const std::string& a, const std::string& b) {
+  auto x = SafetensorsFile::Open(a + "/adapter_model.safetensors");
+  auto y = SafetensorsFile::Open(b + "/adapter_model.safetensors");
+  EXPECT_TRUE(x.ok() && y.ok());
+  if (!x.ok() || !y.ok()) return 1e9;
+  double worst = 0;
+  for (const auto& t : (*x)->tensors()) {
+    const TensorInfo* other = (*y)->Find(t.name);
+    EXPECT_NE(other, nullptr) << t.name;
+    if (other == nullptr) return 1e9;
+    auto dx = (*x)->Data(t), dy = (*y)->Data(*other);
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      float fx, fy;
+      std::memcpy(&fx, dx.data() + 4 * i, 4);
+      std::memcpy(&fy, dy.data() + 4 * i, 4);
+      worst = std::max(worst, static_cast<double>(std::fabs(fx - fy)));
+    }
+  }
+  return worst;
+}
+
+// On examples of different lengths, the loss of a step is normalised by the completion tokens
+// of the whole global batch (every rank, every accumulation step): 1 rank x batch 4, 2 ranks x
+// batch 2 and 1 rank x batch 2 x accumulation 2 train the same adapter, with and without L1.
+TEST_F(DdpTest, GlobalBatchOfVariableLengthsTrainsTheSameWeightsHoweverSplit) {
+  std::vector<TokenExample> examples;
+  for (uint32_t i = 0; i < 24; ++i) {
+    std::vector<uint32_t> prompt, completion;
+    for (uint32_t k = 0; k < 1 + (i * 7) % 5; ++k) prompt.push_back(3 + (i + k) % 11);
+    for (uint32_t k = 0; k < 1 + (i * 5) % 9; ++k) completion.push_back(14 + (i * 3 + k) % 13);
+    completion.push_back(2);
+    examples.push_back({prompt, completion, {}});
+  }
+  ASSERT_TRUE(WriteTokenDataset(dir_.Join("ragged.paftds"), DatasetKind::kSft, examples).ok());
+  constexpr int kSteps = 4;
+  for (double l1 : {0.0, 1e-3}) {
+    const std::string tag = l1 > 0 ? "l1" : "plain";
+    auto task = [&](const std::string& name, int rank, int world, int batch, int accum, int port) {
+      v1::Task t = MakeTask(name + "-" + tag, rank, world, batch, port, kSteps);
+      t.mutable_spec()->mutable_dataset()->set_path(dir_.Join("ragged.paftds"));
+      t.mutable_spec()->mutable_batch()->set_gradient_accumulation_steps(accum);
+      t.mutable_spec()->mutable_sft()->set_l1_lambda(l1);
+      return SaveTask(t);
+    };
+    std::string single, out;
+    ASSERT_EQ(testing::RunCommand({PAFT_WORKER, "train", "--threads=1",
+                                   "--task_file=" + task("b4", 0, 1, 4, 1, 0)}, &single), 0)
+        << single;
+    ASSERT_EQ(testing::RunCommand({PAFT_WORKER, "train", "--threads=1",
+                                   "--task_file=" + task("b2a2", 0, 1, 2, 2, 0)}, &out), 0) << out;
+    // The reported step losses agree too.
+    auto losses = Losses(single), accumulated_losses = Losses(out);
+    ASSERT_EQ(losses.size(), static_cast<size_t>(kSteps)) << single;
+    ASSERT_EQ(accumulated_losses.size(), losses.size()) << out;
+    for (size_t i = 0; i < losses.size(); ++i) EXPECT_NEAR(losses[i], accumulated_losses[i], 1e-6);
+    EXPECT_NE(losses.front(), losses.back());  // it trained
+    const int port = testing::FreePort();
+    testing::ChildProcess r0({PAFT_WORKER, "train", "--threads=1",
+                              "--task_file=" + task("w2", 0, 2, 2, 1, port)}, {}, dir_.Join("w0.log"));
+    testing::ChildProcess r1({PAFT_WORKER, "train", "--threads=1",
+                              "--task_file=" + task("w2", 1, 2, 2, 1, port)}, {}, dir_.Join("w1.log"));
+    for (auto* r : {&r0, &r1}) {
+      auto status = r->Wait(absl::Seconds(120));
+      ASSERT_TRUE(status.has_value());
+      ASSERT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
+          << *ReadFileToString(dir_.Join("w0.log")) << *ReadFileToString(dir_.Join("w1.log"));
+    }
+    auto final_of = [&](const std::string& name) {
+      return dir_.Join(absl::StrCat(name, "-", tag, "/checkpoints/checkpoint-", kSteps));
+    };
+    const double two_ranks = MaxAdapterDifference(final_of("b4"), final_of("w2"));
+    const double accumulated = MaxAdapterDifference(final_of("b4"), final_of("b2a2"));
+    std::cerr << tag << ": max |b4 - 2 ranks x b2| = " << two_ranks
+              << ", max |b4 - b2 x accumulation 2| = " << accumulated << "\n";
+    EXPECT_LT(two_ranks, 1e-6) << tag;
+    EXPECT_LT(accumulated, 1e-6) << tag;
+    auto two_rank_losses = Losses(*ReadFileToString(dir_.Join("w0.log")));
+    ASSERT_EQ(two_rank_losses.size(), losses.size());
+    for (size_t i = 0; i < losses.size(); ++i) EXPECT_NEAR(losses[i], two_rank_losses[i], 1e-6);
+  }
 }
 
 TEST_F(DdpTest, ADeadPeerFailsTheSurvivorWithinTheTimeout) {

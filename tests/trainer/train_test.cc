@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "common/file_util.h"
+#include "common/safetensors.h"
 #include "common/token_dataset.h"
 #include "tests/testing/temp_dir.h"
 #include "trainer/llama.h"
@@ -84,6 +85,7 @@ paft::v1::Task MakeTask(const std::string& base, const std::string& dir, bool sf
   spec->mutable_checkpoint()->set_every_steps(sft ? 100 : 0);
   spec->mutable_checkpoint()->set_keep_last(5);
   spec->set_seed(3);
+  spec->set_precision("fp32");
   return task;
 }
 
@@ -177,6 +179,42 @@ TEST(TrainTest, PrecomputedReferenceMatchesOnTheFly) {
   ASSERT_TRUE(names.ok());
   for (const auto& name : *names) cached |= name.find("train.paftds.ref-") == 0;
   EXPECT_TRUE(cached);
+}
+
+// bf16 mixed precision with LoRA: the frozen base in bf16, the adapter trained and saved in
+// fp32, the task learnt as in fp32; an unknown precision is refused by name.
+TEST(TrainTest, Bf16LoraTrainingLearnsAndSavesAnFp32Adapter) {
+  testing::TempDir dir;
+  const std::string base = MakeBase(dir);
+  WriteSft(dir.Join("train.paftds"), 1, 0);
+  WriteSft(dir.Join("test.paftds"), 0, 0);
+  TrainOptions options;
+  options.task = MakeTask(base, dir.Join("ckpt"), true);
+  options.task.mutable_spec()->set_precision("bf16");
+  options.task.mutable_spec()->set_max_steps(200);
+  options.task.mutable_spec()->mutable_checkpoint()->set_every_steps(0);
+  options.dataset = dir.Join("train.paftds");
+  std::vector<double> losses;
+  options.emit = [&](const nlohmann::json& e) {
+    if (e["type"] == "progress") losses.push_back(e["loss"]);
+  };
+  ASSERT_TRUE(Train(options).ok());
+  const std::string final = dir.Join("ckpt/checkpoint-200");
+  auto adapter = SafetensorsFile::Open(final + "/adapter_model.safetensors");
+  ASSERT_TRUE(adapter.ok());
+  for (const auto& t : (*adapter)->tensors()) EXPECT_EQ(t.dtype, DType::kF32) << t.name;
+  auto state = ReadFileToString(final + "/trainer_state.json");
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(nlohmann::json::parse(*state)["precision"], "bf16");
+  EXPECT_LT(losses.back(), 0.5 * losses.front());
+  auto report = Evaluate(base, final, dir.Join("test.paftds"), 0.1, 3);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_LT((*report)["loss"].get<double>(), 0.5 * std::log(24.0)) << report->dump();
+
+  options.task.mutable_spec()->set_precision("fp16");
+  absl::Status refused = Train(options);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("'fp16'"));
 }
 
 TEST(TrainTest, WrongDataAndChangedDataAreRefused) {

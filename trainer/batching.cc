@@ -1,0 +1,101 @@
+#include "trainer/batching.h"
+
+#include <algorithm>
+#include <random>
+#include <utility>
+
+namespace paft::trainer {
+
+Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, int64_t pad_id) {
+  const bool preference = data.kind() == DatasetKind::kPreference;
+  std::vector<std::pair<absl::Span<const uint32_t>, absl::Span<const uint32_t>>> rows;
+  for (int64_t i : indices) rows.emplace_back(data.prompt(i), data.completion(i));
+  if (preference) {
+    for (int64_t i : indices) rows.emplace_back(data.prompt(i), data.rejected(i));
+  }
+  int64_t t = 0;
+  for (const auto& [p, c] : rows) t = std::max<int64_t>(t, p.size() + c.size());
+  const int64_t r = static_cast<int64_t>(rows.size());
+  Batch b;
+  b.input_ids = torch::full({r, t}, pad_id, torch::kLong);
+  b.attention_mask = torch::zeros({r, t}, torch::kLong);
+  b.completion_mask = torch::zeros({r, t}, torch::kLong);
+  auto ids = b.input_ids.accessor<int64_t, 2>();
+  auto am = b.attention_mask.accessor<int64_t, 2>();
+  auto cm = b.completion_mask.accessor<int64_t, 2>();
+  for (int64_t row = 0; row < r; ++row) {
+    const auto& [prompt, completion] = rows[row];
+    int64_t pos = 0;
+    for (uint32_t tok : prompt) {
+      ids[row][pos] = tok;
+      am[row][pos++] = 1;
+    }
+    for (uint32_t tok : completion) {
+      ids[row][pos] = tok;
+      am[row][pos] = 1;
+      cm[row][pos++] = 1;
+    }
+    b.tokens += pos;
+  }
+  b.pairs = preference ? static_cast<int64_t>(indices.size()) : 0;
+  b.indices = indices;
+  return b;
+}
+
+Batch ToDevice(Batch b, const torch::Device& device) {
+  if (b.input_ids.device() == device) return b;
+  b.input_ids = b.input_ids.to(device);
+  b.attention_mask = b.attention_mask.to(device);
+  b.completion_mask = b.completion_mask.to(device);
+  return b;
+}
+
+int64_t TargetTokens(absl::Span<const uint32_t> prompt, absl::Span<const uint32_t> completion) {
+  const int64_t n = static_cast<int64_t>(completion.size());
+  return prompt.empty() ? std::max<int64_t>(0, n - 1) : n;
+}
+
+std::vector<int64_t> EpochOrder(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::mt19937_64 rng(seed * 1000003ULL + static_cast<uint64_t>(epoch));
+  std::shuffle(order.begin(), order.end(), rng);
+  return order;
+}
+
+DataSchedule::DataSchedule(const TokenDataset* data, uint64_t seed, int64_t batch,
+                           int64_t accumulation, int world)
+    : data_(data), seed_(seed), batch_(batch), accumulation_(accumulation), world_(world) {}
+
+int64_t DataSchedule::Example(int64_t position) {
+  const int64_t n = data_->size();
+  const int64_t epoch = position / n;
+  auto it = orders_.find(epoch);
+  if (it == orders_.end()) {
+    // A step may straddle two epochs: keep the two newest orders.
+    if (orders_.size() >= 2) orders_.erase(orders_.begin());
+    it = orders_.emplace(epoch, EpochOrder(n, seed_, epoch)).first;
+  }
+  return it->second[position % n];
+}
+
+std::vector<int64_t> DataSchedule::MicroBatch(int64_t step, int64_t micro, int rank) {
+  const int64_t first = ((step * accumulation_ + micro) * world_ + rank) * batch_;
+  std::vector<int64_t> indices;
+  indices.reserve(batch_);
+  for (int64_t k = 0; k < batch_; ++k) indices.push_back(Example(first + k));
+  return indices;
+}
+
+StepCounts DataSchedule::Counts(int64_t step) {
+  StepCounts counts;
+  const int64_t first = step * examples_per_step();
+  for (int64_t k = 0; k < examples_per_step(); ++k) {
+    const int64_t i = Example(first + k);
+    counts.targets += TargetTokens(data_->prompt(i), data_->completion(i));
+    counts.sequences += 1;
+  }
+  return counts;
+}
+
+}  // namespace paft::trainer

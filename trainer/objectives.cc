@@ -1,0 +1,110 @@
+#include "trainer/objectives.h"
+
+#include "common/status.h"
+
+namespace paft::trainer {
+
+std::pair<SequenceLogProbs, SequenceLogProbs> SplitPairs(const SequenceLogProbs& all, int64_t b) {
+  return {{all.sum.narrow(0, 0, b), all.tokens.narrow(0, 0, b)},
+          {all.sum.narrow(0, b, b), all.tokens.narrow(0, b, b)}};
+}
+
+absl::StatusOr<BranchObjective> BranchObjective::FromSpec(const paft::v1::BranchSpec& spec) {
+  BranchObjective o;
+  PreferenceParams& p = o.preference_;
+  if (spec.has_sft()) {
+    o.sft_ = true;
+    o.l1_lambda_ = spec.sft().l1_lambda();
+    return o;
+  }
+  if (spec.has_dpo()) {
+    PAFT_ASSIGN_OR_RETURN(p.kind, DpoKind(spec.dpo().loss_type()));
+    p.beta = spec.dpo().beta();
+    p.label_smoothing = spec.dpo().label_smoothing();
+  } else if (spec.has_orpo()) {
+    p.kind = PreferenceKind::kOrpo;
+    p.beta = spec.orpo().beta();
+  } else if (spec.has_simpo()) {
+    p.kind = PreferenceKind::kSimpo;
+    p.beta = spec.simpo().beta();
+    p.gamma = spec.simpo().gamma();
+  } else {
+    return absl::InvalidArgumentError("the branch has no training objective");
+  }
+  if (p.beta <= 0) p.beta = 0.1;
+  return o;
+}
+
+bool BranchObjective::needs_reference() const {
+  return !sft_ && preference_.kind != PreferenceKind::kOrpo &&
+         preference_.kind != PreferenceKind::kSimpo;
+}
+
+std::pair<SequenceLogProbs, SequenceLogProbs> BranchObjective::ReferenceLogProbsOf(
+    LlamaForCausalLM& model, const Batch& b) {
+  auto options = torch::TensorOptions().dtype(torch::kFloat).device(b.input_ids.device());
+  if (!cache_.empty()) {
+    std::vector<float> cs, ct, rs, rt;
+    for (int64_t i : b.indices) {
+      const auto& e = cache_[i];
+      cs.push_back(static_cast<float>(e[0]));
+      ct.push_back(static_cast<float>(e[1]));
+      rs.push_back(static_cast<float>(e[2]));
+      rt.push_back(static_cast<float>(e[3]));
+    }
+    return {{torch::tensor(cs).to(options), torch::tensor(ct).to(options)},
+            {torch::tensor(rs).to(options), torch::tensor(rt).to(options)}};
+  }
+  torch::NoGradGuard no_grad;
+  torch::Tensor logits;
+  if (reference_.is_empty()) {  // LoRA: the base with adapters off is the reference
+    model->SetLoraEnabled(false);
+    logits = model->forward(b.input_ids, b.attention_mask);
+    model->SetLoraEnabled(true);
+  } else {
+    logits = reference_->forward(b.input_ids, b.attention_mask);
+  }
+  return SplitPairs(CompletionLogProbs(logits, b.input_ids, b.completion_mask), b.pairs);
+}
+
+torch::Tensor BranchObjective::MicroBatchLoss(LlamaForCausalLM& model, const Batch& b,
+                                              const StepCounts& counts, StepMetrics* metrics) {
+  const double targets = static_cast<double>(std::max<int64_t>(1, counts.targets));
+  torch::Tensor logits = model->forward(b.input_ids, b.attention_mask);
+  if (sft_) {
+    torch::Tensor share = -CompletionLogProbs(logits, b.input_ids, b.completion_mask).sum.sum() / targets;
+    metrics->loss += share.item<double>();
+    return share;
+  }
+  const int64_t pairs = b.pairs;
+  auto [chosen, rejected] =
+      SplitPairs(CompletionLogProbs(logits, b.input_ids, b.completion_mask), pairs);
+  SideLogProbs c{chosen, {}}, r{rejected, {}};
+  if (needs_reference()) std::tie(c.reference, r.reference) = ReferenceLogProbsOf(model, b);
+  PreferenceOutput out = PreferenceLoss(preference_, c, r, torch::zeros({}, chosen.sum.options()));
+  torch::Tensor share = out.per_pair.sum() / static_cast<double>(std::max<int64_t>(1, counts.sequences));
+  if (preference_.kind == PreferenceKind::kOrpo) share = share - chosen.sum.sum() / targets;
+  metrics->loss += share.item<double>();
+  metrics->chosen_reward += out.chosen_rewards.mean().item<double>();
+  metrics->rejected_reward += out.rejected_rewards.mean().item<double>();
+  metrics->accuracy += out.accuracy().item<double>();
+  metrics->margin += out.margin().item<double>();
+  return share;
+}
+
+torch::Tensor BranchObjective::Penalty(const LlamaForCausalLM& model) const {
+  if (l1_lambda_ <= 0) return {};
+  std::vector<torch::Tensor> params, reference;
+  if (reference_.is_empty()) {
+    for (auto& [name, p] : model->TrainableParameters()) params.push_back(p);
+  } else {
+    auto theirs = reference_->named_parameters();
+    for (auto& [name, p] : model->TrainableParameters()) {
+      params.push_back(p);
+      reference.push_back(theirs[name]);
+    }
+  }
+  return l1_lambda_ * L1Penalty(params, reference);
+}
+
+}  // namespace paft::trainer

@@ -1,0 +1,48 @@
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/process_util.h"
+#include "common/status.h"
+#include "common/token_dataset.h"
+#include "trainer/trainer.h"
+
+namespace paft::trainer {
+
+absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::string& base_model,
+                                           const paft::v1::BranchSpec& spec,
+                                           const std::string& cache_dir,
+                                           const std::string& prepare_binary) {
+  if (input.size() > 7 && input.substr(input.size() - 7) == ".paftds") return input;
+  const std::string tokenizer = JoinPath(base_model, "tokenizer.model");
+  if (!IsRegularFile(tokenizer)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "dataset ", input, " is JSONL but the base model has no tokenizer.model to tokenize it"));
+  }
+  PAFT_ASSIGN_OR_RETURN(std::string data, ReadFileToString(input));
+  PAFT_ASSIGN_OR_RETURN(std::string tok, ReadFileToString(tokenizer));
+  const std::string settings =
+      absl::StrCat(spec.dataset().format(), "|", spec.dataset().chat_template(), "|",
+                   spec.batch().max_seq_len());
+  const std::string key = Fingerprint(absl::Span<const uint8_t>(
+      reinterpret_cast<const uint8_t*>((data + tok + settings).data()), data.size() + tok.size() + settings.size()));
+  const std::string name = input.substr(input.find_last_of('/') + 1);
+  const std::string out = JoinPath(cache_dir, absl::StrCat(name, ".", key, ".paftds"));
+  if (IsRegularFile(out)) return out;
+  PAFT_RETURN_IF_ERROR(MakeDirs(cache_dir));
+  std::vector<std::string> argv = {prepare_binary, "--tokenizer=" + tokenizer, "--input=" + input,
+                                   "--output=" + out,
+                                   absl::StrCat("--max_seq_len=", spec.batch().max_seq_len() > 0 ? spec.batch().max_seq_len() : 512)};
+  if (!spec.dataset().format().empty()) argv.push_back("--format=" + spec.dataset().format());
+  if (!spec.dataset().chat_template().empty()) {
+    argv.push_back("--chat_template=" + spec.dataset().chat_template());
+  }
+  PAFT_ASSIGN_OR_RETURN(auto result, RunProcess(argv));
+  if (result.first != 0) {
+    std::string message = result.second;
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    if (result.first == 2) return absl::InvalidArgumentError(message);
+    return absl::InternalError(absl::StrCat("paft-prepare failed (exit ", result.first, "): ", message));
+  }
+  return out;
+}
+
+}  // namespace paft::trainer

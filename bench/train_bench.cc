@@ -1,111 +1,138 @@
-// Training throughput of the LibTorch engine on this machine, side by side with the measured peak
-// of a large fp32 matmul (the ceiling for model FLOPs utilisation, MFU).
+// Training throughput and peak memory of the real trainer (trainer::Train, as `paft-worker
+// train` runs it) on a model folder, for one configuration per process; bench/train_bench.sh
+// runs it beside the PyTorch-Python peer (bench/train_peer.py) on the same shapes.
 //
-//   paft-train-bench [--hidden=512] [--layers=6] [--vocab=8192] [--seq=256] [--batch=8]
-//                    [--steps=6] [--threads=0]
+//   paft-train-bench --model=DIR --mode=full|lora --precision=fp32|bf16 [--seq=128] [--batch=4]
+//                    [--steps=6] [--threads=0] [--lora_r=16] [--activation_checkpointing]
+//                    [--rank=0 --world=1 --port=0]
 //
-// FLOPs per token: 6 N (forward + backward of every weight matmul, N including the LM head)
-// + 12 L H T (attention scores and values), as in the PaLM / Chinchilla accounting.
-#include <ATen/Parallel.h>
-#include <torch/torch.h>
+// Prints one JSON line: the median step time of the steps after the first (warm-up), tokens per
+// second of this rank, and the process's peak resident memory.
+#include <sys/resource.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
-#include <chrono>
+#include <algorithm>
 #include <cstdio>
-#include <thread>
+#include <random>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "trainer/llama.h"
-#include "trainer/losses.h"
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/hf_config.h"
+#include "common/token_dataset.h"
+#include "nlohmann/json.hpp"
+#include "trainer/trainer.h"
 
-ABSL_FLAG(int, hidden, 512, "Hidden size");
-ABSL_FLAG(int, layers, 6, "Decoder layers");
-ABSL_FLAG(int, vocab, 8192, "Vocabulary");
-ABSL_FLAG(int, seq, 256, "Tokens per sequence");
-ABSL_FLAG(int, batch, 8, "Sequences per step");
+ABSL_FLAG(std::string, model, "", "Model folder (config.json + safetensors)");
+ABSL_FLAG(std::string, mode, "lora", "full or lora");
+ABSL_FLAG(std::string, precision, "fp32", "fp32 or bf16");
+ABSL_FLAG(int, seq, 128, "Tokens per sequence");
+ABSL_FLAG(int, batch, 4, "Sequences per step and rank");
 ABSL_FLAG(int, steps, 6, "Timed steps (after one warm-up step)");
 ABSL_FLAG(int, threads, 0, "Intra-op threads (0: all cores)");
-
-namespace {
-
-double Seconds(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-double MatmulPeakGflops(int64_t n) {
-  torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
-  torch::matmul(a, b);  // warm-up
-  const int reps = 5;
-  auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < reps; ++i) torch::matmul(a, b);
-  return 2.0 * n * n * n * reps / Seconds(start) / 1e9;
-}
-
-}  // namespace
+ABSL_FLAG(int, lora_r, 16, "LoRA rank (all linear layers)");
+ABSL_FLAG(bool, activation_checkpointing, false, "Recompute layer activations in backward");
+ABSL_FLAG(int, rank, 0, "This process's rank");
+ABSL_FLAG(int, world, 1, "Data-parallel ranks");
+ABSL_FLAG(int, port, 0, "Rendezvous port (world > 1)");
+ABSL_FLAG(std::string, profile, "", "Write a chrome://tracing profile of the run to this file");
+ABSL_FLAG(std::string, workdir, "", "Scratch folder (default: a new one under /tmp)");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  const int threads = absl::GetFlag(FLAGS_threads) > 0
-                          ? absl::GetFlag(FLAGS_threads)
-                          : static_cast<int>(std::thread::hardware_concurrency());
-  at::set_num_threads(threads);
-  std::printf("LibTorch %s, %d intra-op threads\n%s\n", TORCH_VERSION, at::get_num_threads(),
-              at::get_parallel_info().c_str());
-  const double peak = MatmulPeakGflops(2048);
-  std::printf("fp32 matmul 2048^3: %.1f GFLOP/s (the peak used for MFU)\n", peak);
-
-  const int64_t h = absl::GetFlag(FLAGS_hidden), layers = absl::GetFlag(FLAGS_layers);
-  const int64_t vocab = absl::GetFlag(FLAGS_vocab), seq = absl::GetFlag(FLAGS_seq);
-  const int64_t batch = absl::GetFlag(FLAGS_batch);
-  paft::ModelConfig config;
-  config.model_type = "llama";
-  config.vocab_size = vocab;
-  config.hidden_size = h;
-  config.intermediate_size = (8 * h / 3 + 63) / 64 * 64;
-  config.num_hidden_layers = layers;
-  config.num_attention_heads = h / 64;
-  config.num_key_value_heads = h / 64;
-  config.head_dim = 64;
-  config.tie_word_embeddings = true;
-  const int64_t params = config.ParameterCount();
-  // Matmul weights: every layer's projections plus the (tied) LM head.
-  const int64_t matmul_params = params - vocab * h - (2 * layers + 1) * h + vocab * h;
-  const double flops_per_token = 6.0 * matmul_params + 12.0 * layers * h * seq;
-  std::printf("model: %.1fM parameters (hidden %ld, %ld layers, vocab %ld), batch %ld x %ld tokens\n",
-              params / 1e6, h, layers, vocab, batch, seq);
-  std::printf("| mode | step s | tokens/s | model TFLOP/s | MFU |\n|---|---|---|---|---|\n");
-
-  for (const bool lora : {false, true}) {
-    torch::manual_seed(0);
-    paft::trainer::LlamaForCausalLM model(config);
-    if (lora) {
-      paft::trainer::LoraOptions options;
-      options.r = 16;
-      options.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                "down_proj"};
-      model->AddLora(options);
-    }
-    std::vector<torch::Tensor> trainable;
-    for (auto& [name, p] : model->TrainableParameters()) trainable.push_back(p);
-    torch::optim::AdamW optimizer(trainable, torch::optim::AdamWOptions(1e-4));
-    torch::Tensor ids = torch::randint(0, vocab, {batch, seq}, torch::kLong);
-    torch::Tensor mask = torch::ones({batch, seq}, torch::kLong);
-    double total = 0;
-    for (int step = 0; step <= absl::GetFlag(FLAGS_steps); ++step) {
-      auto start = std::chrono::steady_clock::now();
-      optimizer.zero_grad();
-      torch::Tensor loss = paft::trainer::SftLoss(model->forward(ids), ids, mask);
-      loss.backward();
-      optimizer.step();
-      if (step > 0) total += Seconds(start);
-    }
-    const double step_seconds = total / absl::GetFlag(FLAGS_steps);
-    const double tokens_per_second = batch * seq / step_seconds;
-    // LoRA skips the weight-gradient matmuls of the frozen weights: ~4N instead of 6N.
-    const double flops = lora ? flops_per_token * 4.0 / 6.0 : flops_per_token;
-    const double tflops = tokens_per_second * flops / 1e12;
-    std::printf("| %s | %.3f | %.0f | %.3f | %.0f%% |\n", lora ? "LoRA r=16, all linears" : "full fine-tuning",
-                step_seconds, tokens_per_second, tflops, 100.0 * tflops * 1e3 / peak);
+  using paft::v1::Task;
+  const std::string model = absl::GetFlag(FLAGS_model);
+  auto config = paft::LoadModelConfig(model);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
+    return 2;
   }
+  const int seq = absl::GetFlag(FLAGS_seq), batch = absl::GetFlag(FLAGS_batch);
+  const int steps = absl::GetFlag(FLAGS_steps), world = absl::GetFlag(FLAGS_world);
+  std::string work = absl::GetFlag(FLAGS_workdir);
+  if (work.empty()) {
+    char tmpl[] = "/tmp/paft-train-bench-XXXXXX";
+    work = ::mkdtemp(tmpl);
+  }
+  // Random SFT examples: a one-token prompt and seq - 1 completion tokens.
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<uint32_t> token(0, static_cast<uint32_t>(config->vocab_size - 1));
+  std::vector<paft::TokenExample> examples(static_cast<size_t>((steps + 1) * batch * world));
+  for (auto& e : examples) {
+    e.prompt = {token(rng)};
+    for (int i = 1; i < seq; ++i) e.completion.push_back(token(rng));
+  }
+  const std::string data = absl::StrCat(work, "/data-", absl::GetFlag(FLAGS_rank), ".paftds");
+  if (auto s = paft::WriteTokenDataset(data, paft::DatasetKind::kSft, examples); !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+
+  paft::trainer::TrainOptions options;
+  Task& task = options.task;
+  task.set_task_id("bench");
+  task.set_base_model(model);
+  task.set_rank(absl::GetFlag(FLAGS_rank));
+  task.set_world_size(world);
+  task.set_master_addr("127.0.0.1");
+  task.set_master_port(absl::GetFlag(FLAGS_port));
+  task.set_checkpoint_dir(absl::StrCat(work, "/checkpoints-", absl::GetFlag(FLAGS_rank)));
+  task.set_branch(paft::v1::BRANCH_KIND_SFT);
+  auto* spec = task.mutable_spec();
+  spec->mutable_sft();
+  spec->set_precision(absl::GetFlag(FLAGS_precision));
+  if (absl::GetFlag(FLAGS_mode) == "full") {
+    spec->mutable_full();
+  } else {
+    spec->mutable_lora()->set_r(absl::GetFlag(FLAGS_lora_r));
+    spec->mutable_lora()->set_alpha(2.0 * absl::GetFlag(FLAGS_lora_r));
+    for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}) {
+      spec->mutable_lora()->add_target_modules(m);
+    }
+  }
+  spec->mutable_optimizer()->set_learning_rate(1e-5);
+  spec->mutable_optimizer()->set_lr_schedule("constant");
+  spec->mutable_batch()->set_per_device_batch_size(batch);
+  spec->mutable_batch()->set_max_seq_len(seq);
+  spec->set_max_steps(steps + 1);
+  spec->set_activation_checkpointing(absl::GetFlag(FLAGS_activation_checkpointing));
+  spec->set_seed(1);
+  options.dataset = data;
+  options.threads = absl::GetFlag(FLAGS_threads);
+  std::vector<double> step_seconds;
+  options.emit = [&](const nlohmann::json& e) {
+    if (e["type"] == "progress" && e["tokens_per_second"].get<double>() > 0) {
+      // The event's rate counts every rank's tokens.
+      step_seconds.push_back(static_cast<double>(batch) * seq * world /
+                             e["tokens_per_second"].get<double>());
+    }
+  };
+  absl::Status status;
+  if (absl::GetFlag(FLAGS_profile).empty()) {
+    status = paft::trainer::Train(options);
+  } else {
+    torch::autograd::profiler::RecordProfile profile(absl::GetFlag(FLAGS_profile));
+    status = paft::trainer::Train(options);
+  }
+  (void)paft::RemoveAll(work);
+  if (!status.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  std::vector<double> timed(step_seconds.begin() + std::min<size_t>(1, step_seconds.size()),
+                            step_seconds.end());
+  std::sort(timed.begin(), timed.end());
+  const double median = timed.empty() ? 0 : timed[timed.size() / 2];
+  struct rusage usage;
+  ::getrusage(RUSAGE_SELF, &usage);
+  nlohmann::json out = {{"impl", "paft"},
+                        {"mode", absl::GetFlag(FLAGS_mode)},
+                        {"precision", absl::GetFlag(FLAGS_precision)},
+                        {"world", world},
+                        {"step_s", median},
+                        {"tokens_per_s", median > 0 ? batch * seq / median : 0.0},
+                        {"peak_rss_mib", usage.ru_maxrss / 1024.0}};
+  std::printf("%s\n", out.dump().c_str());
   return 0;
 }

@@ -44,13 +44,16 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = F::linear(x, weight, bias);
-  if (has_lora() && lora_enabled_) {
-    torch::Tensor h = x;
-    if (dropout > 0 && is_training()) h = F::dropout(h, F::DropoutFuncOptions().p(dropout).training(true));
-    y = y + F::linear(F::linear(h, lora_A), lora_B) * scaling;
-  }
-  return y;
+  if (!has_lora() || !lora_enabled_) return F::linear(x, weight, bias);
+  const torch::Tensor input = AutocastInput(x);  // cast once for both branches
+  torch::Tensor y = F::linear(input, weight, bias);
+  torch::Tensor h = input;
+  if (dropout > 0 && is_training()) h = F::dropout(h, F::DropoutFuncOptions().p(dropout).training(true));
+  // y + scaling * (h A^T) B^T with the scale and the sum inside one GEMM (alpha, beta = 1); never
+  // the dense delta B A.
+  const torch::Tensor down = F::linear(h, lora_A).reshape({-1, lora_A.size(0)});
+  return torch::addmm(y.reshape({-1, y.size(-1)}), down, lora_B.t(), /*beta=*/1, /*alpha=*/scaling)
+      .view(y.sizes());
 }
 
 void LinearImpl::AddLora(const LoraOptions& options) {
@@ -130,9 +133,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
                                      const torch::Tensor& sin, const torch::Tensor& mask,
                                      LayerCache* cache) {
   const int64_t b = x.size(0), t = x.size(1);
-  torch::Tensor q = q_proj(x).view({b, t, heads_, head_dim_}).transpose(1, 2);
-  torch::Tensor k = k_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
-  torch::Tensor v = v_proj(x).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  const torch::Tensor input = AutocastInput(x);
+  torch::Tensor q = q_proj(input).view({b, t, heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor k = k_proj(input).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor v = v_proj(input).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
   q = ApplyRotary(q, cos, sin);
   k = ApplyRotary(k, cos, sin);
   if (cache != nullptr) {
@@ -164,7 +168,8 @@ MlpImpl::MlpImpl(const ModelConfig& config, torch::ScalarType dtype) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return down_proj(F::silu(gate_proj(x)) * up_proj(x));
+  const torch::Tensor input = AutocastInput(x);
+  return down_proj(F::silu(gate_proj(input)) * up_proj(input));
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config, torch::ScalarType dtype) {
@@ -443,6 +448,7 @@ absl::StatusOr<LlamaForCausalLM> LoadPretrained(const std::string& folder, torch
       param.set_data(torch::empty_like(param, param.options().dtype(torch::kFloat)));
     }
     param.copy_(value);
+    found->first->Release(info);  // the mapped pages leave this process's resident memory
     if (stored_dtypes != nullptr) (*stored_dtypes)[name] = info.dtype;
   }
   for (const std::string& name : weights->names()) {

@@ -67,6 +67,12 @@ bool NativeBf16(const torch::Device& device) {
 
 bool AutocastActive(const torch::Device& device) { return AutocastEnabled(device.is_cuda()); }
 
+torch::Tensor AutocastInput(const torch::Tensor& x) {
+  const bool cuda = x.device().is_cuda();
+  if (x.scalar_type() != torch::kFloat || !AutocastEnabled(cuda)) return x;
+  return x.to(AutocastDtype(cuda));
+}
+
 absl::StatusOr<Precision> ResolvePrecision(const std::string& name, const torch::Device& device) {
   if (name.empty() || name == "auto") {
     return NativeBf16(device) ? Precision::kBf16 : Precision::kFp32;

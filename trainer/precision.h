@@ -22,6 +22,11 @@ bool NativeBf16(const torch::Device& device);
 // Whether autocast is on for `device`'s type in this thread.
 bool AutocastActive(const torch::Device& device);
 
+// `x` in autocast's lower precision when autocast is on for its device and x is fp32, else x.
+// Casting a block's input once, before the matmuls that share it (q/k/v, gate/up, a LoRA
+// branch), gives the same numbers as letting autocast cast it at every matmul.
+torch::Tensor AutocastInput(const torch::Tensor& x);
+
 // A spec's `precision` ("auto" or "", "fp32", "bf16") on `device`. "auto" is bf16 where the
 // device computes it natively, else fp32. Unknown names are InvalidArgument naming the value.
 absl::StatusOr<Precision> ResolvePrecision(const std::string& name, const torch::Device& device);

@@ -10,7 +10,6 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
@@ -19,7 +18,9 @@
 #include "common/token_dataset.h"
 #include "trainer/batching.h"
 #include "trainer/checkpoint_io.h"
+#include "trainer/cpu_runtime.h"
 #include "trainer/distributed.h"
+#include "trainer/fused_adamw.h"
 #include "trainer/llama.h"
 #include "trainer/objectives.h"
 #include "trainer/precision.h"
@@ -46,7 +47,7 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const paft::v1::Optimizer
     return std::make_unique<torch::optim::SGD>(
         params, torch::optim::SGDOptions(lr).weight_decay(opt.weight_decay()));
   }
-  return std::make_unique<torch::optim::AdamW>(
+  return std::make_unique<FusedAdamW>(
       params, torch::optim::AdamWOptions(lr)
                   .betas({opt.beta1() > 0 ? opt.beta1() : 0.9, opt.beta2() > 0 ? opt.beta2() : 0.999})
                   .eps(opt.epsilon() > 0 ? opt.epsilon() : 1e-8)
@@ -94,10 +95,9 @@ class BranchTrainer {
 
   // Model, data, objective, resume point, process group and optimizer, in that order.
   absl::Status SetUp() {
-    // LibTorch's intra-op pool defaults to 1 thread here: use the cores unless told otherwise.
-    at::set_num_threads(options_.threads > 0
-                            ? options_.threads
-                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+    // LibTorch's intra-op pool defaults to 1 thread here: use the cores unless told otherwise;
+    // keep the allocator from returning each step's buffers to the OS.
+    ConfigureCpuRuntime(options_.threads);
     torch::manual_seed(spec_.seed());
     device_ = RankDevice(options_.task.local_rank());
     PAFT_ASSIGN_OR_RETURN(precision_, ResolvePrecision(spec_.precision(), device_));

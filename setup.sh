@@ -6,6 +6,7 @@
 #   ./setup.sh build   install what is missing and build
 #   ./setup.sh deps    only install the Debian packages
 #   ./setup.sh fuzz    also install clang and libFuzzer, run every fuzz target (FUZZ_SECONDS each)
+#   ./setup.sh bench   also install python3-torch, run the training bench beside its PyTorch peer
 #
 # Environment: BUILD_DIR (default build), JOBS (default: number of cores), CMAKE_ARGS,
 # FUZZ_SECONDS (default 60).
@@ -61,8 +62,9 @@ case "$cmd" in
   test) install_deps; build; run_tests ;;
   demo) install_deps; build; exec examples/run_local_demo.sh "$BUILD_DIR" ;;
   fuzz) install_deps clang libclang-rt-14-dev; exec fuzz/run.sh "${FUZZ_SECONDS:-60}" ;;
+  bench) install_deps python3-torch; build; exec bench/train_bench.sh "$BUILD_DIR" ;;
   *)
-    sed -n '2,12p' "$0"
+    sed -n '2,13p' "$0"
     exit 2
     ;;
 esac

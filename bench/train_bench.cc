@@ -4,14 +4,15 @@
 //
 //   paft-train-bench --model=DIR --mode=full|lora --precision=fp32|bf16 [--seq=128] [--batch=4]
 //                    [--steps=6] [--threads=0] [--lora_r=16] [--activation_checkpointing]
-//                    [--rank=0 --world=1 --port=0]
+//                    [--ragged] [--padding_free] [--rank=0 --world=1 --port=0]
 //
-// Prints one JSON line: the median step time of the steps after the first (warm-up), tokens per
-// second of this rank, and the process's peak resident memory.
+// Prints one JSON line: the median step time of the steps after the first (warm-up), tokens
+// (real ones, pads not counted) per second of this rank, and the process's peak resident memory.
 #include <sys/resource.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <random>
 
@@ -33,6 +34,8 @@ ABSL_FLAG(int, steps, 6, "Timed steps (after one warm-up step)");
 ABSL_FLAG(int, threads, 0, "Intra-op threads (0: all cores)");
 ABSL_FLAG(int, lora_r, 16, "LoRA rank (all linear layers)");
 ABSL_FLAG(bool, activation_checkpointing, false, "Recompute layer activations in backward");
+ABSL_FLAG(bool, ragged, false, "Completions of random lengths in [seq/4, seq) instead of all seq");
+ABSL_FLAG(bool, padding_free, false, "Pack each micro-batch into one row (batch.padding_free)");
 ABSL_FLAG(int, rank, 0, "This process's rank");
 ABSL_FLAG(int, world, 1, "Data-parallel ranks");
 ABSL_FLAG(int, port, 0, "Rendezvous port (world > 1)");
@@ -58,10 +61,12 @@ int main(int argc, char** argv) {
   // Random SFT examples: a one-token prompt and seq - 1 completion tokens.
   std::mt19937 rng(7);
   std::uniform_int_distribution<uint32_t> token(0, static_cast<uint32_t>(config->vocab_size - 1));
+  std::uniform_int_distribution<int> length(std::max(2, seq / 4), seq);
   std::vector<paft::TokenExample> examples(static_cast<size_t>((steps + 1) * batch * world));
   for (auto& e : examples) {
     e.prompt = {token(rng)};
-    for (int i = 1; i < seq; ++i) e.completion.push_back(token(rng));
+    const int n = absl::GetFlag(FLAGS_ragged) ? length(rng) : seq;
+    for (int i = 1; i < n; ++i) e.completion.push_back(token(rng));
   }
   const std::string data = absl::StrCat(work, "/data-", absl::GetFlag(FLAGS_rank), ".paftds");
   if (auto s = paft::WriteTokenDataset(data, paft::DatasetKind::kSft, examples); !s.ok()) {
@@ -95,18 +100,21 @@ int main(int argc, char** argv) {
   spec->mutable_optimizer()->set_lr_schedule("constant");
   spec->mutable_batch()->set_per_device_batch_size(batch);
   spec->mutable_batch()->set_max_seq_len(seq);
+  spec->mutable_batch()->set_padding_free(absl::GetFlag(FLAGS_padding_free));
   spec->set_max_steps(steps + 1);
   spec->set_activation_checkpointing(absl::GetFlag(FLAGS_activation_checkpointing));
   spec->set_seed(1);
   options.dataset = data;
   options.threads = absl::GetFlag(FLAGS_threads);
-  std::vector<double> step_seconds;
+  // Step time: between consecutive progress events (the first step, from set-up, is dropped).
+  std::vector<double> step_seconds, rates;
+  auto last = std::chrono::steady_clock::now();
   options.emit = [&](const nlohmann::json& e) {
-    if (e["type"] == "progress" && e["tokens_per_second"].get<double>() > 0) {
-      // The event's rate counts every rank's tokens.
-      step_seconds.push_back(static_cast<double>(batch) * seq * world /
-                             e["tokens_per_second"].get<double>());
-    }
+    if (e["type"] != "progress") return;
+    const auto now = std::chrono::steady_clock::now();
+    step_seconds.push_back(std::chrono::duration<double>(now - last).count());
+    last = now;
+    rates.push_back(e["tokens_per_second"].get<double>() / world);  // the event counts every rank
   };
   absl::Status status;
   if (absl::GetFlag(FLAGS_profile).empty()) {
@@ -120,10 +128,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
     return 1;
   }
-  std::vector<double> timed(step_seconds.begin() + std::min<size_t>(1, step_seconds.size()),
-                            step_seconds.end());
-  std::sort(timed.begin(), timed.end());
-  const double median = timed.empty() ? 0 : timed[timed.size() / 2];
+  auto median_after_first = [](std::vector<double> v) {
+    v.erase(v.begin(), v.begin() + std::min<size_t>(1, v.size()));
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  const double median = median_after_first(step_seconds);
   struct rusage usage;
   ::getrusage(RUSAGE_SELF, &usage);
   nlohmann::json out = {{"impl", "paft"},
@@ -131,7 +141,8 @@ int main(int argc, char** argv) {
                         {"precision", absl::GetFlag(FLAGS_precision)},
                         {"world", world},
                         {"step_s", median},
-                        {"tokens_per_s", median > 0 ? batch * seq / median : 0.0},
+                        {"tokens_per_s", median_after_first(rates)},
+                        {"padding_free", absl::GetFlag(FLAGS_padding_free)},
                         {"peak_rss_mib", usage.ru_maxrss / 1024.0}};
   std::printf("%s\n", out.dump().c_str());
   return 0;

@@ -56,6 +56,11 @@ for ((r = 0; r < REPEATS; ++r)); do
       done
     done
   done
+  # Padding-free batches on completions of random lengths (real tokens counted).
+  for pf in false true; do
+    run layers "ragged padding_free=$pf" "$BENCH" --model="$WORK/layers" --mode=lora \
+      --precision=bf16 --seq=256 --batch=4 --steps=4 --ragged --padding_free=$pf
+  done
   # Data parallelism: 2 ranks (one thread each) against 1 rank (one thread) at the same per-rank
   # batch; on this 2-core machine the ranks share the cores with nothing else.
   args=(--model="$WORK/layers" --mode=lora --precision=bf16 --seq=256 --batch=2 --steps=4 --threads=1)
@@ -100,6 +105,10 @@ print()
 for p in ("fp32", "bf16"):
     lora, full = med("paft", "layers", "lora", p), med("paft", "layers", "full", p)
     print(f"LoRA / full fine-tuning, layers shape, {p}: {lora / full:.2f}x")
+padded = med("paft", "layers", "lora", "bf16", "ragged padding_free=false")
+packed = med("paft", "layers", "lora", "bf16", "ragged padding_free=true")
+print(f"ragged lengths, layers LoRA bf16: padded {padded:.0f} tokens/s, padding-free {packed:.0f} "
+      f"tokens/s ({packed / padded:.2f}x)")
 one = med("paft", "layers", "lora", "bf16", "ddp", 1, "step_s")
 two = med("paft", "layers", "lora", "bf16", "ddp", 2, "step_s")
 print(f"data parallel, layers LoRA bf16, batch 2 per rank, 1 thread per rank: "

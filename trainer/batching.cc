@@ -6,12 +6,56 @@
 
 namespace paft::trainer {
 
-Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, int64_t pad_id) {
+namespace {
+
+using Rows = std::vector<std::pair<absl::Span<const uint32_t>, absl::Span<const uint32_t>>>;
+
+// Every sequence one after the other in one row. A sequence's first token is never a target (no
+// token of its own precedes it), though a completion may start there.
+Batch PackRows(const Rows& rows) {
+  Batch b;
+  int64_t total = 0;
+  for (const auto& [p, c] : rows) total += static_cast<int64_t>(p.size() + c.size());
+  b.input_ids = torch::empty({1, total}, torch::kLong);
+  b.completion_mask = torch::zeros({1, total}, torch::kLong);
+  b.sequence_ids = torch::empty({total}, torch::kLong);
+  auto ids = b.input_ids.accessor<int64_t, 2>();
+  auto cm = b.completion_mask.accessor<int64_t, 2>();
+  auto seq = b.sequence_ids.accessor<int64_t, 1>();
+  int64_t pos = 0;
+  for (size_t row = 0; row < rows.size(); ++row) {
+    const auto& [prompt, completion] = rows[row];
+    const int64_t start = pos;
+    for (uint32_t tok : prompt) {
+      seq[pos] = static_cast<int64_t>(row);
+      ids[0][pos++] = tok;
+    }
+    for (uint32_t tok : completion) {
+      seq[pos] = static_cast<int64_t>(row);
+      cm[0][pos] = pos > start ? 1 : 0;
+      ids[0][pos++] = tok;
+    }
+    b.lengths.push_back(pos - start);
+  }
+  b.tokens = total;
+  return b;
+}
+
+}  // namespace
+
+Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, int64_t pad_id,
+                bool packed) {
   const bool preference = data.kind() == DatasetKind::kPreference;
-  std::vector<std::pair<absl::Span<const uint32_t>, absl::Span<const uint32_t>>> rows;
+  Rows rows;
   for (int64_t i : indices) rows.emplace_back(data.prompt(i), data.completion(i));
   if (preference) {
     for (int64_t i : indices) rows.emplace_back(data.prompt(i), data.rejected(i));
+  }
+  if (packed) {
+    Batch b = PackRows(rows);
+    b.pairs = preference ? static_cast<int64_t>(indices.size()) : 0;
+    b.indices = indices;
+    return b;
   }
   int64_t t = 0;
   for (const auto& [p, c] : rows) t = std::max<int64_t>(t, p.size() + c.size());
@@ -45,8 +89,9 @@ Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, i
 Batch ToDevice(Batch b, const torch::Device& device) {
   if (b.input_ids.device() == device) return b;
   b.input_ids = b.input_ids.to(device);
-  b.attention_mask = b.attention_mask.to(device);
+  if (b.attention_mask.defined()) b.attention_mask = b.attention_mask.to(device);
   b.completion_mask = b.completion_mask.to(device);
+  if (b.sequence_ids.defined()) b.sequence_ids = b.sequence_ids.to(device);
   return b;
 }
 

@@ -19,18 +19,25 @@
 
 namespace paft::trainer {
 
-// One micro-batch: SFT rows, or preference rows [chosen_0..chosen_{B-1}, rejected_0..rejected_{B-1}],
-// right-padded with `pad_id`.
+// One micro-batch of sequences: SFT examples, or preference pairs as [chosen_0..chosen_{B-1},
+// rejected_0..rejected_{B-1}]. Padded: one row per sequence, right-padded with `pad_id`.
+// Packed (padding-free, TRL's `padding_free`): one row holding the sequences one after the
+// other, no pad tokens; `lengths` says where each ends.
 struct Batch {
-  torch::Tensor input_ids;        // (R, T) int64
-  torch::Tensor attention_mask;   // (R, T) int64, 1 for tokens
-  torch::Tensor completion_mask;  // (R, T) int64, 1 for completion tokens
+  torch::Tensor input_ids;        // (R, T) int64; packed: (1, total tokens)
+  torch::Tensor attention_mask;   // (R, T) int64, 1 for tokens; packed: undefined
+  torch::Tensor completion_mask;  // (R, T) int64, 1 for completion tokens that are targets
+  std::vector<int64_t> lengths;   // packed: each sequence's length, in order
+  torch::Tensor sequence_ids;     // packed: (T) int64, the sequence of each token
   int64_t tokens = 0;             // real (non-pad) tokens
   int64_t pairs = 0;              // preference: B; SFT: 0
   std::vector<int64_t> indices;   // dataset examples, in row order
+  bool packed() const { return !lengths.empty(); }
+  int64_t sequences() const { return packed() ? static_cast<int64_t>(lengths.size()) : input_ids.size(0); }
 };
 
-Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, int64_t pad_id);
+Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, int64_t pad_id,
+                bool packed = false);
 // The same batch with its tensors on `device`.
 Batch ToDevice(Batch batch, const torch::Device& device);
 

@@ -129,8 +129,17 @@ AttentionImpl::AttentionImpl(const ModelConfig& config, torch::ScalarType dtype)
   o_proj = register_module("o_proj", Linear(heads_ * head_dim_, h, false, dtype));
 }
 
+// softmax(q k^T / sqrt(d) + mask) v for (B, heads, T, d) queries and (B, heads, S, d) keys.
+static torch::Tensor Attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                            const torch::Tensor& mask, int64_t head_dim) {
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(head_dim));
+  torch::Tensor probs =
+      torch::softmax(scores.to(AtLeastFloat(q.scalar_type())) + mask, -1).to(q.scalar_type());
+  return torch::matmul(probs, v);
+}
+
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                     const torch::Tensor& sin, const torch::Tensor& mask,
+                                     const torch::Tensor& sin, const AttentionLayout& layout,
                                      LayerCache* cache) {
   const int64_t b = x.size(0), t = x.size(1);
   const torch::Tensor input = AutocastInput(x);
@@ -151,12 +160,21 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     k = k.repeat_interleave(heads_ / kv_heads_, 1);
     v = v.repeat_interleave(heads_ / kv_heads_, 1);
   }
-  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(head_dim_));
-  torch::Tensor probs =
-      torch::softmax(scores.to(AtLeastFloat(q.scalar_type())) + mask, -1)
-          .to(q.scalar_type());  // (B, heads, T, S)
-  torch::Tensor out = torch::matmul(probs, v).transpose(1, 2).contiguous().view(
-      {b, t, heads_ * head_dim_});
+  torch::Tensor attended;  // (B, heads, T, d)
+  if (!layout.packed()) {
+    attended = Attend(q, k, v, layout.mask, head_dim_);
+  } else {
+    std::vector<torch::Tensor> spans;
+    int64_t start = 0;
+    for (int64_t len : layout.lengths) {
+      const torch::Tensor causal = layout.causal.narrow(2, 0, len).narrow(3, 0, len);
+      spans.push_back(Attend(q.narrow(2, start, len), k.narrow(2, start, len),
+                             v.narrow(2, start, len), causal, head_dim_));
+      start += len;
+    }
+    attended = torch::cat(spans, 2);
+  }
+  torch::Tensor out = attended.transpose(1, 2).contiguous().view({b, t, heads_ * head_dim_});
   return o_proj(out);
 }
 
@@ -182,9 +200,9 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config, torch::ScalarType 
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                        const torch::Tensor& sin, const torch::Tensor& mask,
+                                        const torch::Tensor& sin, const AttentionLayout& layout,
                                         LayerCache* cache) {
-  torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin, mask, cache);
+  torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin, layout, cache);
   return h + mlp(post_attention_layernorm(h));
 }
 
@@ -209,16 +227,19 @@ namespace {
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   // `anchor` is a scalar that requires grad: with LoRA (frozen embeddings) nothing else that
   // enters the layer does, and the output must still be part of the graph.
+  // The layout's tensors and lengths are saved: the layout itself is gone by backward.
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
                                torch::Tensor cos, torch::Tensor sin, torch::Tensor mask,
-                               torch::Tensor anchor, DecoderLayerImpl* layer) {
-    ctx->save_for_backward({x, cos, sin, mask});
+                               torch::Tensor causal, torch::Tensor anchor, DecoderLayerImpl* layer,
+                               std::vector<int64_t> lengths) {
+    ctx->save_for_backward({x, cos, sin, mask, causal});
     ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
+    ctx->saved_data["lengths"] = lengths;
     // The recomputation in backward runs in the precision of this forward (backward is outside
     // the autocast scope).
     ctx->saved_data["autocast"] = AutocastActive(x.device());
     torch::NoGradGuard no_grad;
-    return layer->forward(x, cos, sin, mask, nullptr);
+    return layer->forward(x, cos, sin, Layout(mask, lengths, causal), nullptr);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -235,7 +256,9 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
       AutocastScope autocast(ctx->saved_data["autocast"].toBool() ? Precision::kBf16 : Precision::kFp32,
                              x.device());
       torch::AutoGradMode enable(true);
-      out = layer->forward(x, saved[1], saved[2], saved[3], nullptr);
+      out = layer->forward(x, saved[1], saved[2],
+                           Layout(saved[3], ctx->saved_data["lengths"].toIntVector(), saved[4]),
+                           nullptr);
     }
     std::vector<torch::Tensor> inputs = {x};
     inputs.insert(inputs.end(), params.begin(), params.end());
@@ -250,7 +273,14 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
       }
     }
     return {saved[0].requires_grad() ? grads[0] : torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+
+  // The layout from its saved parts (an empty tensor stands for an undefined one).
+  static AttentionLayout Layout(const torch::Tensor& mask, std::vector<int64_t> lengths,
+                                const torch::Tensor& causal) {
+    return {mask.numel() > 0 ? mask : torch::Tensor(), std::move(lengths),
+            causal.numel() > 0 ? causal : torch::Tensor()};
   }
 };
 
@@ -280,8 +310,6 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   } else {
     position_ids = torch::arange(past, s, long_options).unsqueeze(0).expand({b, t});
   }
-  auto [cos, sin] = RotaryTables(position_ids, config_.head_dim, config_.rope_theta);
-
   // Additive mask (B, 1, T, S): causal, plus padded keys.
   auto float_options = torch::TensorOptions().dtype(torch::kFloat).device(input_ids.device());
   torch::Tensor query_pos = torch::arange(past, s, long_options).unsqueeze(1);  // (T, 1)
@@ -297,7 +325,33 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   if (cache != nullptr && cache->layers.empty()) {
     cache->layers.resize(static_cast<size_t>(config_.num_hidden_layers));
   }
+  return RunLayers(input_ids, position_ids, AttentionLayout{mask, {}, {}}, cache);
+}
 
+torch::Tensor LlamaForCausalLMImpl::ForwardPacked(const torch::Tensor& input_ids,
+                                                  const std::vector<int64_t>& lengths) {
+  TORCH_CHECK(input_ids.size(0) == 1, "packed sequences are one row");
+  int64_t total = 0, longest = 0;
+  for (int64_t len : lengths) {
+    total += len;
+    longest = std::max(longest, len);
+  }
+  TORCH_CHECK(total == input_ids.size(1), "packed lengths must add up to the row's length");
+  auto long_options = torch::TensorOptions().dtype(torch::kLong).device(input_ids.device());
+  std::vector<torch::Tensor> positions;
+  for (int64_t len : lengths) positions.push_back(torch::arange(0, len, long_options));
+  const torch::Tensor position_ids = torch::cat(positions).unsqueeze(0);
+  const torch::Tensor causal =
+      torch::full({longest, longest}, kMaskValue, long_options.dtype(torch::kFloat))
+          .triu(1)
+          .view({1, 1, longest, longest});
+  return RunLayers(input_ids, position_ids, AttentionLayout{{}, lengths, causal}, nullptr);
+}
+
+torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& input_ids,
+                                              const torch::Tensor& position_ids,
+                                              const AttentionLayout& layout, KVCache* cache) {
+  auto [cos, sin] = RotaryTables(position_ids, config_.head_dim, config_.rope_theta);
   torch::Tensor h = model->embed_tokens(input_ids);
   // Under autocast the residual stream is fp32 whatever the embeddings' dtype (exact: a bf16 or
   // fp16 value is an fp32 value); autocast lowers each matmul's inputs itself.
@@ -308,9 +362,12 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   for (size_t i = 0; i < model->layers->size(); ++i) {
     auto* layer = model->layers[i]->as<DecoderLayerImpl>();
     if (checkpoint) {
-      h = CheckpointedLayer::apply(h, cos, sin, mask, anchor, layer);
+      // An autograd function's tensor arguments must be defined: an empty one stands for none.
+      auto or_empty = [&](const torch::Tensor& t) { return t.defined() ? t : torch::empty({0}); };
+      h = CheckpointedLayer::apply(h, cos, sin, or_empty(layout.mask), or_empty(layout.causal),
+                                   anchor, layer, layout.lengths);
     } else {
-      h = layer->forward(h, cos, sin, mask, cache != nullptr ? &cache->layers[i] : nullptr);
+      h = layer->forward(h, cos, sin, layout, cache != nullptr ? &cache->layers[i] : nullptr);
     }
   }
   h = model->norm(h);

@@ -85,12 +85,23 @@ std::pair<torch::Tensor, torch::Tensor> RotaryTables(const torch::Tensor& positi
 torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos,
                           const torch::Tensor& sin);
 
+// How the tokens of one forward pass attend to each other: padded rows with an additive mask, or
+// packed sequences (TRL's padding-free batches): one row holding sequences of `lengths` one
+// after the other, each attending causally within itself and computed span by span, so neither
+// pad tokens nor other sequences cost any attention work.
+struct AttentionLayout {
+  torch::Tensor mask;            // padded: (B, 1, T, S) additive, fp32
+  std::vector<int64_t> lengths;  // packed: sequence lengths (sum T, B = 1)
+  torch::Tensor causal;          // packed: (1, 1, L, L) additive causal mask, L = max length
+  bool packed() const { return !lengths.empty(); }
+};
+
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(const ModelConfig& config, torch::ScalarType dtype);
-  // x: (B, T, H); mask: additive (B, 1, T, S) fp32; returns (B, T, H).
+  // x: (B, T, H); returns (B, T, H). A cache needs a padded layout.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask, LayerCache* cache);
+                        const AttentionLayout& layout, LayerCache* cache);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
@@ -110,7 +121,7 @@ class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const ModelConfig& config, torch::ScalarType dtype);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask, LayerCache* cache);
+                        const AttentionLayout& layout, LayerCache* cache);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   Mlp mlp{nullptr};
@@ -145,6 +156,10 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // dtype.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
                         KVCache* cache = nullptr);
+  // Packed sequences: input_ids (1, T) holds sequences of `lengths` one after the other; each
+  // one's positions start at 0 and it attends only to itself. Its logits equal those of the
+  // same sequence in a padded batch.
+  torch::Tensor ForwardPacked(const torch::Tensor& input_ids, const std::vector<int64_t>& lengths);
 
   // Greedy or nucleus sampling from one prompt with a KV cache; returns the new tokens.
   std::vector<int64_t> Generate(const std::vector<int64_t>& prompt, const GenerationOptions& options);
@@ -174,6 +189,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
  private:
   std::vector<std::pair<std::string, Linear>> Linears() const;
+  // Embeddings, decoder layers, final norm and head.
+  torch::Tensor RunLayers(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
+                          const AttentionLayout& layout, KVCache* cache);
 
   ModelConfig config_;
   std::optional<LoraOptions> lora_;

@@ -9,6 +9,22 @@ std::pair<SequenceLogProbs, SequenceLogProbs> SplitPairs(const SequenceLogProbs&
           {all.sum.narrow(0, b, b), all.tokens.narrow(0, b, b)}};
 }
 
+torch::Tensor BatchLogits(LlamaForCausalLM& model, const Batch& b) {
+  return b.packed() ? model->ForwardPacked(b.input_ids, b.lengths)
+                    : model->forward(b.input_ids, b.attention_mask);
+}
+
+SequenceLogProbs BatchLogProbs(const torch::Tensor& logits, const Batch& b) {
+  if (!b.packed()) return CompletionLogProbs(logits, b.input_ids, b.completion_mask);
+  // Per token, then summed into the sequence of the token predicted (position t + 1).
+  const int64_t t = logits.size(1);
+  torch::Tensor token = TokenLogProbs(logits, b.input_ids).squeeze(0);  // (T - 1)
+  torch::Tensor mask = b.completion_mask.narrow(1, 1, t - 1).squeeze(0).to(token.scalar_type());
+  torch::Tensor owner = b.sequence_ids.narrow(0, 1, t - 1);
+  auto zeros = torch::zeros({b.sequences()}, token.options());
+  return {zeros.index_add(0, owner, token * mask), zeros.index_add(0, owner, mask)};
+}
+
 absl::StatusOr<BranchObjective> BranchObjective::FromSpec(const paft::v1::BranchSpec& spec) {
   BranchObjective o;
   PreferenceParams& p = o.preference_;
@@ -59,26 +75,26 @@ std::pair<SequenceLogProbs, SequenceLogProbs> BranchObjective::ReferenceLogProbs
   torch::Tensor logits;
   if (reference_.is_empty()) {  // LoRA: the base with adapters off is the reference
     model->SetLoraEnabled(false);
-    logits = model->forward(b.input_ids, b.attention_mask);
+    logits = BatchLogits(model, b);
     model->SetLoraEnabled(true);
   } else {
-    logits = reference_->forward(b.input_ids, b.attention_mask);
+    logits = BatchLogits(reference_, b);
   }
-  return SplitPairs(CompletionLogProbs(logits, b.input_ids, b.completion_mask), b.pairs);
+  return SplitPairs(BatchLogProbs(logits, b), b.pairs);
 }
 
 torch::Tensor BranchObjective::MicroBatchLoss(LlamaForCausalLM& model, const Batch& b,
                                               const StepCounts& counts, StepMetrics* metrics) {
   const double targets = static_cast<double>(std::max<int64_t>(1, counts.targets));
-  torch::Tensor logits = model->forward(b.input_ids, b.attention_mask);
+  torch::Tensor logits = BatchLogits(model, b);
   if (sft_) {
-    torch::Tensor share = -CompletionLogProbs(logits, b.input_ids, b.completion_mask).sum.sum() / targets;
+    torch::Tensor share = -BatchLogProbs(logits, b).sum.sum() / targets;
     metrics->loss += share.item<double>();
     return share;
   }
   const int64_t pairs = b.pairs;
   auto [chosen, rejected] =
-      SplitPairs(CompletionLogProbs(logits, b.input_ids, b.completion_mask), pairs);
+      SplitPairs(BatchLogProbs(logits, b), pairs);
   SideLogProbs c{chosen, {}}, r{rejected, {}};
   if (needs_reference()) std::tie(c.reference, r.reference) = ReferenceLogProbsOf(model, b);
   PreferenceOutput out = PreferenceLoss(preference_, c, r, torch::zeros({}, chosen.sum.options()));

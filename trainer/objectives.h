@@ -76,6 +76,11 @@ class BranchObjective {
   ReferenceLogProbs cache_;
 };
 
+// The logits of a batch, padded or packed: (R, T, V), or (1, total, V) packed.
+torch::Tensor BatchLogits(LlamaForCausalLM& model, const Batch& batch);
+// Completion log-probs of each sequence of a batch (rows, or a packed row's sequences).
+SequenceLogProbs BatchLogProbs(const torch::Tensor& logits, const Batch& batch);
+
 // Splits log-probs of 2B rows into chosen (first B) and rejected.
 std::pair<SequenceLogProbs, SequenceLogProbs> SplitPairs(const SequenceLogProbs& all, int64_t b);
 

@@ -246,7 +246,9 @@ class BranchTrainer {
     const int64_t pad_id = model_->config().eos_token_id >= 0 ? model_->config().eos_token_id : 0;
     StepMetrics metrics;
     for (int64_t micro = 0; micro < accum; ++micro) {
-      Batch b = ToDevice(MakeBatch(*data_, schedule_->MicroBatch(step, micro, rank_), pad_id), device_);
+      Batch b = ToDevice(MakeBatch(*data_, schedule_->MicroBatch(step, micro, rank_), pad_id,
+                                   spec_.batch().padding_free()),
+                         device_);
       if (sync_) sync_->Prepare(/*sync=*/micro == accum - 1);
       torch::Tensor loss;
       {

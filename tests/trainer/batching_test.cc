@@ -161,3 +161,67 @@ TEST(GlobalNormalisationTest, PreferenceSharesAddUpToTheGlobalBatchLoss) {
 
 }  // namespace
 }  // namespace paft::trainer
+
+namespace paft::trainer {
+namespace {
+
+// Padding-free batches compute what padded ones do: the same per-sequence log-probs, loss and
+// gradients, with and without activation checkpointing, and no pad token in the row.
+TEST(PackedBatchTest, SameLossAndGradientsAsThePaddedBatch) {
+  testing::TempDir dir;
+  for (const bool preference : {false, true}) {
+    auto data = RaggedDataset(dir, preference, 6);
+    std::vector<int64_t> indices = {0, 1, 2, 3, 4, 5};
+    Batch padded = MakeBatch(*data, indices, 0), packed = MakeBatch(*data, indices, 0, true);
+    ASSERT_TRUE(packed.packed());
+    EXPECT_EQ(packed.input_ids.size(0), 1);
+    EXPECT_EQ(packed.input_ids.size(1), padded.attention_mask.sum().item<int64_t>());  // no pads
+    EXPECT_EQ(packed.sequences(), padded.input_ids.size(0));
+    for (const bool checkpointing : {false, true}) {
+      std::vector<torch::Tensor> grads[2];
+      SequenceLogProbs lp[2];
+      for (int layout = 0; layout < 2; ++layout) {
+        LlamaForCausalLM model = SmallModel();
+        LoraOptions lora;
+        lora.r = 2;
+        lora.target_modules = {"q_proj", "v_proj", "up_proj"};
+        torch::manual_seed(9);
+        model->AddLora(lora);
+        {
+          torch::NoGradGuard no_grad;
+          for (auto& [name, p] : model->TrainableParameters()) p.copy_(torch::randn_like(p) * 0.2);
+        }
+        model->train();
+        model->set_activation_checkpointing(checkpointing);
+        const Batch& b = layout == 0 ? padded : packed;
+        lp[layout] = BatchLogProbs(BatchLogits(model, b), b);
+        (-lp[layout].sum.sum() / lp[layout].tokens.sum()).backward();
+        for (auto& [name, p] : model->TrainableParameters()) grads[layout].push_back(p.grad().clone());
+      }
+      EXPECT_TRUE(torch::allclose(lp[0].sum, lp[1].sum, 0, 1e-10)) << lp[0].sum << lp[1].sum;
+      EXPECT_TRUE(torch::equal(lp[0].tokens, lp[1].tokens)) << lp[0].tokens << lp[1].tokens;
+      ASSERT_EQ(grads[0].size(), grads[1].size());
+      for (size_t i = 0; i < grads[0].size(); ++i) {
+        EXPECT_TRUE(torch::allclose(grads[0][i], grads[1][i], 0, 1e-10))
+            << "preference " << preference << " checkpointing " << checkpointing << " #" << i;
+      }
+    }
+  }
+}
+
+// A completion that starts a packed sequence (empty prompt) does not take the previous
+// sequence's last token as context: its first token is no target.
+TEST(PackedBatchTest, ASequenceStartIsNeverATarget) {
+  testing::TempDir dir;
+  std::vector<TokenExample> examples = {{{}, {5, 6, 7}, {}}, {{}, {8, 9}, {}}};
+  ASSERT_TRUE(WriteTokenDataset(dir.Join("d.paftds"), DatasetKind::kSft, examples).ok());
+  auto data = TokenDataset::Open(dir.Join("d.paftds"));
+  ASSERT_TRUE(data.ok());
+  Batch packed = MakeBatch(**data, {0, 1}, 0, true);
+  EXPECT_TRUE(torch::equal(packed.completion_mask, torch::tensor({{0, 1, 1, 0, 1}})));
+  EXPECT_EQ(packed.lengths, (std::vector<int64_t>{3, 2}));
+  EXPECT_TRUE(torch::equal(packed.sequence_ids, torch::tensor({0, 0, 0, 1, 1})));
+}
+
+}  // namespace
+}  // namespace paft::trainer

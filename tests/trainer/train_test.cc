@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "common/file_util.h"
 #include "common/safetensors.h"
 #include "common/token_dataset.h"
@@ -215,6 +217,51 @@ TEST(TrainTest, Bf16LoraTrainingLearnsAndSavesAnFp32Adapter) {
   absl::Status refused = Train(options);
   EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(refused.message()), HasSubstr("'fp16'"));
+}
+
+// padding_free packs each micro-batch into one row: training ends at the weights padded batches
+// reach (fp32), on examples of different lengths.
+TEST(TrainTest, PaddingFreeTrainsTheSameWeightsAsPaddedBatches) {
+  testing::TempDir dir;
+  const std::string base = MakeBase(dir);
+  std::vector<TokenExample> examples;
+  for (uint32_t i = 0; i < 16; ++i) {
+    std::vector<uint32_t> prompt, completion;
+    for (uint32_t k = 0; k < 1 + i % 4; ++k) prompt.push_back(2 + (i + k) % 10);
+    for (uint32_t k = 0; k < 1 + (i * 3) % 5; ++k) completion.push_back(12 + (i + k) % 10);
+    examples.push_back({prompt, completion, {}});
+  }
+  ASSERT_TRUE(WriteTokenDataset(dir.Join("ragged.paftds"), DatasetKind::kSft, examples).ok());
+  std::vector<double> losses[2];
+  for (int packed = 0; packed < 2; ++packed) {
+    TrainOptions options;
+    options.task = MakeTask(base, dir.Join(packed ? "packed" : "padded"), true);
+    options.task.mutable_spec()->set_max_steps(6);
+    options.task.mutable_spec()->mutable_checkpoint()->set_every_steps(0);
+    options.task.mutable_spec()->mutable_batch()->set_per_device_batch_size(4);
+    options.task.mutable_spec()->mutable_batch()->set_padding_free(packed == 1);
+    options.dataset = dir.Join("ragged.paftds");
+    options.emit = [&](const nlohmann::json& e) {
+      if (e["type"] == "progress") losses[packed].push_back(e["loss"]);
+    };
+    ASSERT_TRUE(Train(options).ok());
+  }
+  ASSERT_EQ(losses[0].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_NEAR(losses[0][i], losses[1][i], 1e-6 * std::max(1.0, losses[0][i])) << "step " << i;
+  }
+  auto a = SafetensorsFile::Open(dir.Join("padded/checkpoint-6/adapter_model.safetensors"));
+  auto b = SafetensorsFile::Open(dir.Join("packed/checkpoint-6/adapter_model.safetensors"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (const auto& t : (*a)->tensors()) {
+    auto x = (*a)->Data(t), y = (*b)->Data(*(*b)->Find(t.name));
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      float fx, fy;
+      std::memcpy(&fx, x.data() + 4 * i, 4);
+      std::memcpy(&fy, y.data() + 4 * i, 4);
+      ASSERT_NEAR(fx, fy, 1e-6) << t.name << "[" << i << "]";
+    }
+  }
 }
 
 TEST(TrainTest, WrongDataAndChangedDataAreRefused) {

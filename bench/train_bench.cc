@@ -131,7 +131,9 @@ int main(int argc, char** argv) {
   auto median_after_first = [](std::vector<double> v) {
     v.erase(v.begin(), v.begin() + std::min<size_t>(1, v.size()));
     std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : v[v.size() / 2];
+    if (v.empty()) return 0.0;
+    const size_t n = v.size();
+    return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
   };
   const double median = median_after_first(step_seconds);
   struct rusage usage;

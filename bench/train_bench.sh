@@ -48,7 +48,7 @@ for ((r = 0; r < REPEATS; ++r)); do
     seq=128; [ "$shape" = layers ] && seq=256
     for mode in full lora; do
       for precision in fp32 bf16; do
-        args=(--model="$WORK/$shape" --mode=$mode --precision=$precision --seq=$seq --batch=4 --steps=4)
+        args=(--model="$WORK/$shape" --mode=$mode --precision=$precision --seq=$seq --batch=4 --steps=6)
         run $shape "" "$BENCH" "${args[@]}"
         run $shape "" env OPENBLAS_NUM_THREADS=1 $PEER "${args[@]}"
         run $shape malloc env OPENBLAS_NUM_THREADS=1 MALLOC_MMAP_THRESHOLD_=33554432 \

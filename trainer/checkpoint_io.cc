@@ -16,6 +16,7 @@
 #include "common/sha256.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "trainer/model_io.h"
 #include "trainer/torch_io.h"
 
 namespace paft::trainer {

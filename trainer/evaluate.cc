@@ -9,6 +9,7 @@
 #include "common/token_dataset.h"
 #include "trainer/batching.h"
 #include "trainer/llama.h"
+#include "trainer/model_io.h"
 #include "trainer/losses.h"
 #include "trainer/objectives.h"
 #include "trainer/trainer.h"

@@ -22,6 +22,7 @@
 #include "trainer/distributed.h"
 #include "trainer/fused_adamw.h"
 #include "trainer/llama.h"
+#include "trainer/model_io.h"
 #include "trainer/objectives.h"
 #include "trainer/precision.h"
 #include "trainer/reference_cache.h"

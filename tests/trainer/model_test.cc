@@ -9,6 +9,7 @@
 #include "common/safetensors.h"
 #include "tests/testing/temp_dir.h"
 #include "trainer/llama.h"
+#include "trainer/model_io.h"
 #include "trainer/losses.h"
 
 namespace paft::trainer {

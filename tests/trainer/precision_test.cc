@@ -10,6 +10,7 @@
 
 #include "tests/testing/temp_dir.h"
 #include "trainer/llama.h"
+#include "trainer/model_io.h"
 #include "trainer/losses.h"
 
 namespace paft::trainer {

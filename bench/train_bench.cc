@@ -92,7 +92,8 @@ int main(int argc, char** argv) {
   } else {
     spec->mutable_lora()->set_r(absl::GetFlag(FLAGS_lora_r));
     spec->mutable_lora()->set_alpha(2.0 * absl::GetFlag(FLAGS_lora_r));
-    for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}) {
+    for (const char* m :
+         {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}) {
       spec->mutable_lora()->add_target_modules(m);
     }
   }

@@ -33,7 +33,9 @@ struct Batch {
   int64_t pairs = 0;              // preference: B; SFT: 0
   std::vector<int64_t> indices;   // dataset examples, in row order
   bool packed() const { return !lengths.empty(); }
-  int64_t sequences() const { return packed() ? static_cast<int64_t>(lengths.size()) : input_ids.size(0); }
+  int64_t sequences() const {
+    return packed() ? static_cast<int64_t>(lengths.size()) : input_ids.size(0);
+  }
 };
 
 Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, int64_t pad_id,
@@ -48,8 +50,8 @@ int64_t TargetTokens(absl::Span<const uint32_t> prompt, absl::Span<const uint32_
 // Global counts of one optimizer step, over every rank and micro-batch: what token-level and
 // sequence-level losses are normalised by (transformers' num_items_in_batch).
 struct StepCounts {
-  int64_t targets = 0;          // SFT: completion targets; preference: chosen targets (ORPO's NLL)
-  int64_t sequences = 0;        // SFT rows, or preference pairs
+  int64_t targets = 0;    // SFT: completion targets; preference: chosen targets (ORPO's NLL)
+  int64_t sequences = 0;  // SFT rows, or preference pairs
 };
 
 // The data schedule of a branch (see the file comment).

@@ -46,7 +46,8 @@ absl::Status VerifyCheckpoint(const std::string& dir) {
   for (const auto& item : manifest["files"].items()) {
     const std::string path = JoinPath(dir, item.key());
     auto bytes = ReadFileToString(path);
-    if (!bytes.ok() || static_cast<int64_t>(bytes->size()) != item.value().value("size", int64_t{-1})) {
+    if (!bytes.ok() ||
+        static_cast<int64_t>(bytes->size()) != item.value().value("size", int64_t{-1})) {
       return absl::DataLossError(
           absl::StrCat("checkpoint ", dir, ": file ", item.key(), " is missing or truncated"));
     }
@@ -129,7 +130,8 @@ absl::Status LoadTrainingState(torch::optim::Optimizer& optimizer, const std::st
 absl::Status RestoreWeights(LlamaForCausalLM& model, const std::string& from) {
   torch::NoGradGuard no_grad;
   if (model->has_lora()) {
-    PAFT_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(JoinPath(from, "adapter_model.safetensors")));
+    PAFT_ASSIGN_OR_RETURN(auto file,
+                          SafetensorsFile::Open(JoinPath(from, "adapter_model.safetensors")));
     for (auto& [name, param] : model->PeftStateDict()) {
       const TensorInfo* info = file->Find(name);
       if (info == nullptr || info->shape != param.sizes().vec()) {
@@ -173,7 +175,8 @@ absl::StatusOr<CommittedCheckpoint> CommitCheckpoint(const std::string& staging,
   return out;
 }
 
-absl::Status ApplyRetention(const std::string& checkpoint_dir, int keep, const std::string& newest) {
+absl::Status ApplyRetention(const std::string& checkpoint_dir, int keep,
+                            const std::string& newest) {
   PAFT_ASSIGN_OR_RETURN(auto names, ListDir(checkpoint_dir));
   std::vector<std::pair<int64_t, std::string>> committed;
   for (const auto& name : names) {

@@ -5,17 +5,35 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <thread>
+
+#include "absl/strings/numbers.h"
 
 namespace paft::trainer {
 
+namespace {
+
+// OMP_NUM_THREADS when it is a positive number (a worker agent sets it for its slots), else
+// every core.
+int DefaultThreads() {
+  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+    int n = 0;
+    if (absl::SimpleAtoi(env, &n) && n > 0) return n;
+  }
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+}  // namespace
+
 int ConfigureCpuRuntime(int threads) {
-  const int n = threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int n = threads > 0 ? threads : DefaultThreads();
   at::set_num_threads(n);
   if (n > 1) {
     // Present only when the loaded BLAS is OpenBLAS (the reference BLAS has no threads).
     using SetThreads = void (*)(int);
-    if (auto set = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    if (auto set =
+            reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
       set(1);
     }
   }

@@ -15,7 +15,8 @@
 
 namespace paft::trainer {
 
-// Sets LibTorch's intra-op threads to `threads` (0: every core), the BLAS's own pool to one
+// Sets LibTorch's intra-op threads to `threads` (0: OMP_NUM_THREADS when set, as a worker agent
+// sets it to share the host's cores among its slots, else every core), the BLAS's own pool to one
 // thread when that is more than one, and the allocator as above. Returns the intra-op thread
 // count.
 int ConfigureCpuRuntime(int threads);

@@ -67,7 +67,8 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       const float decay = static_cast<float>(1 - options.lr() * options.weight_decay());
       const float step_size = static_cast<float>(options.lr() / bias_correction1);
       const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
-      const float one_minus_b1 = static_cast<float>(1 - beta1), one_minus_b2 = static_cast<float>(1 - beta2);
+      const float one_minus_b1 = static_cast<float>(1 - beta1),
+                  one_minus_b2 = static_cast<float>(1 - beta2);
       const float inv_bc2_sqrt = static_cast<float>(1.0 / bias_correction2_sqrt);
       const float eps = static_cast<float>(options.eps());
       float* param = p.data_ptr<float>();

@@ -17,9 +17,9 @@ namespace paft::trainer {
 // tensors. `stored_dtypes` receives each tensor's dtype on disk (to save it back the same way).
 // With `exact`, a tensor whose stored dtype is not `dtype` is held in fp32 instead (every
 // stored value kept exactly: bf16 for a bf16 checkpoint, fp32 for the others).
-absl::StatusOr<LlamaForCausalLM> LoadPretrained(const std::string& folder, torch::ScalarType dtype,
-                                                std::map<std::string, DType>* stored_dtypes = nullptr,
-                                                bool exact = false);
+absl::StatusOr<LlamaForCausalLM> LoadPretrained(
+    const std::string& folder, torch::ScalarType dtype,
+    std::map<std::string, DType>* stored_dtypes = nullptr, bool exact = false);
 
 // Writes a Hugging Face folder (config.json + model.safetensors; tokenizer files copied from
 // `copy_side_files_from` if given), atomically. LoRA is merged in when present. Tensors take

@@ -93,12 +93,12 @@ torch::Tensor BranchObjective::MicroBatchLoss(LlamaForCausalLM& model, const Bat
     return share;
   }
   const int64_t pairs = b.pairs;
-  auto [chosen, rejected] =
-      SplitPairs(BatchLogProbs(logits, b), pairs);
+  auto [chosen, rejected] = SplitPairs(BatchLogProbs(logits, b), pairs);
   SideLogProbs c{chosen, {}}, r{rejected, {}};
   if (needs_reference()) std::tie(c.reference, r.reference) = ReferenceLogProbsOf(model, b);
   PreferenceOutput out = PreferenceLoss(preference_, c, r, torch::zeros({}, chosen.sum.options()));
-  torch::Tensor share = out.per_pair.sum() / static_cast<double>(std::max<int64_t>(1, counts.sequences));
+  torch::Tensor share =
+      out.per_pair.sum() / static_cast<double>(std::max<int64_t>(1, counts.sequences));
   if (preference_.kind == PreferenceKind::kOrpo) share = share - chosen.sum.sum() / targets;
   metrics->loss += share.item<double>();
   metrics->chosen_reward += out.chosen_rewards.mean().item<double>();

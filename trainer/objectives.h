@@ -64,7 +64,7 @@ class BranchObjective {
 
   // Reference log-probs of a batch's pairs (chosen, rejected), without gradients.
   std::pair<SequenceLogProbs, SequenceLogProbs> ReferenceLogProbsOf(LlamaForCausalLM& model,
-                                                                     const Batch& batch);
+                                                                    const Batch& batch);
 
  private:
   BranchObjective() = default;

@@ -22,7 +22,9 @@ std::string CpuFlags() {
 
 // Autocast state of one device type, across the LibTorch 1.x and 2.x APIs.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-bool AutocastEnabled(bool cuda) { return at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU); }
+bool AutocastEnabled(bool cuda) {
+  return at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU);
+}
 void SetAutocastEnabled(bool cuda, bool on) {
   at::autocast::set_autocast_enabled(cuda ? at::kCUDA : at::kCPU, on);
 }
@@ -33,7 +35,9 @@ void SetAutocastDtype(bool cuda, torch::ScalarType dtype) {
   at::autocast::set_autocast_dtype(cuda ? at::kCUDA : at::kCPU, dtype);
 }
 #else
-bool AutocastEnabled(bool cuda) { return cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled(); }
+bool AutocastEnabled(bool cuda) {
+  return cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+}
 void SetAutocastEnabled(bool cuda, bool on) {
   if (cuda) {
     at::autocast::set_enabled(on);

@@ -28,8 +28,8 @@ absl::StatusOr<ReferenceLogProbs> PrecomputeReferenceLogProbs(
     json j = json::parse(*cached, nullptr, false);
     if (!j.is_discarded() && j.is_array() && static_cast<int64_t>(j.size()) == data.size()) {
       for (const auto& e : j) {
-        out.push_back({e[0].get<double>(), e[1].get<double>(), e[2].get<double>(),
-                       e[3].get<double>()});
+        out.push_back(
+            {e[0].get<double>(), e[1].get<double>(), e[2].get<double>(), e[3].get<double>()});
       }
       return out;
     }

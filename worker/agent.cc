@@ -7,8 +7,11 @@
 
 #include <sys/prctl.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <thread>
 
 #include <google/protobuf/util/json_util.h>
 
@@ -34,6 +37,12 @@ std::string Tail(const std::string& path, size_t max_bytes) {
   std::string s = text->size() > max_bytes ? text->substr(text->size() - max_bytes) : *text;
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
+}
+
+// Intra-op threads for each of `slots` trainers sharing this host's cores.
+int ThreadsPerSlot(int slots) {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return std::max(1, cores / std::max(1, slots));
 }
 
 }  // namespace
@@ -273,6 +282,12 @@ void Agent::HandleStart(const paft::v1::Task& task) {
   env.push_back(absl::StrCat("MASTER_ADDR=", task.master_addr()));
   env.push_back(absl::StrCat("MASTER_PORT=", task.master_port()));
   env.push_back(absl::StrCat("PAFT_TASK_ID=", task.task_id()));
+  // The agent's slots share this host's cores (as torchrun sets OMP_NUM_THREADS for its local
+  // ranks): without it every rank would run a pool as wide as the host and the pools would
+  // oversubscribe the cores. An operator's own setting wins.
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) {
+    env.push_back(absl::StrCat("OMP_NUM_THREADS=", ThreadsPerSlot(options_.devices)));
+  }
   std::vector<char*> argv, envp;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -33,7 +33,7 @@ ABSL_FLAG(std::string, trainer, "",
 ABSL_FLAG(std::string, task_file, "", "train: the Task as JSON (agent mode)");
 ABSL_FLAG(std::string, branch, "", "train: sft or alignment (standalone mode)");
 ABSL_FLAG(std::string, prepare, "", "train/eval: paft-prepare (default: found beside this binary)");
-ABSL_FLAG(int, threads, 0, "train/eval: intra-op threads (0: all cores)");
+ABSL_FLAG(int, threads, 0, "train/eval: intra-op threads (0: OMP_NUM_THREADS, else all cores)");
 ABSL_FLAG(int, collective_timeout_s, 120,
           "train: rendezvous and collective timeout; a dead peer fails the rank this soon");
 ABSL_FLAG(std::string, base, "", "eval: base model folder");

@@ -169,6 +169,8 @@ INSTANTIATE_TEST_SUITE_P(
                     [](JobSpec& s) { s.mutable_sft()->mutable_batch()->set_per_device_batch_size(-1); }},
         InvalidCase{"sft.batch.max_seq_len",
                     [](JobSpec& s) { s.mutable_sft()->mutable_batch()->set_max_seq_len(4); }},
+        InvalidCase{"alignment.precision",
+                    [](JobSpec& s) { s.mutable_alignment()->set_precision("fp16"); }},
         InvalidCase{"sft.max_steps", [](JobSpec& s) { s.mutable_sft()->set_max_steps(-1); }},
         InvalidCase{"sft.epochs", [](JobSpec& s) { s.mutable_sft()->set_epochs(-2); }},
         InvalidCase{"sft.checkpoint.every_steps",

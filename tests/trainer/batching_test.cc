@@ -28,8 +28,9 @@ std::unique_ptr<TokenDataset> RaggedDataset(const testing::TempDir& dir, bool pr
     examples.push_back(e);
   }
   const std::string path = dir.Join(preference ? "pref.paftds" : "sft.paftds");
-  EXPECT_TRUE(WriteTokenDataset(path, preference ? DatasetKind::kPreference : DatasetKind::kSft,
-                                examples).ok());
+  EXPECT_TRUE(
+      WriteTokenDataset(path, preference ? DatasetKind::kPreference : DatasetKind::kSft, examples)
+          .ok());
   auto data = TokenDataset::Open(path);
   EXPECT_TRUE(data.ok()) << data.status();
   return std::move(*data);
@@ -109,8 +110,9 @@ TEST(GlobalNormalisationTest, SftSharesAddUpToTheTokenMeanOfTheGlobalBatch) {
   ASSERT_TRUE(objective.ok());
   DataSchedule whole(data.get(), 1, 8, 1, 1);
   Batch all = MakeBatch(*data, whole.MicroBatch(0, 0, 0), 0);
-  const double expected = SftLoss(model->forward(all.input_ids, all.attention_mask), all.input_ids,
-                                  all.completion_mask).item<double>();
+  const double expected =
+      SftLoss(model->forward(all.input_ids, all.attention_mask), all.input_ids, all.completion_mask)
+          .item<double>();
   DataSchedule ranks(data.get(), 1, 2, 1, 4), accumulated(data.get(), 1, 2, 4, 1);
   EXPECT_NEAR(SumOfShares(*objective, model, *data, ranks, 4, 1), expected, 1e-12);
   EXPECT_NEAR(SumOfShares(*objective, model, *data, accumulated, 1, 4), expected, 1e-12);
@@ -118,8 +120,10 @@ TEST(GlobalNormalisationTest, SftSharesAddUpToTheTokenMeanOfTheGlobalBatch) {
   double mean_of_means = 0;
   for (int64_t micro = 0; micro < 4; ++micro) {
     Batch b = MakeBatch(*data, accumulated.MicroBatch(0, micro, 0), 0);
-    mean_of_means += SftLoss(model->forward(b.input_ids, b.attention_mask), b.input_ids,
-                             b.completion_mask).item<double>() / 4;
+    mean_of_means +=
+        SftLoss(model->forward(b.input_ids, b.attention_mask), b.input_ids, b.completion_mask)
+            .item<double>() /
+        4;
   }
   EXPECT_GT(std::abs(mean_of_means - expected), 1e-4);
 }
@@ -132,7 +136,8 @@ TEST(GlobalNormalisationTest, PreferenceSharesAddUpToTheGlobalBatchLoss) {
   DataSchedule whole(data.get(), 1, 8, 1, 1), ranks(data.get(), 1, 2, 1, 4);
   Batch all = MakeBatch(*data, whole.MicroBatch(0, 0, 0), 0);
   torch::Tensor logits = model->forward(all.input_ids, all.attention_mask);
-  auto [chosen, rejected] = SplitPairs(CompletionLogProbs(logits, all.input_ids, all.completion_mask), 8);
+  auto [chosen, rejected] =
+      SplitPairs(CompletionLogProbs(logits, all.input_ids, all.completion_mask), 8);
   for (const char* kind : {"orpo", "simpo"}) {
     paft::v1::BranchSpec spec;
     PreferenceParams params;
@@ -196,7 +201,8 @@ TEST(PackedBatchTest, SameLossAndGradientsAsThePaddedBatch) {
         const Batch& b = layout == 0 ? padded : packed;
         lp[layout] = BatchLogProbs(BatchLogits(model, b), b);
         (-lp[layout].sum.sum() / lp[layout].tokens.sum()).backward();
-        for (auto& [name, p] : model->TrainableParameters()) grads[layout].push_back(p.grad().clone());
+        for (auto& [name, p] : model->TrainableParameters())
+          grads[layout].push_back(p.grad().clone());
       }
       EXPECT_TRUE(torch::allclose(lp[0].sum, lp[1].sum, 0, 1e-10)) << lp[0].sum << lp[1].sum;
       EXPECT_TRUE(torch::equal(lp[0].tokens, lp[1].tokens)) << lp[0].tokens << lp[1].tokens;

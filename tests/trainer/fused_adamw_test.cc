@@ -44,7 +44,8 @@ TEST(FusedAdamWTest, MatchesTheUpdateByHandAndLibTorchsAdamW) {
       x[i] *= 1 - kLr * kWd;
       m[i] = kB1 * m[i] + (1 - kB1) * gi;
       v[i] = kB2 * v[i] + (1 - kB2) * gi * gi;
-      const double m_hat = m[i] / (1 - std::pow(kB1, step)), v_hat = v[i] / (1 - std::pow(kB2, step));
+      const double m_hat = m[i] / (1 - std::pow(kB1, step)),
+                   v_hat = v[i] / (1 - std::pow(kB2, step));
       x[i] -= kLr * m_hat / (std::sqrt(v_hat) + kEps);
       worst_hand = std::max(worst_hand, std::fabs(got[i].item<double>() - x[i]));
     }

@@ -10,8 +10,8 @@
 
 #include "tests/testing/temp_dir.h"
 #include "trainer/llama.h"
-#include "trainer/model_io.h"
 #include "trainer/losses.h"
+#include "trainer/model_io.h"
 
 namespace paft::trainer {
 namespace {
@@ -32,7 +32,8 @@ LlamaForCausalLM RandomModel(uint64_t seed) {
   return model;
 }
 
-const torch::Tensor kIds = torch::tensor({{1, 5, 9, 13, 17, 21, 25, 29}, {2, 4, 8, 16, 32, 3, 6, 12}});
+const torch::Tensor kIds =
+    torch::tensor({{1, 5, 9, 13, 17, 21, 25, 29}, {2, 4, 8, 16, 32, 3, 6, 12}});
 
 TEST(PrecisionTest, NamesResolveAndUnknownOnesAreRefusedByName) {
   const torch::Device cpu(torch::kCPU), cuda(torch::kCUDA, 0);
@@ -166,7 +167,8 @@ TEST(PrecisionTest, ActivationCheckpointingRecomputesInBf16) {
       loss = SftLoss(model->forward(kIds), kIds, torch::ones_like(kIds));
     }
     loss.backward();
-    for (auto& [name, p] : model->TrainableParameters()) grads[checkpointing].push_back(p.grad().clone());
+    for (auto& [name, p] : model->TrainableParameters())
+      grads[checkpointing].push_back(p.grad().clone());
   }
   ASSERT_EQ(grads[0].size(), grads[1].size());
   for (size_t i = 0; i < grads[0].size(); ++i) {

@@ -1,11 +1,13 @@
 // The trainer of one rank of a branch. With world_size > 1 the ranks form a c10d process group
 // (Gloo on CPU, NCCL on GPUs) from the task's master address and port, each reads a disjoint
-// shard of every global batch, and gradients are averaged like DDP. Torch-free interface: the
-// worker binary includes it without paying for torch headers.
+// shard of every global batch, computes its share of the global batch's loss (normalised over the
+// whole global batch) and the shares' gradients are summed across ranks. Torch-free interface:
+// the worker binary includes it without paying for torch headers.
 //
 // A run loads the base model (HF folder), adds LoRA (or trains everything), reads the prepared
 // dataset, optimises the branch's objective with AdamW, warm-up + decay, gradient accumulation
-// and clipping, reports progress through `emit`, and writes checkpoints: a PEFT adapter folder
+// and clipping, in the branch's precision (fp32, or bf16 autocast), on padded or padding-free
+// batches, reports progress through `emit`, and writes checkpoints: a PEFT adapter folder
 // (LoRA) or a full HF folder, plus trainer_state.json, committed atomically with a manifest.
 #ifndef PAFT_TRAINER_TRAINER_H_
 #define PAFT_TRAINER_TRAINER_H_

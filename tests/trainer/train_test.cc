@@ -92,6 +92,17 @@ paft::v1::Task MakeTask(const std::string& base, const std::string& dir, bool sf
   return task;
 }
 
+// Runs Train (which must succeed) and returns each step's loss.
+std::vector<double> TrainLosses(TrainOptions options) {
+  std::vector<double> losses;
+  options.emit = [&](const nlohmann::json& e) {
+    if (e["type"] == "progress") losses.push_back(e["loss"]);
+  };
+  absl::Status status = Train(options);
+  EXPECT_TRUE(status.ok()) << status;
+  return losses;
+}
+
 TEST(TrainTest, SftLowersHeldOutLoss) {
   testing::TempDir dir;
   const std::string base = MakeBase(dir);
@@ -169,10 +180,7 @@ TEST(TrainTest, PrecomputedReferenceMatchesOnTheFly) {
     options.task.mutable_spec()->set_max_steps(4);
     options.task.mutable_spec()->mutable_dpo()->set_precompute_ref_log_probs(precompute == 1);
     options.dataset = dir.Join("train.paftds");
-    options.emit = [&](const nlohmann::json& e) {
-      if (e["type"] == "progress") losses[precompute].push_back(e["loss"]);
-    };
-    ASSERT_TRUE(Train(options).ok());
+    losses[precompute] = TrainLosses(options);
   }
   ASSERT_EQ(losses[0].size(), 4u);
   for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(losses[0][i], losses[1][i], 1e-4) << "step " << i;
@@ -197,11 +205,8 @@ TEST(TrainTest, Bf16LoraTrainingLearnsAndSavesAnFp32Adapter) {
   options.task.mutable_spec()->set_max_steps(200);
   options.task.mutable_spec()->mutable_checkpoint()->set_every_steps(0);
   options.dataset = dir.Join("train.paftds");
-  std::vector<double> losses;
-  options.emit = [&](const nlohmann::json& e) {
-    if (e["type"] == "progress") losses.push_back(e["loss"]);
-  };
-  ASSERT_TRUE(Train(options).ok());
+  const std::vector<double> losses = TrainLosses(options);
+  ASSERT_EQ(losses.size(), 200u);
   const std::string final = dir.Join("ckpt/checkpoint-200");
   auto adapter = SafetensorsFile::Open(final + "/adapter_model.safetensors");
   ASSERT_TRUE(adapter.ok());
@@ -242,10 +247,7 @@ TEST(TrainTest, PaddingFreeTrainsTheSameWeightsAsPaddedBatches) {
     options.task.mutable_spec()->mutable_batch()->set_per_device_batch_size(4);
     options.task.mutable_spec()->mutable_batch()->set_padding_free(packed == 1);
     options.dataset = dir.Join("ragged.paftds");
-    options.emit = [&](const nlohmann::json& e) {
-      if (e["type"] == "progress") losses[packed].push_back(e["loss"]);
-    };
-    ASSERT_TRUE(Train(options).ok());
+    losses[packed] = TrainLosses(options);
   }
   ASSERT_EQ(losses[0].size(), 6u);
   for (size_t i = 0; i < 6; ++i) {

@@ -155,4 +155,21 @@ absl::Span<const uint32_t> TokenDataset::Segment(int64_t i, int which) const {
   return absl::Span<const uint32_t>(tokens_ + first, GetU32(e + 8 + 4 * which));
 }
 
+absl::Status CheckTokenIds(const TokenDataset& data, int64_t vocab_size, const std::string& name) {
+  const int sides = data.kind() == DatasetKind::kPreference ? 3 : 2;
+  for (int64_t i = 0; i < data.size(); ++i) {
+    for (int side = 0; side < sides; ++side) {
+      const auto ids = side == 0 ? data.prompt(i) : side == 1 ? data.completion(i) : data.rejected(i);
+      for (uint32_t id : ids) {
+        if (static_cast<int64_t>(id) >= vocab_size) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("dataset ", name, ": example ", i, " holds token id ", id,
+                           ", outside the model's vocabulary of ", vocab_size));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace paft

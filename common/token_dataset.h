@@ -66,6 +66,10 @@ class TokenDataset {
   nlohmann::json header_;
 };
 
+// InvalidArgument naming the dataset, the example and the id when a token id is not below
+// `vocab_size` (a model's vocabulary): such an id would index past the embedding table.
+absl::Status CheckTokenIds(const TokenDataset& data, int64_t vocab_size, const std::string& name);
+
 // FNV-1a 64 as 16 hex digits.
 std::string Fingerprint(absl::Span<const uint8_t> data);
 

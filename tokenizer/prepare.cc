@@ -19,9 +19,10 @@ std::string DetectFormat(const json& record) {
 }
 
 // A string field tokenized, or an *_ids field taken as is.
+// `vocab_limit` > 0: ids must be below it.
 absl::StatusOr<std::vector<uint32_t>> Field(const json& record, const std::string& key,
-                                            const Tokenizer* tokenizer, int64_t line,
-                                            bool required) {
+                                            const Tokenizer* tokenizer, int64_t vocab_limit,
+                                            int64_t line, bool required) {
   const std::string ids_key = key + "_ids";
   if (record.contains(ids_key)) {
     const json& ids = record[ids_key];
@@ -36,12 +37,12 @@ absl::StatusOr<std::vector<uint32_t>> Field(const json& record, const std::strin
       }
       out.push_back(id.get<uint32_t>());
     }
-    if (tokenizer != nullptr) {
+    if (vocab_limit > 0) {
       for (uint32_t id : out) {
-        if (id >= tokenizer->vocab_size()) {
+        if (id >= vocab_limit) {
           return absl::InvalidArgumentError(absl::StrCat("line ", line, ": '", ids_key, "' id ",
                                                          id, " is outside the vocabulary of ",
-                                                         tokenizer->vocab_size()));
+                                                         vocab_limit));
         }
       }
     }
@@ -133,6 +134,12 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
     return absl::InvalidArgumentError(absl::StrCat("unknown truncation '", options.truncation,
                                                    "' (keep_end, keep_start, drop)"));
   }
+  // Ids must fit the model's vocabulary and the tokenizer's, whichever is given (both: the
+  // smaller).
+  int64_t vocab_limit = options.vocab_size;
+  if (tokenizer != nullptr && (vocab_limit <= 0 || tokenizer->vocab_size() < vocab_limit)) {
+    vocab_limit = tokenizer->vocab_size();
+  }
   PrepareResult result;
   std::string format = options.format;
   int64_t line_number = 0;
@@ -150,11 +157,13 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
     }
     TokenExample e;
     if (format == "prompt_completion" || preference) {
-      PAFT_ASSIGN_OR_RETURN(e.prompt, Field(record, "prompt", tokenizer, line_number, !preference));
+      PAFT_ASSIGN_OR_RETURN(e.prompt,
+                            Field(record, "prompt", tokenizer, vocab_limit, line_number, !preference));
       PAFT_ASSIGN_OR_RETURN(e.completion, Field(record, preference ? "chosen" : "completion",
-                                                tokenizer, line_number, true));
+                                                tokenizer, vocab_limit, line_number, true));
       if (preference) {
-        PAFT_ASSIGN_OR_RETURN(e.rejected, Field(record, "rejected", tokenizer, line_number, true));
+        PAFT_ASSIGN_OR_RETURN(e.rejected,
+                              Field(record, "rejected", tokenizer, vocab_limit, line_number, true));
       }
     } else if (format == "messages") {
       if (tokenizer == nullptr) {
@@ -168,7 +177,8 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
       PAFT_ASSIGN_OR_RETURN(e.prompt, tokenizer->Encode(rendered->first));
       PAFT_ASSIGN_OR_RETURN(e.completion, tokenizer->Encode(rendered->second));
     } else if (format == "text") {
-      PAFT_ASSIGN_OR_RETURN(e.completion, Field(record, "text", tokenizer, line_number, true));
+      PAFT_ASSIGN_OR_RETURN(e.completion,
+                            Field(record, "text", tokenizer, vocab_limit, line_number, true));
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown dataset format '", format, "'"));
     }

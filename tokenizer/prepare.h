@@ -37,6 +37,9 @@ struct PrepareOptions {
   std::string truncation = "keep_end";
   bool add_bos = true;
   bool add_eos = true;
+  // > 0: every token id must be below it (the model's vocabulary); pre-tokenized ids above it
+  // are an error naming the line.
+  int64_t vocab_size = 0;
 };
 
 struct PrepareResult {

@@ -27,6 +27,8 @@ ABSL_FLAG(std::string, truncation, "keep_end", "keep_end, keep_start or drop");
 ABSL_FLAG(bool, add_bos, true, "Prepend the tokenizer's BOS");
 ABSL_FLAG(bool, add_eos, true, "Append the tokenizer's EOS to completions");
 ABSL_FLAG(std::string, decode, "", "Decode comma-separated ids and print the text");
+ABSL_FLAG(int64_t, vocab_size, 0,
+          "The model's vocabulary: token ids must be below it (0: only the tokenizer's bound)");
 
 namespace {
 
@@ -96,6 +98,7 @@ int main(int argc, char** argv) {
   options.truncation = absl::GetFlag(FLAGS_truncation);
   options.add_bos = absl::GetFlag(FLAGS_add_bos);
   options.add_eos = absl::GetFlag(FLAGS_add_eos);
+  options.vocab_size = absl::GetFlag(FLAGS_vocab_size);
   auto result = paft::tokenizer::PrepareJsonl(*text, options, tokenizer.get());
   if (!result.ok()) {
     std::cerr << "error: " << absl::GetFlag(FLAGS_input) << ": " << result.status().message()
@@ -111,6 +114,8 @@ int main(int argc, char** argv) {
   if (tokenizer != nullptr) {
     provenance["vocab_size"] = tokenizer->vocab_size();
     provenance["eos_id"] = tokenizer->eos_id();
+  } else if (options.vocab_size > 0) {
+    provenance["vocab_size"] = options.vocab_size;
   }
   absl::Status status = paft::WriteTokenDataset(absl::GetFlag(FLAGS_output), result->kind,
                                                 result->examples, provenance);

@@ -1,5 +1,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/hf_config.h"
 #include "common/process_util.h"
 #include "common/status.h"
 #include "common/token_dataset.h"
@@ -12,25 +13,29 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::
                                            const std::string& cache_dir,
                                            const std::string& prepare_binary) {
   if (input.size() > 7 && input.substr(input.size() - 7) == ".paftds") return input;
+  // Without a tokenizer.model (Llama-3, Qwen folders) the records must be pre-tokenized
+  // (*_ids); paft-prepare says which line is not. Ids are checked against the model's vocabulary.
   const std::string tokenizer = JoinPath(base_model, "tokenizer.model");
-  if (!IsRegularFile(tokenizer)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "dataset ", input, " is JSONL but the base model has no tokenizer.model to tokenize it"));
-  }
+  const bool has_tokenizer = IsRegularFile(tokenizer);
+  PAFT_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(base_model));
   PAFT_ASSIGN_OR_RETURN(std::string data, ReadFileToString(input));
-  PAFT_ASSIGN_OR_RETURN(std::string tok, ReadFileToString(tokenizer));
+  std::string tok;
+  if (has_tokenizer) {
+    PAFT_ASSIGN_OR_RETURN(tok, ReadFileToString(tokenizer));
+  }
   const std::string settings =
       absl::StrCat(spec.dataset().format(), "|", spec.dataset().chat_template(), "|",
-                   spec.batch().max_seq_len());
+                   spec.batch().max_seq_len(), "|", config.vocab_size);
   const std::string key = Fingerprint(absl::Span<const uint8_t>(
       reinterpret_cast<const uint8_t*>((data + tok + settings).data()), data.size() + tok.size() + settings.size()));
   const std::string name = input.substr(input.find_last_of('/') + 1);
   const std::string out = JoinPath(cache_dir, absl::StrCat(name, ".", key, ".paftds"));
   if (IsRegularFile(out)) return out;
   PAFT_RETURN_IF_ERROR(MakeDirs(cache_dir));
-  std::vector<std::string> argv = {prepare_binary, "--tokenizer=" + tokenizer, "--input=" + input,
-                                   "--output=" + out,
+  std::vector<std::string> argv = {prepare_binary, "--input=" + input, "--output=" + out,
+                                   absl::StrCat("--vocab_size=", config.vocab_size),
                                    absl::StrCat("--max_seq_len=", spec.batch().max_seq_len() > 0 ? spec.batch().max_seq_len() : 512)};
+  if (has_tokenizer) argv.push_back("--tokenizer=" + tokenizer);
   if (!spec.dataset().format().empty()) argv.push_back("--format=" + spec.dataset().format());
   if (!spec.dataset().chat_template().empty()) {
     argv.push_back("--chat_template=" + spec.dataset().chat_template());

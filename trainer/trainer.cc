@@ -117,6 +117,7 @@ class BranchTrainer {
         data_->header()["vocab_size"].get<int64_t>() > model_->config().vocab_size) {
       return absl::InvalidArgumentError("the dataset's tokenizer has a larger vocabulary than the model");
     }
+    PAFT_RETURN_IF_ERROR(CheckTokenIds(*data_, model_->config().vocab_size, options_.dataset));
     PAFT_ASSIGN_OR_RETURN(resume_dir_, FindResumePoint(options_.task.checkpoint_dir(),
                                                        options_.task.resume_from()));
     if (!resume_dir_.empty()) PAFT_RETURN_IF_ERROR(ResumeWeights());

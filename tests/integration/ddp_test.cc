@@ -204,6 +204,39 @@ TEST_F(DdpTest, GlobalBatchOfVariableLengthsTrainsTheSameWeightsHoweverSplit) {
   }
 }
 
+// A model folder without tokenizer files (as Llama-3 and Qwen ship theirs: tokenizer.json only)
+// trains on pre-tokenized JSONL; an id outside the model's vocabulary is refused (exit 2, a user
+// error) naming the line.
+TEST_F(DdpTest, PreTokenizedJsonlTrainsWithoutTokenizerFiles) {
+  ASSERT_FALSE(PathExists(dir_.Join("base/tokenizer.model")));
+  std::string jsonl;
+  for (int i = 0; i < 8; ++i) {
+    jsonl += absl::StrCat(R"({"prompt_ids": [)", 3 + i % 5, R"(, 4], "completion_ids": [)",
+                          10 + i % 7, ", 2]}\n");
+  }
+  ASSERT_TRUE(WriteFileAtomic(dir_.Join("ids.jsonl"), jsonl).ok());
+  const std::string prepare = std::string("--prepare=") + PAFT_PREPARE;
+  v1::Task task = MakeTask("ids", 0, 1, 2, 0, 2);
+  task.mutable_spec()->mutable_dataset()->set_path(dir_.Join("ids.jsonl"));
+  std::string out;
+  EXPECT_EQ(testing::RunCommand(
+                {PAFT_WORKER, "train", "--threads=1", prepare, "--task_file=" + SaveTask(task)}, &out),
+            0)
+      << out;
+  EXPECT_TRUE(IsRegularFile(dir_.Join("ids/checkpoints/checkpoint-2/paft_checkpoint.json"))) << out;
+
+  const std::string outside = jsonl + R"({"prompt_ids": [3], "completion_ids": [48]})" + "\n";
+  ASSERT_TRUE(WriteFileAtomic(dir_.Join("outside.jsonl"), outside).ok());
+  task = MakeTask("outside", 0, 1, 2, 0, 2);
+  task.mutable_spec()->mutable_dataset()->set_path(dir_.Join("outside.jsonl"));
+  out.clear();
+  EXPECT_EQ(testing::RunCommand(
+                {PAFT_WORKER, "train", "--threads=1", prepare, "--task_file=" + SaveTask(task)}, &out),
+            2)
+      << out;
+  EXPECT_THAT(out, HasSubstr("line 9: 'completion_ids' id 48 is outside the vocabulary of 48"));
+}
+
 TEST_F(DdpTest, ADeadPeerFailsTheSurvivorWithinTheTimeout) {
   const int port = testing::FreePort();
   const std::string t0 = WriteTask("dead", 0, 2, 2, port, 100000);

@@ -87,6 +87,28 @@ TEST(PrepareTest, TruncationPolicies) {
   EXPECT_EQ(drop->examples.size(), 1u);
 }
 
+// Pre-tokenized records need no tokenizer; their ids are checked against the model's vocabulary.
+TEST(PrepareTest, PreTokenizedRecordsWithoutATokenizer) {
+  PrepareOptions o;
+  o.vocab_size = 50;
+  auto ok = PrepareJsonl("{\"prompt_ids\": [1, 2], \"completion_ids\": [49]}\n"
+                         "{\"prompt_ids\": [3], \"completion_ids\": [4, 5]}",
+                         o, nullptr);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  ASSERT_EQ(ok->examples.size(), 2u);
+  EXPECT_EQ(ok->examples[0].prompt, (std::vector<uint32_t>{1, 2}));  // as given: no BOS/EOS
+  EXPECT_EQ(ok->examples[0].completion, (std::vector<uint32_t>{49}));
+  auto outside = PrepareJsonl("{\"prompt_ids\": [1], \"chosen_ids\": [2], \"rejected_ids\": [3]}\n"
+                              "{\"prompt_ids\": [1], \"chosen_ids\": [2], \"rejected_ids\": [50]}",
+                              o, nullptr);
+  ASSERT_FALSE(outside.ok());
+  EXPECT_THAT(std::string(outside.status().message()),
+              HasSubstr("line 2: 'rejected_ids' id 50 is outside the vocabulary of 50"));
+  auto text = PrepareJsonl(R"({"prompt": "a", "completion": "b"})", o, nullptr);
+  ASSERT_FALSE(text.ok());
+  EXPECT_THAT(std::string(text.status().message()), HasSubstr("line 1: 'prompt' is text"));
+}
+
 TEST(PrepareTest, BadRecordsNameTheLineAndKey) {
   CharTokenizer tok;
   auto expect = [&](const std::string& jsonl, const std::string& fragment) {

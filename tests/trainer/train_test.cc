@@ -258,6 +258,24 @@ TEST(TrainTest, PaddingFreeTrainsTheSameWeightsAsPaddedBatches) {
             1e-6);
 }
 
+// A prepared dataset with a token id past the model's vocabulary is refused by name before it
+// can index past the embedding table, in training and in evaluation.
+TEST(TrainTest, TokenIdsOutsideTheVocabularyAreRefused) {
+  testing::TempDir dir;
+  const std::string base = MakeBase(dir);  // vocabulary 24
+  std::vector<TokenExample> examples = {{{2, 3}, {12, 1}, {}}, {{2, 3}, {24, 1}, {}}};
+  ASSERT_TRUE(WriteTokenDataset(dir.Join("bad.paftds"), DatasetKind::kSft, examples).ok());
+  TrainOptions options;
+  options.task = MakeTask(base, dir.Join("ckpt"), true);
+  options.dataset = dir.Join("bad.paftds");
+  absl::Status status = Train(options);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("example 1 holds token id 24"));
+  auto report = Evaluate(base, "", dir.Join("bad.paftds"), 0.1, 1);
+  ASSERT_FALSE(report.ok());
+  EXPECT_THAT(std::string(report.status().message()), HasSubstr("outside the model's vocabulary of 24"));
+}
+
 TEST(TrainTest, WrongDataAndChangedDataAreRefused) {
   testing::TempDir dir;
   const std::string base = MakeBase(dir);

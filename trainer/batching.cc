@@ -86,6 +86,10 @@ Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, i
   return b;
 }
 
+int64_t PadId(const ModelConfig& config) {
+  return config.eos_token_id >= 0 ? config.eos_token_id : 0;
+}
+
 Batch ToDevice(Batch b, const torch::Device& device) {
   if (b.input_ids.device() == device) return b;
   b.input_ids = b.input_ids.to(device);
@@ -134,11 +138,11 @@ std::vector<int64_t> DataSchedule::MicroBatch(int64_t step, int64_t micro, int r
 
 StepCounts DataSchedule::Counts(int64_t step) {
   StepCounts counts;
+  counts.sequences = examples_per_step();
   const int64_t first = step * examples_per_step();
   for (int64_t k = 0; k < examples_per_step(); ++k) {
     const int64_t i = Example(first + k);
     counts.targets += TargetTokens(data_->prompt(i), data_->completion(i));
-    counts.sequences += 1;
   }
   return counts;
 }

@@ -15,6 +15,7 @@
 #include <map>
 #include <vector>
 
+#include "common/hf_config.h"
 #include "common/token_dataset.h"
 
 namespace paft::trainer {
@@ -40,6 +41,9 @@ struct Batch {
 
 Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, int64_t pad_id,
                 bool packed = false);
+// The id padded rows are filled with: the model's EOS (0 without one). Pads are never attended
+// to nor targets, so any id would do; EOS keeps them inside the vocabulary.
+int64_t PadId(const ModelConfig& config);
 // The same batch with its tensors on `device`.
 Batch ToDevice(Batch batch, const torch::Device& device);
 

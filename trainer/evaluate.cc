@@ -38,7 +38,7 @@ absl::StatusOr<json> Evaluate(const std::string& base_model, const std::string& 
     PAFT_RETURN_IF_ERROR(CheckTokenIds(*data, model->config().vocab_size, dataset));
     model->eval();
     torch::NoGradGuard no_grad;
-    const int64_t pad_id = model->config().eos_token_id >= 0 ? model->config().eos_token_id : 0;
+    const int64_t pad_id = PadId(model->config());
     json report = {{"examples", data->size()}, {"dataset", dataset}};
     if (data->kind() == DatasetKind::kSft) {
       double nll = 0, tokens = 0;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <sstream>
 #include <type_traits>
+#include <vector>
 
 namespace paft::trainer {
 namespace {
@@ -42,6 +43,7 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
     loss = closure();
   }
   using Key = typename std::decay_t<decltype(state())>::key_type;
+  std::vector<torch::Tensor> fused;  // stepped here
   bool all_fused = true;
   for (auto& group : param_groups()) {
     const auto& options = static_cast<const AdamWOptions&>(group.options());
@@ -59,6 +61,7 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
         fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
         slot = std::move(fresh);
       }
+      fused.push_back(p);
       auto& s = static_cast<AdamWParamState&>(*slot);
       s.step(s.step() + 1);
       const auto [beta1, beta2] = options.betas();
@@ -91,18 +94,13 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
   if (!all_fused) {
     // The rest through AdamW itself; fused parameters must not be stepped twice, so their
     // gradients are hidden for that call.
-    std::vector<std::pair<torch::Tensor, torch::Tensor>> hidden;
-    for (auto& group : param_groups()) {
-      for (auto& p : group.params()) {
-        if (p.grad().defined() && !static_cast<const AdamWOptions&>(group.options()).amsgrad() &&
-            Fusable(p)) {
-          hidden.emplace_back(p, p.grad());
-          p.mutable_grad() = torch::Tensor();
-        }
-      }
+    std::vector<torch::Tensor> hidden;
+    for (auto& p : fused) {
+      hidden.push_back(p.grad());
+      p.mutable_grad() = torch::Tensor();
     }
     torch::optim::AdamW::step();
-    for (auto& [p, g] : hidden) p.mutable_grad() = g;
+    for (size_t i = 0; i < fused.size(); ++i) fused[i].mutable_grad() = hidden[i];
   }
   return loss;
 }

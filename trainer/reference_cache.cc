@@ -34,7 +34,7 @@ absl::StatusOr<ReferenceLogProbs> PrecomputeReferenceLogProbs(
       return out;
     }
   }
-  const int64_t pad_id = model->config().eos_token_id >= 0 ? model->config().eos_token_id : 0;
+  const int64_t pad_id = PadId(model->config());
   json stored = json::array();
   AutocastScope autocast(precision, device);
   for (int64_t i = 0; i < data.size(); ++i) {

@@ -245,7 +245,7 @@ class BranchTrainer {
     optimizer_->zero_grad();
     const int64_t accum = std::max(1, spec_.batch().gradient_accumulation_steps());
     const StepCounts counts = schedule_->Counts(step);
-    const int64_t pad_id = model_->config().eos_token_id >= 0 ? model_->config().eos_token_id : 0;
+    const int64_t pad_id = PadId(model_->config());
     StepMetrics metrics;
     for (int64_t micro = 0; micro < accum; ++micro) {
       Batch b = ToDevice(MakeBatch(*data_, schedule_->MicroBatch(step, micro, rank_), pad_id,

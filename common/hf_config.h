@@ -1,12 +1,17 @@
-// The Hugging Face `config.json` of a Llama-family model (LlamaConfig keys; Qwen2 and Mistral use
-// the same ones). Unknown keys are kept in `raw` so a config can be written back unchanged.
+// The Hugging Face `config.json` of a supported decoder family: llama, mistral, qwen2, read as
+// transformers' LlamaConfig / MistralConfig / Qwen2Config. A config is computed exactly or refused:
+// a model_type outside the list, a key the family's config does not have, or a value that would
+// change the numbers in a way not implemented (attention dropout, Qwen2 sliding windows, partial
+// rotary) is an error naming the key. The whole file is kept in `raw` to be written back unchanged.
 #ifndef PAFT_COMMON_HF_CONFIG_H_
 #define PAFT_COMMON_HF_CONFIG_H_
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/rope_scaling.h"
 #include "nlohmann/json.hpp"
 
 namespace paft {
@@ -23,12 +28,18 @@ struct ModelConfig {
   int64_t max_position_embeddings = 2048;
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  // Each query attends to at most this many keys, itself included (Mistral); 0: unlimited.
+  int64_t sliding_window = 0;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;  // q/k/v biases (true for qwen2)
+  bool attention_bias = false;  // q/k/v biases (always for qwen2; llama's attention_bias)
+  bool output_bias = false;     // o_proj bias (llama's attention_bias)
+  bool mlp_bias = false;        // gate/up/down biases (llama's mlp_bias)
   std::string hidden_act = "silu";
   std::string torch_dtype;  // "float32", "bfloat16", "float16" or empty
   int64_t bos_token_id = -1;
-  int64_t eos_token_id = -1;
+  int64_t eos_token_id = -1;           // the first of eos_token_ids (-1: none)
+  std::vector<int64_t> eos_token_ids;  // config.json's eos_token_id, a number or a list
   int64_t pad_token_id = -1;
   nlohmann::json raw;  // the whole file as read
 
@@ -39,6 +50,9 @@ struct ModelConfig {
 // Copies the files of a Hugging Face model folder that travel with the weights besides
 // config.json (tokenizer files, generation settings) from `from` to `to`, those that exist.
 absl::Status CopyModelSideFiles(const std::string& from, const std::string& to);
+
+// Model types computed exactly, in the order the docs list them.
+const std::vector<std::string>& SupportedModelTypes();
 
 // Parses and validates config.json text; errors name the offending key.
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text);

@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -17,6 +18,16 @@ namespace {
 // Additive mask value: large and finite, so fully masked rows give a uniform softmax, not NaN.
 constexpr float kMaskValue = -1e9f;
 
+// Additive (T, S) mask of queries at `query_pos` (T, 1) over keys at `key_pos` (1, S): a key is
+// visible when it is not in the future and, with a sliding window, fewer than `window` positions
+// back (transformers' Mistral mask).
+torch::Tensor CausalMask(const torch::Tensor& query_pos, const torch::Tensor& key_pos,
+                         int64_t window) {
+  torch::Tensor visible = key_pos <= query_pos;
+  if (window > 0) visible = visible & (query_pos - key_pos < window);
+  return torch::zeros(visible.sizes(), torch::TensorOptions().dtype(torch::kFloat).device(visible.device()))
+      .masked_fill(visible.logical_not(), kMaskValue);
+}
 
 }  // namespace
 
@@ -89,15 +100,21 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   return weight * xf.to(x.scalar_type());
 }
 
+torch::Tensor RotaryInverseFrequencies(const ModelConfig& config, int64_t sequence_length) {
+  const std::vector<double> inv_freq =
+      RopeInverseFrequencies(config.rope_scaling, config.rope_theta, config.head_dim,
+                             config.max_position_embeddings, sequence_length);
+  return torch::tensor(inv_freq, torch::kDouble).to(torch::kFloat);
+}
+
 std::pair<torch::Tensor, torch::Tensor> RotaryTables(const torch::Tensor& position_ids,
-                                                     int64_t head_dim, double theta) {
-  torch::Tensor exponent =
-      torch::arange(0, head_dim, 2, torch::TensorOptions().dtype(torch::kLong)).to(torch::kFloat) /
-      static_cast<double>(head_dim);
-  torch::Tensor inv_freq = 1.0 / torch::pow(theta, exponent);  // (head_dim / 2)
-  torch::Tensor freqs = position_ids.to(torch::kFloat).unsqueeze(-1) * inv_freq;  // (B, T, hd/2)
+                                                     const torch::Tensor& inv_freq,
+                                                     double attention_factor) {
+  // (B, T, hd/2) angles in fp32, as transformers computes them.
+  torch::Tensor freqs = position_ids.to(torch::kFloat).unsqueeze(-1) * inv_freq;
   torch::Tensor emb = torch::cat({freqs, freqs}, -1);
-  return {emb.cos(), emb.sin()};
+  if (attention_factor == 1.0) return {emb.cos(), emb.sin()};
+  return {emb.cos() * attention_factor, emb.sin() * attention_factor};
 }
 
 torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos,
@@ -119,7 +136,7 @@ AttentionImpl::AttentionImpl(const ModelConfig& config, torch::ScalarType dtype)
   q_proj = register_module("q_proj", Linear(h, heads_ * head_dim_, config.attention_bias, dtype));
   k_proj = register_module("k_proj", Linear(h, kv_heads_ * head_dim_, config.attention_bias, dtype));
   v_proj = register_module("v_proj", Linear(h, kv_heads_ * head_dim_, config.attention_bias, dtype));
-  o_proj = register_module("o_proj", Linear(heads_ * head_dim_, h, false, dtype));
+  o_proj = register_module("o_proj", Linear(heads_ * head_dim_, h, config.output_bias, dtype));
 }
 
 // softmax(q k^T / sqrt(d) + mask) v for (B, heads, T, d) queries and (B, heads, S, d) keys.
@@ -173,9 +190,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
 
 MlpImpl::MlpImpl(const ModelConfig& config, torch::ScalarType dtype) {
   const int64_t h = config.hidden_size, i = config.intermediate_size;
-  gate_proj = register_module("gate_proj", Linear(h, i, false, dtype));
-  up_proj = register_module("up_proj", Linear(h, i, false, dtype));
-  down_proj = register_module("down_proj", Linear(i, h, false, dtype));
+  gate_proj = register_module("gate_proj", Linear(h, i, config.mlp_bias, dtype));
+  up_proj = register_module("up_proj", Linear(h, i, config.mlp_bias, dtype));
+  down_proj = register_module("down_proj", Linear(i, h, config.mlp_bias, dtype));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
@@ -283,7 +300,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
 // Causal LM
 
 LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& config, torch::ScalarType dtype)
-    : config_(config) {
+    : config_(config), inv_freq_(RotaryInverseFrequencies(config, 0)) {
   model = register_module("model", LlamaBackbone(config, dtype));
   if (!config.tie_word_embeddings) {
     lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size, false, dtype));
@@ -307,9 +324,7 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   auto float_options = torch::TensorOptions().dtype(torch::kFloat).device(input_ids.device());
   torch::Tensor query_pos = torch::arange(past, s, long_options).unsqueeze(1);  // (T, 1)
   torch::Tensor key_pos = torch::arange(0, s, long_options).unsqueeze(0);       // (1, S)
-  torch::Tensor mask = torch::where(key_pos <= query_pos, torch::zeros({1}, float_options),
-                                    torch::full({1}, kMaskValue, float_options))
-                           .view({1, 1, t, s});
+  torch::Tensor mask = CausalMask(query_pos, key_pos, config_.sliding_window).view({1, 1, t, s});
   if (attention_mask.defined()) {
     torch::Tensor keys = attention_mask.to(torch::kFloat);
     if (keys.size(1) != s) keys = torch::cat({torch::ones({b, s - keys.size(1)}, float_options), keys}, 1);
@@ -334,17 +349,21 @@ torch::Tensor LlamaForCausalLMImpl::ForwardPacked(const torch::Tensor& input_ids
   std::vector<torch::Tensor> positions;
   for (int64_t len : lengths) positions.push_back(torch::arange(0, len, long_options));
   const torch::Tensor position_ids = torch::cat(positions).unsqueeze(0);
-  const torch::Tensor causal =
-      torch::full({longest, longest}, kMaskValue, long_options.dtype(torch::kFloat))
-          .triu(1)
-          .view({1, 1, longest, longest});
+  const torch::Tensor span = torch::arange(0, longest, long_options);
+  const torch::Tensor causal = CausalMask(span.unsqueeze(1), span.unsqueeze(0), config_.sliding_window)
+                                   .view({1, 1, longest, longest});
   return RunLayers(input_ids, position_ids, AttentionLayout{{}, lengths, causal}, nullptr);
 }
 
 torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& input_ids,
                                               const torch::Tensor& position_ids,
                                               const AttentionLayout& layout, KVCache* cache) {
-  auto [cos, sin] = RotaryTables(position_ids, config_.head_dim, config_.rope_theta);
+  torch::Tensor inv_freq = inv_freq_;
+  if (config_.rope_scaling.depends_on_length()) {
+    inv_freq = RotaryInverseFrequencies(config_, position_ids.max().item<int64_t>() + 1);
+  }
+  auto [cos, sin] = RotaryTables(position_ids, inv_freq.to(position_ids.device()),
+                                 config_.rope_scaling.attention_factor);
   torch::Tensor h = model->embed_tokens(input_ids);
   // Under autocast the residual stream is fp32 whatever the embeddings' dtype (exact: a bf16 or
   // fp16 value is an fp32 value); autocast lowers each matmul's inputs itself.
@@ -397,7 +416,10 @@ std::vector<int64_t> LlamaForCausalLMImpl::Generate(const std::vector<int64_t>& 
       next = torch::multinomial(probs.cpu(), 1, false, generator).item<int64_t>();
     }
     out.push_back(next);
-    if (next == options.eos_token_id) break;
+    if (std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), next) !=
+        options.eos_token_ids.end()) {
+      break;
+    }
     input = torch::tensor({next}, torch::kLong).unsqueeze(0).to(device);
   }
   if (was_training) train();

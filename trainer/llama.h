@@ -78,9 +78,14 @@ struct KVCache {
   int64_t length() const { return layers.empty() || !layers[0].k.defined() ? 0 : layers[0].k.size(2); }
 };
 
-// Rotary embedding tables for given positions: cos, sin of shape (B, T, head_dim), fp32.
+// The config's RoPE inverse frequencies (rope_theta and rope_scaling) as an fp32 (head_dim / 2)
+// tensor; `sequence_length` is the forward's largest position + 1 (read by dynamic NTK only).
+torch::Tensor RotaryInverseFrequencies(const ModelConfig& config, int64_t sequence_length);
+// Rotary embedding tables for given positions: cos, sin of shape (B, T, head_dim), fp32, both
+// multiplied by `attention_factor` (YaRN's; 1 otherwise), as transformers' rotary embedding.
 std::pair<torch::Tensor, torch::Tensor> RotaryTables(const torch::Tensor& position_ids,
-                                                     int64_t head_dim, double theta);
+                                                     const torch::Tensor& inv_freq,
+                                                     double attention_factor = 1.0);
 // x * cos + rotate_half(x) * sin, x: (B, heads, T, head_dim); rotate_half(x) = [-x2, x1].
 torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos,
                           const torch::Tensor& sin);
@@ -142,7 +147,7 @@ struct GenerationOptions {
   int64_t max_new_tokens = 32;
   double temperature = 0.0;  // 0: greedy
   double top_p = 1.0;
-  int64_t eos_token_id = -1;  // stop when generated (-1: never)
+  std::vector<int64_t> eos_token_ids;  // stop when any is generated (empty: never)
   uint64_t seed = 0;
 };
 
@@ -194,6 +199,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
                           const AttentionLayout& layout, KVCache* cache);
 
   ModelConfig config_;
+  torch::Tensor inv_freq_;  // RoPE inverse frequencies at lengths within max_position_embeddings
   std::optional<LoraOptions> lora_;
   bool activation_checkpointing_ = false;
 };

@@ -208,7 +208,7 @@ TEST(JobSpecTest, CheckJobInputsNamesWhatIsMissing) {
 
   ASSERT_TRUE(MakeDirs(dir.Join("model")).ok());
   spec.set_base_model(dir.Join("model"));
-  ASSERT_TRUE(WriteFileAtomic(dir.Join("model/config.json"), R"({"vocab_size": 8})").ok());
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("model/config.json"), R"({"model_type": "llama", "vocab_size": 8})").ok());
   status = CheckJobInputs(spec);
   EXPECT_THAT(std::string(status.message()), HasSubstr("base_model: "));
   EXPECT_THAT(std::string(status.message()), HasSubstr("'hidden_size' is required"));

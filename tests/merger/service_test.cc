@@ -19,7 +19,7 @@ using ::testing::HasSubstr;
 void WriteModel(const std::string& dir, float value) {
   ASSERT_TRUE(MakeDirs(dir).ok());
   ASSERT_TRUE(WriteFileAtomic(JoinPath(dir, "config.json"),
-                              R"({"vocab_size": 4, "hidden_size": 2, "intermediate_size": 4,
+                              R"({"model_type": "llama", "vocab_size": 4, "hidden_size": 2, "intermediate_size": 4,
                                   "num_hidden_layers": 1, "num_attention_heads": 1})")
                   .ok());
   std::vector<float> v(6, value);

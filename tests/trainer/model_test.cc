@@ -148,7 +148,9 @@ TEST(LlamaTest, RmsNormAndRopeMatchTheirFormulas) {
   ExpectNear(norm(x), RmsNorm(ToMat(x), norm->weight, 1e-5), 1e-5);
 
   torch::Tensor q = torch::randn({1, 2, 5, 6});  // (B, heads, T, hd)
-  auto [cos, sin] = RotaryTables(torch::arange(5).unsqueeze(0), 6, 10000.0);
+  const torch::Tensor inv_freq =
+      (1.0 / torch::pow(10000.0, torch::arange(0, 6, 2, torch::kDouble) / 6.0)).to(torch::kFloat);
+  auto [cos, sin] = RotaryTables(torch::arange(5).unsqueeze(0), inv_freq);
   torch::Tensor rotated = ApplyRotary(q, cos, sin);
   Mat rows(5, std::vector<double>(12));
   for (int t = 0; t < 5; ++t)

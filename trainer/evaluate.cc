@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/generation_config.h"
 #include "common/status.h"
 #include "common/token_dataset.h"
 #include "trainer/batching.h"
@@ -41,28 +42,40 @@ absl::StatusOr<json> Evaluate(const std::string& base_model, const std::string& 
     const int64_t pad_id = PadId(model->config());
     json report = {{"examples", data->size()}, {"dataset", dataset}};
     if (data->kind() == DatasetKind::kSft) {
+      PAFT_ASSIGN_OR_RETURN(GenerationConfig generation,
+                            LoadGenerationConfig(base_model, model->config()));
+      GenerationOptions g;
+      g.eos_token_ids = generation.eos_token_ids;
+      g.repetition_penalty = generation.repetition_penalty;
+      report["generation"] = {{"decoding", "greedy"},
+                              {"eos_token_ids", g.eos_token_ids},
+                              {"repetition_penalty", g.repetition_penalty},
+                              {"sampling_settings_not_applied", generation.sampling}};
+      json per_example = json::array();
       double nll = 0, tokens = 0;
       int64_t exact = 0;
       for (int64_t i = 0; i < data->size(); ++i) {
         Batch b = MakeBatch(*data, {i}, pad_id);
         auto seq = CompletionLogProbs(model->forward(b.input_ids), b.input_ids, b.completion_mask);
-        nll -= seq.sum.item<double>();
+        const double log_prob = seq.sum.item<double>();
+        nll -= log_prob;
         tokens += seq.tokens.item<double>();
         // Greedy generation from the prompt must reproduce the completion exactly.
         std::vector<int64_t> prompt(data->prompt(i).begin(), data->prompt(i).end());
         auto reference = data->completion(i);
-        GenerationOptions g;
         g.max_new_tokens = std::min<int64_t>(max_new_tokens, reference.size());
         auto generated = model->Generate(prompt, g);
-        exact += std::equal(generated.begin(), generated.end(), reference.begin(),
-                            reference.begin() + generated.size()) &&
-                         generated.size() == reference.size()
-                     ? 1
-                     : 0;
+        const bool match = generated.size() == reference.size() &&
+                           std::equal(generated.begin(), generated.end(), reference.begin());
+        exact += match ? 1 : 0;
+        per_example.push_back({{"log_prob", log_prob},
+                               {"tokens", seq.tokens.item<int64_t>()},
+                               {"exact_match", match}});
       }
       report["loss"] = nll / std::max(1.0, tokens);
       report["perplexity"] = std::exp(nll / std::max(1.0, tokens));
       report["exact_match"] = static_cast<double>(exact) / data->size();
+      report["per_example"] = per_example;
     } else {
       json per_example = json::array();
       int64_t correct = 0;

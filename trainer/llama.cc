@@ -399,6 +399,15 @@ std::vector<int64_t> LlamaForCausalLMImpl::Generate(const std::vector<int64_t>& 
   torch::Tensor input = torch::tensor(prompt, torch::kLong).unsqueeze(0).to(device);
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     torch::Tensor logits = forward(input, {}, &cache).select(1, -1).squeeze(0).to(torch::kFloat);
+    if (options.repetition_penalty != 1.0) {
+      std::vector<int64_t> seen(prompt);
+      seen.insert(seen.end(), out.begin(), out.end());
+      const torch::Tensor index = torch::tensor(seen, torch::kLong).to(logits.device());
+      const torch::Tensor score = logits.gather(0, index);
+      logits = logits.scatter(0, index,
+                              torch::where(score < 0, score * options.repetition_penalty,
+                                           score / options.repetition_penalty));
+    }
     int64_t next;
     if (options.temperature <= 0) {
       next = logits.argmax().item<int64_t>();

@@ -148,6 +148,9 @@ struct GenerationOptions {
   double temperature = 0.0;  // 0: greedy
   double top_p = 1.0;
   std::vector<int64_t> eos_token_ids;  // stop when any is generated (empty: never)
+  // transformers' repetition penalty: the logit of every token already in the sequence (prompt
+  // included) is divided by it when positive, multiplied when negative. 1: none.
+  double repetition_penalty = 1.0;
   uint64_t seed = 0;
 };
 

@@ -51,8 +51,12 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& jsonl_or_paftds,
                                            const std::string& prepare_binary);
 
 // Evaluation of a model (base folder, optionally + PEFT adapter) on a prepared dataset:
-// SFT data: mean completion loss, perplexity and greedy exact-match accuracy;
-// preference data: per-example policy and reference (adapter off) log-probs, reward accuracy
+// SFT data: mean completion loss, perplexity, greedy exact-match accuracy, and per example the
+// completion's log-prob (sum over its tokens), its token count and whether greedy decoding
+// reproduced it. Decoding stops at generation_config.json's eos tokens (else config.json's) and
+// applies its repetition_penalty; its sampling settings are reported, not applied; a setting that
+// would change a greedy decode and is not implemented is refused by name.
+// Preference data: per-example policy and reference (adapter off) log-probs, reward accuracy
 // and mean margin for the given beta.
 // The reference of the rewards is `reference_model` when given, else the model itself with its
 // adapter off (the base).

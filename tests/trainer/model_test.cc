@@ -2,6 +2,7 @@
 // checkpoint, LoRA and generation properties.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -216,6 +217,40 @@ TEST(LlamaTest, GreedyGenerationFollowsArgmax) {
   auto a = model->Generate({2, 7, 1}, options), b = model->Generate({2, 7, 1}, options);
   EXPECT_EQ(a, b);
   for (int64_t t : a) EXPECT_TRUE(t >= 0 && t < 11);
+}
+
+TEST(LlamaTest, GenerationStopsAtAnyEosAndAppliesTheRepetitionPenalty) {
+  LlamaForCausalLM model(TinyConfig());
+  Randomize(*model, 5);
+  GenerationOptions options;
+  options.max_new_tokens = 8;
+  const auto free_run = model->Generate({2, 7, 1}, options);
+  ASSERT_EQ(free_run.size(), 8u);
+  // Stop tokens: the second token generated, among others not generated before it.
+  options.eos_token_ids = {-5, free_run[1], 10000};
+  auto stopped = model->Generate({2, 7, 1}, options);
+  const size_t first = std::find(free_run.begin(), free_run.end(), free_run[1]) - free_run.begin();
+  EXPECT_EQ(stopped, std::vector<int64_t>(free_run.begin(), free_run.begin() + first + 1));
+
+  // Repetition penalty, against the rule written out here: each step's argmax of the logits in
+  // which every token already in the sequence has its logit divided by the penalty when positive
+  // and multiplied by it when negative.
+  options.eos_token_ids.clear();
+  options.repetition_penalty = 3.0;
+  const auto penalized = model->Generate({2, 7, 1}, options);
+  std::vector<int64_t> seq = {2, 7, 1};
+  torch::NoGradGuard no_grad;
+  for (int64_t token : penalized) {
+    torch::Tensor logits = model->forward(torch::tensor(seq).unsqueeze(0))[0][-1];
+    std::vector<double> row(logits.size(0));
+    for (int64_t v = 0; v < logits.size(0); ++v) row[v] = logits[v].item<double>();
+    for (int64_t v = 0; v < logits.size(0); ++v) {
+      if (std::find(seq.begin(), seq.end(), v) == seq.end()) continue;
+      row[v] = row[v] > 0 ? row[v] / 3.0 : row[v] * 3.0;
+    }
+    EXPECT_EQ(std::max_element(row.begin(), row.end()) - row.begin(), token);
+    seq.push_back(token);
+  }
 }
 
 TEST(LlamaTest, CheckpointRoundTripIsBitIdentical) {

@@ -23,6 +23,7 @@ PACKAGES=(
   libtorch-dev libgloo-dev libopenblas0-pthread
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev prometheus-cpp-dev libsqlite3-dev libsentencepiece-dev sentencepiece
+  libpcre2-dev libutf8proc-dev libicu-dev  # tokenizer.json: split regexes, normalization, properties
   nlohmann-json3-dev libyaml-cpp-dev libgtest-dev libgmock-dev
   prometheus  # promtool: the tests lint the alert rules and every server's /metrics
   openssl     # the TLS tests make their certificates
@@ -59,7 +60,7 @@ cmd=${1:-}
 case "$cmd" in
   deps) install_deps ;;
   build) install_deps; build ;;
-  test) install_deps; build; run_tests ;;
+  test) install_deps; build; tests/tokenizer/golden/fetch_tokenizers.sh; run_tests ;;
   demo) install_deps; build; exec examples/run_local_demo.sh "$BUILD_DIR" ;;
   fuzz) install_deps clang libclang-rt-14-dev; exec fuzz/run.sh "${FUZZ_SECONDS:-60}" ;;
   bench) install_deps python3-torch; build; exec bench/train_bench.sh "$BUILD_DIR" ;;

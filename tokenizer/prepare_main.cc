@@ -1,23 +1,32 @@
-// paft-prepare: tokenizes a JSONL dataset with a sentencepiece model into the binary format the
-// trainer reads (common/token_dataset.h). Its own process: sentencepiece cannot share one with
-// LibTorch or gRPC on Debian 12.
+// paft-prepare: tokenizes a JSONL dataset with a model's tokenizer (tokenizer.json, in C++, or a
+// sentencepiece tokenizer.model) into the binary format the trainer reads
+// (common/token_dataset.h). Its own process: sentencepiece cannot share one with LibTorch or gRPC
+// on Debian 12.
 //
-//   paft-prepare --tokenizer=tokenizer.model --input=train.jsonl --output=train.paftds
+//   paft-prepare --tokenizer=MODEL_DIR --input=train.jsonl --output=train.paftds
 //                [--format=auto] [--chat_template=chatml] [--max_seq_len=512]
 //                [--truncation=keep_end] [--add_bos=true] [--add_eos=true]
-//   paft-prepare --tokenizer=tokenizer.model --decode=1,2,3
+//   paft-prepare --tokenizer=MODEL_DIR --encode < {"text": ...} lines > {"ids": [...]} lines
+//   paft-prepare --tokenizer=MODEL_DIR --decode=1,2,3
 // Exit codes: 0 done, 2 bad input (named in the message), 1 other errors.
+#include <filesystem>
+#include <functional>
 #include <iostream>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
+#include "tokenizer/hf/tokenizer.h"
 #include "tokenizer/prepare.h"
 #include "tokenizer/spm.h"
 
-ABSL_FLAG(std::string, tokenizer, "", "sentencepiece model (tokenizer.model)");
+ABSL_FLAG(std::string, tokenizer, "",
+          "A model folder (its tokenizer.json, else its tokenizer.model), a tokenizer.json or a "
+          "sentencepiece tokenizer.model");
 ABSL_FLAG(std::string, input, "", "JSONL dataset");
 ABSL_FLAG(std::string, output, "", "Output .paftds file");
 ABSL_FLAG(std::string, format, "auto", "auto, prompt_completion, messages, text, preference");
@@ -27,6 +36,9 @@ ABSL_FLAG(std::string, truncation, "keep_end", "keep_end, keep_start or drop");
 ABSL_FLAG(bool, add_bos, true, "Prepend the tokenizer's BOS");
 ABSL_FLAG(bool, add_eos, true, "Append the tokenizer's EOS to completions");
 ABSL_FLAG(std::string, decode, "", "Decode comma-separated ids and print the text");
+ABSL_FLAG(bool, encode, false,
+          "Read {\"text\": ...} JSON lines on stdin, write {\"ids\": [...]} lines: the ids of "
+          "tokenizer.encode(text, add_special_tokens=False)");
 ABSL_FLAG(int64_t, vocab_size, 0,
           "The model's vocabulary: token ids must be below it (0: only the tokenizer's bound)");
 
@@ -51,25 +63,99 @@ class SpmTokenizer : public paft::tokenizer::Tokenizer {
   std::unique_ptr<paft::tokenizer::SpmModel> model_;
 };
 
+// A tokenizer of either kind, and its decoder.
+struct LoadedTokenizer {
+  std::unique_ptr<paft::tokenizer::Tokenizer> tokenizer;
+  std::function<std::string(const std::vector<uint32_t>&)> decode;
+  std::string file;
+};
+
+// A folder's tokenizer.json wins over its tokenizer.model, as in transformers.
+absl::StatusOr<LoadedTokenizer> LoadTokenizer(const std::string& path) {
+  std::string file = path;
+  if (paft::IsDirectory(path)) {
+    file = paft::JoinPath(path, "tokenizer.json");
+    if (!paft::IsRegularFile(file)) file = paft::JoinPath(path, "tokenizer.model");
+    if (!paft::IsRegularFile(file)) {
+      return absl::NotFoundError(
+          absl::StrCat("--tokenizer: '", path, "' has neither tokenizer.json nor tokenizer.model"));
+    }
+  }
+  LoadedTokenizer loaded;
+  loaded.file = file;
+  if (absl::EndsWith(file, ".json")) {
+    const std::string config =
+        paft::JoinPath(std::filesystem::path(file).parent_path().string(), "tokenizer_config.json");
+    auto hf = paft::tokenizer::hf::HfTokenizer::Load(file, config);
+    if (!hf.ok()) return hf.status();
+    auto* raw = hf->get();
+    loaded.decode = [raw](const std::vector<uint32_t>& ids) { return raw->Decode(ids); };
+    loaded.tokenizer = std::move(*hf);
+    return loaded;
+  }
+  std::string error;
+  auto model = paft::tokenizer::SpmModel::Load(file, &error);
+  if (model == nullptr) return absl::InvalidArgumentError(error);
+  auto spm = std::make_unique<SpmTokenizer>(std::move(model));
+  auto* raw = spm.get();
+  loaded.decode = [raw](const std::vector<uint32_t>& ids) { return raw->model().Decode(ids); };
+  loaded.tokenizer = std::move(spm);
+  return loaded;
+}
+
+// --encode: JSON lines in, JSON lines out; a bad line stops with its number.
+int EncodeLines(const paft::tokenizer::Tokenizer& tokenizer) {
+  std::string line;
+  int64_t number = 0;
+  std::string out;
+  while (std::getline(std::cin, line)) {
+    ++number;
+    if (line.empty()) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("text") || !j["text"].is_string()) {
+      std::cerr << "error: stdin line " << number << ": expected {\"text\": \"...\"}\n";
+      return 2;
+    }
+    auto ids = tokenizer.Encode(j["text"].get<std::string>());
+    if (!ids.ok()) {
+      std::cerr << "error: stdin line " << number << ": " << ids.status().message() << "\n";
+      return 2;
+    }
+    out = "{\"ids\":[";
+    for (size_t i = 0; i < ids->size(); ++i) {
+      if (i > 0) out += ',';
+      out += std::to_string((*ids)[i]);
+    }
+    out += "]}\n";
+    std::cout << out;
+  }
+  std::cout.flush();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  std::unique_ptr<SpmTokenizer> tokenizer;
+  std::ios::sync_with_stdio(false);
+  LoadedTokenizer loaded;
   if (!absl::GetFlag(FLAGS_tokenizer).empty()) {
-    std::string error;
-    auto model = paft::tokenizer::SpmModel::Load(absl::GetFlag(FLAGS_tokenizer), &error);
-    if (model == nullptr) {
-      std::cerr << "error: " << error << "\n";
+    auto tokenizer = LoadTokenizer(absl::GetFlag(FLAGS_tokenizer));
+    if (!tokenizer.ok()) {
+      std::cerr << "error: " << tokenizer.status().message() << "\n";
       return 2;
     }
-    tokenizer = std::make_unique<SpmTokenizer>(std::move(model));
+    loaded = std::move(*tokenizer);
   }
-  if (!absl::GetFlag(FLAGS_decode).empty()) {
+  const paft::tokenizer::Tokenizer* tokenizer = loaded.tokenizer.get();
+  if (absl::GetFlag(FLAGS_encode) || !absl::GetFlag(FLAGS_decode).empty()) {
     if (tokenizer == nullptr) {
-      std::cerr << "error: --decode needs --tokenizer\n";
+      std::cerr << "error: --encode and --decode need --tokenizer\n";
       return 2;
     }
+  }
+  if (absl::GetFlag(FLAGS_encode)) return EncodeLines(*tokenizer);
+  if (!absl::GetFlag(FLAGS_decode).empty()) {
     std::vector<uint32_t> ids;
     for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_decode), ',')) {
       uint32_t id;
@@ -79,7 +165,7 @@ int main(int argc, char** argv) {
       }
       ids.push_back(id);
     }
-    std::cout << tokenizer->model().Decode(ids) << "\n";
+    std::cout << loaded.decode(ids) << "\n";
     return 0;
   }
   if (absl::GetFlag(FLAGS_input).empty() || absl::GetFlag(FLAGS_output).empty()) {
@@ -99,14 +185,14 @@ int main(int argc, char** argv) {
   options.add_bos = absl::GetFlag(FLAGS_add_bos);
   options.add_eos = absl::GetFlag(FLAGS_add_eos);
   options.vocab_size = absl::GetFlag(FLAGS_vocab_size);
-  auto result = paft::tokenizer::PrepareJsonl(*text, options, tokenizer.get());
+  auto result = paft::tokenizer::PrepareJsonl(*text, options, tokenizer);
   if (!result.ok()) {
     std::cerr << "error: " << absl::GetFlag(FLAGS_input) << ": " << result.status().message()
               << "\n";
     return 2;
   }
   nlohmann::json provenance = {{"source", absl::GetFlag(FLAGS_input)},
-                               {"tokenizer", absl::GetFlag(FLAGS_tokenizer)},
+                               {"tokenizer", loaded.file},
                                {"max_seq_len", options.max_seq_len},
                                {"truncation", options.truncation},
                                {"truncated", result->truncated},

@@ -13,15 +13,20 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::
                                            const std::string& cache_dir,
                                            const std::string& prepare_binary) {
   if (input.size() > 7 && input.substr(input.size() - 7) == ".paftds") return input;
-  // Without a tokenizer.model (Llama-3, Qwen folders) the records must be pre-tokenized
-  // (*_ids); paft-prepare says which line is not. Ids are checked against the model's vocabulary.
-  const std::string tokenizer = JoinPath(base_model, "tokenizer.model");
-  const bool has_tokenizer = IsRegularFile(tokenizer);
+  // The model folder's tokenizer: tokenizer.json (as transformers prefers it), else
+  // tokenizer.model. Without either the records must be pre-tokenized (*_ids); paft-prepare says
+  // which line is not. Ids are checked against the model's vocabulary.
+  const std::string tokenizer_json = JoinPath(base_model, "tokenizer.json");
+  const std::string tokenizer_model = JoinPath(base_model, "tokenizer.model");
+  const bool has_tokenizer = IsRegularFile(tokenizer_json) || IsRegularFile(tokenizer_model);
   PAFT_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(base_model));
   PAFT_ASSIGN_OR_RETURN(std::string data, ReadFileToString(input));
-  std::string tok;
-  if (has_tokenizer) {
-    PAFT_ASSIGN_OR_RETURN(tok, ReadFileToString(tokenizer));
+  std::string tok;  // the tokenizer files' bytes, part of the cache key
+  for (const std::string& file : {tokenizer_json, tokenizer_model,
+                                  JoinPath(base_model, "tokenizer_config.json")}) {
+    if (!IsRegularFile(file)) continue;
+    PAFT_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(file));
+    tok += bytes;
   }
   const std::string settings =
       absl::StrCat(spec.dataset().format(), "|", spec.dataset().chat_template(), "|",
@@ -35,7 +40,7 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::
   std::vector<std::string> argv = {prepare_binary, "--input=" + input, "--output=" + out,
                                    absl::StrCat("--vocab_size=", config.vocab_size),
                                    absl::StrCat("--max_seq_len=", spec.batch().max_seq_len() > 0 ? spec.batch().max_seq_len() : 512)};
-  if (has_tokenizer) argv.push_back("--tokenizer=" + tokenizer);
+  if (has_tokenizer) argv.push_back("--tokenizer=" + base_model);
   if (!spec.dataset().format().empty()) argv.push_back("--format=" + spec.dataset().format());
   if (!spec.dataset().chat_template().empty()) {
     argv.push_back("--chat_template=" + spec.dataset().chat_template());

@@ -1,0 +1,91 @@
+// Real tokenizers (Llama-3, Qwen3, Gemma-3 and a Llama-2-family model) against goldens made by an
+// independent implementation: tests/tokenizer/golden/*.golden.json were written by
+// make_goldens.mjs with @lenml/tokenizers (a JavaScript port of transformers.js) from the same
+// tokenizer files, on corpus.json's hard cases. Ids must be equal. The tokenizer files are not
+// committed: fetch_tokenizers.sh puts them in a cache ($PAFT_TOKENIZER_CACHE, else
+// ~/.cache/paft/tokenizers; `./setup.sh test` runs it), and without them these tests skip.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "common/file_util.h"
+#include "nlohmann/json.hpp"
+#include "tests/testing/process.h"
+#include "tests/testing/temp_dir.h"
+#include "tokenizer/hf/tokenizer.h"
+
+namespace paft::tokenizer::hf {
+namespace {
+
+using json = nlohmann::json;
+
+std::string CacheDir() {
+  if (const char* dir = std::getenv("PAFT_TOKENIZER_CACHE")) return dir;
+  const char* home = std::getenv("HOME");
+  return JoinPath(home != nullptr ? home : "/tmp", ".cache/paft/tokenizers");
+}
+
+class HfGoldenTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(HfGoldenTest, EncodesAndDecodesAsTheReference) {
+  const std::string folder = JoinPath(CacheDir(), GetParam());
+  if (!IsRegularFile(JoinPath(folder, "tokenizer.json"))) {
+    GTEST_SKIP() << "no " << folder << "/tokenizer.json: run tests/tokenizer/golden/fetch_tokenizers.sh";
+  }
+  auto tokenizer = HfTokenizer::Load(JoinPath(folder, "tokenizer.json"),
+                                     JoinPath(folder, "tokenizer_config.json"));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  auto text = ReadFileToString(JoinPath(PAFT_GOLDEN_DIR, GetParam() + ".golden.json"));
+  ASSERT_TRUE(text.ok()) << text.status();
+  const json goldens = json::parse(*text);
+  ASSERT_GE(goldens.size(), 40u);
+  int64_t ids_checked = 0;
+  for (const json& g : goldens) {
+    const std::string input = g["text"];
+    auto ids = (*tokenizer)->Encode(input);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(json(*ids), g["ids"]) << "text: " << json(input).dump();
+    EXPECT_EQ((*tokenizer)->Decode(g["ids"].get<std::vector<uint32_t>>()),
+              g["decoded"].get<std::string>())
+        << "text: " << json(input).dump();
+    ids_checked += g["ids"].size();
+  }
+  RecordProperty("ids_checked", static_cast<int>(ids_checked));
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, HfGoldenTest,
+                         ::testing::Values("llama3", "qwen3", "gemma3", "llama2"));
+
+// paft-prepare --tokenizer=FOLDER --encode / --decode: the folder's tokenizer.json wins over its
+// tokenizer.model, lines in, lines out; a bad line is named.
+TEST(HfPrepareCliTest, EncodeAndDecodeAModelFolder) {
+  const std::string folder = JoinPath(CacheDir(), "qwen3");
+  if (!IsRegularFile(JoinPath(folder, "tokenizer.json"))) {
+    GTEST_SKIP() << "no " << folder << "/tokenizer.json: run tests/tokenizer/golden/fetch_tokenizers.sh";
+  }
+  testing::TempDir dir;
+  const std::string input = dir.Join("in.jsonl");
+  ASSERT_TRUE(WriteFileAtomic(input, "{\"text\": \"Hello world\"}\n{\"text\": \"<|im_start|>x\"}\n").ok());
+  std::string out;
+  ASSERT_EQ(testing::RunCommand({"/bin/sh", "-c", std::string(PAFT_PREPARE) + " --tokenizer=" +
+                                                      folder + " --encode < " + input},
+                                &out),
+            0)
+      << out;
+  EXPECT_EQ(out, "{\"ids\":[9707,1879]}\n{\"ids\":[151644,87]}\n");
+  out.clear();
+  ASSERT_EQ(testing::RunCommand({PAFT_PREPARE, "--tokenizer=" + folder, "--decode=9707,1879,151644"},
+                                &out),
+            0);
+  EXPECT_EQ(out, "Hello world<|im_start|>\n");
+  ASSERT_TRUE(WriteFileAtomic(input, "{\"text\": 1}\n").ok());
+  out.clear();
+  EXPECT_EQ(testing::RunCommand({"/bin/sh", "-c", std::string(PAFT_PREPARE) + " --tokenizer=" +
+                                                      folder + " --encode < " + input},
+                                &out),
+            2);
+  EXPECT_NE(out.find("stdin line 1"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace paft::tokenizer::hf

@@ -8,6 +8,7 @@
 //                [--truncation=keep_end] [--add_bos=true] [--add_eos=true]
 //   paft-prepare --tokenizer=MODEL_DIR --encode < {"text": ...} lines > {"ids": [...]} lines
 //   paft-prepare --tokenizer=MODEL_DIR --decode=1,2,3
+//   paft-prepare --tokenizer=MODEL_DIR --render [--add_generation_prompt] < {"messages"} lines
 // Exit codes: 0 done, 2 bad input (named in the message), 1 other errors.
 #include <filesystem>
 #include <functional>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/hf/tokenizer.h"
 #include "tokenizer/prepare.h"
 #include "tokenizer/spm.h"
@@ -39,6 +41,11 @@ ABSL_FLAG(std::string, decode, "", "Decode comma-separated ids and print the tex
 ABSL_FLAG(bool, encode, false,
           "Read {\"text\": ...} JSON lines on stdin, write {\"ids\": [...]} lines: the ids of "
           "tokenizer.encode(text, add_special_tokens=False)");
+ABSL_FLAG(bool, render, false,
+          "Read {\"messages\": [...], ...} JSON lines on stdin, write {\"text\": ...} lines: "
+          "apply_chat_template(messages, tokenize=False) with the tokenizer's chat template; "
+          "other keys of a line are passed to the template (tools, enable_thinking, ...)");
+ABSL_FLAG(bool, add_generation_prompt, false, "--render: add the generation prompt");
 ABSL_FLAG(int64_t, vocab_size, 0,
           "The model's vocabulary: token ids must be below it (0: only the tokenizer's bound)");
 
@@ -133,11 +140,64 @@ int EncodeLines(const paft::tokenizer::Tokenizer& tokenizer) {
   return 0;
 }
 
+// The chat template of --tokenizer (a folder or a file beside tokenizer_config.json).
+absl::StatusOr<paft::tokenizer::ChatTemplate> LoadChatTemplate(const std::string& path) {
+  const std::string folder =
+      paft::IsDirectory(path) ? path : std::filesystem::path(path).parent_path().string();
+  const std::string config = paft::JoinPath(folder, "tokenizer_config.json");
+  if (!paft::IsRegularFile(config)) {
+    return absl::NotFoundError(absl::StrCat("--render: no tokenizer_config.json in '", folder, "'"));
+  }
+  auto loaded = paft::tokenizer::ChatTemplate::Load(config);
+  if (!loaded.ok()) return loaded.status();
+  if (!loaded->has_value()) {
+    return absl::NotFoundError(absl::StrCat("--render: ", config, " has no chat_template"));
+  }
+  return std::move(**loaded);
+}
+
+// --render: JSON lines of conversations in, rendered text lines out.
+int RenderLines(const paft::tokenizer::ChatTemplate& chat, bool add_generation_prompt) {
+  std::string line;
+  int64_t number = 0;
+  while (std::getline(std::cin, line)) {
+    ++number;
+    if (line.empty()) continue;
+    nlohmann::ordered_json j = nlohmann::ordered_json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("messages") || !j["messages"].is_array()) {
+      std::cerr << "error: stdin line " << number << ": expected {\"messages\": [...]}\n";
+      return 2;
+    }
+    nlohmann::ordered_json messages = j["messages"];
+    j.erase("messages");
+    auto text = chat.Render(messages, add_generation_prompt, j);
+    if (!text.ok()) {
+      std::cerr << "error: stdin line " << number << ": " << text.status().message() << "\n";
+      return 2;
+    }
+    std::cout << nlohmann::json{{"text", *text}}.dump() << "\n";
+  }
+  std::cout.flush();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   std::ios::sync_with_stdio(false);
+  if (absl::GetFlag(FLAGS_render)) {
+    if (absl::GetFlag(FLAGS_tokenizer).empty()) {
+      std::cerr << "error: --render needs --tokenizer\n";
+      return 2;
+    }
+    auto chat = LoadChatTemplate(absl::GetFlag(FLAGS_tokenizer));
+    if (!chat.ok()) {
+      std::cerr << "error: " << chat.status().message() << "\n";
+      return 2;
+    }
+    return RenderLines(*chat, absl::GetFlag(FLAGS_add_generation_prompt));
+  }
   LoadedTokenizer loaded;
   if (!absl::GetFlag(FLAGS_tokenizer).empty()) {
     auto tokenizer = LoadTokenizer(absl::GetFlag(FLAGS_tokenizer));

@@ -9,7 +9,7 @@
 namespace paft::tokenizer {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // records keep their key order (chat templates see it)
 
 std::string DetectFormat(const json& record) {
   if (record.contains("chosen") || record.contains("chosen_ids")) return "preference";
@@ -87,6 +87,38 @@ bool Fit(std::vector<uint32_t>& prompt, std::vector<std::vector<uint32_t>*> comp
   return true;
 }
 
+// A prompt and its completion(s) as one sequence each, split where the prompt's own tokens end
+// (TRL's SFT tokenization). `bos`/`eos` < 0: none.
+struct Split {
+  std::vector<uint32_t> prompt, completion;
+  bool mismatch = false;
+};
+absl::StatusOr<Split> SplitAtPrompt(const Tokenizer& tokenizer, const std::string& prompt,
+                                    const std::string& whole, int64_t bos, int64_t eos) {
+  PAFT_ASSIGN_OR_RETURN(std::vector<uint32_t> prompt_ids, tokenizer.Encode(prompt));
+  PAFT_ASSIGN_OR_RETURN(std::vector<uint32_t> all, tokenizer.Encode(whole));
+  if (bos >= 0) {
+    prompt_ids.insert(prompt_ids.begin(), static_cast<uint32_t>(bos));
+    all.insert(all.begin(), static_cast<uint32_t>(bos));
+  }
+  if (eos >= 0 && (all.empty() || all.back() != static_cast<uint32_t>(eos))) {
+    all.push_back(static_cast<uint32_t>(eos));
+  }
+  Split s;
+  const size_t boundary = std::min(prompt_ids.size(), all.size());
+  s.mismatch = !std::equal(prompt_ids.begin(), prompt_ids.begin() + boundary, all.begin()) ||
+               boundary < prompt_ids.size();
+  s.prompt.assign(all.begin(), all.begin() + boundary);
+  s.completion.assign(all.begin() + boundary, all.end());
+  return s;
+}
+
+// A record's field that is a list of messages (conversational TRL data), or null.
+const json* Conversation(const json& record, const char* key) {
+  auto it = record.find(key);
+  return it != record.end() && it->is_array() ? &*it : nullptr;
+}
+
 }  // namespace
 
 absl::StatusOr<std::pair<std::string, std::string>> RenderChat(const json& messages,
@@ -156,7 +188,52 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
       result.kind = preference ? DatasetKind::kPreference : DatasetKind::kSft;
     }
     TokenExample e;
-    if (format == "prompt_completion" || preference) {
+    bool special_tokens_added = false;  // BOS/EOS placed already (TRL's single sequence)
+    auto error_at = [&](const absl::Status& status) {
+      return absl::InvalidArgumentError(absl::StrCat("line ", line_number, ": ", status.message()));
+    };
+    const bool text_pair = format == "prompt_completion" && tokenizer != nullptr &&
+                           record.contains("prompt") && record["prompt"].is_string() &&
+                           record.contains("completion") && record["completion"].is_string();
+    const bool chat_preference = preference && options.render_chat && Conversation(record, "prompt") &&
+                                 Conversation(record, "chosen") && Conversation(record, "rejected");
+    if (text_pair) {
+      // TRL: [BOS] + encode(prompt + completion) + [EOS], split after [BOS] + encode(prompt).
+      const std::string prompt = record["prompt"], completion = record["completion"];
+      auto split = SplitAtPrompt(*tokenizer, prompt, prompt + completion,
+                                 options.add_bos ? tokenizer->bos_id() : -1,
+                                 options.add_eos ? tokenizer->eos_id() : -1);
+      if (!split.ok()) return error_at(split.status());
+      e.prompt = std::move(split->prompt);
+      e.completion = std::move(split->completion);
+      result.boundary_mismatches += split->mismatch ? 1 : 0;
+      special_tokens_added = true;
+    } else if (chat_preference) {
+      // TRL: the prompt rendered with the generation prompt; each answer is the rest of the
+      // rendering of prompt + answer; each side encoded on its own, EOS after the answers.
+      const json& prompt = *Conversation(record, "prompt");
+      auto prompt_text = options.render_chat(prompt, true);
+      if (!prompt_text.ok()) return error_at(prompt_text.status());
+      PAFT_ASSIGN_OR_RETURN(e.prompt, tokenizer->Encode(*prompt_text));
+      for (const char* key : {"chosen", "rejected"}) {
+        json whole = prompt;
+        for (const auto& m : *Conversation(record, key)) whole.push_back(m);
+        auto text = options.render_chat(whole, false);
+        if (!text.ok()) return error_at(text.status());
+        if (text->compare(0, prompt_text->size(), *prompt_text) != 0) {
+          return error_at(absl::InvalidArgumentError(absl::StrCat(
+              "the chat template's rendering of prompt + ", key,
+              " does not start with its rendering of the prompt")));
+        }
+        PAFT_ASSIGN_OR_RETURN(std::vector<uint32_t> ids, tokenizer->Encode(text->substr(prompt_text->size())));
+        (std::string(key) == "chosen" ? e.completion : e.rejected) = std::move(ids);
+      }
+      if (options.add_eos && tokenizer->eos_id() >= 0) {
+        e.completion.push_back(static_cast<uint32_t>(tokenizer->eos_id()));
+        e.rejected.push_back(static_cast<uint32_t>(tokenizer->eos_id()));
+      }
+      special_tokens_added = true;
+    } else if (format == "prompt_completion" || preference) {
       PAFT_ASSIGN_OR_RETURN(e.prompt,
                             Field(record, "prompt", tokenizer, vocab_limit, line_number, !preference));
       PAFT_ASSIGN_OR_RETURN(e.completion, Field(record, preference ? "chosen" : "completion",
@@ -165,6 +242,26 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
         PAFT_ASSIGN_OR_RETURN(e.rejected,
                               Field(record, "rejected", tokenizer, vocab_limit, line_number, true));
       }
+    } else if (format == "messages" && options.render_chat) {
+      // TRL's conversational prompt-completion: the model's template renders both, the template
+      // places any BOS and end-of-turn tokens itself.
+      const json& messages = record.value("messages", json());
+      if (!messages.is_array() || messages.empty() || !messages.back().is_object() ||
+          messages.back().value("role", "") != "assistant") {
+        return error_at(absl::InvalidArgumentError(
+            "'messages' must be a list ending with an 'assistant' message"));
+      }
+      const json prompt(messages.begin(), messages.end() - 1);
+      auto prompt_text = options.render_chat(prompt, true);
+      if (!prompt_text.ok()) return error_at(prompt_text.status());
+      auto whole_text = options.render_chat(messages, false);
+      if (!whole_text.ok()) return error_at(whole_text.status());
+      auto split = SplitAtPrompt(*tokenizer, *prompt_text, *whole_text, -1, -1);
+      if (!split.ok()) return error_at(split.status());
+      e.prompt = std::move(split->prompt);
+      e.completion = std::move(split->completion);
+      result.boundary_mismatches += split->mismatch ? 1 : 0;
+      special_tokens_added = true;
     } else if (format == "messages") {
       if (tokenizer == nullptr) {
         return absl::FailedPreconditionError("'messages' need a tokenizer");
@@ -182,12 +279,23 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown dataset format '", format, "'"));
     }
+    if (special_tokens_added && vocab_limit > 0) {
+      for (const auto* ids : {&e.prompt, &e.completion, &e.rejected}) {
+        for (uint32_t id : *ids) {
+          if (id >= vocab_limit) {
+            return absl::InvalidArgumentError(absl::StrCat("line ", line_number, ": token id ", id,
+                                                           " is outside the vocabulary of ",
+                                                           vocab_limit));
+          }
+        }
+      }
+    }
     if ((result.kind == DatasetKind::kPreference) != preference) {
       return absl::InvalidArgumentError(
           absl::StrCat("line ", line_number, ": mixes preference and SFT records"));
     }
-    const int64_t bos = tokenizer != nullptr ? tokenizer->bos_id() : -1;
-    const int64_t eos = tokenizer != nullptr ? tokenizer->eos_id() : -1;
+    const int64_t bos = tokenizer != nullptr && !special_tokens_added ? tokenizer->bos_id() : -1;
+    const int64_t eos = tokenizer != nullptr && !special_tokens_added ? tokenizer->eos_id() : -1;
     if (options.add_bos && bos >= 0) e.prompt.insert(e.prompt.begin(), static_cast<uint32_t>(bos));
     if (options.add_eos && eos >= 0) {
       e.completion.push_back(static_cast<uint32_t>(eos));

@@ -3,13 +3,20 @@
 // SFT records:   {"prompt", "completion"} | {"messages": [{"role", "content"}...]} | {"text"}
 //                | {"prompt_ids", "completion_ids"}
 // Preference:    {"prompt", "chosen", "rejected"} | {"prompt_ids", "chosen_ids", "rejected_ids"}
-// "messages" are rendered with a chat template; the last assistant message is the completion.
+// Tokenization follows TRL: a prompt-completion pair is tokenized as one sequence,
+// [BOS] + encode(prompt + completion) + [EOS], and the completion starts where [BOS] +
+// encode(prompt) ends (so a tokenizer cannot put an extra token at the boundary). Conversations
+// ("messages", and preference records whose prompt/chosen/rejected are lists of messages) are
+// rendered with the model's chat template when there is one (`render_chat`), else with a built-in
+// one (`chat_template`): the prompt is the conversation before the last assistant turn rendered
+// with the generation prompt, the completion the rest of the whole conversation's rendering.
 // This code knows no tokenizer library: the tokenizer is an interface (sentencepiece lives in
 // the paft-prepare binary only, since it cannot share a process with torch or gRPC).
 #ifndef PAFT_TOKENIZER_PREPARE_H_
 #define PAFT_TOKENIZER_PREPARE_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -28,9 +35,16 @@ class Tokenizer {
   virtual int64_t eos_id() const = 0;  // -1 if none
 };
 
+// apply_chat_template(messages, add_generation_prompt, tokenize=False) of the model's tokenizer.
+using RenderChatFn =
+    std::function<absl::StatusOr<std::string>(const nlohmann::ordered_json& messages,
+                                              bool add_generation_prompt)>;
+
 struct PrepareOptions {
   std::string format = "auto";  // auto, prompt_completion, messages, text, preference
-  std::string chat_template = "chatml";  // chatml, plain
+  // The model's chat template; when absent, `chat_template` names a built-in one.
+  RenderChatFn render_chat;
+  std::string chat_template = "chatml";  // chatml, plain (without render_chat)
   int64_t max_seq_len = 512;
   // keep_end: cut the prompt's start first (TRL's default); keep_start: cut the completion's
   // end first; drop: skip examples that do not fit.
@@ -47,6 +61,9 @@ struct PrepareResult {
   std::vector<TokenExample> examples;
   int64_t truncated = 0;
   int64_t dropped = 0;
+  // Examples whose prompt tokens are not a prefix of the whole sequence's tokens (TRL warns and
+  // keeps the prompt's length as the boundary, as here).
+  int64_t boundary_mismatches = 0;
 };
 
 // Parses and tokenizes `jsonl`. Errors name the line and the key ("line 3: 'completion' must be a
@@ -55,7 +72,7 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
                                            const Tokenizer* tokenizer);
 
 // Renders a conversation with a template: returns (prompt text, completion text).
-absl::StatusOr<std::pair<std::string, std::string>> RenderChat(const nlohmann::json& messages,
+absl::StatusOr<std::pair<std::string, std::string>> RenderChat(const nlohmann::ordered_json& messages,
                                                                 const std::string& chat_template);
 
 }  // namespace paft::tokenizer

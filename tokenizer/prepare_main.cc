@@ -12,6 +12,7 @@
 // Exit codes: 0 done, 2 bad input (named in the message), 1 other errors.
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <iostream>
 
 #include "absl/flags/flag.h"
@@ -32,7 +33,9 @@ ABSL_FLAG(std::string, tokenizer, "",
 ABSL_FLAG(std::string, input, "", "JSONL dataset");
 ABSL_FLAG(std::string, output, "", "Output .paftds file");
 ABSL_FLAG(std::string, format, "auto", "auto, prompt_completion, messages, text, preference");
-ABSL_FLAG(std::string, chat_template, "chatml", "chatml or plain (for messages)");
+ABSL_FLAG(std::string, chat_template, "",
+          "Conversations: '' or auto (the tokenizer's own chat template, else chatml), model (the "
+          "tokenizer's, required), or a built-in one: chatml, plain");
 ABSL_FLAG(int64_t, max_seq_len, 512, "Longest example in tokens");
 ABSL_FLAG(std::string, truncation, "keep_end", "keep_end, keep_start or drop");
 ABSL_FLAG(bool, add_bos, true, "Prepend the tokenizer's BOS");
@@ -239,7 +242,26 @@ int main(int argc, char** argv) {
   }
   paft::tokenizer::PrepareOptions options;
   options.format = absl::GetFlag(FLAGS_format);
-  options.chat_template = absl::GetFlag(FLAGS_chat_template);
+  const std::string chat_choice = absl::GetFlag(FLAGS_chat_template);
+  options.chat_template = chat_choice.empty() || chat_choice == "auto" || chat_choice == "model"
+                              ? "chatml"
+                              : chat_choice;
+  std::optional<paft::tokenizer::ChatTemplate> model_template;
+  if ((chat_choice.empty() || chat_choice == "auto" || chat_choice == "model") &&
+      !absl::GetFlag(FLAGS_tokenizer).empty()) {
+    auto chat = LoadChatTemplate(absl::GetFlag(FLAGS_tokenizer));
+    if (chat.ok()) {
+      model_template = std::move(*chat);
+    } else if (chat_choice == "model" || chat.status().code() != absl::StatusCode::kNotFound) {
+      std::cerr << "error: " << chat.status().message() << "\n";
+      return 2;
+    }
+  }
+  if (model_template) {
+    options.render_chat = [&model_template](const nlohmann::ordered_json& messages, bool prompt) {
+      return model_template->Render(messages, prompt);
+    };
+  }
   options.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
   options.truncation = absl::GetFlag(FLAGS_truncation);
   options.add_bos = absl::GetFlag(FLAGS_add_bos);
@@ -255,6 +277,8 @@ int main(int argc, char** argv) {
                                {"tokenizer", loaded.file},
                                {"max_seq_len", options.max_seq_len},
                                {"truncation", options.truncation},
+                               {"chat_template", model_template ? "model" : options.chat_template},
+                               {"boundary_mismatches", result->boundary_mismatches},
                                {"truncated", result->truncated},
                                {"dropped", result->dropped}};
   if (tokenizer != nullptr) {
@@ -272,5 +296,10 @@ int main(int argc, char** argv) {
   std::cout << "wrote " << result->examples.size() << " examples to "
             << absl::GetFlag(FLAGS_output) << " (" << result->truncated << " truncated, "
             << result->dropped << " dropped)\n";
+  if (result->boundary_mismatches > 0) {
+    std::cerr << "warning: " << result->boundary_mismatches
+              << " examples: the prompt's tokens are not a prefix of prompt + completion's (TRL "
+                 "warns the same); the completion starts after the prompt's token count\n";
+  }
   return 0;
 }

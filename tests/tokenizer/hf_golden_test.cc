@@ -12,6 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/testing/process.h"
 #include "tests/testing/temp_dir.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/hf/tokenizer.h"
 
 namespace paft::tokenizer::hf {
@@ -55,6 +56,61 @@ TEST_P(HfGoldenTest, EncodesAndDecodesAsTheReference) {
 
 INSTANTIATE_TEST_SUITE_P(Families, HfGoldenTest,
                          ::testing::Values("llama3", "qwen3", "gemma3", "llama2"));
+
+// TRL's tokenization with real tokenizers: a prompt-completion pair is one sequence split where
+// the prompt's own tokens end; a conversation's prompt is its rendering up to the last assistant
+// turn with the generation prompt.
+TEST(HfPrepareTest, PromptAndCompletionAreOneSequenceAsInTrl) {
+  const std::string llama2 = JoinPath(CacheDir(), "llama2"), qwen3 = JoinPath(CacheDir(), "qwen3");
+  if (!IsRegularFile(JoinPath(llama2, "tokenizer.json")) ||
+      !IsRegularFile(JoinPath(qwen3, "tokenizer.json"))) {
+    GTEST_SKIP() << "tokenizers not fetched: run tests/tokenizer/golden/fetch_tokenizers.sh";
+  }
+  auto spm = HfTokenizer::Load(JoinPath(llama2, "tokenizer.json"), JoinPath(llama2, "tokenizer_config.json"));
+  ASSERT_TRUE(spm.ok()) << spm.status();
+  const HfTokenizer& t = **spm;
+  // Separately, the completion " 4" would start with its own "▁" token; in one sequence it does
+  // not: the ids are those of the whole text.
+  const std::string prompt = "Question: what is 2+2? Answer:", completion = " 4";
+  auto prepared = PrepareJsonl(json{{"prompt", prompt}, {"completion", completion}}.dump(), {}, &t);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  const TokenExample& e = prepared->examples[0];
+  std::vector<uint32_t> whole = {static_cast<uint32_t>(t.bos_id())};
+  auto ids = t.Encode(prompt + completion);
+  whole.insert(whole.end(), ids->begin(), ids->end());
+  whole.push_back(static_cast<uint32_t>(t.eos_id()));
+  std::vector<uint32_t> got = e.prompt;
+  got.insert(got.end(), e.completion.begin(), e.completion.end());
+  EXPECT_EQ(got, whole);
+  auto prompt_ids = t.Encode(prompt);
+  EXPECT_EQ(e.prompt.size(), prompt_ids->size() + 1);
+  auto separate = t.Encode(completion);
+  EXPECT_NE(std::vector<uint32_t>(e.completion.begin(), e.completion.end() - 1), *separate)
+      << "this case should show the boundary token";
+
+  // A conversation with Qwen3's own chat template.
+  auto qwen = HfTokenizer::Load(JoinPath(qwen3, "tokenizer.json"), JoinPath(qwen3, "tokenizer_config.json"));
+  auto chat = ChatTemplate::Load(JoinPath(qwen3, "tokenizer_config.json"));
+  ASSERT_TRUE(qwen.ok() && chat.ok() && chat->has_value());
+  PrepareOptions options;
+  options.render_chat = [&](const nlohmann::ordered_json& messages, bool generation_prompt) {
+    return (*chat)->Render(messages, generation_prompt);
+  };
+  const nlohmann::ordered_json messages = nlohmann::ordered_json::parse(
+      R"([{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello, friend."}])");
+  auto conversation = PrepareJsonl(nlohmann::ordered_json{{"messages", messages}}.dump(), options, qwen->get());
+  ASSERT_TRUE(conversation.ok()) << conversation.status();
+  const TokenExample& c = conversation->examples[0];
+  auto whole_text = (*chat)->Render(messages, false);
+  auto prompt_text = (*chat)->Render(nlohmann::ordered_json::array({messages[0]}), true);
+  EXPECT_EQ(*prompt_text, "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n");
+  std::vector<uint32_t> all = c.prompt;
+  all.insert(all.end(), c.completion.begin(), c.completion.end());
+  EXPECT_EQ(all, *(*qwen)->Encode(*whole_text));  // no BOS/EOS added: the template has its own
+  EXPECT_EQ(c.prompt, *(*qwen)->Encode(*prompt_text));
+  EXPECT_EQ((*qwen)->Decode(c.completion), "<think>\n\n</think>\n\nHello, friend.<|im_end|>\n");
+  EXPECT_EQ(conversation->boundary_mismatches, 0);
+}
 
 // paft-prepare --tokenizer=FOLDER --encode / --decode: the folder's tokenizer.json wins over its
 // tokenizer.model, lines in, lines out; a bad line is named.

@@ -48,7 +48,7 @@ TEST(PrepareTest, MessagesTextPreferenceAndIds) {
   EXPECT_EQ(std::string(m->examples[0].prompt.begin(), m->examples[0].prompt.end()),
             "user: hi\nassistant: ");
   EXPECT_EQ(std::string(m->examples[0].completion.begin(), m->examples[0].completion.end()), "yo");
-  auto chatml = RenderChat(nlohmann::json::parse(
+  auto chatml = RenderChat(nlohmann::ordered_json::parse(
       R"([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])"), "chatml");
   ASSERT_TRUE(chatml.ok());
   EXPECT_EQ(chatml->first, "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n");

@@ -48,19 +48,7 @@ class ReplaceDecoder : public Decoder {
   ReplaceDecoder(Pattern pattern, std::string content)
       : pattern_(std::move(pattern)), content_(std::move(content)) {}
   void DecodeChain(std::vector<std::string>* tokens) const override {
-    std::vector<std::pair<size_t, size_t>> matches;
-    for (std::string& token : *tokens) {
-      pattern_.FindMatches(token, &matches);
-      std::string out;
-      size_t at = 0;
-      for (const auto& [b, e] : matches) {
-        out.append(token, at, b - at);
-        out += content_;
-        at = e;
-      }
-      out.append(token, at, std::string::npos);
-      token = std::move(out);
-    }
+    for (std::string& token : *tokens) token = pattern_.ReplaceAll(token, content_);
   }
 
  private:
@@ -175,13 +163,7 @@ absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const json& j, const std::s
   if (j.is_null()) return nullptr;
   PAFT_ASSIGN_OR_RETURN(std::string type, TypeOf(j, where));
   if (type == "Sequence") {
-    PAFT_ASSIGN_OR_RETURN(const json* list, ArrayField(j, "decoders", where));
-    std::vector<std::unique_ptr<Decoder>> steps;
-    for (size_t i = 0; i < list->size(); ++i) {
-      PAFT_ASSIGN_OR_RETURN(auto step,
-                            MakeDecoder((*list)[i], absl::StrCat(where, ".decoders[", i, "]")));
-      if (step != nullptr) steps.push_back(std::move(step));
-    }
+    PAFT_ASSIGN_OR_RETURN(auto steps, MakeSequence<Decoder>(j, "decoders", where, MakeDecoder));
     return std::unique_ptr<Decoder>(new SequenceDecoder(std::move(steps)));
   }
   if (type == "ByteLevel") return std::unique_ptr<Decoder>(new ByteLevelDecoder());

@@ -60,24 +60,13 @@ class ReplaceNormalizer : public Normalizer {
   ReplaceNormalizer(Pattern pattern, std::string content)
       : pattern_(std::move(pattern)), content_(std::move(content)) {}
   absl::Status Normalize(std::string* text) const override {
-    pattern_.FindMatches(*text, &matches_);
-    if (matches_.empty()) return absl::OkStatus();
-    std::string out;
-    size_t at = 0;
-    for (const auto& [begin, end] : matches_) {
-      out.append(*text, at, begin - at);
-      out += content_;
-      at = end;
-    }
-    out.append(*text, at, std::string::npos);
-    *text = std::move(out);
+    *text = pattern_.ReplaceAll(*text, content_);
     return absl::OkStatus();
   }
 
  private:
   Pattern pattern_;
   std::string content_;
-  mutable std::vector<std::pair<size_t, size_t>> matches_;
 };
 
 // Removes leading and/or trailing Unicode whitespace.
@@ -110,13 +99,7 @@ absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const json& j, const 
   if (j.is_null()) return nullptr;
   PAFT_ASSIGN_OR_RETURN(std::string type, TypeOf(j, where));
   if (type == "Sequence") {
-    PAFT_ASSIGN_OR_RETURN(const json* list, ArrayField(j, "normalizers", where));
-    std::vector<std::unique_ptr<Normalizer>> steps;
-    for (size_t i = 0; i < list->size(); ++i) {
-      PAFT_ASSIGN_OR_RETURN(auto step,
-                            MakeNormalizer((*list)[i], absl::StrCat(where, ".normalizers[", i, "]")));
-      if (step != nullptr) steps.push_back(std::move(step));
-    }
+    PAFT_ASSIGN_OR_RETURN(auto steps, MakeSequence<Normalizer>(j, "normalizers", where, MakeNormalizer));
     return std::unique_ptr<Normalizer>(new SequenceNormalizer(std::move(steps)));
   }
   if (type == "NFC") return std::unique_ptr<Normalizer>(new FormNormalizer(NormalForm::kNfc));

@@ -102,6 +102,20 @@ absl::StatusOr<Pattern> Pattern::Regex(const std::string& rust_regex, const std:
   return p;
 }
 
+std::string Pattern::ReplaceAll(std::string_view text, const std::string& content) const {
+  std::vector<std::pair<size_t, size_t>> matches;
+  FindMatches(text, &matches);
+  std::string out;
+  size_t at = 0;
+  for (const auto& [begin, end] : matches) {
+    out.append(text.substr(at, begin - at));
+    out += content;
+    at = end;
+  }
+  out.append(text.substr(at));
+  return out;
+}
+
 void Pattern::FindMatches(std::string_view text,
                           std::vector<std::pair<size_t, size_t>>* out) const {
   out->clear();

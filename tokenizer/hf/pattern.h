@@ -23,6 +23,9 @@ class Pattern {
   static absl::StatusOr<Pattern> Regex(const std::string& rust_regex, const std::string& where);
   static Pattern Literal(std::string literal);
 
+  // Every match of the pattern in `text` replaced by `content`.
+  std::string ReplaceAll(std::string_view text, const std::string& content) const;
+
   // Non-overlapping matches [begin, end) from left to right; `text` must be valid UTF-8.
   // Thread-compatible (one match buffer per pattern).
   void FindMatches(std::string_view text, std::vector<std::pair<size_t, size_t>>* out) const;

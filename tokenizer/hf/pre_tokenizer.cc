@@ -199,13 +199,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const json& j,
   if (j.is_null()) return nullptr;
   PAFT_ASSIGN_OR_RETURN(std::string type, TypeOf(j, where));
   if (type == "Sequence") {
-    PAFT_ASSIGN_OR_RETURN(const json* list, ArrayField(j, "pretokenizers", where));
-    std::vector<std::unique_ptr<PreTokenizer>> steps;
-    for (size_t i = 0; i < list->size(); ++i) {
-      PAFT_ASSIGN_OR_RETURN(auto step, MakePreTokenizer((*list)[i], absl::StrCat(
-                                                                        where, ".pretokenizers[", i, "]")));
-      if (step != nullptr) steps.push_back(std::move(step));
-    }
+    PAFT_ASSIGN_OR_RETURN(auto steps, MakeSequence<PreTokenizer>(j, "pretokenizers", where, MakePreTokenizer));
     return std::unique_ptr<PreTokenizer>(new SequencePreTokenizer(std::move(steps)));
   }
   if (type == "Split") {

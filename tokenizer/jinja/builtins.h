@@ -3,6 +3,7 @@
 #define PAFT_TOKENIZER_JINJA_BUILTINS_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "tokenizer/jinja/value.h"
@@ -20,6 +21,19 @@ absl::StatusOr<Value> GetAttribute(const Value& object, const std::string& name)
 Value GetItem(const Value& object, const Value& key);
 // The globals: range, namespace, dict, raise_exception, strftime_now.
 Value Globals();
+
+// Shared by the filters and methods (builtins.cc, filters.cc).
+std::string MapCase(const std::string& s, bool upper);  // str.upper() / str.lower()
+std::string Title(const std::string& s);                // str.title()
+std::string Capitalize(const std::string& s);           // str.capitalize()
+absl::StatusOr<Value> StringMethod(const std::string& s, const std::string& name,
+                                   const CallArgs& args);
+absl::StatusOr<Value> DictMethod(const Value& d, const std::string& name, const CallArgs& args);
+absl::StatusOr<Value> Length(const Value& v);
+// The items a filter iterates: a list's, a dict's keys, a string's characters.
+std::vector<Value> Items(const Value& v);
+// A filter's `attribute` ("a.b" paths, integer indexes), as Jinja's make_attrgetter.
+Value Attribute(const Value& item, const std::string& path);
 
 // Python's str.strip(chars) family; `chars` undefined/None strips whitespace.
 std::string Strip(const std::string& s, const Value& chars, bool left, bool right);

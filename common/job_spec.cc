@@ -136,6 +136,7 @@ void CheckPath(Errors& e, const std::string& field, const std::string& path, boo
 
 void DefaultBranch(BranchSpec* b, bool is_sft) {
   if (b->dataset().format().empty()) b->mutable_dataset()->set_format("auto");
+  if (b->dataset().assistant_turns().empty()) b->mutable_dataset()->set_assistant_turns("last");
   if (is_sft && b->objective_case() == BranchSpec::OBJECTIVE_NOT_SET) b->mutable_sft();
   if (!is_sft && b->objective_case() == BranchSpec::OBJECTIVE_NOT_SET) b->mutable_dpo();
   if (b->has_dpo()) {
@@ -185,6 +186,14 @@ void ValidateBranch(Errors& e, const BranchSpec& b, const std::string& p, bool i
   const auto kFormats = {"auto", "prompt_completion", "messages", "text", "preference"};
   if (!OneOf(b.dataset().format(), kFormats)) {
     e.Add(p + ".dataset.format", Allowed(kFormats));
+  }
+  const auto kTemplates = {"", "auto", "model", "chatml", "plain"};
+  if (!OneOf(b.dataset().chat_template(), kTemplates)) {
+    e.Add(p + ".dataset.chat_template", Allowed(kTemplates));
+  }
+  const auto kTurns = {"last", "all"};
+  if (!OneOf(b.dataset().assistant_turns(), kTurns)) {
+    e.Add(p + ".dataset.assistant_turns", Allowed(kTurns));
   }
   if (is_sft && !b.has_sft()) {
     e.Add(p + ".objective", "the SFT branch must use the 'sft' objective");

@@ -49,26 +49,59 @@ std::string Fingerprint(absl::Span<const uint8_t> data) {
   return absl::StrFormat("%016x", h);
 }
 
+bool TrainedToken(absl::Span<const uint32_t> runs, int64_t k) {
+  if (runs.empty()) return true;
+  int64_t start = 0;
+  for (size_t r = 0; r < runs.size(); ++r) {
+    start += runs[r];
+    if (k < start) return r % 2 == 0;
+  }
+  return false;
+}
+
+void TruncateRuns(std::vector<uint32_t>* runs, int64_t length) {
+  if (runs->empty()) return;
+  int64_t covered = 0;
+  for (size_t r = 0; r < runs->size(); ++r) {
+    if (covered + (*runs)[r] >= length) {
+      (*runs)[r] = static_cast<uint32_t>(length - covered);
+      runs->resize(r + 1);
+      return;
+    }
+    covered += (*runs)[r];
+  }
+}
+
 absl::Status WriteTokenDataset(const std::string& path, DatasetKind kind,
                                const std::vector<TokenExample>& examples,
                                const nlohmann::json& provenance) {
   std::string body;  // index then tokens
   uint64_t first = 0;
-  for (const auto& e : examples) {
+  auto third = [&](const TokenExample& e) -> const std::vector<uint32_t>& {
+    return kind == DatasetKind::kPreference ? e.rejected : e.loss_runs;
+  };
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const auto& e = examples[i];
+    if (kind == DatasetKind::kSft && !e.loss_runs.empty()) {
+      uint64_t covered = 0;
+      for (uint32_t run : e.loss_runs) covered += run;
+      if (covered != e.completion.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("example ", i, ": loss runs cover ", covered,
+                                                       " tokens, its completion has ",
+                                                       e.completion.size()));
+      }
+    }
     PutU64(&body, first);
     PutU32(&body, static_cast<uint32_t>(e.prompt.size()));
     PutU32(&body, static_cast<uint32_t>(e.completion.size()));
-    PutU32(&body, static_cast<uint32_t>(kind == DatasetKind::kPreference ? e.rejected.size() : 0));
+    PutU32(&body, static_cast<uint32_t>(third(e).size()));
     PutU32(&body, 0);  // padding to 24 bytes
-    first += e.prompt.size() + e.completion.size() +
-             (kind == DatasetKind::kPreference ? e.rejected.size() : 0);
+    first += e.prompt.size() + e.completion.size() + third(e).size();
   }
   for (const auto& e : examples) {
     for (uint32_t t : e.prompt) PutU32(&body, t);
     for (uint32_t t : e.completion) PutU32(&body, t);
-    if (kind == DatasetKind::kPreference) {
-      for (uint32_t t : e.rejected) PutU32(&body, t);
-    }
+    for (uint32_t t : third(e)) PutU32(&body, t);
   }
   nlohmann::json header = provenance;
   header["kind"] = kind == DatasetKind::kSft ? "sft" : "preference";
@@ -135,6 +168,16 @@ absl::StatusOr<std::unique_ptr<TokenDataset>> TokenDataset::Open(const std::stri
       return Corrupt(path, absl::StrCat("index entry ", i, " is inconsistent"));
     }
     expected_first += len;
+  }
+  if (ds->kind_ == DatasetKind::kSft) {
+    for (uint64_t i = 0; i < ds->count_; ++i) {
+      const auto runs = ds->loss_runs(static_cast<int64_t>(i));
+      uint64_t covered = 0;
+      for (uint32_t run : runs) covered += run;
+      if (!runs.empty() && covered != ds->completion(static_cast<int64_t>(i)).size()) {
+        return Corrupt(path, absl::StrCat("example ", i, ": loss runs do not cover its completion"));
+      }
+    }
   }
   const std::string actual = Fingerprint(absl::Span<const uint8_t>(ds->index_, ds->size_ - body));
   if (actual != ds->fingerprint_) {

@@ -4,7 +4,10 @@
 //   "PAFTDS01" | u64 header length | JSON header | index | tokens
 //   header: {"kind": "sft"|"preference", "examples": N, "fingerprint": hex, ...provenance}
 //   index:  N entries of {u64 first_token, u32 len[3]} (24 bytes, little-endian): the segment
-//           lengths -- sft: prompt, completion, 0; preference: prompt, chosen, rejected
+//           lengths -- sft: prompt, completion, loss runs; preference: prompt, chosen, rejected
+//   An sft example's loss runs (usually none) are u32 lengths alternating trained, untrained,
+//   trained, ... that cover its completion (training on every assistant turn of a conversation
+//   leaves the user turns between them untrained); none: every completion token is trained.
 //   tokens: u32 token ids, each example's segments back to back
 // The fingerprint is a 64-bit FNV-1a over the index and tokens, so a checkpoint can refuse to
 // resume on changed data.
@@ -28,7 +31,13 @@ struct TokenExample {
   std::vector<uint32_t> prompt;
   std::vector<uint32_t> completion;  // sft: the completion; preference: chosen
   std::vector<uint32_t> rejected;    // preference only
+  std::vector<uint32_t> loss_runs;   // sft only: trained/untrained runs over the completion
 };
+
+// Whether completion token `k` is trained under `runs` (empty: all are).
+bool TrainedToken(absl::Span<const uint32_t> runs, int64_t k);
+// `runs` cut to cover only the first `length` completion tokens.
+void TruncateRuns(std::vector<uint32_t>* runs, int64_t length);
 
 // Writes a dataset atomically. `provenance` is merged into the header (source file, tokenizer,
 // truncation counts, ...).
@@ -49,7 +58,13 @@ class TokenDataset {
   // Segments of example i: prompt, completion (or chosen), rejected (empty for sft).
   absl::Span<const uint32_t> prompt(int64_t i) const { return Segment(i, 0); }
   absl::Span<const uint32_t> completion(int64_t i) const { return Segment(i, 1); }
-  absl::Span<const uint32_t> rejected(int64_t i) const { return Segment(i, 2); }
+  absl::Span<const uint32_t> rejected(int64_t i) const {
+    return kind_ == DatasetKind::kPreference ? Segment(i, 2) : absl::Span<const uint32_t>();
+  }
+  // An sft example's loss runs (empty: the whole completion is trained).
+  absl::Span<const uint32_t> loss_runs(int64_t i) const {
+    return kind_ == DatasetKind::kSft ? Segment(i, 2) : absl::Span<const uint32_t>();
+  }
 
  private:
   TokenDataset() = default;

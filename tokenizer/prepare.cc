@@ -65,7 +65,7 @@ absl::StatusOr<std::vector<uint32_t>> Field(const json& record, const std::strin
 
 // Fits prompt + each completion into max_len. Returns false to drop the example.
 bool Fit(std::vector<uint32_t>& prompt, std::vector<std::vector<uint32_t>*> completions,
-         const PrepareOptions& options, bool* truncated) {
+         std::vector<uint32_t>* runs, const PrepareOptions& options, bool* truncated) {
   const int64_t max_len = options.max_seq_len;
   size_t longest = 0;
   for (auto* c : completions) longest = std::max(longest, c->size());
@@ -81,6 +81,7 @@ bool Fit(std::vector<uint32_t>& prompt, std::vector<std::vector<uint32_t>*> comp
     const int64_t room = std::max<int64_t>(0, max_len - static_cast<int64_t>(prompt.size()));
     if (static_cast<int64_t>(c->size()) > room) c->resize(room);
   }
+  if (runs != nullptr) TruncateRuns(runs, static_cast<int64_t>(completions[0]->size()));
   for (auto* c : completions) {
     if (c->empty()) return false;  // nothing left to learn from
   }
@@ -111,6 +112,66 @@ absl::StatusOr<Split> SplitAtPrompt(const Tokenizer& tokenizer, const std::strin
   s.prompt.assign(all.begin(), all.begin() + boundary);
   s.completion.assign(all.begin() + boundary, all.end());
   return s;
+}
+
+// Every assistant turn of a conversation trained: the whole rendering encoded once; turn i spans
+// the tokens from where the rendering of the messages before it (with the generation prompt)
+// ends to where the rendering up to it ends. Each of those renderings must be a prefix of the
+// whole one (a template that renders a turn differently once the conversation goes on, like
+// Qwen3's reasoning blocks, is refused); a token boundary that falls inside a merged token is
+// counted as a mismatch and kept at the prefix's token count, as for the last turn.
+absl::Status SplitAllTurns(const Tokenizer& tokenizer, const RenderChatFn& render,
+                           const json& messages, TokenExample* e, int64_t* mismatches) {
+  PAFT_ASSIGN_OR_RETURN(std::string whole, render(messages, false));
+  PAFT_ASSIGN_OR_RETURN(std::vector<uint32_t> all, tokenizer.Encode(whole));
+  std::vector<std::pair<int64_t, int64_t>> spans;  // token ranges of the assistant turns
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (!messages[i].is_object() || messages[i].value("role", "") != "assistant") continue;
+    const json before(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i));
+    const json through(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+    PAFT_ASSIGN_OR_RETURN(std::string start_text, render(before, true));
+    PAFT_ASSIGN_OR_RETURN(std::string end_text, render(through, false));
+    for (const std::string* part : {&start_text, &end_text}) {
+      if (whole.compare(0, part->size(), *part) != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the chat template renders the conversation up to message ", i,
+            " differently from the start of the whole conversation; assistant_turns=all needs "
+            "a template whose earlier turns render the same (use assistant_turns=last)"));
+      }
+    }
+    int64_t bounds[2];
+    for (int side = 0; side < 2; ++side) {
+      PAFT_ASSIGN_OR_RETURN(std::vector<uint32_t> prefix,
+                            tokenizer.Encode(side == 0 ? start_text : end_text));
+      const size_t n = std::min(prefix.size(), all.size());
+      if (!std::equal(prefix.begin(), prefix.begin() + n, all.begin()) || n < prefix.size()) {
+        ++*mismatches;
+      }
+      bounds[side] = static_cast<int64_t>(n);
+    }
+    if (!spans.empty() && bounds[0] < spans.back().second) bounds[0] = spans.back().second;
+    if (bounds[1] > bounds[0]) spans.emplace_back(bounds[0], bounds[1]);
+  }
+  if (spans.empty()) return absl::InvalidArgumentError("the conversation has no assistant turn");
+  const int64_t first = spans.front().first;
+  e->prompt.assign(all.begin(), all.begin() + first);
+  e->completion.assign(all.begin() + first, all.end());
+  // Runs over the completion: trained, untrained, trained, ... (a trailing untrained run for
+  // what follows the last turn).
+  int64_t at = first;
+  for (const auto& [begin, end] : spans) {
+    if (begin > at) e->loss_runs.push_back(static_cast<uint32_t>(begin - at));  // untrained gap
+    if (e->loss_runs.size() % 2 == 1) {
+      e->loss_runs.back() += static_cast<uint32_t>(end - begin);  // adjoins the trained run
+    } else {
+      e->loss_runs.push_back(static_cast<uint32_t>(end - begin));
+    }
+    at = end;
+  }
+  if (static_cast<int64_t>(all.size()) > at) {
+    e->loss_runs.push_back(static_cast<uint32_t>(static_cast<int64_t>(all.size()) - at));
+  }
+  return absl::OkStatus();
 }
 
 // A record's field that is a list of messages (conversational TRL data), or null.
@@ -161,6 +222,14 @@ absl::StatusOr<std::pair<std::string, std::string>> RenderChat(const json& messa
 absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const PrepareOptions& options,
                                            const Tokenizer* tokenizer) {
   if (options.max_seq_len < 2) return absl::InvalidArgumentError("max_seq_len must be >= 2");
+  if (options.assistant_turns != "last" && options.assistant_turns != "all") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown assistant_turns '",
+                                                   options.assistant_turns, "' (last, all)"));
+  }
+  if (options.assistant_turns == "all" && !options.render_chat) {
+    return absl::InvalidArgumentError(
+        "assistant_turns=all needs the model's own chat template (tokenizer_config.json)");
+  }
   if (options.truncation != "keep_end" && options.truncation != "keep_start" &&
       options.truncation != "drop") {
     return absl::InvalidArgumentError(absl::StrCat("unknown truncation '", options.truncation,
@@ -242,6 +311,15 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
         PAFT_ASSIGN_OR_RETURN(e.rejected,
                               Field(record, "rejected", tokenizer, vocab_limit, line_number, true));
       }
+    } else if (format == "messages" && options.render_chat && options.assistant_turns == "all") {
+      const json& messages = record.value("messages", json());
+      if (!messages.is_array() || messages.empty()) {
+        return error_at(absl::InvalidArgumentError("'messages' must be a non-empty list"));
+      }
+      absl::Status split = SplitAllTurns(*tokenizer, options.render_chat, messages, &e,
+                                         &result.boundary_mismatches);
+      if (!split.ok()) return error_at(split);
+      special_tokens_added = true;
     } else if (format == "messages" && options.render_chat) {
       // TRL's conversational prompt-completion: the model's template renders both, the template
       // places any BOS and end-of-turn tokens itself.
@@ -307,7 +385,7 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
     bool truncated = false;
     std::vector<std::vector<uint32_t>*> completions = {&e.completion};
     if (preference) completions.push_back(&e.rejected);
-    if (!Fit(e.prompt, completions, options, &truncated)) {
+    if (!Fit(e.prompt, completions, preference ? nullptr : &e.loss_runs, options, &truncated)) {
       ++result.dropped;
       continue;
     }

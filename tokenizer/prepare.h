@@ -45,6 +45,9 @@ struct PrepareOptions {
   // The model's chat template; when absent, `chat_template` names a built-in one.
   RenderChatFn render_chat;
   std::string chat_template = "chatml";  // chatml, plain (without render_chat)
+  // Conversations ("messages" with the model's template): train on the "last" assistant turn
+  // (TRL's prompt-completion) or on "all" of them (the turns between stay untrained).
+  std::string assistant_turns = "last";
   int64_t max_seq_len = 512;
   // keep_end: cut the prompt's start first (TRL's default); keep_start: cut the completion's
   // end first; drop: skip examples that do not fit.

@@ -37,6 +37,8 @@ ABSL_FLAG(std::string, chat_template, "",
           "Conversations: '' or auto (the tokenizer's own chat template, else chatml), model (the "
           "tokenizer's, required), or a built-in one: chatml, plain");
 ABSL_FLAG(int64_t, max_seq_len, 512, "Longest example in tokens");
+ABSL_FLAG(std::string, assistant_turns, "last",
+          "Conversations with the model's template: train on the last assistant turn or on all");
 ABSL_FLAG(std::string, truncation, "keep_end", "keep_end, keep_start or drop");
 ABSL_FLAG(bool, add_bos, true, "Prepend the tokenizer's BOS");
 ABSL_FLAG(bool, add_eos, true, "Append the tokenizer's EOS to completions");
@@ -263,6 +265,7 @@ int main(int argc, char** argv) {
     };
   }
   options.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
+  options.assistant_turns = absl::GetFlag(FLAGS_assistant_turns);
   options.truncation = absl::GetFlag(FLAGS_truncation);
   options.add_bos = absl::GetFlag(FLAGS_add_bos);
   options.add_eos = absl::GetFlag(FLAGS_add_eos);
@@ -278,6 +281,7 @@ int main(int argc, char** argv) {
                                {"max_seq_len", options.max_seq_len},
                                {"truncation", options.truncation},
                                {"chat_template", model_template ? "model" : options.chat_template},
+                               {"assistant_turns", options.assistant_turns},
                                {"boundary_mismatches", result->boundary_mismatches},
                                {"truncated", result->truncated},
                                {"dropped", result->dropped}};

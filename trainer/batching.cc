@@ -8,14 +8,18 @@ namespace paft::trainer {
 
 namespace {
 
-using Rows = std::vector<std::pair<absl::Span<const uint32_t>, absl::Span<const uint32_t>>>;
+// One sequence of a batch: prompt, completion and the completion's loss runs (empty: all trained).
+struct Row {
+  absl::Span<const uint32_t> prompt, completion, runs;
+};
+using Rows = std::vector<Row>;
 
 // Every sequence one after the other in one row. A sequence's first token is never a target (no
 // token of its own precedes it), though a completion may start there.
 Batch PackRows(const Rows& rows) {
   Batch b;
   int64_t total = 0;
-  for (const auto& [p, c] : rows) total += static_cast<int64_t>(p.size() + c.size());
+  for (const Row& r : rows) total += static_cast<int64_t>(r.prompt.size() + r.completion.size());
   b.input_ids = torch::empty({1, total}, torch::kLong);
   b.completion_mask = torch::zeros({1, total}, torch::kLong);
   b.sequence_ids = torch::empty({total}, torch::kLong);
@@ -24,16 +28,16 @@ Batch PackRows(const Rows& rows) {
   auto seq = b.sequence_ids.accessor<int64_t, 1>();
   int64_t pos = 0;
   for (size_t row = 0; row < rows.size(); ++row) {
-    const auto& [prompt, completion] = rows[row];
+    const Row& r = rows[row];
     const int64_t start = pos;
-    for (uint32_t tok : prompt) {
+    for (uint32_t tok : r.prompt) {
       seq[pos] = static_cast<int64_t>(row);
       ids[0][pos++] = tok;
     }
-    for (uint32_t tok : completion) {
+    for (size_t k = 0; k < r.completion.size(); ++k) {
       seq[pos] = static_cast<int64_t>(row);
-      cm[0][pos] = pos > start ? 1 : 0;
-      ids[0][pos++] = tok;
+      cm[0][pos] = pos > start && TrainedToken(r.runs, static_cast<int64_t>(k)) ? 1 : 0;
+      ids[0][pos++] = r.completion[k];
     }
     b.lengths.push_back(pos - start);
   }
@@ -47,9 +51,9 @@ Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, i
                 bool packed) {
   const bool preference = data.kind() == DatasetKind::kPreference;
   Rows rows;
-  for (int64_t i : indices) rows.emplace_back(data.prompt(i), data.completion(i));
+  for (int64_t i : indices) rows.push_back({data.prompt(i), data.completion(i), data.loss_runs(i)});
   if (preference) {
-    for (int64_t i : indices) rows.emplace_back(data.prompt(i), data.rejected(i));
+    for (int64_t i : indices) rows.push_back({data.prompt(i), data.rejected(i), {}});
   }
   if (packed) {
     Batch b = PackRows(rows);
@@ -58,7 +62,7 @@ Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, i
     return b;
   }
   int64_t t = 0;
-  for (const auto& [p, c] : rows) t = std::max<int64_t>(t, p.size() + c.size());
+  for (const Row& row : rows) t = std::max<int64_t>(t, row.prompt.size() + row.completion.size());
   const int64_t r = static_cast<int64_t>(rows.size());
   Batch b;
   b.input_ids = torch::full({r, t}, pad_id, torch::kLong);
@@ -68,16 +72,16 @@ Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, i
   auto am = b.attention_mask.accessor<int64_t, 2>();
   auto cm = b.completion_mask.accessor<int64_t, 2>();
   for (int64_t row = 0; row < r; ++row) {
-    const auto& [prompt, completion] = rows[row];
+    const Row& sequence = rows[row];
     int64_t pos = 0;
-    for (uint32_t tok : prompt) {
+    for (uint32_t tok : sequence.prompt) {
       ids[row][pos] = tok;
       am[row][pos++] = 1;
     }
-    for (uint32_t tok : completion) {
-      ids[row][pos] = tok;
+    for (size_t k = 0; k < sequence.completion.size(); ++k) {
+      ids[row][pos] = sequence.completion[k];
       am[row][pos] = 1;
-      cm[row][pos++] = 1;
+      cm[row][pos++] = TrainedToken(sequence.runs, static_cast<int64_t>(k)) ? 1 : 0;
     }
     b.tokens += pos;
   }
@@ -99,9 +103,13 @@ Batch ToDevice(Batch b, const torch::Device& device) {
   return b;
 }
 
-int64_t TargetTokens(absl::Span<const uint32_t> prompt, absl::Span<const uint32_t> completion) {
-  const int64_t n = static_cast<int64_t>(completion.size());
-  return prompt.empty() ? std::max<int64_t>(0, n - 1) : n;
+int64_t TargetTokens(absl::Span<const uint32_t> prompt, absl::Span<const uint32_t> completion,
+                     absl::Span<const uint32_t> loss_runs) {
+  int64_t n = 0;
+  for (int64_t k = prompt.empty() ? 1 : 0; k < static_cast<int64_t>(completion.size()); ++k) {
+    n += TrainedToken(loss_runs, k) ? 1 : 0;
+  }
+  return n;
 }
 
 std::vector<int64_t> EpochOrder(int64_t n, uint64_t seed, int64_t epoch) {
@@ -142,7 +150,7 @@ StepCounts DataSchedule::Counts(int64_t step) {
   const int64_t first = step * examples_per_step();
   for (int64_t k = 0; k < examples_per_step(); ++k) {
     const int64_t i = Example(first + k);
-    counts.targets += TargetTokens(data_->prompt(i), data_->completion(i));
+    counts.targets += TargetTokens(data_->prompt(i), data_->completion(i), data_->loss_runs(i));
   }
   return counts;
 }

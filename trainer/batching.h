@@ -47,9 +47,11 @@ int64_t PadId(const ModelConfig& config);
 // The same batch with its tensors on `device`.
 Batch ToDevice(Batch batch, const torch::Device& device);
 
-// Number of completion tokens of one side of an example that are loss targets: every completion
-// token that has a token before it (a completion at position 0 predicts nothing).
-int64_t TargetTokens(absl::Span<const uint32_t> prompt, absl::Span<const uint32_t> completion);
+// Number of completion tokens of one side of an example that are loss targets: every trained
+// completion token (all, without loss runs) that has a token before it (a completion at position
+// 0 predicts nothing).
+int64_t TargetTokens(absl::Span<const uint32_t> prompt, absl::Span<const uint32_t> completion,
+                     absl::Span<const uint32_t> loss_runs = {});
 
 // Global counts of one optimizer step, over every rank and micro-batch: what token-level and
 // sequence-level losses are normalised by (transformers' num_items_in_batch).

@@ -30,7 +30,8 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::
   }
   const std::string settings =
       absl::StrCat(spec.dataset().format(), "|", spec.dataset().chat_template(), "|",
-                   spec.batch().max_seq_len(), "|", config.vocab_size);
+                   spec.dataset().assistant_turns(), "|", spec.batch().max_seq_len(), "|",
+                   config.vocab_size);
   const std::string key = Fingerprint(absl::Span<const uint8_t>(
       reinterpret_cast<const uint8_t*>((data + tok + settings).data()), data.size() + tok.size() + settings.size()));
   const std::string name = input.substr(input.find_last_of('/') + 1);
@@ -44,6 +45,9 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::
   if (!spec.dataset().format().empty()) argv.push_back("--format=" + spec.dataset().format());
   if (!spec.dataset().chat_template().empty()) {
     argv.push_back("--chat_template=" + spec.dataset().chat_template());
+  }
+  if (!spec.dataset().assistant_turns().empty()) {
+    argv.push_back("--assistant_turns=" + spec.dataset().assistant_turns());
   }
   PAFT_ASSIGN_OR_RETURN(auto result, RunProcess(argv));
   if (result.first != 0) {

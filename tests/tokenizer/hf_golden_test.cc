@@ -4,6 +4,7 @@
 // tokenizer files, on corpus.json's hard cases. Ids must be equal. The tokenizer files are not
 // committed: fetch_tokenizers.sh puts them in a cache ($PAFT_TOKENIZER_CACHE, else
 // ~/.cache/paft/tokenizers; `./setup.sh test` runs it), and without them these tests skip.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -110,6 +111,51 @@ TEST(HfPrepareTest, PromptAndCompletionAreOneSequenceAsInTrl) {
   EXPECT_EQ(c.prompt, *(*qwen)->Encode(*prompt_text));
   EXPECT_EQ((*qwen)->Decode(c.completion), "<think>\n\n</think>\n\nHello, friend.<|im_end|>\n");
   EXPECT_EQ(conversation->boundary_mismatches, 0);
+}
+
+// Every assistant turn with real templates: Gemma-3's renders earlier turns the same in longer
+// conversations (the trained spans decode to the assistant messages and their end-of-turn
+// tokens); Qwen3's adds reasoning blocks only after the last user turn, and this Llama-3 template
+// appends an assistant header whatever add_generation_prompt says, so both are refused.
+TEST(HfPrepareTest, AllAssistantTurnsWithRealTemplates) {
+  const std::string gemma3 = JoinPath(CacheDir(), "gemma3"), qwen3 = JoinPath(CacheDir(), "qwen3"),
+                    llama3 = JoinPath(CacheDir(), "llama3");
+  for (const std::string& folder : {gemma3, qwen3, llama3}) {
+    if (!IsRegularFile(JoinPath(folder, "tokenizer.json"))) {
+      GTEST_SKIP() << "tokenizers not fetched: run tests/tokenizer/golden/fetch_tokenizers.sh";
+    }
+  }
+  const std::string conversation =
+      R"({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},)"
+      R"( {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "See you."}]})";
+  for (const std::string& folder : {gemma3, qwen3, llama3}) {
+    auto tokenizer = HfTokenizer::Load(JoinPath(folder, "tokenizer.json"), JoinPath(folder, "tokenizer_config.json"));
+    auto chat = ChatTemplate::Load(JoinPath(folder, "tokenizer_config.json"));
+    ASSERT_TRUE(tokenizer.ok() && chat.ok() && chat->has_value());
+    PrepareOptions options;
+    options.assistant_turns = "all";
+    options.render_chat = [&](const nlohmann::ordered_json& messages, bool generation_prompt) {
+      return (*chat)->Render(messages, generation_prompt);
+    };
+    auto r = PrepareJsonl(conversation, options, tokenizer->get());
+    if (folder != gemma3) {
+      EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("assistant_turns=last"));
+      continue;
+    }
+    ASSERT_TRUE(r.ok()) << r.status();
+    const TokenExample& e = r->examples[0];
+    std::vector<std::string> trained;
+    std::vector<uint32_t> span;
+    for (size_t k = 0; k <= e.completion.size(); ++k) {
+      if (k < e.completion.size() && TrainedToken(e.loss_runs, static_cast<int64_t>(k))) {
+        span.push_back(e.completion[k]);
+      } else if (!span.empty()) {
+        trained.push_back((*tokenizer)->Decode(span));
+        span.clear();
+      }
+    }
+    EXPECT_THAT(trained, ::testing::ElementsAre("Hello!<end_of_turn>\n", "See you.<end_of_turn>\n"));
+  }
 }
 
 // paft-prepare --tokenizer=FOLDER --encode / --decode: the folder's tokenizer.json wins over its

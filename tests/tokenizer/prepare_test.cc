@@ -152,6 +152,69 @@ TEST(TokenDatasetTest, RoundTripAndCorruption) {
   EXPECT_THAT(std::string(TokenDataset::Open(path).status().message()), HasSubstr("paft-prepare"));
 }
 
+TEST(TokenDatasetTest, LossRunsRoundTripAndMustCoverTheCompletion) {
+  testing::TempDir dir;
+  TokenExample e;
+  e.prompt = {1, 2};
+  e.completion = {3, 4, 5, 6, 7, 8};
+  e.loss_runs = {2, 3, 1};  // trained 3 4, untrained 5 6 7, trained 8
+  const std::string path = dir.Join("runs.paftds");
+  ASSERT_TRUE(WriteTokenDataset(path, DatasetKind::kSft, {e, {{1}, {9}, {}, {}}}).ok());
+  auto ds = TokenDataset::Open(path);
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  EXPECT_THAT((*ds)->loss_runs(0), ElementsAre(2, 3, 1));
+  EXPECT_TRUE((*ds)->loss_runs(1).empty());
+  EXPECT_TRUE((*ds)->rejected(0).empty());
+  std::vector<bool> trained;
+  for (int k = 0; k < 6; ++k) trained.push_back(TrainedToken((*ds)->loss_runs(0), k));
+  EXPECT_THAT(trained, ElementsAre(true, true, false, false, false, true));
+  EXPECT_TRUE(TrainedToken({}, 5));
+  std::vector<uint32_t> runs = {2, 3, 1};
+  TruncateRuns(&runs, 4);
+  EXPECT_THAT(runs, ElementsAre(2, 2));
+  e.loss_runs = {2, 3};
+  EXPECT_THAT(std::string(WriteTokenDataset(path, DatasetKind::kSft, {e}).message()),
+              HasSubstr("loss runs cover 5 tokens, its completion has 6"));
+}
+
+// Every assistant turn trained: with a template "<role>: <content>\n" (prompt "assistant: "),
+// one character per token, the spans of the two assistant turns are trained and the user turn
+// between them is not.
+TEST(PrepareTest, AllAssistantTurns) {
+  CharTokenizer tok;
+  PrepareOptions o;
+  o.render_chat = [](const nlohmann::ordered_json& messages, bool generation_prompt)
+      -> absl::StatusOr<std::string> {
+    std::string out;
+    for (const auto& m : messages) {
+      out += m["role"].get<std::string>() + ": " + m["content"].get<std::string>() + "\n";
+    }
+    if (generation_prompt) out += "assistant: ";
+    return out;
+  };
+  o.assistant_turns = "all";
+  auto r = PrepareJsonl(R"({"messages": [{"role": "user", "content": "q1"},)"
+                        R"( {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"},)"
+                        R"( {"role": "assistant", "content": "a2"}]})",
+                        o, &tok);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const TokenExample& e = r->examples[0];
+  EXPECT_EQ(std::string(e.prompt.begin(), e.prompt.end()), "user: q1\nassistant: ");
+  EXPECT_EQ(std::string(e.completion.begin(), e.completion.end()), "a1\nuser: q2\nassistant: a2\n");
+  // "a1\n" trained, "user: q2\nassistant: " not, "a2\n" trained.
+  EXPECT_THAT(e.loss_runs, ElementsAre(3, 20, 3));
+  // A template that renders an earlier turn differently once the conversation goes on.
+  o.render_chat = [](const nlohmann::ordered_json& messages, bool) -> absl::StatusOr<std::string> {
+    return std::to_string(messages.size());
+  };
+  auto refused = PrepareJsonl(R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})",
+                              o, &tok);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("use assistant_turns=last"));
+  o.render_chat = nullptr;
+  EXPECT_THAT(std::string(PrepareJsonl("{}", o, &tok).status().message()),
+              HasSubstr("needs the model's own chat template"));
+}
+
 // The real binary with a real sentencepiece model trained here by spm_train.
 TEST(PrepareBinaryTest, TokenizesWithSentencepiece) {
   testing::TempDir dir;

@@ -63,6 +63,29 @@ TEST(DataScheduleTest, RanksAndMicroStepsPartitionTheGlobalBatch) {
   EXPECT_EQ(epoch.size(), 10u);
 }
 
+// Loss runs (every assistant turn trained): the untrained completion tokens are neither masked in
+// nor counted, padded or packed.
+TEST(BatchingTest, LossRunsMaskTheUntrainedTurns) {
+  testing::TempDir dir;
+  TokenExample e;
+  e.prompt = {1, 2};
+  e.completion = {3, 4, 5, 6, 7};
+  e.loss_runs = {2, 2, 1};
+  ASSERT_TRUE(WriteTokenDataset(dir.Join("runs.paftds"), DatasetKind::kSft, {e}).ok());
+  auto data = TokenDataset::Open(dir.Join("runs.paftds"));
+  ASSERT_TRUE(data.ok()) << data.status();
+  const std::vector<int64_t> want = {0, 0, 1, 1, 0, 0, 1};
+  for (bool packed : {false, true}) {
+    Batch b = MakeBatch(**data, {0}, /*pad_id=*/0, packed);
+    std::vector<int64_t> mask(b.completion_mask.data_ptr<int64_t>(),
+                              b.completion_mask.data_ptr<int64_t>() + 7);
+    EXPECT_EQ(mask, want) << (packed ? "packed" : "padded");
+  }
+  EXPECT_EQ(TargetTokens((*data)->prompt(0), (*data)->completion(0), (*data)->loss_runs(0)), 3);
+  DataSchedule schedule(data->get(), 1, 1, 1, 1);
+  EXPECT_EQ(schedule.Counts(0).targets, 3);
+}
+
 TEST(DataScheduleTest, TargetTokensSkipAFirstTokenCompletion) {
   const std::vector<uint32_t> none, two = {1, 2}, three = {3, 4, 5};
   EXPECT_EQ(TargetTokens(two, three), 3);

@@ -145,13 +145,26 @@ absl::StatusOr<std::unique_ptr<TokenDataset>> TokenDataset::Open(const std::stri
   if (ds->header_.is_discarded() || !ds->header_.is_object()) {
     return Corrupt(path, "header is not a JSON object");
   }
-  const std::string kind = ds->header_.value("kind", "");
-  if (kind != "sft" && kind != "preference") return Corrupt(path, "header 'kind' is missing");
-  ds->kind_ = kind == "sft" ? DatasetKind::kSft : DatasetKind::kPreference;
-  ds->count_ = ds->header_.value("examples", uint64_t{0});
-  ds->token_count_ = ds->header_.value("tokens", uint64_t{0});
-  ds->fingerprint_ = ds->header_.value("fingerprint", "");
+  const nlohmann::json& h = ds->header_;
+  if (!h.contains("kind") || !h["kind"].is_string() ||
+      (h["kind"] != "sft" && h["kind"] != "preference")) {
+    return Corrupt(path, "header 'kind' is missing");
+  }
+  for (const char* key : {"examples", "tokens"}) {
+    if (!h.contains(key) || !h[key].is_number_unsigned()) {
+      return Corrupt(path, absl::StrCat("header '", key, "' is not a count"));
+    }
+  }
+  if (!h.contains("fingerprint") || !h["fingerprint"].is_string()) {
+    return Corrupt(path, "header 'fingerprint' is missing");
+  }
+  ds->kind_ = h["kind"] == "sft" ? DatasetKind::kSft : DatasetKind::kPreference;
+  ds->count_ = h["examples"].get<uint64_t>();
+  ds->token_count_ = h["tokens"].get<uint64_t>();
+  ds->fingerprint_ = h["fingerprint"].get<std::string>();
+  if (ds->count_ == 0) return Corrupt(path, "has no examples");
   const uint64_t body = 16 + header_len;
+  if (body % 4 != 0) return Corrupt(path, "header length leaves the tokens unaligned");
   const unsigned __int128 need = static_cast<unsigned __int128>(ds->count_) * kEntryBytes +
                                  static_cast<unsigned __int128>(ds->token_count_) * 4;
   if (need != ds->size_ - body) {

@@ -114,6 +114,13 @@ absl::StatusOr<Split> SplitAtPrompt(const Tokenizer& tokenizer, const std::strin
   return s;
 }
 
+// A message's role ("" when absent or not a string).
+std::string Role(const json& message) {
+  if (!message.is_object()) return "";
+  auto it = message.find("role");
+  return it != message.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 // Every assistant turn of a conversation trained: the whole rendering encoded once; turn i spans
 // the tokens from where the rendering of the messages before it (with the generation prompt)
 // ends to where the rendering up to it ends. Each of those renderings must be a prefix of the
@@ -125,8 +132,9 @@ absl::Status SplitAllTurns(const Tokenizer& tokenizer, const RenderChatFn& rende
   PAFT_ASSIGN_OR_RETURN(std::string whole, render(messages, false));
   PAFT_ASSIGN_OR_RETURN(std::vector<uint32_t> all, tokenizer.Encode(whole));
   std::vector<std::pair<int64_t, int64_t>> spans;  // token ranges of the assistant turns
+  bool mismatch = false;
   for (size_t i = 0; i < messages.size(); ++i) {
-    if (!messages[i].is_object() || messages[i].value("role", "") != "assistant") continue;
+    if (Role(messages[i]) != "assistant") continue;
     const json before(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i));
     const json through(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
     PAFT_ASSIGN_OR_RETURN(std::string start_text, render(before, true));
@@ -145,7 +153,7 @@ absl::Status SplitAllTurns(const Tokenizer& tokenizer, const RenderChatFn& rende
                             tokenizer.Encode(side == 0 ? start_text : end_text));
       const size_t n = std::min(prefix.size(), all.size());
       if (!std::equal(prefix.begin(), prefix.begin() + n, all.begin()) || n < prefix.size()) {
-        ++*mismatches;
+        mismatch = true;
       }
       bounds[side] = static_cast<int64_t>(n);
     }
@@ -153,6 +161,7 @@ absl::Status SplitAllTurns(const Tokenizer& tokenizer, const RenderChatFn& rende
     if (bounds[1] > bounds[0]) spans.emplace_back(bounds[0], bounds[1]);
   }
   if (spans.empty()) return absl::InvalidArgumentError("the conversation has no assistant turn");
+  if (mismatch) ++*mismatches;
   const int64_t first = spans.front().first;
   e->prompt.assign(all.begin(), all.begin() + first);
   e->completion.assign(all.begin() + first, all.end());
@@ -188,7 +197,7 @@ absl::StatusOr<std::pair<std::string, std::string>> RenderChat(const json& messa
     return absl::InvalidArgumentError("'messages' must be a non-empty list");
   }
   const json& last = messages.back();
-  if (!last.is_object() || last.value("role", "") != "assistant") {
+  if (Role(last) != "assistant") {
     return absl::InvalidArgumentError("the last message must have role 'assistant'");
   }
   auto render = [&](const json& m, bool open_only) -> absl::StatusOr<std::string> {
@@ -325,7 +334,7 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
       // places any BOS and end-of-turn tokens itself.
       const json& messages = record.value("messages", json());
       if (!messages.is_array() || messages.empty() || !messages.back().is_object() ||
-          messages.back().value("role", "") != "assistant") {
+          Role(messages.back()) != "assistant") {
         return error_at(absl::InvalidArgumentError(
             "'messages' must be a list ending with an 'assistant' message"));
       }
@@ -357,17 +366,6 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown dataset format '", format, "'"));
     }
-    if (special_tokens_added && vocab_limit > 0) {
-      for (const auto* ids : {&e.prompt, &e.completion, &e.rejected}) {
-        for (uint32_t id : *ids) {
-          if (id >= vocab_limit) {
-            return absl::InvalidArgumentError(absl::StrCat("line ", line_number, ": token id ", id,
-                                                           " is outside the vocabulary of ",
-                                                           vocab_limit));
-          }
-        }
-      }
-    }
     if ((result.kind == DatasetKind::kPreference) != preference) {
       return absl::InvalidArgumentError(
           absl::StrCat("line ", line_number, ": mixes preference and SFT records"));
@@ -381,6 +379,17 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
     }
     if (e.completion.empty() || (preference && e.rejected.empty())) {
       return absl::InvalidArgumentError(absl::StrCat("line ", line_number, ": empty completion"));
+    }
+    if (vocab_limit > 0) {  // every id, however it came: *_ids, the tokenizer, BOS/EOS
+      for (const auto* ids : {&e.prompt, &e.completion, &e.rejected}) {
+        for (uint32_t id : *ids) {
+          if (id >= vocab_limit) {
+            return absl::InvalidArgumentError(absl::StrCat("line ", line_number, ": token id ", id,
+                                                           " is outside the vocabulary of ",
+                                                           vocab_limit));
+          }
+        }
+      }
     }
     bool truncated = false;
     std::vector<std::vector<uint32_t>*> completions = {&e.completion};

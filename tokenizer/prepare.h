@@ -6,10 +6,11 @@
 // Tokenization follows TRL: a prompt-completion pair is tokenized as one sequence,
 // [BOS] + encode(prompt + completion) + [EOS], and the completion starts where [BOS] +
 // encode(prompt) ends (so a tokenizer cannot put an extra token at the boundary). Conversations
-// ("messages", and preference records whose prompt/chosen/rejected are lists of messages) are
-// rendered with the model's chat template when there is one (`render_chat`), else with a built-in
-// one (`chat_template`): the prompt is the conversation before the last assistant turn rendered
-// with the generation prompt, the completion the rest of the whole conversation's rendering.
+// ("messages") are rendered with the model's chat template when there is one (`render_chat`),
+// else with a built-in one (`chat_template`): the prompt is the conversation before the last
+// assistant turn rendered with the generation prompt, the completion the rest of the whole
+// conversation's rendering. Preference records whose prompt/chosen/rejected are lists of
+// messages need the model's template.
 // This code knows no tokenizer library: the tokenizer is an interface (sentencepiece lives in
 // the paft-prepare binary only, since it cannot share a process with torch or gRPC).
 #ifndef PAFT_TOKENIZER_PREPARE_H_

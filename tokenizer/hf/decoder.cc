@@ -29,15 +29,19 @@ class ByteLevelDecoder : public Decoder {
   void DecodeChain(std::vector<std::string>* tokens) const override {
     std::string bytes;
     for (const std::string& token : *tokens) {
-      for (size_t pos = 0; pos < token.size();) {
-        const size_t begin = pos;
+      // As the library: a token whose characters are not all byte-level (an added token) goes
+      // through as its own UTF-8 bytes.
+      std::string mapped;
+      bool all_mapped = true;
+      for (size_t pos = 0; pos < token.size() && all_mapped;) {
         const int b = CharToByte(NextCodePoint(token, &pos));
-        if (b >= 0) {
-          bytes.push_back(static_cast<char>(b));
+        if (b < 0) {
+          all_mapped = false;
         } else {
-          bytes.append(token, begin, pos - begin);
+          mapped.push_back(static_cast<char>(b));
         }
       }
+      bytes += all_mapped ? mapped : token;
     }
     *tokens = {LossyUtf8(bytes)};
   }
@@ -48,7 +52,10 @@ class ReplaceDecoder : public Decoder {
   ReplaceDecoder(Pattern pattern, std::string content)
       : pattern_(std::move(pattern)), content_(std::move(content)) {}
   void DecodeChain(std::vector<std::string>* tokens) const override {
-    for (std::string& token : *tokens) token = pattern_.ReplaceAll(token, content_);
+    for (std::string& token : *tokens) {
+      auto replaced = pattern_.ReplaceAll(token, content_);
+      if (replaced.ok()) token = std::move(*replaced);  // a failed match leaves the token as is
+    }
   }
 
  private:
@@ -182,6 +189,9 @@ absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const json& j, const std::s
   }
   if (type == "Metaspace") {
     PAFT_ASSIGN_OR_RETURN(std::string replacement, StringField(j, "replacement", where));
+    if (CodePointCount(replacement) != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ".replacement: must be one character"));
+    }
     std::string scheme = j.value("prepend_scheme", "");
     if (scheme.empty()) scheme = j.value("add_prefix_space", true) ? "always" : "never";
     return std::unique_ptr<Decoder>(new MetaspaceDecoder(replacement, scheme != "never"));

@@ -60,7 +60,9 @@ class ReplaceNormalizer : public Normalizer {
   ReplaceNormalizer(Pattern pattern, std::string content)
       : pattern_(std::move(pattern)), content_(std::move(content)) {}
   absl::Status Normalize(std::string* text) const override {
-    *text = pattern_.ReplaceAll(*text, content_);
+    auto replaced = pattern_.ReplaceAll(*text, content_);
+    if (!replaced.ok()) return replaced.status();
+    *text = std::move(*replaced);
     return absl::OkStatus();
   }
 

@@ -57,7 +57,11 @@ absl::StatusOr<std::string> TranslateRustRegex(const std::string& rust, const st
 struct Pattern::Regex {
   pcre2_code* code = nullptr;
   pcre2_match_data* match = nullptr;
+  pcre2_jit_stack* stack = nullptr;  // room for long whitespace runs and words
+  pcre2_match_context* context = nullptr;
   ~Regex() {
+    if (context != nullptr) pcre2_match_context_free(context);
+    if (stack != nullptr) pcre2_jit_stack_free(stack);
     if (match != nullptr) pcre2_match_data_free(match);
     if (code != nullptr) pcre2_code_free(code);
   }
@@ -97,14 +101,21 @@ absl::StatusOr<Pattern> Pattern::Regex(const std::string& rust_regex, const std:
   }
   pcre2_jit_compile(regex->code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter if absent
   regex->match = pcre2_match_data_create_from_pattern(regex->code, nullptr);
+  regex->stack = pcre2_jit_stack_create(64 << 10, 64 << 20, nullptr);
+  regex->context = pcre2_match_context_create(nullptr);
+  if (regex->stack != nullptr && regex->context != nullptr) {
+    pcre2_jit_stack_assign(regex->context, nullptr, regex->stack);
+  }
   Pattern p;
   p.regex_ = std::move(regex);
   return p;
 }
 
-std::string Pattern::ReplaceAll(std::string_view text, const std::string& content) const {
+absl::StatusOr<std::string> Pattern::ReplaceAll(std::string_view text,
+                                                const std::string& content) const {
   std::vector<std::pair<size_t, size_t>> matches;
-  FindMatches(text, &matches);
+  absl::Status status = FindMatches(text, &matches);
+  if (!status.ok()) return status;
   std::string out;
   size_t at = 0;
   for (const auto& [begin, end] : matches) {
@@ -116,22 +127,29 @@ std::string Pattern::ReplaceAll(std::string_view text, const std::string& conten
   return out;
 }
 
-void Pattern::FindMatches(std::string_view text,
-                          std::vector<std::pair<size_t, size_t>>* out) const {
+absl::Status Pattern::FindMatches(std::string_view text,
+                                  std::vector<std::pair<size_t, size_t>>* out) const {
   out->clear();
   if (!regex_) {
-    if (literal_.empty()) return;
+    if (literal_.empty()) return absl::OkStatus();
     for (size_t at = text.find(literal_); at != std::string_view::npos;
          at = text.find(literal_, at + literal_.size())) {
       out->emplace_back(at, at + literal_.size());
     }
-    return;
+    return absl::OkStatus();
   }
   size_t start = 0;
   while (start <= text.size()) {
     const int rc = pcre2_match(regex_->code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(),
-                               start, PCRE2_NO_UTF_CHECK, regex_->match, nullptr);
-    if (rc < 0) break;
+                               start, PCRE2_NO_UTF_CHECK, regex_->match, regex_->context);
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc < 0) {
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(rc, message, sizeof(message));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "regex match failed at byte ", start, " of a ", text.size(), "-byte piece: ",
+          reinterpret_cast<const char*>(message)));
+    }
     const PCRE2_SIZE* v = pcre2_get_ovector_pointer(regex_->match);
     const size_t begin = v[0], end = v[1];
     out->emplace_back(begin, end);
@@ -143,6 +161,7 @@ void Pattern::FindMatches(std::string_view text,
       while (start < text.size() && (static_cast<uint8_t>(text[start]) & 0xC0) == 0x80) ++start;
     }
   }
+  return absl::OkStatus();
 }
 
 }  // namespace paft::tokenizer::hf

@@ -24,11 +24,12 @@ class Pattern {
   static Pattern Literal(std::string literal);
 
   // Every match of the pattern in `text` replaced by `content`.
-  std::string ReplaceAll(std::string_view text, const std::string& content) const;
+  absl::StatusOr<std::string> ReplaceAll(std::string_view text, const std::string& content) const;
 
-  // Non-overlapping matches [begin, end) from left to right; `text` must be valid UTF-8.
+  // Non-overlapping matches [begin, end) from left to right; `text` must be valid UTF-8. A PCRE2
+  // failure (a resource limit) is an error, never a silent "no more matches".
   // Thread-compatible (one match buffer per pattern).
-  void FindMatches(std::string_view text, std::vector<std::pair<size_t, size_t>>* out) const;
+  absl::Status FindMatches(std::string_view text, std::vector<std::pair<size_t, size_t>>* out) const;
 
  private:
   struct Regex;

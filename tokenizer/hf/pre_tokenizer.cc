@@ -15,14 +15,14 @@ enum class Behavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext,
 
 // The HF tokenizers library's split of one piece by pattern matches: the text as a cover of
 // (range, is_match) parts, reshaped by the behavior, empty parts dropped.
-void SplitPiece(const Piece& piece, const Pattern& pattern, Behavior behavior, bool invert,
-                std::vector<Piece>* out) {
+absl::Status SplitPiece(const Piece& piece, const Pattern& pattern, Behavior behavior,
+                        bool invert, std::vector<Piece>* out) {
   struct Part {
     size_t begin, end;
     bool flag;  // is a match (kRemoved: to remove)
   };
   std::vector<std::pair<size_t, size_t>> matches;
-  pattern.FindMatches(piece.text, &matches);
+  PAFT_RETURN_IF_ERROR(pattern.FindMatches(piece.text, &matches));
   std::vector<Part> parts;
   size_t prev = 0;
   for (const auto& [b, e] : matches) {
@@ -79,14 +79,16 @@ void SplitPiece(const Piece& piece, const Pattern& pattern, Behavior behavior, b
     if (p.end == p.begin) continue;
     out->push_back({piece.text.substr(p.begin, p.end - p.begin), piece.at_start && p.begin == 0});
   }
+  return absl::OkStatus();
 }
 
 class SequencePreTokenizer : public PreTokenizer {
  public:
   explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps)
       : steps_(std::move(steps)) {}
-  void PreTokenize(std::vector<Piece>* pieces) const override {
-    for (const auto& step : steps_) step->PreTokenize(pieces);
+  absl::Status PreTokenize(std::vector<Piece>* pieces) const override {
+    for (const auto& step : steps_) PAFT_RETURN_IF_ERROR(step->PreTokenize(pieces));
+    return absl::OkStatus();
   }
 
  private:
@@ -97,10 +99,13 @@ class SplitPreTokenizer : public PreTokenizer {
  public:
   SplitPreTokenizer(Pattern pattern, Behavior behavior, bool invert)
       : pattern_(std::move(pattern)), behavior_(behavior), invert_(invert) {}
-  void PreTokenize(std::vector<Piece>* pieces) const override {
+  absl::Status PreTokenize(std::vector<Piece>* pieces) const override {
     std::vector<Piece> out;
-    for (const Piece& piece : *pieces) SplitPiece(piece, pattern_, behavior_, invert_, &out);
+    for (const Piece& piece : *pieces) {
+      PAFT_RETURN_IF_ERROR(SplitPiece(piece, pattern_, behavior_, invert_, &out));
+    }
     *pieces = std::move(out);
+    return absl::OkStatus();
   }
 
  private:
@@ -117,14 +122,14 @@ class ByteLevelPreTokenizer : public PreTokenizer {
  public:
   ByteLevelPreTokenizer(bool add_prefix_space, std::unique_ptr<Pattern> split)
       : add_prefix_space_(add_prefix_space), split_(std::move(split)) {}
-  void PreTokenize(std::vector<Piece>* pieces) const override {
+  absl::Status PreTokenize(std::vector<Piece>* pieces) const override {
     std::vector<Piece> split;
     for (Piece piece : *pieces) {
       if (add_prefix_space_ && (piece.text.empty() || piece.text[0] != ' ')) {
         piece.text.insert(0, " ");
       }
       if (split_) {
-        SplitPiece(piece, *split_, Behavior::kIsolated, false, &split);
+        PAFT_RETURN_IF_ERROR(SplitPiece(piece, *split_, Behavior::kIsolated, false, &split));
       } else if (!piece.text.empty()) {
         split.push_back(std::move(piece));
       }
@@ -137,6 +142,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
       piece.text = std::move(mapped);
     }
     *pieces = std::move(split);
+    return absl::OkStatus();
   }
 
  private:
@@ -150,7 +156,7 @@ class MetaspacePreTokenizer : public PreTokenizer {
  public:
   MetaspacePreTokenizer(std::string replacement, std::string scheme, bool split)
       : replacement_(std::move(replacement)), scheme_(std::move(scheme)), split_(split) {}
-  void PreTokenize(std::vector<Piece>* pieces) const override {
+  absl::Status PreTokenize(std::vector<Piece>* pieces) const override {
     std::vector<Piece> out;
     const Pattern marker = Pattern::Literal(replacement_);
     for (Piece piece : *pieces) {
@@ -168,12 +174,13 @@ class MetaspacePreTokenizer : public PreTokenizer {
       }
       piece.text = std::move(text);
       if (split_) {
-        SplitPiece(piece, marker, Behavior::kMergedWithNext, false, &out);
+        PAFT_RETURN_IF_ERROR(SplitPiece(piece, marker, Behavior::kMergedWithNext, false, &out));
       } else if (!piece.text.empty()) {
         out.push_back(std::move(piece));
       }
     }
     *pieces = std::move(out);
+    return absl::OkStatus();
   }
 
  private:
@@ -222,6 +229,9 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const json& j,
   }
   if (type == "Metaspace") {
     PAFT_ASSIGN_OR_RETURN(std::string replacement, StringField(j, "replacement", where));
+    if (CodePointCount(replacement) != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ".replacement: must be one character"));
+    }
     std::string scheme = j.value("prepend_scheme", "");
     if (scheme.empty()) scheme = j.value("add_prefix_space", true) ? "always" : "never";
     if (scheme != "always" && scheme != "first" && scheme != "never") {

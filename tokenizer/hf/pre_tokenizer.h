@@ -22,8 +22,9 @@ struct Piece {
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  // Replaces each piece by its splits (empty splits are dropped).
-  virtual void PreTokenize(std::vector<Piece>* pieces) const = 0;
+  // Replaces each piece by its splits (empty splits are dropped). Fails only when a regex match
+  // fails (a PCRE2 resource limit).
+  virtual absl::Status PreTokenize(std::vector<Piece>* pieces) const = 0;
 };
 
 // null gives nullptr (the whole text is one piece).

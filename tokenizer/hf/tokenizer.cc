@@ -1,9 +1,11 @@
 #include "tokenizer/hf/tokenizer.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/status.h"
 #include "tokenizer/hf/json_fields.h"
+#include "tokenizer/hf/unicode.h"
 
 namespace paft::tokenizer::hf {
 namespace {
@@ -118,21 +120,34 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJson(const std::st
           absl::StrCat(name, ": tokenizer_config.json is not a JSON object"));
     }
     t->eos_id_ = id_of(TokenContent(config, "eos_token"));
-    // transformers rebuilds these from tokenizer.model instead of reading tokenizer.json.
     const std::string cls = config.value("tokenizer_class", "");
-    if ((cls.rfind("Llama", 0) == 0 || cls.rfind("CodeLlama", 0) == 0 ||
-         cls.rfind("Gemma", 0) == 0) &&
-        config.contains("add_prefix_space") && !config["add_prefix_space"].is_null()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, ": tokenizer_config.json: add_prefix_space with ", cls,
-          " makes transformers rebuild the tokenizer from tokenizer.model (from_slow); not "
-          "supported"));
+    const bool llama_like = cls.rfind("Llama", 0) == 0 || cls.rfind("CodeLlama", 0) == 0 ||
+                            cls.rfind("Gemma", 0) == 0;
+    if (llama_like) {
+      // transformers rebuilds these from tokenizer.model instead of reading tokenizer.json.
+      if (config.contains("add_prefix_space") && !config["add_prefix_space"].is_null()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name, ": tokenizer_config.json: add_prefix_space with ", cls,
+            " makes transformers rebuild the tokenizer from tokenizer.model (from_slow); not "
+            "supported"));
+      }
+      // ... and their post-processor from add_bos_token (default true) and add_eos_token.
+      const json add_bos = config.value("add_bos_token", json(true));
+      const json add_eos = config.value("add_eos_token", json(false));
+      if (add_eos.is_boolean() && add_eos.get<bool>()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name, ": tokenizer_config.json: add_eos_token true is not supported"));
+      }
+      t->bos_id_ = add_bos.is_boolean() && add_bos.get<bool>()
+                       ? id_of(TokenContent(config, "bos_token"))
+                       : -1;
     }
   }
   return t;
 }
 
 absl::StatusOr<std::vector<uint32_t>> HfTokenizer::Encode(const std::string& text) const {
+  if (!IsValidUtf8(text)) return absl::InvalidArgumentError("the text is not valid UTF-8");
   std::vector<uint32_t> ids;
   std::vector<Segment> normalized;
   for (Segment& segment : added_.SplitRaw(text)) {
@@ -151,7 +166,7 @@ absl::StatusOr<std::vector<uint32_t>> HfTokenizer::Encode(const std::string& tex
     }
     if (segment.text.empty()) continue;
     pieces.assign(1, Piece{segment.text, segment.at_start});
-    if (pre_tokenizer_ != nullptr) pre_tokenizer_->PreTokenize(&pieces);
+    if (pre_tokenizer_ != nullptr) PAFT_RETURN_IF_ERROR(pre_tokenizer_->PreTokenize(&pieces));
     for (const Piece& piece : pieces) model_->Encode(piece.text, &ids);
   }
   return ids;
@@ -162,7 +177,8 @@ std::string HfTokenizer::Decode(const std::vector<uint32_t>& ids) const {
   for (uint32_t id : ids) {
     if (id < id_to_token_.size() && !id_to_token_[id].empty()) tokens.push_back(id_to_token_[id]);
   }
-  if (decoder_ != nullptr) decoder_->DecodeChain(&tokens);
+  if (decoder_ == nullptr) return absl::StrJoin(tokens, " ");  // the library without a decoder
+  decoder_->DecodeChain(&tokens);
   std::string text;
   for (const std::string& t : tokens) text += t;
   return text;

@@ -81,6 +81,12 @@ void AppendUtf8(char32_t c, std::string* out) {
   }
 }
 
+size_t CodePointCount(std::string_view text) {
+  size_t n = 0;
+  for (size_t pos = 0; pos < text.size(); ++n) NextCodePoint(text, &pos);
+  return n;
+}
+
 bool IsValidUtf8(std::string_view text) {
   for (size_t pos = 0; pos < text.size();) {
     const size_t before = pos;

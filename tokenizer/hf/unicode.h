@@ -19,6 +19,7 @@ char32_t NextCodePoint(std::string_view text, size_t* pos);
 // The code point ending just before text[end] and its start.
 char32_t PreviousCodePoint(std::string_view text, size_t end, size_t* start);
 void AppendUtf8(char32_t c, std::string* out);
+size_t CodePointCount(std::string_view text);
 bool IsValidUtf8(std::string_view text);
 // Invalid sequences replaced by U+FFFD, as Rust's String::from_utf8_lossy.
 std::string LossyUtf8(std::string_view bytes);

@@ -67,8 +67,7 @@ static std::vector<std::string> Split(const std::string& s, const Value& sep, in
       }
       if (pos >= s.size()) break;
       if (maxsplit >= 0 && static_cast<int64_t>(parts.size()) == maxsplit) {
-        std::string rest = s.substr(pos);
-        parts.push_back(Strip(rest, Value(), false, true));
+        parts.push_back(s.substr(pos));  // Python keeps the remainder's trailing whitespace
         return parts;
       }
       size_t end = pos;
@@ -116,6 +115,10 @@ absl::StatusOr<Value> StringMethod(const std::string& s, const std::string& name
   if (name == "split") {
     Value sep = args.Arg(0, "sep");
     Value max = args.Arg(1, "maxsplit", Value::Int(-1));
+    if (!sep.is_string() && !sep.is_none() && !sep.is_undefined()) {
+      return Bad("split: the separator must be a string or None");
+    }
+    if (max.kind() != Value::Kind::kInt) return Bad("split: maxsplit must be an integer");
     if (sep.is_string() && sep.string().empty()) return Bad("split: empty separator");
     return StringList(Split(s, sep, max.integer()));
   }
@@ -231,7 +234,7 @@ Value Attribute(const Value& item, const std::string& path) {
   while (start <= path.size()) {
     const size_t dot = path.find('.', start);
     const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    const bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
+    const bool numeric = !part.empty() && part.size() < 19 && std::all_of(part.begin(), part.end(), ::isdigit);
     v = numeric ? GetItem(v, Value::Int(std::stoll(part))) : GetItem(v, Value::String(part));
     if (dot == std::string::npos) break;
     start = dot + 1;
@@ -313,7 +316,7 @@ absl::StatusOr<bool> ApplyTest(const std::string& name, const Value& value, cons
   if (name == "undefined") return value.is_undefined();
   if (name == "none") return value.is_none();
   if (name == "string") return value.is_string();
-  if (name == "number") return value.is_number();
+  if (name == "number") return value.is_number() || value.kind() == K::kBool;  // bool is a Number
   if (name == "integer") return value.kind() == K::kInt;
   if (name == "float") return value.kind() == K::kFloat;
   if (name == "boolean") return value.kind() == K::kBool;
@@ -323,8 +326,10 @@ absl::StatusOr<bool> ApplyTest(const std::string& name, const Value& value, cons
   if (name == "iterable") return value.is_list() || value.is_dict() || value.is_string();
   if (name == "sequence") return value.is_list() || value.is_dict() || value.is_string();
   if (name == "callable") return value.kind() == K::kFunction;
-  if (name == "equalto" || name == "eq" || name == "==" || name == "sameas") {
-    return Equal(value, args.Arg(0, "other"));
+  if (name == "equalto" || name == "eq" || name == "==") return Equal(value, args.Arg(0, "other"));
+  if (name == "sameas") {  // identity: for the values a template can compare, same kind and value
+    const Value other = args.Arg(0, "other");
+    return value.kind() == other.kind() && Equal(value, other);
   }
   if (name == "ne" || name == "!=") return !Equal(value, args.Arg(0, "other"));
   if (name == "odd" || name == "even") {
@@ -336,8 +341,10 @@ absl::StatusOr<bool> ApplyTest(const std::string& name, const Value& value, cons
     if (value.kind() != K::kInt || n.kind() != K::kInt || n.integer() == 0) return Bad("divisibleby: needs integers");
     return value.integer() % n.integer() == 0;
   }
-  if (name == "lower" || name == "upper") {
-    return value.is_string() && value.string() == MapCase(value.string(), name == "upper");
+  if (name == "lower" || name == "upper") {  // Python's islower()/isupper(): a cased letter too
+    if (!value.is_string()) return false;
+    const std::string& s = value.string();
+    return s != MapCase(s, name != "upper") && s == MapCase(s, name == "upper");
   }
   if (name == "in") {
     const Value container = args.Arg(0, "seq");
@@ -347,7 +354,7 @@ absl::StatusOr<bool> ApplyTest(const std::string& name, const Value& value, cons
                          [&](const Value& v) { return Equal(v, value); });
     }
     if (container.is_dict()) return value.is_string() && !container.Get(value.string()).is_undefined();
-    if (container.is_undefined()) return Bad("'in' an undefined value");
+    if (container.is_undefined()) return false;  // an undefined value iterates as empty
     return Bad(absl::StrCat("'in' a ", container.TypeName()));
   }
   return Bad(absl::StrCat("test '", name, "' is not supported"));

@@ -61,6 +61,7 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& value, c
   if (name == "replace") return StringMethod(value.Str(), "replace", args);
   if (name == "int") {
     if (value.kind() == Value::Kind::kInt) return value;
+    if (value.kind() == Value::Kind::kBool) return Value::Int(value.boolean() ? 1 : 0);
     if (value.kind() == Value::Kind::kFloat) return Value::Int(static_cast<int64_t>(value.number()));
     if (value.is_string()) {
       char* end = nullptr;
@@ -71,6 +72,7 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& value, c
   }
   if (name == "float") {
     if (value.is_number()) return Value::Float(value.number());
+    if (value.kind() == Value::Kind::kBool) return Value::Float(value.boolean() ? 1 : 0);
     if (value.is_string()) {
       char* end = nullptr;
       const double parsed = std::strtod(value.string().c_str(), &end);
@@ -138,10 +140,15 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& value, c
     }
     return Value::MakeList(std::move(out));
   }
-  if (name == "unique") {
+  if (name == "unique") {  // Jinja's default: strings compared case-insensitively
+    const bool case_sensitive = args.Arg(0, "case_sensitive", Value::Bool(false)).Truthy();
+    auto key = [&](const Value& v) {
+      return !case_sensitive && v.is_string() ? Value::String(MapCase(v.string(), false)) : v;
+    };
     List out;
     for (const Value& item : Items(value)) {
-      if (std::none_of(out.begin(), out.end(), [&](const Value& seen) { return Equal(seen, item); })) {
+      if (std::none_of(out.begin(), out.end(),
+                       [&](const Value& seen) { return Equal(key(seen), key(item)); })) {
         out.push_back(item);
       }
     }

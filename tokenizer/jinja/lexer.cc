@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "absl/strings/str_cat.h"
+#include "tokenizer/hf/unicode.h"
 
 namespace paft::tokenizer::jinja {
 namespace {
@@ -155,15 +156,49 @@ absl::StatusOr<std::vector<Token>> Lex(const std::string& source) {
         for (; q < src.size() && src[q] != c; ++q) {
           if (src[q] == '\\' && q + 1 < src.size()) {
             const char e = src[++q];
+            // Jinja decodes string literals with Python's unicode-escape.
+            auto hex = [&](int digits) -> int64_t {
+              if (q + digits >= src.size()) return -1;
+              int64_t v = 0;
+              for (int k = 1; k <= digits; ++k) {
+                const char h = src[q + k];
+                if (!std::isxdigit(static_cast<unsigned char>(h))) return -1;
+                v = v * 16 + (std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (h | 0x20) - 'a' + 10);
+              }
+              return v;
+            };
             switch (e) {
               case 'n': value += '\n'; break;
               case 't': value += '\t'; break;
               case 'r': value += '\r'; break;
+              case 'a': value += '\a'; break;
+              case 'b': value += '\b'; break;
+              case 'f': value += '\f'; break;
+              case 'v': value += '\v'; break;
               case '\\': value += '\\'; break;
               case '\'': value += '\''; break;
               case '"': value += '"'; break;
               case '\n': break;
-              default: value += '\\'; value += e;
+              case 'x': case 'u': case 'U': {
+                const int digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
+                const int64_t code = hex(digits);
+                if (code < 0 || code > 0x10FFFF) return Error(line, absl::StrCat("bad \\", std::string(1, e), " escape in a string"));
+                hf::AppendUtf8(static_cast<char32_t>(code), &value);
+                q += digits;
+                break;
+              }
+              case 'N': return Error(line, "\\N{...} escapes are not supported");
+              default:
+                if (e >= '0' && e <= '7') {  // up to three octal digits
+                  int code = e - '0';
+                  for (int k = 0; k < 2 && q + 1 < src.size() && src[q + 1] >= '0' && src[q + 1] <= '7'; ++k) {
+                    code = code * 8 + (src[++q] - '0');
+                  }
+                  hf::AppendUtf8(static_cast<char32_t>(code), &value);
+                } else {
+                  value += '\\';
+                  value += e;
+                }
             }
           } else {
             line += src[q] == '\n';

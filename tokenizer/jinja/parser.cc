@@ -510,11 +510,13 @@ class Parser {
         if (IsOp("(")) {
           PAFT_RETURN_IF_ERROR(ParseCallArguments(test.get()));
         } else if (Peek().kind == K::kString || Peek().kind == K::kInt ||
-                   Peek().kind == K::kFloat || (Peek().kind == K::kName && !IsName("and") &&
-                                               !IsName("or") && !IsName("if") &&
-                                               !IsName("else") && !IsName("is") &&
-                                               !IsName("in") && !IsName("not"))) {
-          PAFT_ASSIGN_OR_RETURN(ExprPtr arg, ParsePrimary());  // `is divisibleby 3`
+                   Peek().kind == K::kFloat || IsOp("[") || IsOp("{") ||
+                   (Peek().kind == K::kName && !IsName("and") && !IsName("or") &&
+                    !IsName("if") && !IsName("else") && !IsName("is") && !IsName("in") &&
+                    !IsName("not"))) {
+          // `is divisibleby 3`, `is in ['a', 'b']`: one argument, as Jinja's parse_test.
+          PAFT_ASSIGN_OR_RETURN(ExprPtr arg, ParsePrimary());
+          PAFT_ASSIGN_OR_RETURN(arg, ParsePostfix(std::move(arg)));
           test->items.push_back(std::move(arg));
         }
         e = std::move(test);

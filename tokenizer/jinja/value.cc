@@ -197,7 +197,7 @@ void JsonString(const std::string& s, std::string* out) {
       case '\b': *out += "\\b"; break;
       case '\f': *out += "\\f"; break;
       default:
-        if (c < 0x20 || c == 0x7F) {
+        if (c < 0x20) {  // json.dumps escapes controls below 0x20 only
           char buffer[8];
           std::snprintf(buffer, sizeof(buffer), "\\u%04x", c);
           *out += buffer;

@@ -75,6 +75,12 @@ templates = {
         "{{ fmt('r') }} {{ fmt(text='t', role='r2') }} {% if bos_token %}{{ bos_token }}{% endif %}{{ eos_token }}\n"
         "{{ raise_exception('Conversations longer than 6 messages are not allowed') if messages|length > 6 else 'ok' }}\n"
     ),
+    "edge_semantics": (
+        "{{ 'a b  '.split(none, 1) }} {{ 'x' in missing_value }} {{ 0 is sameas false }} {{ none is sameas none }}"
+        " {{ ['A', 'a', 'b']|unique|list }} {{ '\\u2581x\\x41\\101' }} {{ 'a' is in ['a', 'b'] }}"
+        " {{ true is number }} {{ '12' is lower }} {{ 'ab' is lower }} {{ true|int }} {{ {'d': '\x7f'}|tojson }}"
+        " {{ messages|length is divisibleby 2 }} {{ (messages|selectattr('role', 'in', ['user'])|list|length) }}\n"
+    ),
 }
 json.dump({"conversations": conversations, "templates": templates}, open("chat_cases.json", "w"),
           ensure_ascii=False, indent=1)

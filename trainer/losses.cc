@@ -5,6 +5,19 @@
 #include "absl/strings/str_cat.h"
 
 namespace paft::trainer {
+
+torch::Tensor Log1mExp(const torch::Tensor& x) {
+  // log(1 - e^x) for x <= 0 (Mächler 2012): log(-expm1(x)) near 0, log1p(-exp(x)) below -ln 2.
+  // Each branch gets inputs it is stable on, so neither feeds inf or NaN into the other's
+  // gradient; x is kept below -1e-30 so that a completion whose average log-prob rounds to 0
+  // still has a finite loss and gradient.
+  constexpr double kLn2 = 0.693147180559945309417;
+  const torch::Tensor v = x.clamp_max(-1e-30);
+  const torch::Tensor near_zero = v > -kLn2;
+  const torch::Tensor small = torch::log(-torch::expm1(v.clamp_min(-kLn2)));
+  const torch::Tensor large = torch::log1p(-torch::exp(v.clamp_max(-kLn2)));
+  return torch::where(near_zero, small, large);
+}
 namespace F = torch::nn::functional;
 
 torch::Tensor TokenLogProbs(const torch::Tensor& logits, const torch::Tensor& input_ids) {
@@ -84,7 +97,7 @@ PreferenceOutput PreferenceLoss(const PreferenceParams& params, const SideLogPro
     }
     case PreferenceKind::kOrpo: {
       torch::Tensor c = chosen.policy.mean(), r = rejected.policy.mean();
-      torch::Tensor log_odds = (c - r) - (torch::log1p(-torch::exp(c)) - torch::log1p(-torch::exp(r)));
+      torch::Tensor log_odds = (c - r) - (Log1mExp(c) - Log1mExp(r));
       out.per_pair = -beta * F::logsigmoid(log_odds);
       out.loss = chosen_nll + out.per_pair.mean();
       out.chosen_rewards = (beta * c).detach();

@@ -33,6 +33,9 @@ torch::Tensor SftLoss(const torch::Tensor& logits, const torch::Tensor& input_id
 torch::Tensor L1Penalty(const std::vector<torch::Tensor>& params,
                         const std::vector<torch::Tensor>& reference = {});
 
+// log(1 - e^x) for x <= 0, stable near 0 and for very negative x (and its gradient too).
+torch::Tensor Log1mExp(const torch::Tensor& x);
+
 enum class PreferenceKind { kDpoSigmoid, kDpoIpo, kDpoHinge, kDpoRobust, kOrpo, kSimpo };
 
 struct PreferenceParams {
@@ -65,6 +68,7 @@ struct PreferenceOutput {
 //   ipo:     (h - 1/(2b))^2                           robust: ((1-e)(-log s(b h)) + e log s(-b h)) / (1-2e)
 //   rewards: b (pi - ref)
 // ORPO: nll_chosen - b log s(log_odds), log_odds from average log-probs; rewards b * avg.
+// log(1 - p) is computed as Log1mExp(log p): finite loss and gradients however close to 1 p is.
 //   `chosen_nll` must be the SFT loss on the chosen completions.
 // SimPO: -log s(b (avg_c - avg_r) - gamma); rewards b * avg.
 PreferenceOutput PreferenceLoss(const PreferenceParams& params, const SideLogProbs& chosen,

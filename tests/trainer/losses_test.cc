@@ -77,6 +77,49 @@ TEST(LossesTest, DpoVariants) {
   EXPECT_FALSE(DpoKind("kto").ok());
 }
 
+// log(1 - e^x) against long-double closed forms, its gradient, and finite values
+// where the naive log1p(-exp(x)) is not (x rounding to 0 in fp32).
+TEST(LossesTest, Log1mExpIsStableAndExact) {
+  for (double x : {-1e-12, -1e-6, -0.1, -0.6931, -0.6932, -0.7, -5.0, -50.0}) {
+    torch::Tensor t = torch::tensor(x, torch::TensorOptions().dtype(torch::kDouble).requires_grad(true));
+    torch::Tensor y = Log1mExp(t);
+    y.backward();
+    const double want = static_cast<double>(std::log(-std::expm1(static_cast<long double>(x))));
+    EXPECT_NEAR(y.item<double>(), want, 1e-12 * std::max(1.0, std::abs(want))) << x;
+    // d/dx log(1 - e^x) = -e^x / (1 - e^x) = -1 / expm1(-x).
+    const double slope = static_cast<double>(-1 / std::expm1(-static_cast<long double>(x)));
+    EXPECT_NEAR(t.grad().item<double>(), slope, 1e-9 * std::max(1.0, std::abs(slope))) << x;
+  }
+  // fp32: an average log-prob of -1e-9 (p = 1 - 1e-9) or exactly 0.
+  for (float x : {-1e-9f, 0.0f}) {
+    torch::Tensor t = torch::tensor(x, torch::TensorOptions().requires_grad(true));
+    torch::Tensor naive = torch::log1p(-torch::exp(t.detach()));
+    EXPECT_TRUE(std::isinf(naive.item<float>())) << x;
+    torch::Tensor y = Log1mExp(t);
+    y.backward();
+    EXPECT_TRUE(std::isfinite(y.item<float>())) << x;
+    EXPECT_TRUE(std::isfinite(t.grad().item<float>())) << x;
+  }
+}
+
+// ORPO with a near-certain chosen completion: finite loss and gradients.
+TEST(LossesTest, OrpoNearCertainChosenIsFinite) {
+  // Summed log-probs over one token: averages -1e-9 and -3.
+  torch::Tensor chosen = torch::tensor({-1e-9f}, torch::requires_grad());
+  torch::Tensor rejected = torch::tensor({-3.0f}, torch::requires_grad());
+  PreferenceParams params;
+  params.kind = PreferenceKind::kOrpo;
+  params.beta = 0.1;
+  SideLogProbs c, r;
+  c.policy = {chosen, torch::ones({1})};
+  r.policy = {rejected, torch::ones({1})};
+  auto out = PreferenceLoss(params, c, r, torch::zeros({}));
+  out.loss.backward();
+  EXPECT_TRUE(std::isfinite(out.loss.item<float>()));
+  EXPECT_TRUE(std::isfinite(chosen.grad().item<float>()));
+  EXPECT_TRUE(std::isfinite(rejected.grad().item<float>()));
+}
+
 TEST(LossesTest, OrpoAndSimpo) {
   Pairs p;
   const double beta = 0.2;

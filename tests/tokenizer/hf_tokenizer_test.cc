@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "tokenizer/hf/added_vocabulary.h"
+#include "tokenizer/hf/decoder.h"
 #include "tokenizer/hf/pre_tokenizer.h"
 #include "tokenizer/hf/unicode.h"
 
@@ -98,6 +99,35 @@ TEST(HfTokenizerTest, SplitBehaviorsAsTheLibraryDefinesThem) {
   EXPECT_THAT(Split("Contiguous", "a,b,,c"), ElementsAre("a", ",", "b", ",,", "c"));
   // Inverted: the pattern finds the pieces; Removed drops what it did not find.
   EXPECT_THAT(Split("Removed", "a,b,,c", /*invert=*/true), ElementsAre(",", ",", ","));
+}
+
+TEST(HfTokenizerTest, MetaspacePrependsPerSchemeAndSplitsBeforeEachSpace) {
+  auto pieces = [](const std::string& scheme, bool at_start) {
+    auto pre = MakePreTokenizer({{"type", "Metaspace"}, {"replacement", "\u2581"},
+                                 {"prepend_scheme", scheme}, {"split", true}},
+                                "pre_tokenizer");
+    EXPECT_TRUE(pre.ok()) << pre.status();
+    std::vector<Piece> p = {{"Hello  world", at_start}};
+    EXPECT_TRUE((*pre)->PreTokenize(&p).ok());
+    std::vector<std::string> out;
+    for (const Piece& x : p) out.push_back(x.text);
+    return out;
+  };
+  EXPECT_THAT(pieces("first", true), ElementsAre("\u2581Hello", "\u2581", "\u2581world"));
+  EXPECT_THAT(pieces("first", false), ElementsAre("Hello", "\u2581", "\u2581world"));
+  EXPECT_THAT(pieces("always", false), ElementsAre("\u2581Hello", "\u2581", "\u2581world"));
+  EXPECT_THAT(pieces("never", true), ElementsAre("Hello", "\u2581", "\u2581world"));
+  auto decoder = MakeDecoder({{"type", "Metaspace"}, {"replacement", "\u2581"},
+                              {"prepend_scheme", "always"}},
+                             "decoder");
+  ASSERT_TRUE(decoder.ok()) << decoder.status();
+  std::vector<std::string> tokens = {"\u2581Hello", "\u2581", "\u2581world"};
+  (*decoder)->DecodeChain(&tokens);
+  EXPECT_THAT(tokens, ElementsAre("Hello", " ", " world"));
+  EXPECT_THAT(std::string(MakeDecoder({{"type", "Metaspace"}, {"replacement", ""}}, "decoder")
+                              .status()
+                              .message()),
+              HasSubstr("decoder.replacement: must be one character"));
 }
 
 TEST(HfTokenizerTest, RegexSplitUsesUnicodeClassesAndLookAhead) {

@@ -188,13 +188,8 @@ absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const json& j, const std::s
         new StripDecoder(content, j.value("start", 0), j.value("stop", 0)));
   }
   if (type == "Metaspace") {
-    PAFT_ASSIGN_OR_RETURN(std::string replacement, StringField(j, "replacement", where));
-    if (CodePointCount(replacement) != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ".replacement: must be one character"));
-    }
-    std::string scheme = j.value("prepend_scheme", "");
-    if (scheme.empty()) scheme = j.value("add_prefix_space", true) ? "always" : "never";
-    return std::unique_ptr<Decoder>(new MetaspaceDecoder(replacement, scheme != "never"));
+    PAFT_ASSIGN_OR_RETURN(MetaspaceSettings m, ParseMetaspace(j, where));
+    return std::unique_ptr<Decoder>(new MetaspaceDecoder(m.replacement, m.scheme != "never"));
   }
   return Unsupported(where, "decoder", type);
 }

@@ -1,6 +1,7 @@
 #include "tokenizer/hf/json_fields.h"
 
 #include "absl/strings/str_cat.h"
+#include "tokenizer/hf/unicode.h"
 
 namespace paft::tokenizer::hf {
 
@@ -35,6 +36,23 @@ absl::StatusOr<const json*> ArrayField(const json& j, const char* key, const std
     return absl::InvalidArgumentError(absl::StrCat(where, ".", key, ": expected a list"));
   }
   return &*it;
+}
+
+absl::StatusOr<MetaspaceSettings> ParseMetaspace(const json& j, const std::string& where) {
+  MetaspaceSettings m;
+  auto replacement = StringField(j, "replacement", where);
+  if (!replacement.ok()) return replacement.status();
+  m.replacement = *replacement;
+  if (CodePointCount(m.replacement) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ".replacement: must be one character"));
+  }
+  m.scheme = j.value("prepend_scheme", "");
+  if (m.scheme.empty()) m.scheme = j.value("add_prefix_space", true) ? "always" : "never";
+  if (m.scheme != "always" && m.scheme != "first" && m.scheme != "never") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".prepend_scheme: '", m.scheme, "' is not always, first or never"));
+  }
+  return m;
 }
 
 absl::Status Unsupported(const std::string& where, const std::string& kind,

@@ -36,6 +36,14 @@ absl::StatusOr<std::vector<std::unique_ptr<T>>> MakeSequence(const nlohmann::jso
   return steps;
 }
 
+// A Metaspace pre-tokenizer's or decoder's settings: one replacement character and the prepend
+// scheme (always, first, never; from the older add_prefix_space when absent).
+struct MetaspaceSettings {
+  std::string replacement;
+  std::string scheme;
+};
+absl::StatusOr<MetaspaceSettings> ParseMetaspace(const nlohmann::json& j, const std::string& where);
+
 // "<where>: <kind> type '<type>' is not supported".
 absl::Status Unsupported(const std::string& where, const std::string& kind,
                          const std::string& type);

@@ -228,18 +228,9 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const json& j,
     return std::unique_ptr<PreTokenizer>(new ByteLevelPreTokenizer(prefix, std::move(split)));
   }
   if (type == "Metaspace") {
-    PAFT_ASSIGN_OR_RETURN(std::string replacement, StringField(j, "replacement", where));
-    if (CodePointCount(replacement) != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ".replacement: must be one character"));
-    }
-    std::string scheme = j.value("prepend_scheme", "");
-    if (scheme.empty()) scheme = j.value("add_prefix_space", true) ? "always" : "never";
-    if (scheme != "always" && scheme != "first" && scheme != "never") {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ".prepend_scheme: '", scheme, "' is not always, first or never"));
-    }
+    PAFT_ASSIGN_OR_RETURN(MetaspaceSettings m, ParseMetaspace(j, where));
     return std::unique_ptr<PreTokenizer>(
-        new MetaspacePreTokenizer(std::move(replacement), scheme, j.value("split", true)));
+        new MetaspacePreTokenizer(m.replacement, m.scheme, j.value("split", true)));
   }
   return Unsupported(where, "pre_tokenizer", type);
 }

@@ -168,6 +168,7 @@ class BranchTrainer {
       options.r = spec_.lora().r() > 0 ? spec_.lora().r() : 8;
       options.alpha = spec_.lora().alpha() > 0 ? spec_.lora().alpha() : 2.0 * options.r;
       options.dropout = spec_.lora().dropout();
+      options.use_rslora = spec_.lora().use_rslora();
       if (spec_.lora().target_modules_size() > 0) {
         options.target_modules = {spec_.lora().target_modules().begin(),
                                   spec_.lora().target_modules().end()};

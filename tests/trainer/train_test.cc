@@ -225,6 +225,33 @@ TEST(TrainTest, Bf16LoraTrainingLearnsAndSavesAnFp32Adapter) {
   EXPECT_THAT(std::string(refused.message()), HasSubstr("'fp16'"));
 }
 
+// lora.use_rslora: the adapter is trained and saved with scaling alpha / sqrt(r), as PEFT's
+// use_rslora, and loads back with it.
+TEST(TrainTest, RsLoraScalingFromTheSpec) {
+  testing::TempDir dir;
+  const std::string base = MakeBase(dir);
+  WriteSft(dir.Join("train.paftds"), 1, 0);
+  TrainOptions options;
+  options.task = MakeTask(base, dir.Join("ckpt"), true);
+  options.task.mutable_spec()->mutable_lora()->set_use_rslora(true);
+  options.task.mutable_spec()->set_max_steps(2);
+  options.task.mutable_spec()->mutable_checkpoint()->set_every_steps(0);
+  options.dataset = dir.Join("train.paftds");
+  ASSERT_EQ(TrainLosses(options).size(), 2u);
+  const std::string final = dir.Join("ckpt/checkpoint-2");
+  auto config = ReadFileToString(final + "/adapter_config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const auto j = nlohmann::json::parse(*config);
+  EXPECT_EQ(j["use_rslora"], true);
+  EXPECT_EQ(j["r"], 8);
+  EXPECT_EQ(j["lora_alpha"], 16);
+  auto model = LoadPretrained(base, torch::kFloat);
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_TRUE(LoadAdapter(*model, final).ok());
+  auto* layer = (*model)->model->layers[0]->as<DecoderLayerImpl>();
+  EXPECT_NEAR(layer->self_attn->q_proj->scaling, 16 / std::sqrt(8.0), 1e-12);
+}
+
 // padding_free packs each micro-batch into one row: training ends at the weights padded batches
 // reach (fp32), on examples of different lengths.
 TEST(TrainTest, PaddingFreeTrainsTheSameWeightsAsPaddedBatches) {

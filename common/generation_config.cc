@@ -68,17 +68,9 @@ absl::StatusOr<GenerationConfig> ParseGenerationConfig(const std::string& json_t
     if (SamplingKeys().count(key)) {
       g.sampling[key] = value;
     } else if (key == "eos_token_id") {
-      g.eos_token_ids.clear();
-      if (value.is_number_integer()) {
-        g.eos_token_ids.push_back(value.get<int64_t>());
-      } else if (value.is_array()) {
-        for (const auto& id : value) {
-          if (!id.is_number_integer()) return Bad(key, "must be an integer or a list of them");
-          g.eos_token_ids.push_back(id.get<int64_t>());
-        }
-      } else if (!value.is_null()) {
-        return Bad(key, "must be an integer or a list of them");
-      }
+      auto ids = ParseTokenIdList(value);
+      if (!ids.ok()) return Bad(key, ids.status().message());
+      g.eos_token_ids = std::move(*ids);
     } else if (key == "repetition_penalty") {
       if (!value.is_number() || !(value.get<double>() > 0)) return Bad(key, "must be positive");
       g.repetition_penalty = value.get<double>();

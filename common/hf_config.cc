@@ -68,6 +68,20 @@ int64_t ModelConfig::ParameterCount() const {
   return total;
 }
 
+absl::StatusOr<std::vector<int64_t>> ParseTokenIdList(const json& value) {
+  std::vector<int64_t> ids;
+  if (value.is_null()) return ids;
+  if (value.is_number_integer()) return std::vector<int64_t>{value.get<int64_t>()};
+  if (value.is_array()) {
+    for (const auto& id : value) {
+      if (!id.is_number_integer()) break;
+      ids.push_back(id.get<int64_t>());
+    }
+    if (ids.size() == value.size()) return ids;
+  }
+  return absl::InvalidArgumentError("must be an integer or a list of them");
+}
+
 const std::vector<std::string>& SupportedModelTypes() {
   static const std::vector<std::string> kTypes = {"llama", "mistral", "qwen2"};
   return kTypes;
@@ -119,18 +133,11 @@ absl::Status CheckKeys(const json& j, const std::string& model_type) {
 absl::Status ReadTokenIds(const json& j, ModelConfig* c) {
   PAFT_RETURN_IF_ERROR(ReadInt(j, "bos_token_id", false, &c->bos_token_id));
   PAFT_RETURN_IF_ERROR(ReadInt(j, "pad_token_id", false, &c->pad_token_id));
-  auto it = j.find("eos_token_id");
-  if (it != j.end() && it->is_array()) {
-    for (const auto& id : *it) {
-      if (!id.is_number_integer()) return Bad("eos_token_id", "must be an integer or a list of them");
-      c->eos_token_ids.push_back(id.get<int64_t>());
-    }
-  } else {
-    int64_t id = -1;
-    PAFT_RETURN_IF_ERROR(ReadInt(j, "eos_token_id", false, &id));
-    if (id >= 0) c->eos_token_ids.push_back(id);
-  }
-  c->eos_token_id = c->eos_token_ids.empty() ? -1 : c->eos_token_ids.front();
+  const json eos = j.value("eos_token_id", json());
+  auto ids = ParseTokenIdList(eos);
+  if (!ids.ok()) return Bad("eos_token_id", ids.status().message());
+  if (eos.is_number_integer() && eos.get<int64_t>() < 0) ids->clear();  // a negative id: none
+  c->eos_token_ids = std::move(*ids);
   return absl::OkStatus();
 }
 

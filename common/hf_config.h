@@ -38,10 +38,12 @@ struct ModelConfig {
   std::string hidden_act = "silu";
   std::string torch_dtype;  // "float32", "bfloat16", "float16" or empty
   int64_t bos_token_id = -1;
-  int64_t eos_token_id = -1;           // the first of eos_token_ids (-1: none)
   std::vector<int64_t> eos_token_ids;  // config.json's eos_token_id, a number or a list
   int64_t pad_token_id = -1;
   nlohmann::json raw;  // the whole file as read
+
+  // The first of eos_token_ids (-1: none).
+  int64_t eos_token_id() const { return eos_token_ids.empty() ? -1 : eos_token_ids.front(); }
 
   // Number of parameters implied by the config (embeddings, layers, norms, head).
   int64_t ParameterCount() const;
@@ -50,6 +52,10 @@ struct ModelConfig {
 // Copies the files of a Hugging Face model folder that travel with the weights besides
 // config.json (tokenizer files, generation settings) from `from` to `to`, those that exist.
 absl::Status CopyModelSideFiles(const std::string& from, const std::string& to);
+
+// A token-id field of config.json or generation_config.json: null (none), an integer, or a list
+// of integers. The error says what the value must be; the caller names the file and key.
+absl::StatusOr<std::vector<int64_t>> ParseTokenIdList(const nlohmann::json& value);
 
 // Model types computed exactly, in the order the docs list them.
 const std::vector<std::string>& SupportedModelTypes();

@@ -91,7 +91,7 @@ Batch MakeBatch(const TokenDataset& data, const std::vector<int64_t>& indices, i
 }
 
 int64_t PadId(const ModelConfig& config) {
-  return config.eos_token_id >= 0 ? config.eos_token_id : 0;
+  return config.eos_token_id() >= 0 ? config.eos_token_id() : 0;
 }
 
 Batch ToDevice(Batch b, const torch::Device& device) {

@@ -33,7 +33,7 @@ TEST(HfConfigTest, Qwen2DefaultsToQkvBiasAndGqa) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->attention_bias);
   EXPECT_EQ(c->head_dim, 8);
-  EXPECT_EQ(c->eos_token_id, 5);
+  EXPECT_EQ(c->eos_token_id(), 5);
   EXPECT_EQ(c->eos_token_ids, (std::vector<int64_t>{5, 6}));
 }
 

@@ -7,21 +7,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-
 #include "common/file_util.h"
+#include "tests/testing/tokenizer_cache.h"
 
 namespace paft::tokenizer {
 namespace {
 
 using json = nlohmann::ordered_json;
 using ::testing::HasSubstr;
-
-std::string CacheDir() {
-  if (const char* dir = std::getenv("PAFT_TOKENIZER_CACHE")) return dir;
-  const char* home = std::getenv("HOME");
-  return JoinPath(home != nullptr ? home : "/tmp", ".cache/paft/tokenizers");
-}
 
 json ReadJson(const std::string& path) {
   auto text = ReadFileToString(path);
@@ -41,7 +34,7 @@ TEST(ChatTemplateTest, RendersAsJinja2) {
   }
   std::vector<std::string> skipped;
   for (const char* name : {"llama3", "qwen3", "gemma3"}) {
-    const std::string config = JoinPath(CacheDir(), std::string(name) + "/tokenizer_config.json");
+    const std::string config = JoinPath(testing::TokenizerCacheDir(), std::string(name) + "/tokenizer_config.json");
     if (!IsRegularFile(config)) {
       skipped.push_back(name);
       continue;

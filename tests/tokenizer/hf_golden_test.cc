@@ -7,9 +7,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-
 #include "common/file_util.h"
+#include "tests/testing/tokenizer_cache.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/process.h"
 #include "tests/testing/temp_dir.h"
@@ -21,16 +20,10 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string CacheDir() {
-  if (const char* dir = std::getenv("PAFT_TOKENIZER_CACHE")) return dir;
-  const char* home = std::getenv("HOME");
-  return JoinPath(home != nullptr ? home : "/tmp", ".cache/paft/tokenizers");
-}
-
 class HfGoldenTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfGoldenTest, EncodesAndDecodesAsTheReference) {
-  const std::string folder = JoinPath(CacheDir(), GetParam());
+  const std::string folder = JoinPath(testing::TokenizerCacheDir(), GetParam());
   if (!IsRegularFile(JoinPath(folder, "tokenizer.json"))) {
     GTEST_SKIP() << "no " << folder << "/tokenizer.json: run tests/tokenizer/golden/fetch_tokenizers.sh";
   }
@@ -62,7 +55,7 @@ INSTANTIATE_TEST_SUITE_P(Families, HfGoldenTest,
 // the prompt's own tokens end; a conversation's prompt is its rendering up to the last assistant
 // turn with the generation prompt.
 TEST(HfPrepareTest, PromptAndCompletionAreOneSequenceAsInTrl) {
-  const std::string llama2 = JoinPath(CacheDir(), "llama2"), qwen3 = JoinPath(CacheDir(), "qwen3");
+  const std::string llama2 = JoinPath(testing::TokenizerCacheDir(), "llama2"), qwen3 = JoinPath(testing::TokenizerCacheDir(), "qwen3");
   if (!IsRegularFile(JoinPath(llama2, "tokenizer.json")) ||
       !IsRegularFile(JoinPath(qwen3, "tokenizer.json"))) {
     GTEST_SKIP() << "tokenizers not fetched: run tests/tokenizer/golden/fetch_tokenizers.sh";
@@ -118,8 +111,8 @@ TEST(HfPrepareTest, PromptAndCompletionAreOneSequenceAsInTrl) {
 // tokens); Qwen3's adds reasoning blocks only after the last user turn, and this Llama-3 template
 // appends an assistant header whatever add_generation_prompt says, so both are refused.
 TEST(HfPrepareTest, AllAssistantTurnsWithRealTemplates) {
-  const std::string gemma3 = JoinPath(CacheDir(), "gemma3"), qwen3 = JoinPath(CacheDir(), "qwen3"),
-                    llama3 = JoinPath(CacheDir(), "llama3");
+  const std::string gemma3 = JoinPath(testing::TokenizerCacheDir(), "gemma3"), qwen3 = JoinPath(testing::TokenizerCacheDir(), "qwen3"),
+                    llama3 = JoinPath(testing::TokenizerCacheDir(), "llama3");
   for (const std::string& folder : {gemma3, qwen3, llama3}) {
     if (!IsRegularFile(JoinPath(folder, "tokenizer.json"))) {
       GTEST_SKIP() << "tokenizers not fetched: run tests/tokenizer/golden/fetch_tokenizers.sh";
@@ -161,7 +154,7 @@ TEST(HfPrepareTest, AllAssistantTurnsWithRealTemplates) {
 // paft-prepare --tokenizer=FOLDER --encode / --decode: the folder's tokenizer.json wins over its
 // tokenizer.model, lines in, lines out; a bad line is named.
 TEST(HfPrepareCliTest, EncodeAndDecodeAModelFolder) {
-  const std::string folder = JoinPath(CacheDir(), "qwen3");
+  const std::string folder = JoinPath(testing::TokenizerCacheDir(), "qwen3");
   if (!IsRegularFile(JoinPath(folder, "tokenizer.json"))) {
     GTEST_SKIP() << "no " << folder << "/tokenizer.json: run tests/tokenizer/golden/fetch_tokenizers.sh";
   }

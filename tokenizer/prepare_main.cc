@@ -115,34 +115,44 @@ absl::StatusOr<LoadedTokenizer> LoadTokenizer(const std::string& path) {
   return loaded;
 }
 
-// --encode: JSON lines in, JSON lines out; a bad line stops with its number.
-int EncodeLines(const paft::tokenizer::Tokenizer& tokenizer) {
+// JSON lines on stdin, one output line each: `handle` turns a parsed line into its output line
+// or an error; a line that is not a JSON object, or that fails, stops with its number (exit 2).
+int ForEachJsonLine(
+    const std::function<absl::StatusOr<std::string>(nlohmann::ordered_json& line)>& handle) {
   std::string line;
   int64_t number = 0;
-  std::string out;
   while (std::getline(std::cin, line)) {
     ++number;
     if (line.empty()) continue;
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("text") || !j["text"].is_string()) {
-      std::cerr << "error: stdin line " << number << ": expected {\"text\": \"...\"}\n";
+    nlohmann::ordered_json j = nlohmann::ordered_json::parse(line, nullptr, false);
+    absl::StatusOr<std::string> out =
+        j.is_discarded() || !j.is_object() ? absl::InvalidArgumentError("not a JSON object")
+                                           : handle(j);
+    if (!out.ok()) {
+      std::cerr << "error: stdin line " << number << ": " << out.status().message() << "\n";
       return 2;
+    }
+    std::cout << *out << "\n";
+  }
+  std::cout.flush();
+  return 0;
+}
+
+// --encode: {"text"} lines in, {"ids"} lines out.
+int EncodeLines(const paft::tokenizer::Tokenizer& tokenizer) {
+  return ForEachJsonLine([&](nlohmann::ordered_json& j) -> absl::StatusOr<std::string> {
+    if (!j.contains("text") || !j["text"].is_string()) {
+      return absl::InvalidArgumentError("expected {\"text\": \"...\"}");
     }
     auto ids = tokenizer.Encode(j["text"].get<std::string>());
-    if (!ids.ok()) {
-      std::cerr << "error: stdin line " << number << ": " << ids.status().message() << "\n";
-      return 2;
-    }
-    out = "{\"ids\":[";
+    if (!ids.ok()) return ids.status();
+    std::string out = "{\"ids\":[";
     for (size_t i = 0; i < ids->size(); ++i) {
       if (i > 0) out += ',';
       out += std::to_string((*ids)[i]);
     }
-    out += "]}\n";
-    std::cout << out;
-  }
-  std::cout.flush();
-  return 0;
+    return out + "]}";
+  });
 }
 
 // The chat template of --tokenizer (a folder or a file beside tokenizer_config.json).
@@ -161,29 +171,18 @@ absl::StatusOr<paft::tokenizer::ChatTemplate> LoadChatTemplate(const std::string
   return std::move(**loaded);
 }
 
-// --render: JSON lines of conversations in, rendered text lines out.
+// --render: {"messages", ...} lines in, {"text"} lines out.
 int RenderLines(const paft::tokenizer::ChatTemplate& chat, bool add_generation_prompt) {
-  std::string line;
-  int64_t number = 0;
-  while (std::getline(std::cin, line)) {
-    ++number;
-    if (line.empty()) continue;
-    nlohmann::ordered_json j = nlohmann::ordered_json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("messages") || !j["messages"].is_array()) {
-      std::cerr << "error: stdin line " << number << ": expected {\"messages\": [...]}\n";
-      return 2;
+  return ForEachJsonLine([&](nlohmann::ordered_json& j) -> absl::StatusOr<std::string> {
+    if (!j.contains("messages") || !j["messages"].is_array()) {
+      return absl::InvalidArgumentError("expected {\"messages\": [...]}");
     }
     nlohmann::ordered_json messages = j["messages"];
     j.erase("messages");
     auto text = chat.Render(messages, add_generation_prompt, j);
-    if (!text.ok()) {
-      std::cerr << "error: stdin line " << number << ": " << text.status().message() << "\n";
-      return 2;
-    }
-    std::cout << nlohmann::json{{"text", *text}}.dump() << "\n";
-  }
-  std::cout.flush();
-  return 0;
+    if (!text.ok()) return text.status();
+    return nlohmann::json{{"text", *text}}.dump();
+  });
 }
 
 }  // namespace

@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
   spec->mutable_optimizer()->set_learning_rate(1e-5);
   spec->mutable_optimizer()->set_lr_schedule("constant");
   spec->mutable_batch()->set_per_device_batch_size(batch);
-  spec->mutable_batch()->set_max_seq_len(seq);
+  spec->mutable_batch()->set_max_length(seq);
   spec->mutable_batch()->set_padding_free(absl::GetFlag(FLAGS_padding_free));
   spec->set_max_steps(steps + 1);
   spec->set_activation_checkpointing(absl::GetFlag(FLAGS_activation_checkpointing));

@@ -139,38 +139,46 @@ void DefaultBranch(BranchSpec* b, bool is_sft) {
   if (b->dataset().assistant_turns().empty()) b->mutable_dataset()->set_assistant_turns("last");
   if (is_sft && b->objective_case() == BranchSpec::OBJECTIVE_NOT_SET) b->mutable_sft();
   if (!is_sft && b->objective_case() == BranchSpec::OBJECTIVE_NOT_SET) b->mutable_dpo();
+  if (b->has_sft()) {
+    if (!b->sft().has_l1_lambda()) b->mutable_sft()->set_l1_lambda(kPaftL1Lambda);
+    if (b->sft().l1_target().empty()) b->mutable_sft()->set_l1_target("adapter");
+  }
   if (b->has_dpo()) {
-    if (b->dpo().beta() == 0) b->mutable_dpo()->set_beta(0.1);
+    if (!b->dpo().has_beta()) b->mutable_dpo()->set_beta(0.1);
     if (b->dpo().loss_type().empty()) b->mutable_dpo()->set_loss_type("sigmoid");
   }
-  if (b->has_orpo() && b->orpo().beta() == 0) b->mutable_orpo()->set_beta(0.1);
+  if (b->has_orpo() && !b->orpo().has_beta()) b->mutable_orpo()->set_beta(0.1);
   if (b->has_simpo()) {
-    if (b->simpo().beta() == 0) b->mutable_simpo()->set_beta(2.0);
-    if (b->simpo().gamma() == 0) b->mutable_simpo()->set_gamma(0.5);
+    if (!b->simpo().has_beta()) b->mutable_simpo()->set_beta(2.0);
+    if (!b->simpo().has_gamma()) b->mutable_simpo()->set_gamma(0.5);
   }
   if (b->tuning_case() == BranchSpec::TUNING_NOT_SET) b->mutable_lora();
   if (b->has_lora()) {
     auto* lora = b->mutable_lora();
     if (lora->r() == 0) lora->set_r(8);
-    if (lora->alpha() == 0) lora->set_alpha(2.0 * lora->r());
+    if (!lora->has_alpha()) lora->set_alpha(2.0 * lora->r());
     if (lora->target_modules().empty()) {
       for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj"}) lora->add_target_modules(m);
     }
   }
   auto* opt = b->mutable_optimizer();
   if (opt->name().empty()) opt->set_name("adamw");
-  if (opt->learning_rate() == 0) opt->set_learning_rate(b->has_lora() ? 2e-4 : 2e-5);
-  if (opt->beta1() == 0) opt->set_beta1(0.9);
-  if (opt->beta2() == 0) opt->set_beta2(0.999);
-  if (opt->epsilon() == 0) opt->set_epsilon(1e-8);
+  if (!opt->has_learning_rate()) opt->set_learning_rate(b->has_lora() ? 2e-4 : 2e-5);
+  if (!opt->has_beta1()) opt->set_beta1(0.9);
+  if (!opt->has_beta2()) opt->set_beta2(0.999);
+  if (!opt->has_epsilon()) opt->set_epsilon(1e-8);
   if (opt->lr_schedule().empty()) opt->set_lr_schedule("cosine");
   auto* batch = b->mutable_batch();
   if (batch->per_device_batch_size() == 0) batch->set_per_device_batch_size(1);
   if (batch->gradient_accumulation_steps() == 0) batch->set_gradient_accumulation_steps(1);
-  if (batch->max_seq_len() == 0) batch->set_max_seq_len(512);
+  // max_seq_len is max_length's old name: it fills an unset max_length (a conflict is refused).
+  if (batch->max_length() == 0) {
+    batch->set_max_length(batch->max_seq_len() > 0 ? batch->max_seq_len() : 1024);
+  }
+  if (batch->truncation_mode().empty()) batch->set_truncation_mode("keep_start");
   if (b->max_steps() == 0 && b->epochs() == 0) b->set_epochs(1.0);
   if (b->checkpoint().keep_last() == 0) b->mutable_checkpoint()->set_keep_last(2);
-  if (b->seed() == 0) b->set_seed(42);
+  if (!b->has_seed()) b->set_seed(42);
   if (b->precision().empty()) b->set_precision("auto");
 }
 
@@ -201,7 +209,11 @@ void ValidateBranch(Errors& e, const BranchSpec& b, const std::string& p, bool i
   if (!is_sft && b.has_sft()) {
     e.Add(p + ".objective", "the alignment branch needs a preference objective (dpo, orpo, simpo)");
   }
-  if (b.has_sft()) CheckRange(e, p + ".sft.l1_lambda", b.sft().l1_lambda(), 0, 1e3);
+  if (b.has_sft()) {
+    CheckRange(e, p + ".sft.l1_lambda", b.sft().l1_lambda(), 0, 1e3);
+    const auto kTargets = {"adapter", "delta"};
+    if (!OneOf(b.sft().l1_target(), kTargets)) e.Add(p + ".sft.l1_target", Allowed(kTargets));
+  }
   if (b.has_dpo()) {
     CheckRange(e, p + ".dpo.beta", b.dpo().beta(), 0, 1e3, /*lo_open=*/true);
     const auto kLosses = {"sigmoid", "ipo", "hinge", "robust"};
@@ -259,9 +271,24 @@ void ValidateBranch(Errors& e, const BranchSpec& b, const std::string& p, bool i
     e.Add(p + ".batch.gradient_accumulation_steps",
           absl::StrCat("must be between 1 and 4096, got ", batch.gradient_accumulation_steps()));
   }
-  if (batch.max_seq_len() < 8 || batch.max_seq_len() > 1 << 20) {
+  if (batch.max_length() < 8 || batch.max_length() > 1 << 20) {
+    e.Add(p + ".batch.max_length",
+          absl::StrCat("must be between 8 and 1048576, got ", batch.max_length()));
+  }
+  if (batch.max_seq_len() != 0 && batch.max_seq_len() != batch.max_length()) {
     e.Add(p + ".batch.max_seq_len",
-          absl::StrCat("must be between 8 and 1048576, got ", batch.max_seq_len()));
+          absl::StrCat("is the old name of max_length; given ", batch.max_seq_len(),
+                       " beside max_length ", batch.max_length()));
+  }
+  const auto kTruncation = {"keep_start", "keep_end"};
+  if (!OneOf(batch.truncation_mode(), kTruncation)) {
+    e.Add(p + ".batch.truncation_mode", Allowed(kTruncation));
+  } else if (!is_sft && batch.truncation_mode() == "keep_end") {
+    // TRL cuts prompt+chosen and prompt+rejected separately from the left, so their prompts
+    // would differ; the token format holds one prompt per pair.
+    e.Add(p + ".batch.truncation_mode",
+          "keep_end is not supported for preference data (TRL would cut the chosen and rejected "
+          "sequences' prompts differently); use keep_start");
   }
   const auto kPrecisions = {"auto", "fp32", "bf16"};
   if (!b.precision().empty() && !OneOf(b.precision(), kPrecisions)) {
@@ -327,12 +354,17 @@ void ApplyJobSpecDefaults(JobSpec* spec) {
   DefaultBranch(spec->mutable_sft(), /*is_sft=*/true);
   DefaultBranch(spec->mutable_alignment(), /*is_sft=*/false);
   auto* merge = spec->mutable_merge();
-  if (merge->method().empty()) merge->set_method("ties");
+  if (merge->method().empty()) merge->set_method(kPaftMergeMethod);
   for (auto* input : {merge->mutable_sft(), merge->mutable_alignment()}) {
-    if (input->weight() == 0) input->set_weight(1.0);
-    if (input->density() == 0) input->set_density(1.0);
+    if (!input->has_weight()) input->set_weight(1.0);
   }
-  if (merge->lambda() == 0) merge->set_lambda(1.0);
+  if (!merge->sft().has_density()) merge->mutable_sft()->set_density(kPaftSftDensity);
+  if (!merge->alignment().has_density()) {
+    merge->mutable_alignment()->set_density(kPaftAlignmentDensity);
+  }
+  if (!merge->has_lambda()) merge->set_lambda(1.0);
+  if (merge->merge_space().empty()) merge->set_merge_space("delta");
+  if (merge->output().empty()) merge->set_output(merge->merge_space() == "delta" ? "model" : "both");
 }
 
 absl::Status ValidateJobSpec(const JobSpec& spec) {
@@ -354,7 +386,34 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
     CheckRange(e, absl::StrCat(name, ".density"), input->density(), 0, 1, /*lo_open=*/true);
     if (input->has_gamma()) CheckRange(e, absl::StrCat(name, ".gamma"), input->gamma(), 0, 1);
   }
-  CheckRange(e, "merge.lambda", merge.lambda(), 0, 100, /*lo_open=*/true);
+  CheckRange(e, "merge.lambda", merge.lambda(), 0, 100);
+  const auto kSpaces = {"delta", "adapter", "adapter_svd"};
+  const auto kOutputs = {"model", "adapter", "both"};
+  if (!OneOf(merge.merge_space(), kSpaces)) e.Add("merge.merge_space", Allowed(kSpaces));
+  if (!OneOf(merge.output(), kOutputs)) e.Add("merge.output", Allowed(kOutputs));
+  if (merge.merge_space() == "delta" && merge.output() != "model") {
+    e.Add("merge.output", "a delta-space merge gives full-rank deltas: only 'model' can be "
+                          "written (merge_space adapter or adapter_svd write adapters)");
+  }
+  if (merge.merge_space() != "delta") {
+    for (const auto& [name, branch] : {std::make_pair("sft", &spec.sft()),
+                                       std::make_pair("alignment", &spec.alignment())}) {
+      if (branch->has_full()) {
+        e.Add("merge.merge_space", absl::StrCat(merge.merge_space(), " merges LoRA adapters; ",
+                                                name, " is a full fine-tune"));
+      }
+    }
+    const auto kAdapterMethods = {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
+                                  "magnitude_prune"};
+    if (!OneOf(merge.method(), kAdapterMethods)) {
+      e.Add("merge.method", absl::StrCat("in merge_space ", merge.merge_space(), " must be ",
+                                         Allowed(kAdapterMethods)));
+    }
+  }
+  if (merge.svd_rank() < 0 || merge.svd_rank() > 4096) {
+    e.Add("merge.svd_rank", absl::StrCat("must be between 0 and 4096, got ", merge.svd_rank()));
+  }
+  if (merge.has_svd_clamp()) CheckRange(e, "merge.svd_clamp", merge.svd_clamp(), 0, 1);
   const auto kDtypes = {"", "float32", "bfloat16", "float16"};
   if (!OneOf(merge.dtype(), kDtypes)) e.Add("merge.dtype", Allowed(kDtypes));
   if (spec.restart_budget() < 0 || spec.restart_budget() > kMaxRestartBudget) {

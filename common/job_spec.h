@@ -18,6 +18,19 @@ inline constexpr int kMaxRestartBudget = 100;
 inline constexpr int kMaxPathLength = 4096;
 inline constexpr int kMaxNameLength = 253;
 
+// PAFT's defaults, used when a spec sets no L1 or merge settings (sources in docs/job-spec.md):
+// an L1-sparsified SFT adapter and a TIES merge of the two branches.
+inline constexpr double kPaftL1Lambda = 1e-3;
+inline constexpr const char* kPaftMergeMethod = "ties";
+inline constexpr double kPaftSftDensity = 0.2;
+inline constexpr double kPaftAlignmentDensity = 0.2;
+
+// A batch's TRL max_length: max_length, else its old name max_seq_len, else 1024.
+inline int32_t MaxLength(const paft::v1::BatchSpec& batch) {
+  return batch.max_length() > 0 ? batch.max_length()
+                                : (batch.max_seq_len() > 0 ? batch.max_seq_len() : 1024);
+}
+
 // Parses a job spec from YAML or JSON text (JSON is YAML, so one parser serves both). Unknown
 // fields are errors. Does not apply defaults or validate.
 absl::StatusOr<paft::v1::JobSpec> ParseJobSpec(const std::string& text);

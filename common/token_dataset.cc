@@ -72,6 +72,21 @@ void TruncateRuns(std::vector<uint32_t>* runs, int64_t length) {
   }
 }
 
+void DropRunsFront(std::vector<uint32_t>* runs, int64_t count) {
+  if (runs->empty() || count <= 0) return;
+  size_t r = 0;
+  while (r < runs->size() && count >= (*runs)[r]) {
+    count -= (*runs)[r];
+    ++r;
+  }
+  std::vector<uint32_t> rest;
+  if (r % 2 == 1) rest.push_back(0);  // the cut starts inside (or at) an untrained run
+  for (size_t i = r; i < runs->size(); ++i) {
+    rest.push_back(i == r ? static_cast<uint32_t>((*runs)[i] - count) : (*runs)[i]);
+  }
+  *runs = std::move(rest);
+}
+
 absl::Status WriteTokenDataset(const std::string& path, DatasetKind kind,
                                const std::vector<TokenExample>& examples,
                                const nlohmann::json& provenance) {

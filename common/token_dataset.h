@@ -38,6 +38,9 @@ struct TokenExample {
 bool TrainedToken(absl::Span<const uint32_t> runs, int64_t k);
 // `runs` cut to cover only the first `length` completion tokens.
 void TruncateRuns(std::vector<uint32_t>* runs, int64_t length);
+// `runs` with the first `count` completion tokens removed (they start with a trained run, so a
+// cut that lands in an untrained run leaves a zero-length trained run first).
+void DropRunsFront(std::vector<uint32_t>* runs, int64_t count);
 
 // Writes a dataset atomically. `provenance` is merged into the header (source file, tokenizer,
 // truncation counts, ...).

@@ -26,16 +26,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const char* kTruncation[] = {"keep_end", "keep_start", "drop"};
   paft::tokenizer::PrepareOptions options;
   options.format = kFormats[data[0] % 5];
-  options.truncation = kTruncation[(data[0] / 5) % 3];
+  options.truncation_mode = kTruncation[(data[0] / 5) % 3];
   options.chat_template = (data[0] & 0x80) ? "plain" : "chatml";
-  options.max_seq_len = 1 + (data[0] % 64);
+  options.max_length = 1 + (data[0] % 64);
   const std::string jsonl(reinterpret_cast<const char*>(data) + 1, size - 1);
   ByteTokenizer tokenizer;
   auto result = paft::tokenizer::PrepareJsonl(jsonl, options, &tokenizer);
   if (!result.ok()) return 0;
   for (const auto& e : result->examples) {
-    if (static_cast<int64_t>(e.prompt.size() + e.completion.size()) > options.max_seq_len ||
-        static_cast<int64_t>(e.prompt.size() + e.rejected.size()) > options.max_seq_len) {
+    if (static_cast<int64_t>(e.prompt.size() + e.completion.size()) > options.max_length ||
+        static_cast<int64_t>(e.prompt.size() + e.rejected.size()) > options.max_length) {
       __builtin_trap();  // truncation must bound every sequence
     }
   }

@@ -54,7 +54,7 @@ absl::StatusOr<Plan> MakePlan(const paft::v1::MergeRequest& request) {
   Plan plan;
   const auto& spec = request.spec();
   PAFT_ASSIGN_OR_RETURN(plan.options.method, LookupMergeMethod(spec.method()));
-  plan.options.lambda = spec.lambda() == 0 ? 1.0 : spec.lambda();
+  plan.options.lambda = spec.has_lambda() ? spec.lambda() : 1.0;
   plan.options.normalize =
       spec.has_normalize() ? spec.normalize() : plan.options.method.default_normalize;
   plan.options.rescale = spec.has_rescale() ? spec.rescale() : plan.options.method.default_rescale;
@@ -74,8 +74,8 @@ absl::StatusOr<Plan> MakePlan(const paft::v1::MergeRequest& request) {
   for (int i = 0; i < request.inputs_size(); ++i) {
     const auto& input = request.inputs(i);
     InputWeights w;
-    w.weight = input.params().weight();
-    w.density = input.params().density() == 0 ? 1.0 : input.params().density();
+    w.weight = input.params().has_weight() ? input.params().weight() : 1.0;
+    w.density = input.params().has_density() ? input.params().density() : 1.0;
     w.gamma = input.params().has_gamma() ? input.params().gamma() : 0.01;
     if (!(w.density > 0 && w.density <= 1)) {
       return absl::InvalidArgumentError(

@@ -63,27 +63,39 @@ absl::StatusOr<std::vector<uint32_t>> Field(const json& record, const std::strin
   return tokenizer->Encode(record[key].get<std::string>());
 }
 
-// Fits prompt + each completion into max_len. Returns false to drop the example.
+// Fits prompt + each completion into max_length as TRL truncates (see PrepareOptions). Returns
+// false to drop the example.
 bool Fit(std::vector<uint32_t>& prompt, std::vector<std::vector<uint32_t>*> completions,
          std::vector<uint32_t>* runs, const PrepareOptions& options, bool* truncated) {
-  const int64_t max_len = options.max_seq_len;
+  const int64_t max_len = options.max_length;
   size_t longest = 0;
   for (auto* c : completions) longest = std::max(longest, c->size());
   if (static_cast<int64_t>(prompt.size() + longest) <= max_len) return true;
-  if (options.truncation == "drop") return false;
+  if (options.truncation_mode == "drop") return false;
   *truncated = true;
-  if (options.truncation == "keep_end") {
-    // Cut the prompt's start, keeping at least the completions.
-    const int64_t room = std::max<int64_t>(0, max_len - static_cast<int64_t>(longest));
-    if (static_cast<int64_t>(prompt.size()) > room) prompt.erase(prompt.begin(), prompt.end() - room);
+  if (options.truncation_mode == "keep_end") {  // sequence[-max_len:] (one completion: SFT)
+    std::vector<uint32_t>& c = *completions[0];
+    const int64_t excess = static_cast<int64_t>(prompt.size() + c.size()) - max_len;
+    const int64_t from_prompt = std::min<int64_t>(excess, static_cast<int64_t>(prompt.size()));
+    prompt.erase(prompt.begin(), prompt.begin() + from_prompt);
+    const int64_t from_completion = excess - from_prompt;
+    c.erase(c.begin(), c.begin() + from_completion);
+    if (runs != nullptr) DropRunsFront(runs, from_completion);
+  } else {  // keep_start: sequence[:max_len], each completion on its own
+    for (auto* c : completions) {
+      const int64_t room = std::max<int64_t>(0, max_len - static_cast<int64_t>(prompt.size()));
+      if (static_cast<int64_t>(c->size()) > room) c->resize(room);
+    }
+    if (runs != nullptr) TruncateRuns(runs, static_cast<int64_t>(completions[0]->size()));
   }
-  for (auto* c : completions) {
-    const int64_t room = std::max<int64_t>(0, max_len - static_cast<int64_t>(prompt.size()));
-    if (static_cast<int64_t>(c->size()) > room) c->resize(room);
-  }
-  if (runs != nullptr) TruncateRuns(runs, static_cast<int64_t>(completions[0]->size()));
   for (auto* c : completions) {
     if (c->empty()) return false;  // nothing left to learn from
+  }
+  if (runs != nullptr && !runs->empty()) {
+    for (int64_t k = 0; k < static_cast<int64_t>(completions[0]->size()); ++k) {
+      if (TrainedToken(*runs, k)) return true;
+    }
+    return false;  // only untrained turns left
   }
   return true;
 }
@@ -230,7 +242,7 @@ absl::StatusOr<std::pair<std::string, std::string>> RenderChat(const json& messa
 
 absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const PrepareOptions& options,
                                            const Tokenizer* tokenizer) {
-  if (options.max_seq_len < 2) return absl::InvalidArgumentError("max_seq_len must be >= 2");
+  if (options.max_length < 2) return absl::InvalidArgumentError("max_length must be >= 2");
   if (options.assistant_turns != "last" && options.assistant_turns != "all") {
     return absl::InvalidArgumentError(absl::StrCat("unknown assistant_turns '",
                                                    options.assistant_turns, "' (last, all)"));
@@ -239,9 +251,9 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
     return absl::InvalidArgumentError(
         "assistant_turns=all needs the model's own chat template (tokenizer_config.json)");
   }
-  if (options.truncation != "keep_end" && options.truncation != "keep_start" &&
-      options.truncation != "drop") {
-    return absl::InvalidArgumentError(absl::StrCat("unknown truncation '", options.truncation,
+  if (options.truncation_mode != "keep_end" && options.truncation_mode != "keep_start" &&
+      options.truncation_mode != "drop") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown truncation_mode '", options.truncation_mode,
                                                    "' (keep_end, keep_start, drop)"));
   }
   // Ids must fit the model's vocabulary and the tokenizer's, whichever is given (both: the
@@ -390,6 +402,12 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
           }
         }
       }
+    }
+    if (preference && options.truncation_mode == "keep_end") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "line ", line_number, ": truncation_mode keep_end is not supported for preference data "
+          "(TRL cuts the chosen and rejected sequences separately, so their prompts would differ); "
+          "use keep_start"));
     }
     bool truncated = false;
     std::vector<std::vector<uint32_t>*> completions = {&e.completion};

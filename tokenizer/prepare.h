@@ -49,10 +49,13 @@ struct PrepareOptions {
   // Conversations ("messages" with the model's template): train on the "last" assistant turn
   // (TRL's prompt-completion) or on "all" of them (the turns between stay untrained).
   std::string assistant_turns = "last";
-  int64_t max_seq_len = 512;
-  // keep_end: cut the prompt's start first (TRL's default); keep_start: cut the completion's
-  // end first; drop: skip examples that do not fit.
-  std::string truncation = "keep_end";
+  // TRL's max_length and truncation_mode: a sequence (prompt + completion) longer than
+  // max_length keeps its first max_length tokens ("keep_start", TRL's default) or its last
+  // ("keep_end": the prompt's start goes first, then the completion's; SFT only, since TRL cuts
+  // a pair's two sequences separately); "drop" (paft's own) skips it. Examples left without a
+  // completion (or loss) token are dropped, as TRL does.
+  int64_t max_length = 1024;
+  std::string truncation_mode = "keep_start";
   bool add_bos = true;
   bool add_eos = true;
   // > 0: every token id must be below it (the model's vocabulary); pre-tokenized ids above it

@@ -4,8 +4,8 @@
 // on Debian 12.
 //
 //   paft-prepare --tokenizer=MODEL_DIR --input=train.jsonl --output=train.paftds
-//                [--format=auto] [--chat_template=chatml] [--max_seq_len=512]
-//                [--truncation=keep_end] [--add_bos=true] [--add_eos=true]
+//                [--format=auto] [--chat_template=chatml] [--max_length=1024]
+//                [--truncation_mode=keep_start] [--add_bos=true] [--add_eos=true]
 //   paft-prepare --tokenizer=MODEL_DIR --encode < {"text": ...} lines > {"ids": [...]} lines
 //   paft-prepare --tokenizer=MODEL_DIR --decode=1,2,3
 //   paft-prepare --tokenizer=MODEL_DIR --render [--add_generation_prompt] < {"messages"} lines
@@ -36,10 +36,11 @@ ABSL_FLAG(std::string, format, "auto", "auto, prompt_completion, messages, text,
 ABSL_FLAG(std::string, chat_template, "",
           "Conversations: '' or auto (the tokenizer's own chat template, else chatml), model (the "
           "tokenizer's, required), or a built-in one: chatml, plain");
-ABSL_FLAG(int64_t, max_seq_len, 512, "Longest example in tokens");
+ABSL_FLAG(int64_t, max_length, 1024, "Longest sequence (prompt + completion) in tokens (TRL's max_length)");
 ABSL_FLAG(std::string, assistant_turns, "last",
           "Conversations with the model's template: train on the last assistant turn or on all");
-ABSL_FLAG(std::string, truncation, "keep_end", "keep_end, keep_start or drop");
+ABSL_FLAG(std::string, truncation_mode, "keep_start",
+          "keep_start (TRL's default), keep_end (SFT only) or drop");
 ABSL_FLAG(bool, add_bos, true, "Prepend the tokenizer's BOS");
 ABSL_FLAG(bool, add_eos, true, "Append the tokenizer's EOS to completions");
 ABSL_FLAG(std::string, decode, "", "Decode comma-separated ids and print the text");
@@ -263,9 +264,9 @@ int main(int argc, char** argv) {
       return model_template->Render(messages, prompt);
     };
   }
-  options.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
+  options.max_length = absl::GetFlag(FLAGS_max_length);
   options.assistant_turns = absl::GetFlag(FLAGS_assistant_turns);
-  options.truncation = absl::GetFlag(FLAGS_truncation);
+  options.truncation_mode = absl::GetFlag(FLAGS_truncation_mode);
   options.add_bos = absl::GetFlag(FLAGS_add_bos);
   options.add_eos = absl::GetFlag(FLAGS_add_eos);
   options.vocab_size = absl::GetFlag(FLAGS_vocab_size);
@@ -277,8 +278,8 @@ int main(int argc, char** argv) {
   }
   nlohmann::json provenance = {{"source", absl::GetFlag(FLAGS_input)},
                                {"tokenizer", loaded.file},
-                               {"max_seq_len", options.max_seq_len},
-                               {"truncation", options.truncation},
+                               {"max_length", options.max_length},
+                               {"truncation_mode", options.truncation_mode},
                                {"chat_template", model_template ? "model" : options.chat_template},
                                {"assistant_turns", options.assistant_turns},
                                {"boundary_mismatches", result->boundary_mismatches},

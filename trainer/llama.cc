@@ -487,6 +487,14 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaForCausalLMImpl::PeftSta
   return out;
 }
 
+std::vector<std::pair<std::string, Linear>> LlamaForCausalLMImpl::LoraLinears() const {
+  std::vector<std::pair<std::string, Linear>> out;
+  for (auto& [name, linear] : Linears()) {
+    if (linear->has_lora()) out.emplace_back(name, linear);
+  }
+  return out;
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> LlamaForCausalLMImpl::TrainableParameters()
     const {
   std::vector<std::pair<std::string, torch::Tensor>> out;

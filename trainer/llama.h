@@ -188,6 +188,8 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   std::vector<std::pair<std::string, torch::Tensor>> HfStateDict() const;
   // LoRA matrices under PEFT names (base_model.model.<module>.lora_{A,B}.weight).
   std::vector<std::pair<std::string, torch::Tensor>> PeftStateDict() const;
+  // The linear layers that carry LoRA, by module path (model.layers.N.self_attn.q_proj, ...).
+  std::vector<std::pair<std::string, Linear>> LoraLinears() const;
   // Every trainable parameter, by its module path.
   std::vector<std::pair<std::string, torch::Tensor>> TrainableParameters() const;
 

@@ -1,5 +1,6 @@
 #include "trainer/objectives.h"
 
+#include "absl/strings/str_cat.h"
 #include "common/status.h"
 
 namespace paft::trainer {
@@ -31,23 +32,32 @@ absl::StatusOr<BranchObjective> BranchObjective::FromSpec(const paft::v1::Branch
   if (spec.has_sft()) {
     o.sft_ = true;
     o.l1_lambda_ = spec.sft().l1_lambda();
+    const std::string& target = spec.sft().l1_target();
+    if (target == "delta") {
+      o.l1_target_ = L1Target::kDelta;
+    } else if (!target.empty() && target != "adapter") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sft.l1_target '", target, "' is not adapter or delta"));
+    }
     return o;
   }
   if (spec.has_dpo()) {
     PAFT_ASSIGN_OR_RETURN(p.kind, DpoKind(spec.dpo().loss_type()));
-    p.beta = spec.dpo().beta();
+    p.beta = spec.dpo().has_beta() ? spec.dpo().beta() : 0.1;
     p.label_smoothing = spec.dpo().label_smoothing();
   } else if (spec.has_orpo()) {
     p.kind = PreferenceKind::kOrpo;
-    p.beta = spec.orpo().beta();
+    p.beta = spec.orpo().has_beta() ? spec.orpo().beta() : 0.1;
   } else if (spec.has_simpo()) {
     p.kind = PreferenceKind::kSimpo;
-    p.beta = spec.simpo().beta();
-    p.gamma = spec.simpo().gamma();
+    p.beta = spec.simpo().has_beta() ? spec.simpo().beta() : 2.0;
+    p.gamma = spec.simpo().has_gamma() ? spec.simpo().gamma() : 0.5;
   } else {
     return absl::InvalidArgumentError("the branch has no training objective");
   }
-  if (p.beta <= 0) p.beta = 0.1;
+  if (p.beta <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("the preference beta must be > 0, got ", p.beta));
+  }
   return o;
 }
 
@@ -108,8 +118,19 @@ torch::Tensor BranchObjective::MicroBatchLoss(LlamaForCausalLM& model, const Bat
   return share;
 }
 
-torch::Tensor BranchObjective::Penalty(const LlamaForCausalLM& model) const {
-  if (l1_lambda_ <= 0) return {};
+double BranchObjective::BackwardPenalty(const LlamaForCausalLM& model) const {
+  if (l1_lambda_ <= 0) return 0;
+  if (model->has_lora() && l1_target_ == L1Target::kDelta) {
+    double total = 0;
+    for (auto& [name, linear] : model->LoraLinears()) {
+      torch::Tensor delta = linear->scaling * torch::matmul(linear->lora_B.to(torch::kFloat),
+                                                            linear->lora_A.to(torch::kFloat));
+      torch::Tensor penalty = l1_lambda_ * delta.abs().sum();
+      penalty.backward();
+      total += penalty.item<double>();
+    }
+    return total;
+  }
   std::vector<torch::Tensor> params, reference;
   if (reference_.is_empty()) {
     for (auto& [name, p] : model->TrainableParameters()) params.push_back(p);
@@ -120,7 +141,9 @@ torch::Tensor BranchObjective::Penalty(const LlamaForCausalLM& model) const {
       reference.push_back(theirs[name]);
     }
   }
-  return l1_lambda_ * L1Penalty(params, reference);
+  torch::Tensor penalty = l1_lambda_ * L1Penalty(params, reference);
+  penalty.backward();
+  return penalty.item<double>();
 }
 
 }  // namespace paft::trainer

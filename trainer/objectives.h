@@ -44,6 +44,9 @@ class BranchObjective {
   bool needs_reference() const;
   const PreferenceParams& preference() const { return preference_; }
   double l1_lambda() const { return l1_lambda_; }
+  // What the L1 penalty measures with LoRA: the factors A and B, or each delta s * B * A.
+  enum class L1Target { kAdapter, kDelta };
+  L1Target l1_target() const { return l1_target_; }
 
   // The reference policy: a frozen copy of the base (full fine-tuning), or none (LoRA: the
   // model with its adapters off). Also θ_pre of the L1 penalty of full fine-tuning.
@@ -57,10 +60,13 @@ class BranchObjective {
   torch::Tensor MicroBatchLoss(LlamaForCausalLM& model, const Batch& batch,
                                const StepCounts& counts, StepMetrics* metrics);
 
-  // l1_lambda * sum |trainable delta|: the LoRA factors, or θ - θ_pre for full fine-tuning.
-  // Undefined when l1_lambda is 0. A function of the weights only: every rank computes the same
-  // value, so it is added once per step after the gradients are synchronised.
-  torch::Tensor Penalty(const LlamaForCausalLM& model) const;
+  // PAFT's L1 penalty: l1_lambda * (sum |A| + |B| over the LoRA factors, or sum |s B A| over
+  // the adapted weights' deltas, or sum |θ - θ_pre| for full fine-tuning). Adds its gradient to
+  // the parameters' and returns its value (0 when l1_lambda is 0). A function of the weights
+  // only: every rank computes the same, so it is applied once per step after the gradients are
+  // synchronised. The delta form runs backward one module at a time, so that only one module's
+  // s B A is ever materialised.
+  double BackwardPenalty(const LlamaForCausalLM& model) const;
 
   // Reference log-probs of a batch's pairs (chosen, rejected), without gradients.
   std::pair<SequenceLogProbs, SequenceLogProbs> ReferenceLogProbsOf(LlamaForCausalLM& model,
@@ -71,6 +77,7 @@ class BranchObjective {
 
   bool sft_ = false;
   double l1_lambda_ = 0;
+  L1Target l1_target_ = L1Target::kAdapter;
   PreferenceParams preference_;
   LlamaForCausalLM reference_{nullptr};
   ReferenceLogProbs cache_;

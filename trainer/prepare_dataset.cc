@@ -1,6 +1,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/hf_config.h"
+#include "common/job_spec.h"
 #include "common/process_util.h"
 #include "common/status.h"
 #include "common/token_dataset.h"
@@ -30,7 +31,8 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::
   }
   const std::string settings =
       absl::StrCat(spec.dataset().format(), "|", spec.dataset().chat_template(), "|",
-                   spec.dataset().assistant_turns(), "|", spec.batch().max_seq_len(), "|",
+                   spec.dataset().assistant_turns(), "|", MaxLength(spec.batch()), "|",
+                   spec.batch().truncation_mode(), "|",
                    config.vocab_size);
   const std::string key = Fingerprint(absl::Span<const uint8_t>(
       reinterpret_cast<const uint8_t*>((data + tok + settings).data()), data.size() + tok.size() + settings.size()));
@@ -40,7 +42,10 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::
   PAFT_RETURN_IF_ERROR(MakeDirs(cache_dir));
   std::vector<std::string> argv = {prepare_binary, "--input=" + input, "--output=" + out,
                                    absl::StrCat("--vocab_size=", config.vocab_size),
-                                   absl::StrCat("--max_seq_len=", spec.batch().max_seq_len() > 0 ? spec.batch().max_seq_len() : 512)};
+                                   absl::StrCat("--max_length=", MaxLength(spec.batch()))};
+  if (!spec.batch().truncation_mode().empty()) {
+    argv.push_back("--truncation_mode=" + spec.batch().truncation_mode());
+  }
   if (has_tokenizer) argv.push_back("--tokenizer=" + base_model);
   if (!spec.dataset().format().empty()) argv.push_back("--format=" + spec.dataset().format());
   if (!spec.dataset().chat_template().empty()) {

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/safetensors.h"
+#include "common/sha256.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -16,10 +17,14 @@ absl::StatusOr<ReferenceLogProbs> PrecomputeReferenceLogProbs(
   PAFT_ASSIGN_OR_RETURN(std::string config_text,
                         ReadFileToString(JoinPath(base_model, "config.json")));
   PAFT_ASSIGN_OR_RETURN(auto weights, SafetensorsModel::Open(base_model));
+  // Keyed by what the log-probs are a function of: the examples, the config, the weights' bytes
+  // (hashed: a base retrained in place keeps its size and path) and the precision.
   std::string key_text = absl::StrCat(data.fingerprint(), "|", config_text, "|",
-                                      weights->total_bytes(), "|", base_model);
-  // fp32 keys stay as they were before precisions existed (caches remain valid).
-  if (precision != Precision::kFp32) absl::StrAppend(&key_text, "|", PrecisionName(precision));
+                                      PrecisionName(precision));
+  for (const auto& file : weights->files()) {
+    PAFT_ASSIGN_OR_RETURN(std::string digest, Sha256File(file->path()));
+    absl::StrAppend(&key_text, "|", digest);
+  }
   const std::string key = Fingerprint(absl::Span<const uint8_t>(
       reinterpret_cast<const uint8_t*>(key_text.data()), key_text.size()));
   const std::string path = absl::StrCat(dataset_path, ".ref-", key, ".json");

@@ -50,8 +50,8 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const paft::v1::Optimizer
   }
   return std::make_unique<FusedAdamW>(
       params, torch::optim::AdamWOptions(lr)
-                  .betas({opt.beta1() > 0 ? opt.beta1() : 0.9, opt.beta2() > 0 ? opt.beta2() : 0.999})
-                  .eps(opt.epsilon() > 0 ? opt.epsilon() : 1e-8)
+                  .betas({opt.has_beta1() ? opt.beta1() : 0.9, opt.has_beta2() ? opt.beta2() : 0.999})
+                  .eps(opt.has_epsilon() ? opt.epsilon() : 1e-8)
                   .weight_decay(opt.weight_decay()));
 }
 
@@ -166,7 +166,7 @@ class BranchTrainer {
     } else {
       LoraOptions options;
       options.r = spec_.lora().r() > 0 ? spec_.lora().r() : 8;
-      options.alpha = spec_.lora().alpha() > 0 ? spec_.lora().alpha() : 2.0 * options.r;
+      options.alpha = spec_.lora().has_alpha() ? spec_.lora().alpha() : 2.0 * options.r;
       options.dropout = spec_.lora().dropout();
       options.use_rslora = spec_.lora().use_rslora();
       if (spec_.lora().target_modules_size() > 0) {
@@ -225,7 +225,7 @@ class BranchTrainer {
   }
 
   double PeakLearningRate() const {
-    return spec_.optimizer().learning_rate() > 0 ? spec_.optimizer().learning_rate() : 2e-4;
+    return spec_.optimizer().has_learning_rate() ? spec_.optimizer().learning_rate() : 2e-4;
   }
 
   int64_t TotalSteps() const {
@@ -262,9 +262,8 @@ class BranchTrainer {
       if (sync_) sync_->Finish();
       metrics.tokens += b.tokens;
     }
-    if (torch::Tensor penalty = objective_->Penalty(model_); penalty.defined()) {
-      penalty.backward();  // the same on every rank: after the all-reduce, added once
-    }
+    // The same on every rank: after the all-reduce, added once.
+    const double penalty = objective_->BackwardPenalty(model_);
     if (group_ != nullptr) {
       // Global figures: loss shares and token counts summed, per-micro-batch means averaged.
       torch::Tensor m = torch::tensor({metrics.loss, metrics.chosen_reward, metrics.rejected_reward,
@@ -291,6 +290,7 @@ class BranchTrainer {
                   {"loss", metrics.loss},
                   {"learning_rate", lr},
                   {"tokens_per_second", seconds > 0 ? metrics.tokens / seconds : 0.0}};
+    if (objective_->l1_lambda() > 0) event["l1_penalty"] = penalty;
     if (!objective_->is_sft()) {
       event["rewards_chosen"] = metrics.chosen_reward / accum;
       event["rewards_rejected"] = metrics.rejected_reward / accum;

@@ -77,11 +77,66 @@ TEST(JobSpecTest, DefaultsAreApplied) {
   EXPECT_DOUBLE_EQ(spec.alignment().lora().alpha(), 16);
   EXPECT_EQ(spec.alignment().optimizer().name(), "adamw");
   EXPECT_DOUBLE_EQ(spec.alignment().epochs(), 1.0);
-  EXPECT_EQ(spec.alignment().batch().max_seq_len(), 512);
+  EXPECT_EQ(spec.alignment().batch().max_length(), 1024);  // TRL's default and truncation
+  EXPECT_EQ(spec.alignment().batch().truncation_mode(), "keep_start");
+  EXPECT_EQ(spec.sft().batch().max_length(), 256);  // from the old name max_seq_len
   EXPECT_DOUBLE_EQ(spec.alignment().dpo().beta(), 0.2);  // given values stay
   JobSpec again = spec;
   ApplyJobSpecDefaults(&again);
   EXPECT_EQ(again.DebugString(), spec.DebugString());  // idempotent
+}
+
+// A spec without L1 or merge settings gets PAFT's defaults; explicit zeros stay zeros (proto3
+// optional fields), they are not mistaken for "unset".
+TEST(JobSpecTest, PaftDefaultsAndExplicitZeros) {
+  auto bare = ParseJobSpec(R"yaml(
+base_model: /m
+output_dir: /o
+sft: {pool: a, world_size: 1, dataset: {path: /d}}
+alignment: {pool: b, world_size: 1, dataset: {path: /p}}
+)yaml");
+  ASSERT_TRUE(bare.ok()) << bare.status();
+  ApplyJobSpecDefaults(&*bare);
+  EXPECT_DOUBLE_EQ(bare->sft().sft().l1_lambda(), kPaftL1Lambda);
+  EXPECT_EQ(bare->sft().sft().l1_target(), "adapter");
+  EXPECT_EQ(bare->merge().method(), "ties");
+  EXPECT_DOUBLE_EQ(bare->merge().sft().density(), kPaftSftDensity);
+  EXPECT_DOUBLE_EQ(bare->merge().alignment().density(), kPaftAlignmentDensity);
+  EXPECT_EQ(bare->merge().merge_space(), "delta");
+  EXPECT_EQ(bare->merge().output(), "model");
+  EXPECT_EQ(bare->sft().seed(), 42u);
+  EXPECT_TRUE(ValidateJobSpec(*bare).ok()) << ValidateJobSpec(*bare);
+
+  auto zeros = ParseJobSpec(R"yaml(
+base_model: /m
+output_dir: /o
+sft:
+  pool: a
+  world_size: 1
+  dataset: {path: /d}
+  sft: {l1_lambda: 0}
+  optimizer: {beta1: 0, beta2: 0}
+  seed: 0
+alignment:
+  pool: b
+  world_size: 1
+  dataset: {path: /p}
+  simpo: {gamma: 0}
+merge: {method: ties, merge_space: adapter, sft: {weight: 0}, lambda: 0}
+)yaml");
+  ASSERT_TRUE(zeros.ok()) << zeros.status();
+  ApplyJobSpecDefaults(&*zeros);
+  EXPECT_EQ(zeros->sft().sft().l1_lambda(), 0);
+  EXPECT_EQ(zeros->sft().optimizer().beta1(), 0);
+  EXPECT_EQ(zeros->sft().optimizer().beta2(), 0);
+  EXPECT_EQ(zeros->sft().seed(), 0u);
+  EXPECT_EQ(zeros->alignment().simpo().gamma(), 0);
+  EXPECT_DOUBLE_EQ(zeros->alignment().simpo().beta(), 2.0);
+  EXPECT_EQ(zeros->merge().sft().weight(), 0);
+  EXPECT_DOUBLE_EQ(zeros->merge().alignment().weight(), 1.0);
+  EXPECT_EQ(zeros->merge().lambda(), 0);
+  EXPECT_EQ(zeros->merge().output(), "both");  // adapter space writes both forms by default
+  EXPECT_TRUE(ValidateJobSpec(*zeros).ok()) << ValidateJobSpec(*zeros);
 }
 
 TEST(JobSpecTest, UnknownFieldsAndBadYamlAreRejected) {
@@ -167,8 +222,26 @@ INSTANTIATE_TEST_SUITE_P(
                     [](JobSpec& s) { s.mutable_sft()->mutable_optimizer()->set_warmup_steps(-5); }},
         InvalidCase{"sft.batch.per_device_batch_size",
                     [](JobSpec& s) { s.mutable_sft()->mutable_batch()->set_per_device_batch_size(-1); }},
-        InvalidCase{"sft.batch.max_seq_len",
-                    [](JobSpec& s) { s.mutable_sft()->mutable_batch()->set_max_seq_len(4); }},
+        InvalidCase{"sft.batch.max_length",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_batch()->set_max_length(4); }},
+        InvalidCase{"sft.batch.max_seq_len",  // the old name, different from max_length
+                    [](JobSpec& s) { s.mutable_sft()->mutable_batch()->set_max_seq_len(300); }},
+        InvalidCase{"alignment.batch.truncation_mode",  // keep_end is SFT-only
+                    [](JobSpec& s) {
+                      s.mutable_alignment()->mutable_batch()->set_truncation_mode("keep_end");
+                    }},
+        InvalidCase{"sft.sft.l1_target",
+                    [](JobSpec& s) { s.mutable_sft()->mutable_sft()->set_l1_target("weights"); }},
+        InvalidCase{"alignment.dpo.beta",  // an explicit zero is not replaced by the default
+                    [](JobSpec& s) { s.mutable_alignment()->mutable_dpo()->set_beta(0); }},
+        InvalidCase{"merge.output",  // a delta-space merge has no adapter to write
+                    [](JobSpec& s) { s.mutable_merge()->set_output("adapter"); }},
+        InvalidCase{"merge.method",  // PEFT has no breadcrumbs
+                    [](JobSpec& s) {
+                      s.mutable_merge()->set_merge_space("adapter");
+                      s.mutable_merge()->set_output("both");
+                      s.mutable_merge()->set_method("breadcrumbs");
+                    }},
         InvalidCase{"alignment.precision",
                     [](JobSpec& s) { s.mutable_alignment()->set_precision("fp16"); }},
         InvalidCase{"sft.max_steps", [](JobSpec& s) { s.mutable_sft()->set_max_steps(-1); }},

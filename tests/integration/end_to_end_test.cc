@@ -226,6 +226,8 @@ alignment:
 merge:
   method: ties
   normalize: true
+  sft: {density: 1.0}
+  alignment: {density: 1.0}
 )")).ok());
     return path;
   }

@@ -70,17 +70,31 @@ TEST(PrepareTest, TruncationPolicies) {
   CharTokenizer tok;
   PrepareOptions o;
   o.add_bos = o.add_eos = false;
-  o.max_seq_len = 5;
+  o.max_length = 5;
+  // TRL's keep_start (the default): sequence[:5]; an example whose prompt fills max_length has
+  // no completion token left and is dropped.
   const std::string line = R"({"prompt": "abcd", "completion": "xyz"})";
-  auto keep_end = PrepareJsonl(line, o, &tok);  // the prompt's start goes
-  ASSERT_TRUE(keep_end.ok());
-  EXPECT_THAT(keep_end->examples[0].prompt, ElementsAre('c', 'd'));
-  EXPECT_EQ(keep_end->truncated, 1);
-  o.truncation = "keep_start";  // the completion's end goes
-  auto keep_start = PrepareJsonl(line, o, &tok);
+  auto keep_start = PrepareJsonl(line + "\n" + R"({"prompt": "abcdef", "completion": "x"})", o, &tok);
+  ASSERT_TRUE(keep_start.ok()) << keep_start.status();
+  ASSERT_EQ(keep_start->examples.size(), 1u);
   EXPECT_THAT(keep_start->examples[0].prompt, ElementsAre('a', 'b', 'c', 'd'));
   EXPECT_THAT(keep_start->examples[0].completion, ElementsAre('x'));
-  o.truncation = "drop";
+  EXPECT_EQ(keep_start->truncated, 1);
+  EXPECT_EQ(keep_start->dropped, 1);
+  // keep_end: sequence[-5:], the prompt's start first, then the completion's.
+  o.truncation_mode = "keep_end";
+  auto keep_end =
+      PrepareJsonl(line + "\n" + R"({"prompt": "ab", "completion": "uvwxyz"})", o, &tok);
+  ASSERT_TRUE(keep_end.ok()) << keep_end.status();
+  EXPECT_THAT(keep_end->examples[0].prompt, ElementsAre('c', 'd'));
+  EXPECT_THAT(keep_end->examples[0].completion, ElementsAre('x', 'y', 'z'));
+  EXPECT_THAT(keep_end->examples[1].prompt, ElementsAre());
+  EXPECT_THAT(keep_end->examples[1].completion, ElementsAre('v', 'w', 'x', 'y', 'z'));
+  // Preference pairs: TRL cuts the two sequences separately; one prompt per pair cannot hold that.
+  auto pairs = PrepareJsonl(R"({"prompt": "a", "chosen": "b", "rejected": "c"})", o, &tok);
+  ASSERT_FALSE(pairs.ok());
+  EXPECT_THAT(std::string(pairs.status().message()), HasSubstr("keep_end is not supported"));
+  o.truncation_mode = "drop";
   auto drop = PrepareJsonl(line + "\n" + R"({"prompt": "a", "completion": "b"})", o, &tok);
   ASSERT_TRUE(drop.ok());
   EXPECT_EQ(drop->dropped, 1);
@@ -172,6 +186,17 @@ TEST(TokenDatasetTest, LossRunsRoundTripAndMustCoverTheCompletion) {
   std::vector<uint32_t> runs = {2, 3, 1};
   TruncateRuns(&runs, 4);
   EXPECT_THAT(runs, ElementsAre(2, 2));
+  // keep_end cuts from the front: trained 2, untrained 3, trained 4 -> the same tokens' flags.
+  for (int cut = 0; cut <= 9; ++cut) {
+    std::vector<uint32_t> front = {2, 3, 4};
+    DropRunsFront(&front, cut);
+    for (int k = 0; k + cut < 9; ++k) {
+      EXPECT_EQ(TrainedToken(front, k), TrainedToken({2, 3, 4}, k + cut)) << cut << " " << k;
+    }
+  }
+  std::vector<uint32_t> front = {2, 3, 4};
+  DropRunsFront(&front, 3);
+  EXPECT_THAT(front, ElementsAre(0, 2, 4));
   e.loss_runs = {2, 3};
   EXPECT_THAT(std::string(WriteTokenDataset(path, DatasetKind::kSft, {e}).message()),
               HasSubstr("loss runs cover 5 tokens, its completion has 6"));

@@ -190,6 +190,24 @@ TEST(TrainTest, PrecomputedReferenceMatchesOnTheFly) {
   ASSERT_TRUE(names.ok());
   for (const auto& name : *names) cached |= name.find("train.paftds.ref-") == 0;
   EXPECT_TRUE(cached);
+  // A base rewritten in place (same path, same size, other weights) gets its own cache: the
+  // key is the weights' content.
+  const std::string weights = base + "/model.safetensors";
+  auto bytes = ReadFileToString(weights);
+  ASSERT_TRUE(bytes.ok());
+  bytes->back() = static_cast<char>(bytes->back() ^ 0x01);
+  ASSERT_TRUE(WriteFileAtomic(weights, *bytes).ok());
+  TrainOptions options;
+  options.task = MakeTask(base, dir.Join("c"), false);
+  options.task.mutable_spec()->set_max_steps(1);
+  options.task.mutable_spec()->mutable_dpo()->set_precompute_ref_log_probs(true);
+  options.dataset = dir.Join("train.paftds");
+  TrainLosses(options);
+  int caches = 0;
+  names = ListDir(dir.path());
+  ASSERT_TRUE(names.ok());
+  for (const auto& name : *names) caches += name.find("train.paftds.ref-") == 0 ? 1 : 0;
+  EXPECT_EQ(caches, 2);
 }
 
 // bf16 mixed precision with LoRA: the frozen base in bf16, the adapter trained and saved in

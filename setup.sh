@@ -21,6 +21,7 @@ JOBS=${JOBS:-$(nproc)}
 PACKAGES=(
   g++ cmake make pkg-config curl
   libtorch-dev libgloo-dev libopenblas0-pthread
+  liblapack-dev  # the merger links LAPACK (OpenBLAS's through the alternative) for SVD merges
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev prometheus-cpp-dev libsqlite3-dev libsentencepiece-dev sentencepiece
   libpcre2-dev libutf8proc-dev libicu-dev  # tokenizer.json: split regexes, normalization, properties

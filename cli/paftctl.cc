@@ -269,6 +269,9 @@ void PrintJob(const Job& job) {
   PrintBranch("alignment", job.alignment());
   std::cout << "  restarts used " << job.restarts_used() << " of " << job.spec().restart_budget()
             << "\n";
+  if (!job.merged_adapter_path().empty()) {
+    std::cout << "  merged adapter: " << job.merged_adapter_path() << "\n";
+  }
   if (!job.merged_model_path().empty()) {
     std::cout << "  merged model: " << job.merged_model_path() << "\n";
   }

@@ -403,6 +403,11 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
                                                 name, " is a full fine-tune"));
       }
     }
+    if (merge.has_normalize() || merge.has_rescale() || merge.lambda() != 1.0) {
+      e.Add("merge.merge_space", absl::StrCat("normalize, rescale and lambda are options of ",
+                                              "delta-space merges, not of PEFT's (merge_space ",
+                                              merge.merge_space(), ")"));
+    }
     const auto kAdapterMethods = {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
                                   "magnitude_prune"};
     if (!OneOf(merge.method(), kAdapterMethods)) {
@@ -461,10 +466,12 @@ absl::Status CheckJobInputs(const JobSpec& spec) {
                                                      "output_dir or set overwrite_output"));
     }
   }
-  const std::string merged = JoinPath(spec.output_dir(), "merged");
-  if (PathExists(merged)) {
-    return precondition("output_dir", absl::StrCat("'", merged, "' already exists; choose a new "
-                                                   "output_dir or remove it"));
+  for (const char* folder : {"merged", "merged-adapter"}) {
+    const std::string merged = JoinPath(spec.output_dir(), folder);
+    if (PathExists(merged)) {
+      return precondition("output_dir", absl::StrCat("'", merged, "' already exists; choose a "
+                                                     "new output_dir or remove it"));
+    }
   }
   return absl::OkStatus();
 }

@@ -1255,7 +1255,11 @@ std::vector<JobManager::PendingMerge> JobManager::PendingMerges() {
     align->set_path(job.alignment().checkpoint_path());
     *align->mutable_params() = job.spec().merge().alignment();
     *request.mutable_spec() = job.spec().merge();
-    request.set_output_dir(JoinPath(job.spec().output_dir(), "merged"));
+    const std::string& output = job.spec().merge().output();
+    if (output != "adapter") request.set_output_dir(JoinPath(job.spec().output_dir(), "merged"));
+    if (output == "adapter" || output == "both") {
+      request.set_adapter_output_dir(JoinPath(job.spec().output_dir(), "merged-adapter"));
+    }
     out.push_back(PendingMerge{id, std::move(request)});
   }
   return out;
@@ -1270,11 +1274,16 @@ void JobManager::OnMergeFinished(const std::string& job_id,
   Change change = BeginChange(record);
   if (operation.state() == paft::v1::MERGE_STATE_SUCCEEDED) {
     change.job.set_merged_model_path(operation.output_dir());
-    SetCondition(change.job, "Merged", true, "MergeSucceeded", operation.output_dir());
-    AddEvent(change, "Merge", paft::v1::BRANCH_KIND_UNSPECIFIED, "MergeSucceeded",
-             absl::StrCat("merged model at ", operation.output_dir()));
-    SetJobState(change, paft::v1::JOB_STATE_SUCCEEDED, "Merged",
-                absl::StrCat("merged model at ", operation.output_dir()));
+    change.job.set_merged_adapter_path(operation.adapter_output_dir());
+    std::vector<std::string> where;
+    if (!operation.output_dir().empty()) where.push_back("merged model at " + operation.output_dir());
+    if (!operation.adapter_output_dir().empty()) {
+      where.push_back("merged adapter at " + operation.adapter_output_dir());
+    }
+    const std::string message = absl::StrJoin(where, ", ");
+    SetCondition(change.job, "Merged", true, "MergeSucceeded", message);
+    AddEvent(change, "Merge", paft::v1::BRANCH_KIND_UNSPECIFIED, "MergeSucceeded", message);
+    SetJobState(change, paft::v1::JOB_STATE_SUCCEEDED, "Merged", message);
   } else {
     SetCondition(change.job, "Merged", false, "MergeFailed", operation.error());
     SetJobState(change, paft::v1::JOB_STATE_FAILED, "MergeFailed", operation.error());

@@ -80,59 +80,49 @@ class FullModel : public InputModel {
 // B [out, r]; every other tensor has a zero delta.
 class Adapter : public InputModel {
  public:
-  struct Module {
-    const TensorInfo* a = nullptr;
-    const TensorInfo* b = nullptr;
-    std::string a_key, b_key;
-  };
+  explicit Adapter(AdapterFile file) : a_(std::move(file)) {}
 
   absl::Status Validate(const SafetensorsModel& base) const override {
-    for (const auto& [name, module] : modules_) {
+    for (const auto& [name, module] : a_.modules) {
       auto found = base.Find(name);
       if (!found.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "adapter ", path_, ": '", module.a_key, "' adapts '", name,
+            "adapter ", a_.path, ": '", module.a_key, "' adapts '", name,
             "', which the base model does not have"));
       }
       const TensorInfo& w = *found->second;
       const auto& a = module.a->shape;
       const auto& b = module.b->shape;
-      if (w.shape.size() != 2 || a.size() != 2 || b.size() != 2 || a[0] != b[1] ||
-          a[1] != w.shape[1] || b[0] != w.shape[0]) {
+      if (w.shape.size() != 2 || a[1] != w.shape[1] || b[0] != w.shape[0]) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "adapter ", path_, ": tensor '", name, "' [", absl::StrJoin(w.shape, ","),
+            "adapter ", a_.path, ": tensor '", name, "' [", absl::StrJoin(w.shape, ","),
             "] cannot take lora_A [", absl::StrJoin(a, ","), "] and lora_B [",
             absl::StrJoin(b, ","), "]"));
-      }
-      if (a[0] != config_.r) {
-        return absl::InvalidArgumentError(absl::StrCat("adapter ", path_, ": '", module.a_key,
-                                                       "' has rank ", a[0], " but r is ",
-                                                       config_.r));
       }
     }
     return absl::OkStatus();
   }
 
   int64_t TensorBytes(const std::string& name) const override {
-    auto it = modules_.find(name);
-    if (it == modules_.end()) return 0;
+    auto it = a_.modules.find(name);
+    if (it == a_.modules.end()) return 0;
     return static_cast<int64_t>(it->second.a->nbytes() + it->second.b->nbytes());
   }
 
   absl::Status Delta(const std::string& name, const TensorInfo&, int64_t begin, int64_t count,
                      const float*, float* delta) const override {
     std::fill(delta, delta + count, 0.0f);
-    auto it = modules_.find(name);
-    if (it == modules_.end()) return absl::OkStatus();
+    auto it = a_.modules.find(name);
+    if (it == a_.modules.end()) return absl::OkStatus();
     const int64_t r = it->second.a->shape[0], in = it->second.a->shape[1];
     // Rows [first_row, last_row] of W cover the range; B's rows for them and all of A.
     const int64_t first_row = begin / in, last_row = (begin + count - 1) / in;
     std::vector<float> a(static_cast<size_t>(r * in));
     std::vector<float> b(static_cast<size_t>((last_row - first_row + 1) * r));
-    ReadRangeAsFloat(*file_, *it->second.a, 0, r * in, a.data());
-    ReadRangeAsFloat(*file_, *it->second.b, first_row * r, static_cast<int64_t>(b.size()),
+    ReadRangeAsFloat(*a_.file, *it->second.a, 0, r * in, a.data());
+    ReadRangeAsFloat(*a_.file, *it->second.b, first_row * r, static_cast<int64_t>(b.size()),
                      b.data());
-    const float scale = static_cast<float>(config_.scale());
+    const float scale = static_cast<float>(a_.config.scale());
     for (int64_t o = first_row; o <= last_row; ++o) {
       const int64_t i_begin = std::max<int64_t>(0, begin - o * in);
       const int64_t i_end = std::min<int64_t>(in, begin + count - o * in);
@@ -146,51 +136,9 @@ class Adapter : public InputModel {
     return absl::OkStatus();
   }
 
-  std::string path_;
-  LoraConfig config_;
-  std::unique_ptr<SafetensorsFile> file_;
-  std::map<std::string, Module> modules_;  // by base tensor name
+ private:
+  AdapterFile a_;
 };
-
-absl::StatusOr<std::unique_ptr<InputModel>> OpenAdapter(const std::string& path) {
-  auto adapter = std::make_unique<Adapter>();
-  adapter->path_ = path;
-  PAFT_ASSIGN_OR_RETURN(std::string text,
-                        ReadFileToString(JoinPath(path, "adapter_config.json")));
-  auto config = ParseAdapterConfig(text);
-  if (!config.ok()) return Annotate(config.status(), JoinPath(path, "adapter_config.json"));
-  adapter->config_ = *config;
-  PAFT_ASSIGN_OR_RETURN(adapter->file_,
-                        SafetensorsFile::Open(JoinPath(path, "adapter_model.safetensors")));
-  constexpr absl::string_view kPrefix = "base_model.model.";
-  for (const TensorInfo& t : adapter->file_->tensors()) {
-    absl::string_view key = t.name;
-    const bool is_a = absl::EndsWith(key, ".lora_A.weight");
-    const bool is_b = absl::EndsWith(key, ".lora_B.weight");
-    if (!absl::StartsWith(key, kPrefix) || !(is_a || is_b)) {
-      return absl::UnimplementedError(absl::StrCat(
-          "adapter ", path, ": tensor '", t.name,
-          "' is not a LoRA A/B matrix (only base_model.model.<module>.lora_{A,B}.weight are "
-          "supported)"));
-    }
-    if (!IsFloat(t.dtype)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("adapter ", path, ": tensor '", t.name, "' has dtype ", DTypeName(t.dtype)));
-    }
-    key.remove_prefix(kPrefix.size());
-    key.remove_suffix(std::string(".lora_A.weight").size());
-    Adapter::Module& m = adapter->modules_[absl::StrCat(key, ".weight")];
-    (is_a ? m.a : m.b) = &t;
-    (is_a ? m.a_key : m.b_key) = t.name;
-  }
-  for (const auto& [name, m] : adapter->modules_) {
-    if (m.a == nullptr || m.b == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("adapter ", path, ": '", name,
-                                                     "' has only one of lora_A / lora_B"));
-    }
-  }
-  return std::unique_ptr<InputModel>(std::move(adapter));
-}
 
 }  // namespace
 
@@ -277,8 +225,63 @@ void StoreFloats(DType dtype, const float* in, int64_t count, uint8_t* out) {
   }
 }
 
+absl::StatusOr<AdapterFile> OpenAdapterFile(const std::string& path) {
+  AdapterFile adapter;
+  adapter.path = path;
+  PAFT_ASSIGN_OR_RETURN(std::string text,
+                        ReadFileToString(JoinPath(path, "adapter_config.json")));
+  auto config = ParseAdapterConfig(text);
+  if (!config.ok()) return Annotate(config.status(), JoinPath(path, "adapter_config.json"));
+  adapter.config = *config;
+  PAFT_ASSIGN_OR_RETURN(adapter.file,
+                        SafetensorsFile::Open(JoinPath(path, "adapter_model.safetensors")));
+  constexpr absl::string_view kPrefix = "base_model.model.";
+  for (const TensorInfo& t : adapter.file->tensors()) {
+    absl::string_view key = t.name;
+    const bool is_a = absl::EndsWith(key, ".lora_A.weight");
+    const bool is_b = absl::EndsWith(key, ".lora_B.weight");
+    if (!absl::StartsWith(key, kPrefix) || !(is_a || is_b)) {
+      return absl::UnimplementedError(absl::StrCat(
+          "adapter ", path, ": tensor '", t.name,
+          "' is not a LoRA A/B matrix (only base_model.model.<module>.lora_{A,B}.weight are "
+          "supported)"));
+    }
+    if (!IsFloat(t.dtype)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("adapter ", path, ": tensor '", t.name, "' has dtype ", DTypeName(t.dtype)));
+    }
+    key.remove_prefix(kPrefix.size());
+    key.remove_suffix(std::string(".lora_A.weight").size());
+    AdapterFile::Module& m = adapter.modules[absl::StrCat(key, ".weight")];
+    (is_a ? m.a : m.b) = &t;
+    (is_a ? m.a_key : m.b_key) = t.name;
+  }
+  for (const auto& [name, m] : adapter.modules) {
+    if (m.a == nullptr || m.b == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("adapter ", path, ": '", name,
+                                                     "' has only one of lora_A / lora_B"));
+    }
+    const auto& a = m.a->shape;
+    const auto& b = m.b->shape;
+    if (a.size() != 2 || b.size() != 2 || a[0] != b[1]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "adapter ", path, ": lora_A [", absl::StrJoin(a, ","), "] and lora_B [",
+          absl::StrJoin(b, ","), "] of '", name, "' do not multiply"));
+    }
+    if (a[0] != adapter.config.r) {
+      return absl::InvalidArgumentError(absl::StrCat("adapter ", path, ": '", m.a_key,
+                                                     "' has rank ", a[0], " but r is ",
+                                                     adapter.config.r));
+    }
+  }
+  return adapter;
+}
+
 absl::StatusOr<std::unique_ptr<InputModel>> OpenInput(const std::string& path) {
-  if (PathExists(JoinPath(path, "adapter_config.json"))) return OpenAdapter(path);
+  if (PathExists(JoinPath(path, "adapter_config.json"))) {
+    PAFT_ASSIGN_OR_RETURN(AdapterFile adapter, OpenAdapterFile(path));
+    return std::unique_ptr<InputModel>(new Adapter(std::move(adapter)));
+  }
   PAFT_ASSIGN_OR_RETURN(auto model, SafetensorsModel::Open(path));
   return std::unique_ptr<InputModel>(new FullModel(path, std::move(model)));
 }

@@ -29,15 +29,6 @@ class InputModel {
   virtual void Release(const std::string& name) const {}
 };
 
-// Opens `path` as a PEFT adapter (adapter_config.json present) or a full model folder.
-absl::StatusOr<std::unique_ptr<InputModel>> OpenInput(const std::string& path);
-
-// Reads elements [begin, begin + count) of a float tensor (F32, F16, BF16, F64) into `out`.
-void ReadRangeAsFloat(const SafetensorsFile& file, const TensorInfo& info, int64_t begin,
-                      int64_t count, float* out);
-// Converts floats to a float dtype's little-endian bytes (F32, F16, BF16, F64).
-void StoreFloats(DType dtype, const float* in, int64_t count, uint8_t* out);
-
 // The PEFT scale of a LoRA delta: lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora.
 struct LoraConfig {
   int64_t r = 0;
@@ -46,6 +37,32 @@ struct LoraConfig {
   double scale() const;
 };
 absl::StatusOr<LoraConfig> ParseAdapterConfig(const std::string& json_text);
+
+// A PEFT LoRA adapter folder, mapped: its config and, per adapted base tensor
+// ("model.layers.0.self_attn.q_proj.weight"), its A [r, in] and B [out, r] matrices.
+struct AdapterFile {
+  struct Module {
+    const TensorInfo* a = nullptr;
+    const TensorInfo* b = nullptr;
+    std::string a_key, b_key;  // the safetensors names
+  };
+  std::string path;
+  LoraConfig config;
+  std::unique_ptr<SafetensorsFile> file;
+  std::map<std::string, Module> modules;
+};
+// Errors name the folder and the tensor: a key that is not a LoRA matrix, a lone A or B, shapes
+// that do not multiply, a rank other than r.
+absl::StatusOr<AdapterFile> OpenAdapterFile(const std::string& path);
+
+// Opens `path` as a PEFT adapter (adapter_config.json present) or a full model folder.
+absl::StatusOr<std::unique_ptr<InputModel>> OpenInput(const std::string& path);
+
+// Reads elements [begin, begin + count) of a float tensor (F32, F16, BF16, F64) into `out`.
+void ReadRangeAsFloat(const SafetensorsFile& file, const TensorInfo& info, int64_t begin,
+                      int64_t count, float* out);
+// Converts floats to a float dtype's little-endian bytes (F32, F16, BF16, F64).
+void StoreFloats(DType dtype, const float* in, int64_t count, uint8_t* out);
 
 }  // namespace paft::merger
 

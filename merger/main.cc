@@ -1,7 +1,7 @@
 // paft-merger: the merge service, a mergekit-compatible CLI, and delta analysis.
 //
 //   paft-merger serve [--listen=0.0.0.0:50053] [--metrics_listen=0.0.0.0:9093]
-//   paft-merger merge CONFIG.yaml OUT [--threads=N] [--max_shard_bytes=B]
+//   paft-merger merge CONFIG.yaml OUT [--adapter_out=DIR] [--threads=N] [--max_shard_bytes=B]
 //   paft-merger inspect --base=BASE INPUT... [--epsilon=0] [--summary] [--json]
 #include <filesystem>
 #include <iostream>
@@ -33,6 +33,8 @@ ABSL_FLAG(std::string, auth_tokens, "",
           "may call; empty: no authentication");
 ABSL_FLAG(int, threads, 0, "merge: tensors merged in parallel (default: cores)");
 ABSL_FLAG(int64_t, max_shard_bytes, 0, "merge: largest output shard (default 5 GiB)");
+ABSL_FLAG(std::string, adapter_out, "",
+          "merge: where the merged adapter goes when a model is written too (default OUT-adapter)");
 ABSL_FLAG(std::string, base, "", "inspect: base model folder");
 ABSL_FLAG(double, epsilon, 0.0, "inspect: |delta| above this counts as nonzero");
 ABSL_FLAG(bool, summary, false, "inspect: only the totals");
@@ -93,7 +95,19 @@ int MergeOnce(const std::string& config_path, const std::string& out) {
     return 2;
   }
   request->set_merge_id("cli");
-  request->set_output_dir(out);
+  // OUT is the model folder, or the adapter folder when only an adapter is written; with both,
+  // the adapter goes to --adapter_out (default OUT-adapter).
+  const std::string& output = request->spec().output();
+  if (output == "adapter") {
+    request->set_adapter_output_dir(out);
+  } else {
+    request->set_output_dir(out);
+    if (output == "both" || (output.empty() && !request->spec().merge_space().empty() &&
+                             request->spec().merge_space() != "delta")) {
+      const std::string adapter_out = absl::GetFlag(FLAGS_adapter_out);
+      request->set_adapter_output_dir(adapter_out.empty() ? out + "-adapter" : adapter_out);
+    }
+  }
   request->set_threads(absl::GetFlag(FLAGS_threads));
   request->set_max_shard_bytes(absl::GetFlag(FLAGS_max_shard_bytes));
   paft::merger::MergeProgress progress;
@@ -104,6 +118,12 @@ int MergeOnce(const std::string& config_path, const std::string& out) {
     return 1;
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (!request->adapter_output_dir().empty()) {
+    std::cout << "merged adapter (" << request->spec().method() << ", "
+              << request->spec().merge_space() << " space) in " << request->adapter_output_dir()
+              << "\n";
+  }
+  if (request->output_dir().empty()) return 0;
   std::cout << "merged " << progress.tensors_done << " tensors (" << request->spec().method()
             << ") into " << out << ": read " << progress.bytes_read / 1e9 << " GB, wrote "
             << progress.bytes_written / 1e9 << " GB in " << seconds << " s\n";
@@ -129,7 +149,7 @@ int main(int argc, char** argv) {
   paft::BlockTerminationSignals();
   absl::SetProgramUsageMessage(
       "paft-merger serve [--listen=ADDR] [--metrics_listen=ADDR]\n"
-      "paft-merger merge CONFIG.yaml OUT [--threads=N] [--max_shard_bytes=B]\n"
+      "paft-merger merge CONFIG.yaml OUT [--adapter_out=DIR] [--threads=N] [--max_shard_bytes=B]\n"
       "paft-merger inspect --base=BASE INPUT... [--epsilon=E] [--summary] [--json]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   paft::SetLogTag("merger");

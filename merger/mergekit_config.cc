@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -67,7 +68,8 @@ static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& ya
   }
   if (!root.IsMap()) return absl::InvalidArgumentError("merge config must be a mapping");
   PAFT_RETURN_IF_ERROR(CheckKeys(root, "", {"merge_method", "base_model", "models", "parameters",
-                                            "dtype", "tokenizer_source", "name"}));
+                                            "dtype", "tokenizer_source", "name", "merge_space",
+                                            "output", "svd_rank", "svd_clamp"}));
   paft::v1::MergeRequest request;
   auto* spec = request.mutable_spec();
   if (!root["merge_method"] || !root["merge_method"].IsScalar()) {
@@ -75,6 +77,26 @@ static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& ya
   }
   spec->set_method(root["merge_method"].as<std::string>());
   PAFT_RETURN_IF_ERROR(LookupMergeMethod(spec->method()).status());
+  // paft's extensions: where to merge (delta, adapter, adapter_svd) and what to write.
+  for (const auto& [key, allowed] :
+       {std::make_pair("merge_space", std::set<std::string>{"delta", "adapter", "adapter_svd"}),
+        std::make_pair("output", std::set<std::string>{"model", "adapter", "both"})}) {
+    if (!root[key]) continue;
+    const std::string value = root[key].as<std::string>();
+    if (!allowed.count(value)) return Bad(key, absl::StrCat("'", value, "' is not allowed"));
+    if (std::string(key) == "merge_space") spec->set_merge_space(value);
+    if (std::string(key) == "output") spec->set_output(value);
+  }
+  if (root["svd_rank"]) {
+    PAFT_ASSIGN_OR_RETURN(double v, Number(root["svd_rank"], "svd_rank"));
+    if (!(v >= 1 && v <= 4096 && v == std::floor(v))) return Bad("svd_rank", "must be an integer in [1, 4096]");
+    spec->set_svd_rank(static_cast<int32_t>(v));
+  }
+  if (root["svd_clamp"]) {
+    PAFT_ASSIGN_OR_RETURN(double v, Number(root["svd_clamp"], "svd_clamp"));
+    if (!(v >= 0 && v <= 1)) return Bad("svd_clamp", "must be in [0, 1]");
+    spec->set_svd_clamp(v);
+  }
   if (!root["base_model"] || !root["base_model"].IsScalar()) {
     return Bad("base_model", "is required (every method here works on task vectors)");
   }

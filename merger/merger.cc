@@ -18,6 +18,7 @@
 #include "common/hf_config.h"
 #include "common/safetensors.h"
 #include "common/status.h"
+#include "merger/adapter_merge.h"
 #include "merger/inputs.h"
 #include "merger/merge_methods.h"
 #include "nlohmann/json.hpp"
@@ -248,23 +249,99 @@ void RemoveStaleTempDirs(const std::string& out) {
   }
 }
 
-absl::Status RunMerge(const paft::v1::MergeRequest& request, MergeProgress* progress) {
-  const std::string& out = request.output_dir();
-  if (out.empty()) return absl::InvalidArgumentError("output_dir: is required");
+namespace {
+
+// A temp folder beside `out` (parents made, stale temps of killed merges removed), held with an
+// flock while this merge runs.
+struct TempFolder {
+  std::string path;
+  int lock_fd = -1;
+  ~TempFolder() {
+    if (lock_fd >= 0) ::close(lock_fd);
+  }
+};
+absl::Status MakeTempFolder(const std::string& field, const std::string& out, TempFolder* tmp) {
   if (PathExists(out)) {
-    return absl::AlreadyExistsError(absl::StrCat("output_dir '", out, "' already exists"));
+    return absl::AlreadyExistsError(absl::StrCat(field, " '", out, "' already exists"));
   }
   const size_t slash = out.find_last_of('/');
   if (slash != std::string::npos && slash > 0) PAFT_RETURN_IF_ERROR(MakeDirs(out.substr(0, slash)));
   RemoveStaleTempDirs(out);
-  PAFT_ASSIGN_OR_RETURN(std::string tmp_dir, MakeTempDirBeside(out));
-  // Held while this merge runs: marks the temp folder as in use (released when the process dies).
-  const int lock_fd = ::open(tmp_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (lock_fd >= 0) (void)::flock(lock_fd, LOCK_EX);
-  absl::Status status = MergeInto(request, tmp_dir, progress);
-  if (status.ok()) status = RenameDurably(tmp_dir, out);
-  if (!status.ok()) (void)RemoveAll(tmp_dir);
-  if (lock_fd >= 0) ::close(lock_fd);
+  PAFT_ASSIGN_OR_RETURN(tmp->path, MakeTempDirBeside(out));
+  tmp->lock_fd = ::open(tmp->path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (tmp->lock_fd >= 0) (void)::flock(tmp->lock_fd, LOCK_EX);
+  return absl::OkStatus();
+}
+
+// The merged model of an adapter-space merge: the base plus the merged adapter's delta (scale
+// 1), through the streaming delta merge -- what PEFT's merge_and_unload computes.
+paft::v1::MergeRequest ModelFromAdapter(const paft::v1::MergeRequest& request,
+                                        const std::string& adapter_dir) {
+  paft::v1::MergeRequest model = request;
+  model.clear_inputs();
+  auto* input = model.add_inputs();
+  input->set_path(adapter_dir);
+  input->mutable_params()->set_weight(1.0);
+  paft::v1::MergeSpec spec;
+  spec.set_method("task_arithmetic");
+  spec.set_dtype(request.spec().dtype());
+  *model.mutable_spec() = spec;
+  return model;
+}
+
+}  // namespace
+
+absl::Status RunMerge(const paft::v1::MergeRequest& request, MergeProgress* progress) {
+  const auto& spec = request.spec();
+  const std::string space = spec.merge_space().empty() ? "delta" : spec.merge_space();
+  const std::string output =
+      spec.output().empty() ? (space == "delta" ? "model" : "both") : spec.output();
+  if (space != "delta" && space != "adapter" && space != "adapter_svd") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("merge_space '", space, "' is not delta, adapter or adapter_svd"));
+  }
+  if (output != "model" && output != "adapter" && output != "both") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("output '", output, "' is not model, adapter or both"));
+  }
+  if (space == "delta" && output != "model") {
+    return absl::InvalidArgumentError(
+        "output: a delta-space merge gives full-rank deltas, only a model can be written (merge "
+        "in adapter or adapter_svd space to write an adapter)");
+  }
+  const bool want_model = output != "adapter", want_adapter = output != "model";
+  if (want_model && request.output_dir().empty()) {
+    return absl::InvalidArgumentError("output_dir: is required to write a model");
+  }
+  if (want_adapter && request.adapter_output_dir().empty()) {
+    return absl::InvalidArgumentError("adapter_output_dir: is required to write an adapter");
+  }
+  TempFolder model_tmp, adapter_tmp;
+  if (want_model) PAFT_RETURN_IF_ERROR(MakeTempFolder("output_dir", request.output_dir(), &model_tmp));
+  absl::Status status;
+  if (space != "delta") {
+    // The adapter is written first (into its own temp folder, or a scratch one beside the
+    // model's when only the model is wanted).
+    status = want_adapter ? MakeTempFolder("adapter_output_dir", request.adapter_output_dir(),
+                                           &adapter_tmp)
+                          : MakeTempFolder("output_dir", request.output_dir() + ".adapter",
+                                           &adapter_tmp);
+    if (status.ok()) status = WriteMergedAdapter(request, adapter_tmp.path);
+    if (status.ok() && want_model) {
+      status = MergeInto(ModelFromAdapter(request, adapter_tmp.path), model_tmp.path, progress);
+    }
+    if (status.ok() && want_adapter) status = FsyncPath(adapter_tmp.path);
+  } else {
+    status = MergeInto(request, model_tmp.path, progress);
+  }
+  // Both forms complete: the adapter goes into place first, the model (what a job reports as
+  // done) last.
+  if (status.ok() && want_adapter) status = RenameDurably(adapter_tmp.path, request.adapter_output_dir());
+  if (status.ok() && want_model) status = RenameDurably(model_tmp.path, request.output_dir());
+  if (!status.ok() || !want_adapter) {
+    if (!adapter_tmp.path.empty()) (void)RemoveAll(adapter_tmp.path);
+  }
+  if (!status.ok() && !model_tmp.path.empty()) (void)RemoveAll(model_tmp.path);
   return status;
 }
 

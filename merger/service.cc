@@ -65,6 +65,7 @@ paft::v1::MergeOperation MergerServiceImpl::Snapshot(const Operation& op) const 
   out.set_bytes_read(op.progress.bytes_read.load());
   out.set_bytes_written(op.progress.bytes_written.load());
   out.set_output_dir(op.request.output_dir());
+  out.set_adapter_output_dir(op.request.adapter_output_dir());
   if (!op.result.ok()) {
     out.set_error(std::string(op.result.message()));
     out.set_error_code(static_cast<int>(op.result.code()));
@@ -94,7 +95,7 @@ grpc::Status MergerServiceImpl::Merge(grpc::ServerContext* context,
   if (request->inputs().empty()) {
     return ToGrpcStatus(absl::InvalidArgumentError("inputs: at least one is required"));
   }
-  if (request->output_dir().empty()) {
+  if (request->output_dir().empty() && request->adapter_output_dir().empty()) {
     return ToGrpcStatus(absl::InvalidArgumentError("output_dir: is required"));
   }
   std::lock_guard<std::mutex> lock(mu_);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
+#include "common/peft_adapter_config.h"
 #include "common/safetensors.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -105,20 +106,9 @@ absl::Status SaveAdapter(const LlamaForCausalLM& model, const std::string& folde
                          const std::string& base_model_path) {
   if (!model->lora()) return absl::FailedPreconditionError("the model has no LoRA adapter");
   const LoraOptions& lora = *model->lora();
-  nlohmann::json config = {
-      {"peft_type", "LORA"},
-      {"task_type", "CAUSAL_LM"},
-      {"base_model_name_or_path", base_model_path},
-      {"r", lora.r},
-      {"lora_alpha", lora.alpha},
-      {"lora_dropout", lora.dropout},
-      {"use_rslora", lora.use_rslora},
-      {"target_modules", std::vector<std::string>(lora.target_modules.begin(),
-                                                  lora.target_modules.end())},
-      {"bias", "none"},
-      {"fan_in_fan_out", false},
-      {"inference_mode", true},
-  };
+  const nlohmann::json config = PeftAdapterConfig(
+      {base_model_path, lora.r, lora.alpha, lora.dropout, lora.use_rslora,
+       std::vector<std::string>(lora.target_modules.begin(), lora.target_modules.end())});
   return WriteFolderAtomically(folder, [&](const std::string& tmp) -> absl::Status {
     PAFT_RETURN_IF_ERROR(
         WriteTensors(JoinPath(tmp, "adapter_model.safetensors"), model->PeftStateDict()));

@@ -1,6 +1,12 @@
-// Delta analysis: how dense each input's task vector is, its norms, and where inputs disagree in
-// sign. PAFT's observation -- the preference (DPO) delta is sparse, the SFT delta dense unless
-// trained with an L1 penalty -- shows up here.
+// Delta analysis: how dense each input's task vector is -- and, for a LoRA adapter, how dense
+// its factors A and B are -- its norms, and where inputs disagree in sign. PAFT's observation
+// (the preference adapter comes out sparse, the SFT adapter dense unless trained with an L1
+// penalty) is about the adapters; every merge works on the deltas s B A, which are dense
+// whatever A and B look like. Both are reported.
+//
+// An entry counts as nonzero when |x| > max(epsilon, relative * max|x|), the max taken over the
+// tensor it belongs to (the delta of one weight, or one factor): a threshold relative to the
+// tensor's own scale, so that weights of different magnitudes are judged alike.
 #ifndef PAFT_MERGER_INSPECT_H_
 #define PAFT_MERGER_INSPECT_H_
 
@@ -11,18 +17,27 @@
 
 namespace paft::merger {
 
+struct Threshold {
+  double epsilon = 0;   // absolute
+  double relative = 0;  // times the tensor's largest |x|
+  double For(double max_abs) const { return std::max(epsilon, relative * max_abs); }
+};
+
 struct DeltaStats {
   int64_t numel = 0;
-  int64_t above_epsilon = 0;  // entries with |delta| > epsilon
+  int64_t nonzero = 0;  // entries above the threshold
   double l1 = 0;
   double l2_squared = 0;
-  double density() const { return numel ? static_cast<double>(above_epsilon) / numel : 0; }
+  double max_abs = 0;
+  double density() const { return numel ? static_cast<double>(nonzero) / numel : 0; }
+  void Add(const DeltaStats& other);
 };
 
 struct TensorReport {
   std::string name;
-  std::vector<DeltaStats> inputs;  // one per input
-  // Entries where at least one input's delta is > epsilon and another's < -epsilon.
+  std::vector<DeltaStats> inputs;   // the delta, one per input
+  std::vector<DeltaStats> factors;  // A and B together (numel 0: not a LoRA module of it)
+  // Entries where one input's delta is above its threshold and another's below minus its own.
   int64_t sign_conflicts = 0;
 };
 
@@ -33,12 +48,13 @@ struct InspectReport {
 
 absl::StatusOr<InspectReport> InspectDeltas(const std::string& base_model,
                                             const std::vector<std::string>& inputs,
-                                            double epsilon);
+                                            const Threshold& threshold);
 
 // Human-readable table (per tensor unless `summary_only`, then the total).
 std::string FormatReport(const InspectReport& report, const std::vector<std::string>& inputs,
                          bool summary_only);
-std::string ReportToJson(const InspectReport& report, const std::vector<std::string>& inputs);
+std::string ReportToJson(const InspectReport& report, const std::vector<std::string>& inputs,
+                         const Threshold& threshold);
 
 }  // namespace paft::merger
 

@@ -2,7 +2,8 @@
 //
 //   paft-merger serve [--listen=0.0.0.0:50053] [--metrics_listen=0.0.0.0:9093]
 //   paft-merger merge CONFIG.yaml OUT [--adapter_out=DIR] [--threads=N] [--max_shard_bytes=B]
-//   paft-merger inspect --base=BASE INPUT... [--epsilon=0] [--summary] [--json]
+//   paft-merger inspect --base=BASE INPUT... [--relative_threshold=1e-3] [--epsilon=0]
+//                       [--summary] [--json]
 #include <filesystem>
 #include <iostream>
 
@@ -36,7 +37,9 @@ ABSL_FLAG(int64_t, max_shard_bytes, 0, "merge: largest output shard (default 5 G
 ABSL_FLAG(std::string, adapter_out, "",
           "merge: where the merged adapter goes when a model is written too (default OUT-adapter)");
 ABSL_FLAG(std::string, base, "", "inspect: base model folder");
-ABSL_FLAG(double, epsilon, 0.0, "inspect: |delta| above this counts as nonzero");
+ABSL_FLAG(double, epsilon, 0.0, "inspect: |x| above this counts as nonzero (absolute)");
+ABSL_FLAG(double, relative_threshold, 1e-3,
+          "inspect: |x| above this times the tensor's largest |x| counts as nonzero");
 ABSL_FLAG(bool, summary, false, "inspect: only the totals");
 ABSL_FLAG(bool, json, false, "inspect: JSON output");
 
@@ -131,14 +134,15 @@ int MergeOnce(const std::string& config_path, const std::string& out) {
 }
 
 int Inspect(const std::vector<std::string>& inputs) {
-  auto report = paft::merger::InspectDeltas(absl::GetFlag(FLAGS_base), inputs,
-                                            absl::GetFlag(FLAGS_epsilon));
+  const paft::merger::Threshold threshold{absl::GetFlag(FLAGS_epsilon),
+                                          absl::GetFlag(FLAGS_relative_threshold)};
+  auto report = paft::merger::InspectDeltas(absl::GetFlag(FLAGS_base), inputs, threshold);
   if (!report.ok()) {
     std::cerr << "error: " << report.status() << "\n";
     return 1;
   }
   std::cout << (absl::GetFlag(FLAGS_json)
-                    ? paft::merger::ReportToJson(*report, inputs) + "\n"
+                    ? paft::merger::ReportToJson(*report, inputs, threshold) + "\n"
                     : paft::merger::FormatReport(*report, inputs, absl::GetFlag(FLAGS_summary)));
   return 0;
 }
@@ -150,7 +154,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "paft-merger serve [--listen=ADDR] [--metrics_listen=ADDR]\n"
       "paft-merger merge CONFIG.yaml OUT [--adapter_out=DIR] [--threads=N] [--max_shard_bytes=B]\n"
-      "paft-merger inspect --base=BASE INPUT... [--epsilon=E] [--summary] [--json]");
+      "paft-merger inspect --base=BASE INPUT... [--relative_threshold=R] [--epsilon=E] [--summary] "
+      "[--json]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   paft::SetLogTag("merger");
   const std::string command = args.size() >= 2 ? args[1] : "";

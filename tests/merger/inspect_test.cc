@@ -25,7 +25,7 @@ TEST(InspectTest, DensityNormsAndSignConflicts) {
   Write(dir.Join("base"), {1, 1, 1, 1, 1});
   Write(dir.Join("dense"), {2, 0, 1.5, 0.5, 3});   // deltas 1, -1, 0.5, -0.5, 2
   Write(dir.Join("sparse"), {1, 2, 1, 0.25, 1});  // deltas 0, 1, 0, -0.75, 0
-  auto report = InspectDeltas(dir.Join("base"), {dir.Join("dense"), dir.Join("sparse")}, 0.0);
+  auto report = InspectDeltas(dir.Join("base"), {dir.Join("dense"), dir.Join("sparse")}, {});
   ASSERT_TRUE(report.ok()) << report.status();
   ASSERT_EQ(report->tensors.size(), 1u);  // integer buffers are skipped
   const TensorReport& t = report->tensors[0];
@@ -35,13 +35,47 @@ TEST(InspectTest, DensityNormsAndSignConflicts) {
   EXPECT_DOUBLE_EQ(t.inputs[0].l2_squared, 1 + 1 + 0.25 + 0.25 + 4);
   EXPECT_DOUBLE_EQ(t.inputs[1].l1, 1.75);
   EXPECT_EQ(t.sign_conflicts, 1);  // entry 1: -1 vs +1; entry 3 agrees (both negative)
-  EXPECT_EQ(report->total.inputs[1].above_epsilon, 2);
-  // A threshold above 0.6 hides the small deltas.
-  auto coarse = InspectDeltas(dir.Join("base"), {dir.Join("dense"), dir.Join("sparse")}, 0.6);
+  EXPECT_EQ(report->total.inputs[1].nonzero, 2);
+  // An absolute threshold above 0.6 hides the small deltas...
+  auto coarse = InspectDeltas(dir.Join("base"), {dir.Join("dense"), dir.Join("sparse")}, {0.6, 0});
   EXPECT_DOUBLE_EQ(coarse->tensors[0].inputs[0].density(), 0.6);
   EXPECT_DOUBLE_EQ(coarse->tensors[0].inputs[1].density(), 0.4);
+  // ... and a relative one scales with each input's largest |delta| (2 and 1): 0.3 of it is
+  // 0.6 for the dense input and 0.3 for the sparse one.
+  auto relative = InspectDeltas(dir.Join("base"), {dir.Join("dense"), dir.Join("sparse")}, {0, 0.3});
+  EXPECT_DOUBLE_EQ(relative->tensors[0].inputs[0].density(), 0.6);
+  EXPECT_DOUBLE_EQ(relative->tensors[0].inputs[1].density(), 0.4);
+  EXPECT_DOUBLE_EQ(relative->tensors[0].inputs[0].max_abs, 2.0);
   EXPECT_NE(FormatReport(*report, {"a", "b"}, false).find("total"), std::string::npos);
-  EXPECT_NE(ReportToJson(*report, {"a", "b"}).find("\"sign_conflicts\": 1"), std::string::npos);
+  EXPECT_NE(ReportToJson(*report, {"a", "b"}, {}).find("\"sign_conflicts\": 1"), std::string::npos);
+}
+
+// A LoRA adapter: the density of its factors and of its delta s B A are reported apart.
+TEST(InspectTest, AdapterFactorsAndDeltaDensities) {
+  testing::TempDir dir;
+  const std::string name = "model.layers.0.self_attn.q_proj.weight";
+  ASSERT_TRUE(MakeDirs(dir.Join("base")).ok());
+  TensorData w{{name, DType::kF32, {2, 4}}, std::vector<uint8_t>(32, 0)};
+  ASSERT_TRUE(WriteSafetensors(dir.Join("base/model.safetensors"), {w}).ok());
+  ASSERT_TRUE(MakeDirs(dir.Join("adapter")).ok());
+  const std::vector<float> a = {1, 0.0001f, 0, -2}, b = {3, 0};  // A [1, 4], B [2, 1]
+  TensorData ta{{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", DType::kF32, {1, 4}},
+                std::vector<uint8_t>(16)};
+  TensorData tb{{"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", DType::kF32, {2, 1}},
+                std::vector<uint8_t>(8)};
+  std::memcpy(ta.bytes.data(), a.data(), 16);
+  std::memcpy(tb.bytes.data(), b.data(), 8);
+  ASSERT_TRUE(WriteSafetensors(dir.Join("adapter/adapter_model.safetensors"), {ta, tb}).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("adapter/adapter_config.json"),
+                              R"({"r": 1, "lora_alpha": 1, "peft_type": "LORA"})").ok());
+  auto report = InspectDeltas(dir.Join("base"), {dir.Join("adapter")}, {0, 1e-3});
+  ASSERT_TRUE(report.ok()) << report.status();
+  // Factors: A keeps 1 and -2 (0.0001 is under 1e-3 * 2), B keeps 3: 3 of 6.
+  EXPECT_EQ(report->total.factors[0].numel, 6);
+  EXPECT_DOUBLE_EQ(report->total.factors[0].density(), 0.5);
+  // Delta [[3, 0.0003, 0, -6], [0, 0, 0, 0]]: 2 of 8 above 1e-3 * 6.
+  EXPECT_DOUBLE_EQ(report->total.inputs[0].density(), 0.25);
+  EXPECT_NE(ReportToJson(*report, {"x"}, {0, 1e-3}).find("\"factors\""), std::string::npos);
 }
 
 }  // namespace

@@ -249,32 +249,33 @@ absl::StatusOr<KeepRule> PlanKeep(const MergeOptions& options, const InputWeight
     rule.kind = KeepRule::kRandom;
     rule.threshold = static_cast<uint64_t>(std::ldexp(w.density, 53));
     rule.stream = SplitMix64(stream);
-    if (options.rescale) rule.scale = static_cast<float>(1.0 / w.density);
-    return rule;
-  }
-  const int64_t target = KeptCount(n, w.density);
-  if (target == 0) {
-    rule.kind = KeepRule::kNone;
-    return rule;
-  }
-  int64_t top = 0;  // largest entries dropped (breadcrumbs)
-  if (method == Sparsification::kMagnitudeOutliers) {
-    top = static_cast<int64_t>(std::floor(w.gamma * static_cast<double>(n) + 1e-9));
-    if (n - target - top < 0) top = n - target;
-  }
-  const int64_t bottom = n - target - top;  // smallest entries dropped
-  rule.kind = KeepRule::kRange;
-  if (bottom > 0) {
-    PAFT_ASSIGN_OR_RETURN(rule.lo, SelectRank(reader, threads, bottom, /*want_last=*/false));
-    rule.has_lo = true;
-  }
-  if (top > 0) {
-    PAFT_ASSIGN_OR_RETURN(rule.hi,
-                          SelectRank(reader, threads, n - top - 1, /*want_last=*/true));
-    rule.has_hi = true;
+  } else {
+    const int64_t target = KeptCount(n, w.density);
+    if (target == 0) {
+      rule.kind = KeepRule::kNone;
+      return rule;
+    }
+    int64_t top = 0;  // largest entries dropped (breadcrumbs)
+    if (method == Sparsification::kMagnitudeOutliers) {
+      top = static_cast<int64_t>(std::floor(w.gamma * static_cast<double>(n) + 1e-9));
+      if (n - target - top < 0) top = n - target;
+    }
+    const int64_t bottom = n - target - top;  // smallest entries dropped
+    rule.kind = KeepRule::kRange;
+    if (bottom > 0) {
+      PAFT_ASSIGN_OR_RETURN(rule.lo, SelectRank(reader, threads, bottom, /*want_last=*/false));
+      rule.has_lo = true;
+    }
+    if (top > 0) {
+      PAFT_ASSIGN_OR_RETURN(rule.hi,
+                            SelectRank(reader, threads, n - top - 1, /*want_last=*/true));
+      rule.has_hi = true;
+    }
   }
   if (options.rescale) {
-    // mergekit's rescale of magnitude methods: kept entries scaled to the original L1 norm.
+    // mergekit 0.1's rescale (sparsify.rescaled_masked_tensor with RescaleNorm.l1), for every
+    // sparsification, DARE included: the kept entries scaled to the tensor's original L1 norm,
+    // unless either norm is below 1e-7. (mergekit 0.0.x divided DARE's kept entries by density.)
     std::vector<std::array<double, 2>> sums(threads, {0.0, 0.0});
     std::vector<std::vector<float>> buffers(threads, std::vector<float>(reader.count(0)));
     ErrorSlot error;
@@ -293,7 +294,7 @@ absl::StatusOr<KeepRule> PlanKeep(const MergeOptions& options, const InputWeight
       before += s[0];
       after += s[1];
     }
-    if (before >= 1e-8 && after >= 1e-8) rule.scale = static_cast<float>(before / after);
+    if (before >= 1e-7 && after >= 1e-7) rule.scale = static_cast<float>(before / after);
   }
   return rule;
 }

@@ -108,7 +108,8 @@ absl::Status MergeTensor(const MergeOptions& options, const std::vector<InputWei
 // magnitude: keep the KeptCount largest; rescale: scale the kept ones to the original L1 norm.
 void SparsifyMagnitude(float* delta, int64_t n, double density, bool rescale);
 // random (DARE): keep each entry with probability `density` from a counter-based stream keyed by
-// `stream`; rescale: divide kept entries by density.
+// `stream`; rescale: scale the kept ones to the original L1 norm (mergekit 0.1; 0.0.x divided
+// them by density).
 void SparsifyRandom(float* delta, int64_t n, double density, bool rescale, uint64_t stream);
 // outliers (breadcrumbs): drop the floor(gamma * n) largest and the smallest, keeping
 // KeptCount(n, density) entries (fewer outliers dropped if both do not fit); rescale as

@@ -45,7 +45,9 @@ void PeftCombine(PeftMethod method, std::vector<PeftTensor>& inputs, std::vector
     if (method == PeftMethod::kTies || method == PeftMethod::kMagnitudePrune) {
       PruneMagnitude(t.values, t.density);
     } else if (method == PeftMethod::kDareLinear || method == PeftMethod::kDareTies) {
-      SparsifyRandom(t.values.data(), n, t.density, /*rescale=*/true, t.stream);
+      // PEFT's random_pruning(rescale=True): the kept entries divided by density.
+      SparsifyRandom(t.values.data(), n, t.density, /*rescale=*/false, t.stream);
+      for (float& v : t.values) v = static_cast<float>(v / t.density);
     }
   }
   out->assign(static_cast<size_t>(n), 0.0f);

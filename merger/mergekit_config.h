@@ -10,6 +10,10 @@
 //     - model: models/base           # the base may be listed without parameters; it is skipped
 //   parameters: {normalize: true, lambda: 1.0, rescale: false, int8_mask: true, seed: 0}
 //   dtype: bfloat16
+//   merge_space: delta     # paft's: delta (default), adapter, adapter_svd (docs/merger.md)
+//   output: model          # paft's: model, adapter, both
+//   svd_rank: 8            # paft's, adapter_svd: rank of the merged adapter
+//   svd_clamp: 0.99        # paft's, adapter_svd: PEFT's quantile clamp
 //
 // Paths are relative to the config file's folder. Per-layer gradients (lists) and filters
 // (mappings) for parameters are not supported and are refused naming the key.

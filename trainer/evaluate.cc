@@ -70,7 +70,8 @@ absl::StatusOr<json> Evaluate(const std::string& base_model, const std::string& 
         exact += match ? 1 : 0;
         per_example.push_back({{"log_prob", log_prob},
                                {"tokens", seq.tokens.item<int64_t>()},
-                               {"exact_match", match}});
+                               {"exact_match", match},
+                               {"generated", generated}});
       }
       report["loss"] = nll / std::max(1.0, tokens);
       report["perplexity"] = std::exp(nll / std::max(1.0, tokens));

@@ -93,6 +93,17 @@ int RunTrainCommand(const TrainCommandOptions& options) {
       return v != nullptr ? std::atoi(v) : fallback;
     };
     task.set_world_size(env_int("WORLD_SIZE", 1));
+    // Without a launcher, one process runs the branch's whole global batch: its world_size ranks
+    // become gradient accumulation, so the optimizer steps are the job's (the loss is normalised
+    // over the global batch either way).
+    if (std::getenv("WORLD_SIZE") == nullptr && task.spec().world_size() > 1) {
+      auto* batch = task.mutable_spec()->mutable_batch();
+      batch->set_gradient_accumulation_steps(batch->gradient_accumulation_steps() *
+                                             task.spec().world_size());
+      std::cerr << "paft-worker train: world_size " << task.spec().world_size()
+                << " on one process: gradient_accumulation_steps "
+                << batch->gradient_accumulation_steps() << std::endl;
+    }
     task.set_rank(env_int("RANK", 0));
     task.set_local_rank(env_int("LOCAL_RANK", 0));
     if (const char* addr = std::getenv("MASTER_ADDR")) task.set_master_addr(addr);
@@ -123,7 +134,7 @@ int RunTrainCommand(const TrainCommandOptions& options) {
 }
 
 int RunEvalCommand(const EvalCommandOptions& options) {
-  paft::v1::BranchSpec spec;  // defaults: format auto, chatml, 512 tokens
+  paft::v1::BranchSpec spec;  // defaults: format auto, the model's template, max_length 1024
   const std::string cache =
       options.cache_dir.empty()
           ? std::filesystem::absolute(options.dataset).parent_path().string()

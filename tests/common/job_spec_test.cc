@@ -122,7 +122,7 @@ alignment:
   world_size: 1
   dataset: {path: /p}
   simpo: {gamma: 0}
-merge: {method: ties, merge_space: adapter, sft: {weight: 0}, lambda: 0}
+merge: {method: ties, sft: {weight: 0}, lambda: 0}
 )yaml");
   ASSERT_TRUE(zeros.ok()) << zeros.status();
   ApplyJobSpecDefaults(&*zeros);
@@ -135,7 +135,14 @@ merge: {method: ties, merge_space: adapter, sft: {weight: 0}, lambda: 0}
   EXPECT_EQ(zeros->merge().sft().weight(), 0);
   EXPECT_DOUBLE_EQ(zeros->merge().alignment().weight(), 1.0);
   EXPECT_EQ(zeros->merge().lambda(), 0);
-  EXPECT_EQ(zeros->merge().output(), "both");  // adapter space writes both forms by default
+  EXPECT_TRUE(ValidateJobSpec(*zeros).ok()) << ValidateJobSpec(*zeros);
+  // An adapter-space merge writes both forms by default; lambda is not PEFT's.
+  zeros->mutable_merge()->set_merge_space("adapter");
+  zeros->mutable_merge()->clear_output();
+  ApplyJobSpecDefaults(&*zeros);
+  EXPECT_EQ(zeros->merge().output(), "both");
+  EXPECT_THAT(ValidateJobSpec(*zeros).message(), HasSubstr("merge.merge_space: normalize, rescale and lambda"));
+  zeros->mutable_merge()->set_lambda(1);
   EXPECT_TRUE(ValidateJobSpec(*zeros).ok()) << ValidateJobSpec(*zeros);
 }
 

@@ -201,6 +201,7 @@ TEST_F(JobManagerTest, JobFlowsToSucceeded) {
   EXPECT_EQ(merges[0].request.inputs(1).path(), job.alignment().checkpoint_path());
   EXPECT_EQ(merges[0].request.output_dir(), "/out/merged");
   EXPECT_EQ(merges[0].request.spec().method(), "ties");  // the default
+  EXPECT_TRUE(merges[0].request.adapter_output_dir().empty());  // a delta merge writes a model
 
   paft::v1::MergeOperation done;
   done.set_state(paft::v1::MERGE_STATE_SUCCEEDED);

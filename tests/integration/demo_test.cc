@@ -1,6 +1,6 @@
-// Runs the README's demo (examples/run_local_demo.sh) reduced to a few steps: pre-training of the
-// base, the PAFT job through paftctl on a local cluster of real processes, the sequential
-// baseline, the held-out evaluations and the results table.
+// Runs the README's demo (examples/run_local_demo.sh) reduced to a few steps and two seeds:
+// pre-training of the base, a PAFT job per seed through paftctl on a local cluster of real
+// processes, the sequential baselines, the test-split evaluations and the mean ± sd table.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -31,11 +31,12 @@ TEST(DemoTest, ReducedDemoSucceedsAndReportsEveryModel) {
   const int code = testing::RunCommand(
       {"/bin/bash", std::string(PAFT_SOURCE_DIR) + "/examples/run_local_demo.sh", PAFT_BUILD_DIR},
       &output,
-      {"PAFT_DEMO_ROOT=" + dir.path(), "PAFT_DEMO_PRETRAIN_STEPS=60",
+      {"PAFT_DEMO_ROOT=" + dir.path(), "PAFT_DEMO_PRETRAIN_STEPS=60", "PAFT_DEMO_SEEDS=1 2",
        "PAFT_DEMO_JOB=" + dir.Join("job.yaml")});
   ASSERT_EQ(code, 0) << output;
   EXPECT_THAT(output, HasSubstr("job SUCCEEDED"));
-  EXPECT_THAT(output, HasSubstr("| PAFT: SFT ∥ DPO, merged |"));
+  EXPECT_THAT(output, HasSubstr("| PAFT: SFT with L1 ∥ DPO merged | 2 |"));
+  EXPECT_THAT(output, HasSubstr("exact_match sequential vs sft"));
 
   std::string run;
   for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
@@ -45,37 +46,43 @@ TEST(DemoTest, ReducedDemoSucceedsAndReportsEveryModel) {
   // `paftctl local down` stopped the local cluster (its record is gone, its logs stay).
   EXPECT_FALSE(PathExists(run + "/cluster/cluster.json"));
   EXPECT_TRUE(IsRegularFile(run + "/cluster/logs/coordinator.log"));
-  // The merged model is a loadable HF folder; evaluating it generated greedy answers.
-  EXPECT_TRUE(IsRegularFile(run + "/jobs/local-demo/merged/config.json"));
-  EXPECT_TRUE(IsRegularFile(run + "/jobs/local-demo/merged/model.safetensors"));
-  EXPECT_TRUE(IsRegularFile(run + "/jobs/local-demo/merged/tokenizer.model"));
+  // One job per seed; each merged model is a loadable HF folder, evaluated by generating.
+  for (const char* seed : {"seed-1", "seed-2"}) {
+    EXPECT_TRUE(IsRegularFile(run + "/jobs/" + seed + "/merged/config.json")) << seed;
+    EXPECT_TRUE(IsRegularFile(run + "/jobs/" + seed + "/merged/model.safetensors")) << seed;
+    EXPECT_TRUE(IsRegularFile(run + "/jobs/" + seed + "/merged/tokenizer.model")) << seed;
+  }
 
   auto text = ReadFileToString(run + "/eval/results.json");
   ASSERT_TRUE(text.ok()) << output;
   auto results = nlohmann::json::parse(*text);
-  ASSERT_EQ(results.size(), 5u);
+  EXPECT_EQ(results["sft_examples"], 100);  // the test splits
+  EXPECT_EQ(results["preference_examples"], 120);
+  ASSERT_EQ(results["rows"].size(), 7u);
   std::map<std::string, nlohmann::json> rows;
-  for (const auto& row : results) rows[row["model"]] = row;
-  for (const char* name : {"base", "sft", "dpo", "sequential", "paft"}) {
+  for (const auto& row : results["rows"]) rows[row["model"]] = row;
+  for (const char* name : {"base", "sft", "sft_l1", "dpo", "sequential", "parallel", "paft"}) {
     ASSERT_TRUE(rows.count(name)) << name;
-    const auto& row = rows[name];
-    for (const char* key : {"sft_exact_match", "preference_reward_accuracy",
-                            "preference_prefers_chosen"}) {
-      const double v = row[key].get<double>();
+    const auto& metrics = rows[name]["metrics"];
+    EXPECT_EQ(rows[name]["n"], std::string(name) == "base" ? 1 : 2) << name;
+    for (const char* key : {"exact_match", "reward_accuracy", "prefers_chosen"}) {
+      const double v = metrics[key]["mean"].get<double>();
       EXPECT_GE(v, 0.0) << name << " " << key;
       EXPECT_LE(v, 1.0) << name << " " << key;
     }
-    EXPECT_EQ(row["sft_examples"], 9) << name;
-    EXPECT_EQ(row["preference_examples"], 24) << name;
     if (std::string(name) != "base") {
-      EXPECT_GT(row["delta_density"].get<double>(), 0.0) << name;
+      EXPECT_GT(metrics["delta_density"]["mean"].get<double>(), 0.0) << name;
+      EXPECT_EQ(metrics["exact_match"]["values"].size(), 2u) << name;
     }
   }
-  // Real outcomes, even this short: SFT lowers the held-out SFT loss, DPO makes the policy
-  // reward the chosen greetings above the base (whose own rewards are all zero).
-  EXPECT_EQ(rows["base"]["preference_reward_accuracy"], 0.0);
-  EXPECT_LT(rows["sft"]["sft_loss"].get<double>(), rows["base"]["sft_loss"].get<double>());
-  EXPECT_GT(rows["dpo"]["preference_reward_accuracy"].get<double>(), 0.5);
+  EXPECT_TRUE(rows["sft"]["metrics"].contains("factor_density"));  // an adapter
+  EXPECT_EQ(results["differences"].size(), 8u);
+  // Real outcomes, even this short: SFT lowers the test SFT loss, DPO makes the policy reward
+  // the chosen greetings above the base (whose own rewards are all zero).
+  EXPECT_EQ(rows["base"]["metrics"]["reward_accuracy"]["mean"], 0.0);
+  EXPECT_LT(rows["sft"]["metrics"]["sft_nll"]["mean"].get<double>(),
+            rows["base"]["metrics"]["sft_nll"]["mean"].get<double>());
+  EXPECT_GT(rows["dpo"]["metrics"]["reward_accuracy"]["mean"].get<double>(), 0.5);
 }
 
 }  // namespace

@@ -140,7 +140,11 @@ void DefaultBranch(BranchSpec* b, bool is_sft) {
   if (is_sft && b->objective_case() == BranchSpec::OBJECTIVE_NOT_SET) b->mutable_sft();
   if (!is_sft && b->objective_case() == BranchSpec::OBJECTIVE_NOT_SET) b->mutable_dpo();
   if (b->has_sft()) {
-    if (!b->sft().has_l1_lambda()) b->mutable_sft()->set_l1_lambda(kPaftL1Lambda);
+    // PAFT's L1 default is for LoRA adapters; a full fine-tune would need a frozen copy of the
+    // base for it (a second model in memory), so there it is opt-in.
+    if (!b->sft().has_l1_lambda()) {
+      b->mutable_sft()->set_l1_lambda(b->has_full() ? 0.0 : kPaftL1Lambda);
+    }
     if (b->sft().l1_target().empty()) b->mutable_sft()->set_l1_target("adapter");
   }
   if (b->has_dpo()) {
@@ -384,7 +388,12 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
                                     std::make_pair("merge.alignment", &merge.alignment())}) {
     CheckRange(e, absl::StrCat(name, ".weight"), input->weight(), -100, 100);
     CheckRange(e, absl::StrCat(name, ".density"), input->density(), 0, 1, /*lo_open=*/true);
-    if (input->has_gamma()) CheckRange(e, absl::StrCat(name, ".gamma"), input->gamma(), 0, 1);
+    if (input->has_gamma() && !(input->gamma() >= 0 && input->gamma() < 1)) {
+      e.Add(absl::StrCat(name, ".gamma"), absl::StrCat("must be in [0, 1), got ", input->gamma()));
+    }
+    if (input->has_gamma() && merge.merge_space() != "delta") {
+      e.Add(absl::StrCat(name, ".gamma"), "breadcrumbs' gamma is not an option of PEFT's merges");
+    }
   }
   CheckRange(e, "merge.lambda", merge.lambda(), 0, 100);
   const auto kSpaces = {"delta", "adapter", "adapter_svd"};
@@ -419,6 +428,15 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
     e.Add("merge.svd_rank", absl::StrCat("must be between 0 and 4096, got ", merge.svd_rank()));
   }
   if (merge.has_svd_clamp()) CheckRange(e, "merge.svd_clamp", merge.svd_clamp(), 0, 1);
+  if (merge.merge_space() != "adapter_svd" && (merge.svd_rank() != 0 || merge.has_svd_clamp())) {
+    e.Add("merge.svd_rank", "svd_rank and svd_clamp are options of merge_space adapter_svd");
+  }
+  if (merge.merge_space() == "adapter" && spec.sft().has_lora() && spec.alignment().has_lora() &&
+      spec.sft().lora().r() != spec.alignment().lora().r()) {
+    e.Add("merge.merge_space", absl::StrCat("adapter merges factors of one rank (as PEFT): sft.lora.r ",
+                                            spec.sft().lora().r(), " differs from alignment.lora.r ",
+                                            spec.alignment().lora().r(), " (adapter_svd takes any ranks)"));
+  }
   const auto kDtypes = {"", "float32", "bfloat16", "float16"};
   if (!OneOf(merge.dtype(), kDtypes)) e.Add("merge.dtype", Allowed(kDtypes));
   if (spec.restart_budget() < 0 || spec.restart_budget() > kMaxRestartBudget) {

@@ -58,6 +58,11 @@ absl::Status CheckOptions(const paft::v1::MergeSpec& spec) {
   if (spec.has_svd_clamp() && !(spec.svd_clamp() >= 0 && spec.svd_clamp() <= 1)) {
     return absl::InvalidArgumentError("svd_clamp: must be in [0, 1]");
   }
+  if (spec.svd_rank() < 0) return absl::InvalidArgumentError("svd_rank: must be >= 0");
+  const std::string& dtype = spec.dtype();
+  if (!dtype.empty() && dtype != "float32" && dtype != "bfloat16" && dtype != "float16") {
+    return absl::InvalidArgumentError(absl::StrCat("dtype: '", dtype, "' is not float32, bfloat16 or float16"));
+  }
   return absl::OkStatus();
 }
 
@@ -65,11 +70,12 @@ absl::Status CheckOptions(const paft::v1::MergeSpec& spec) {
 
 absl::Status WriteMergedAdapter(const paft::v1::MergeRequest& request, const std::string& dir) {
   const auto& spec = request.spec();
-  const bool svd = spec.merge_space() == "adapter_svd";
   PAFT_RETURN_IF_ERROR(CheckOptions(spec));
   PAFT_ASSIGN_OR_RETURN(PeftMethod method, LookupPeftMethod(spec.method()));
   if (request.inputs().empty()) return absl::InvalidArgumentError("inputs: at least one needed");
-  if (request.inputs_size() == 1) method = PeftMethod::kLinear;  // PEFT's rule for one adapter
+  // PEFT's rule for one adapter: "linear" on the factors, whatever the type (SVD ones too).
+  const bool svd = spec.merge_space() == "adapter_svd" && request.inputs_size() > 1;
+  if (request.inputs_size() == 1) method = PeftMethod::kLinear;
   PAFT_ASSIGN_OR_RETURN(auto base, SafetensorsModel::Open(request.base_model()));
 
   std::vector<Input> inputs;
@@ -151,12 +157,15 @@ absl::Status WriteMergedAdapter(const paft::v1::MergeRequest& request, const std
         const double s = inputs[i].adapter.config.scale();
         PeftTensor d{std::vector<float>(static_cast<size_t>(out * in)), inputs[i].weight,
                      inputs[i].density, spec.seed() ^ TensorKey(absl::StrCat(name, "#", i))};
-        for (int64_t o = 0; o < out; ++o) {
-          for (int64_t c = 0; c < in; ++c) {
-            double sum = 0;
-            for (int64_t k = 0; k < r; ++k) sum += static_cast<double>(bi[o * r + k]) * ai[k * in + c];
-            d.values[o * in + c] = static_cast<float>(s * sum);
+        std::vector<double> row(static_cast<size_t>(in));
+        for (int64_t o = 0; o < out; ++o) {  // row o of s B A, A read row by row
+          std::fill(row.begin(), row.end(), 0.0);
+          for (int64_t k = 0; k < r; ++k) {
+            const double b_ok = bi[o * r + k];
+            const float* a_row = ai.data() + k * in;
+            for (int64_t c = 0; c < in; ++c) row[c] += b_ok * a_row[c];
           }
+          for (int64_t c = 0; c < in; ++c) d.values[o * in + c] = static_cast<float>(s * row[c]);
         }
         deltas.push_back(std::move(d));
       }

@@ -13,9 +13,11 @@
 //                the merged delta is the weighted sum of the real deltas. With s_i = 1 the two
 //                agree.)
 //
-// The merged adapter has lora_alpha = r (scale 1), use_rslora false, target_modules the union
-// of the inputs' adapted module names. A module adapted by only some inputs combines those. A
-// single input is merged "linear" whatever the method (PEFT's rule).
+// The merged adapter has lora_alpha = r (scale 1), use_rslora false (PEFT copies the first
+// input's use_rslora, which with lora_alpha = r would scale by sqrt(r); the scale here is 1),
+// target_modules the union of the inputs' adapted module names. A module adapted by only some
+// inputs combines those. A single input is merged "linear" on its factors whatever the method
+// and space, svd_rank and svd_clamp unused (PEFT's rule).
 #ifndef PAFT_MERGER_ADAPTER_MERGE_H_
 #define PAFT_MERGER_ADAPTER_MERGE_H_
 

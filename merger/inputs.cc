@@ -256,6 +256,9 @@ absl::StatusOr<AdapterFile> OpenAdapterFile(const std::string& path) {
     (is_a ? m.a : m.b) = &t;
     (is_a ? m.a_key : m.b_key) = t.name;
   }
+  if (adapter.modules.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("adapter ", path, ": adapts no module"));
+  }
   for (const auto& [name, m] : adapter.modules) {
     if (m.a == nullptr || m.b == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("adapter ", path, ": '", name,

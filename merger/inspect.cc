@@ -52,6 +52,9 @@ absl::StatusOr<InspectReport> InspectDeltas(const std::string& base_model,
                                             const std::vector<std::string>& inputs,
                                             const Threshold& threshold) {
   if (inputs.empty()) return absl::InvalidArgumentError("at least one input is needed");
+  if (!(threshold.epsilon >= 0) || !(threshold.relative >= 0)) {
+    return absl::InvalidArgumentError("epsilon and relative_threshold must be >= 0");
+  }
   PAFT_ASSIGN_OR_RETURN(auto base, SafetensorsModel::Open(base_model));
   std::vector<std::unique_ptr<InputModel>> models;
   std::vector<std::unique_ptr<AdapterFile>> adapters;  // null for full models

@@ -10,6 +10,7 @@
 #ifndef PAFT_MERGER_INSPECT_H_
 #define PAFT_MERGER_INSPECT_H_
 
+#include <algorithm>
 #include <string>
 #include <vector>
 

@@ -17,6 +17,7 @@
 #include "common/logging.h"
 #include "common/hf_config.h"
 #include "common/safetensors.h"
+#include "common/sha256.h"
 #include "common/status.h"
 #include "merger/adapter_merge.h"
 #include "merger/inputs.h"
@@ -260,10 +261,7 @@ struct TempFolder {
     if (lock_fd >= 0) ::close(lock_fd);
   }
 };
-absl::Status MakeTempFolder(const std::string& field, const std::string& out, TempFolder* tmp) {
-  if (PathExists(out)) {
-    return absl::AlreadyExistsError(absl::StrCat(field, " '", out, "' already exists"));
-  }
+absl::Status MakeTempFolder(const std::string& out, TempFolder* tmp) {
   const size_t slash = out.find_last_of('/');
   if (slash != std::string::npos && slash > 0) PAFT_RETURN_IF_ERROR(MakeDirs(out.substr(0, slash)));
   RemoveStaleTempDirs(out);
@@ -271,6 +269,36 @@ absl::Status MakeTempFolder(const std::string& field, const std::string& out, Te
   tmp->lock_fd = ::open(tmp->path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (tmp->lock_fd >= 0) (void)::flock(tmp->lock_fd, LOCK_EX);
   return absl::OkStatus();
+}
+
+// Every output folder holds paft_merge.json with the digest of the request that wrote it, so
+// that a retry after a crash between the renames of a two-folder merge finishes the work
+// instead of failing on the folder already there.
+constexpr char kMarker[] = "paft_merge.json";
+
+std::string RequestDigest(const paft::v1::MergeRequest& request) {
+  Sha256 h;
+  h.Update(request.SerializeAsString());
+  return h.HexDigest();
+}
+
+absl::Status WriteMarker(const std::string& dir, const paft::v1::MergeRequest& request,
+                         const std::string& digest) {
+  const nlohmann::json marker = {{"merge_id", request.merge_id()}, {"request_sha256", digest}};
+  return WriteFileAtomic(JoinPath(dir, kMarker), marker.dump(2));
+}
+
+// Whether `out` is already there: false when absent, true when written by this same request,
+// AlreadyExists otherwise.
+absl::StatusOr<bool> AlreadyWritten(const std::string& field, const std::string& out,
+                                    const std::string& digest) {
+  if (!PathExists(out)) return false;
+  auto text = ReadFileToString(JoinPath(out, kMarker));
+  if (text.ok()) {
+    auto marker = nlohmann::json::parse(*text, nullptr, false);
+    if (marker.is_object() && marker.value("request_sha256", "") == digest) return true;
+  }
+  return absl::AlreadyExistsError(absl::StrCat(field, " '", out, "' already exists"));
 }
 
 // The merged model of an adapter-space merge: the base plus the merged adapter's delta (scale
@@ -310,37 +338,47 @@ absl::Status RunMerge(const paft::v1::MergeRequest& request, MergeProgress* prog
         "in adapter or adapter_svd space to write an adapter)");
   }
   const bool want_model = output != "adapter", want_adapter = output != "model";
-  if (want_model && request.output_dir().empty()) {
+  const std::string& model_out = request.output_dir();
+  const std::string& adapter_out = request.adapter_output_dir();
+  if (want_model && model_out.empty()) {
     return absl::InvalidArgumentError("output_dir: is required to write a model");
   }
-  if (want_adapter && request.adapter_output_dir().empty()) {
+  if (want_adapter && adapter_out.empty()) {
     return absl::InvalidArgumentError("adapter_output_dir: is required to write an adapter");
   }
+  if (want_model && want_adapter && model_out == adapter_out) {
+    return absl::InvalidArgumentError("adapter_output_dir: must differ from output_dir");
+  }
+  const std::string digest = RequestDigest(request);
+  bool model_done = false, adapter_done = false;
+  if (want_model) {
+    PAFT_ASSIGN_OR_RETURN(model_done, AlreadyWritten("output_dir", model_out, digest));
+  }
+  if (want_adapter) {
+    PAFT_ASSIGN_OR_RETURN(adapter_done, AlreadyWritten("adapter_output_dir", adapter_out, digest));
+  }
   TempFolder model_tmp, adapter_tmp;
-  if (want_model) PAFT_RETURN_IF_ERROR(MakeTempFolder("output_dir", request.output_dir(), &model_tmp));
   absl::Status status;
-  if (space != "delta") {
-    // The adapter is written first (into its own temp folder, or a scratch one beside the
-    // model's when only the model is wanted).
-    status = want_adapter ? MakeTempFolder("adapter_output_dir", request.adapter_output_dir(),
-                                           &adapter_tmp)
-                          : MakeTempFolder("output_dir", request.output_dir() + ".adapter",
-                                           &adapter_tmp);
+  if (want_model && !model_done) status = MakeTempFolder(model_out, &model_tmp);
+  std::string adapter_dir = adapter_out;  // where the merged adapter is read from
+  if (status.ok() && space != "delta" && !adapter_done) {
+    // Written first: into its own temp folder, or a scratch one when only the model is wanted.
+    status = MakeTempFolder(want_adapter ? adapter_out : model_out + ".adapter", &adapter_tmp);
     if (status.ok()) status = WriteMergedAdapter(request, adapter_tmp.path);
-    if (status.ok() && want_model) {
-      status = MergeInto(ModelFromAdapter(request, adapter_tmp.path), model_tmp.path, progress);
-    }
+    if (status.ok() && want_adapter) status = WriteMarker(adapter_tmp.path, request, digest);
     if (status.ok() && want_adapter) status = FsyncPath(adapter_tmp.path);
-  } else {
-    status = MergeInto(request, model_tmp.path, progress);
+    adapter_dir = adapter_tmp.path;
+  }
+  if (status.ok() && want_model && !model_done) {
+    status = MergeInto(space == "delta" ? request : ModelFromAdapter(request, adapter_dir),
+                       model_tmp.path, progress);
+    if (status.ok()) status = WriteMarker(model_tmp.path, request, digest);
   }
   // Both forms complete: the adapter goes into place first, the model (what a job reports as
-  // done) last.
-  if (status.ok() && want_adapter) status = RenameDurably(adapter_tmp.path, request.adapter_output_dir());
-  if (status.ok() && want_model) status = RenameDurably(model_tmp.path, request.output_dir());
-  if (!status.ok() || !want_adapter) {
-    if (!adapter_tmp.path.empty()) (void)RemoveAll(adapter_tmp.path);
-  }
+  // done) last. A crash between the two renames is finished by the retry (the markers).
+  if (status.ok() && want_adapter && !adapter_done) status = RenameDurably(adapter_tmp.path, adapter_out);
+  if (status.ok() && want_model && !model_done) status = RenameDurably(model_tmp.path, model_out);
+  if (!adapter_tmp.path.empty() && (!status.ok() || !want_adapter)) (void)RemoveAll(adapter_tmp.path);
   if (!status.ok() && !model_tmp.path.empty()) (void)RemoveAll(model_tmp.path);
   return status;
 }

@@ -96,7 +96,8 @@ grpc::Status MergerServiceImpl::Merge(grpc::ServerContext* context,
     return ToGrpcStatus(absl::InvalidArgumentError("inputs: at least one is required"));
   }
   if (request->output_dir().empty() && request->adapter_output_dir().empty()) {
-    return ToGrpcStatus(absl::InvalidArgumentError("output_dir: is required"));
+    return ToGrpcStatus(
+        absl::InvalidArgumentError("output_dir or adapter_output_dir: one is required"));
   }
   std::lock_guard<std::mutex> lock(mu_);
   auto it = operations_.find(request->merge_id());

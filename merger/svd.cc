@@ -39,6 +39,10 @@ absl::StatusOr<TruncatedSvd> TruncatedSvdOf(const std::vector<float>& m, int64_t
   dgesdd_(&jobz, &xm, &xn, x.data(), &xm, s.data(), u.data(), &xm, vt.data(), &kk, &query, &lwork,
           iwork.data(), &info, 1);
   if (info != 0) return absl::InternalError(absl::StrCat("dgesdd workspace query: info ", info));
+  if (!(query < static_cast<double>(INT_MAX))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a ", rows, " x ", cols, " matrix needs a LAPACK workspace beyond its int sizes"));
+  }
   lwork = static_cast<int>(query);
   std::vector<double> work(static_cast<size_t>(std::max(lwork, 1)));
   dgesdd_(&jobz, &xm, &xn, x.data(), &xm, s.data(), u.data(), &xm, vt.data(), &kk, work.data(),

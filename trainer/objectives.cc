@@ -131,19 +131,17 @@ double BranchObjective::BackwardPenalty(const LlamaForCausalLM& model) const {
     }
     return total;
   }
-  std::vector<torch::Tensor> params, reference;
-  if (reference_.is_empty()) {
-    for (auto& [name, p] : model->TrainableParameters()) params.push_back(p);
-  } else {
-    auto theirs = reference_->named_parameters();
-    for (auto& [name, p] : model->TrainableParameters()) {
-      params.push_back(p);
-      reference.push_back(theirs[name]);
-    }
+  // One parameter at a time: only one |p - p_pre| is alive at once (full fine-tuning).
+  double total = 0;
+  auto theirs = reference_.is_empty() ? torch::OrderedDict<std::string, torch::Tensor>()
+                                      : reference_->named_parameters();
+  for (auto& [name, p] : model->TrainableParameters()) {
+    torch::Tensor penalty =
+        l1_lambda_ * (reference_.is_empty() ? L1Penalty({p}) : L1Penalty({p}, {theirs[name]}));
+    penalty.backward();
+    total += penalty.item<double>();
   }
-  torch::Tensor penalty = l1_lambda_ * L1Penalty(params, reference);
-  penalty.backward();
-  return penalty.item<double>();
+  return total;
 }
 
 }  // namespace paft::trainer

@@ -243,6 +243,14 @@ INSTANTIATE_TEST_SUITE_P(
                     [](JobSpec& s) { s.mutable_alignment()->mutable_dpo()->set_beta(0); }},
         InvalidCase{"merge.output",  // a delta-space merge has no adapter to write
                     [](JobSpec& s) { s.mutable_merge()->set_output("adapter"); }},
+        InvalidCase{"merge.svd_rank",  // an option of adapter_svd only
+                    [](JobSpec& s) { s.mutable_merge()->set_svd_rank(4); }},
+        InvalidCase{"merge.merge_space",  // adapter space needs one rank (sft r 16, alignment 8)
+                    [](JobSpec& s) {
+                      s.mutable_merge()->set_merge_space("adapter");
+                      s.mutable_merge()->set_output("both");
+                      s.mutable_merge()->clear_normalize();
+                    }},
         InvalidCase{"merge.method",  // PEFT has no breadcrumbs
                     [](JobSpec& s) {
                       s.mutable_merge()->set_merge_space("adapter");

@@ -131,8 +131,25 @@ TEST(AdapterMergeTest, BothOutputsAndTheModelIsTheBasePlusTheMergedAdapter) {
       }
     }
   }
-  // A second merge into the same folders is refused; nothing is left half-written.
-  EXPECT_EQ(RunMerge(request, &progress).code(), absl::StatusCode::kAlreadyExists);
+  // The same request again finds its outputs (their paft_merge.json) and succeeds; after a
+  // crash between the two renames (the adapter in place, the model not), its retry finishes the
+  // model from the adapter already written. Another request is refused.
+  EXPECT_TRUE(RunMerge(request, &progress).ok());
+  ASSERT_TRUE(RemoveAll(dir.Join("model")).ok());
+  ASSERT_TRUE(RunMerge(request, &progress).ok());
+  auto again = SafetensorsFile::Open(dir.Join("model/model.safetensors"));
+  ASSERT_TRUE(again.ok());
+  for (const TensorInfo& t : (*base)->tensors()) {
+    EXPECT_EQ(Floats(**again, t.name), Floats(**model, t.name)) << t.name;
+  }
+  paft::v1::MergeRequest other = request;
+  other.mutable_inputs(0)->mutable_params()->set_weight(0.5);
+  status = RunMerge(other, &progress);
+  EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("already exists"));
+  auto left = ListDir(dir.path());
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(left->size(), 2u);  // model and adapter, no temp folder
 }
 
 TEST(AdapterMergeTest, RefusalsNameWhatIsWrong) {

@@ -21,6 +21,8 @@
 #include "common/grpc_server.h"
 #include "common/grpc_status.h"
 #include "common/logging.h"
+#include "worker/thread_guard.h"
+#include "worker/trainer_events.h"
 #include "worker/trainer_protocol.h"
 
 extern char** environ;
@@ -29,6 +31,8 @@ namespace paft::worker {
 namespace {
 
 constexpr int kReportAttempts = 30;
+// The longest trainer output line kept whole (events are far shorter).
+constexpr size_t kMaxTrainerLine = 64 * 1024;
 
 // Last `max_bytes` of a file, for exit messages.
 std::string Tail(const std::string& path, size_t max_bytes) {
@@ -73,6 +77,16 @@ Agent::Agent(AgentOptions options)
                 .Name("paft_agent_rank_exits_total")
                 .Help("Ranks that ended, by the exit reason reported")
                 .Register(registry);
+  lines_rejected_ = &prometheus::BuildCounter()
+                         .Name("paft_agent_trainer_lines_rejected_total")
+                         .Help("Trainer output lines rejected: malformed or unknown events, "
+                               "over-long event lines, lines whose handling threw")
+                         .Register(registry);
+  thread_exceptions_ = &prometheus::BuildCounter()
+                            .Name("paft_agent_thread_exceptions_total")
+                            .Help("Exceptions caught at the boundary of an agent thread")
+                            .Register(registry)
+                            .Add({});
 }
 
 void Agent::SetRegistered(bool registered) {
@@ -94,8 +108,11 @@ std::unique_ptr<grpc::ClientContext> Agent::NewContext() const {
 }
 
 void Agent::Start() {
-  session_thread_ = std::thread([this] { SessionLoop(); });
-  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+  auto count = [this] { thread_exceptions_->Increment(); };
+  auto again = [this] { return !stopping_; };
+  session_thread_ = std::thread([=] { RunGuarded("session", [this] { SessionLoop(); }, count, again); });
+  heartbeat_thread_ =
+      std::thread([=] { RunGuarded("heartbeat", [this] { HeartbeatLoop(); }, count, again); });
 }
 
 std::vector<std::string> Agent::RunningTaskIds() {
@@ -329,8 +346,11 @@ void Agent::HandleStart(const paft::v1::Task& task) {
     std::lock_guard<std::mutex> lock(mu_);
     children_[task.task_id()] = std::move(child);
     CountRanksLocked();
-    raw->reader = std::thread([this, raw] { ReadOutput(raw); });
-    raw->waiter = std::thread([this, raw] { WaitChild(raw); });
+    auto count = [this] { thread_exceptions_->Increment(); };
+    raw->reader = std::thread(
+        [this, raw, count] { RunGuarded("output reader", [&] { ReadOutput(raw); }, count, {}); });
+    raw->waiter = std::thread(
+        [this, raw, count] { RunGuarded("exit waiter", [&] { WaitChild(raw); }, count, {}); });
   }
   PAFT_LOG(INFO) << "started " << task.task_id() << " (pid " << pid << "), log " << raw->log_path;
 }
@@ -363,8 +383,6 @@ void Agent::HandleStop(const std::string& task_id, const std::string& reason,
 void Agent::ReadOutput(Child* child) {
   std::string log_path = child->log_path;
   int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  std::string buffer;
-  char chunk[4096];
   std::optional<paft::v1::ReportProgressRequest> pending_progress;
   absl::Time last_progress_report = absl::InfinitePast();
   auto flush_progress = [&] {
@@ -374,32 +392,38 @@ void Agent::ReadOutput(Child* child) {
     (void)stub_->ReportProgress(context.get(), *pending_progress, &ack);
     pending_progress.reset();
   };
-  auto handle_line = [&](const std::string& line) {
+  int64_t rejected = 0;
+  auto reject = [&](const std::string& reason, const std::string& what) {
+    lines_rejected_->Add({{"reason", reason}}).Increment();
+    // The first few of a rank, then one in a thousand: a trainer cannot flood the agent's log.
+    if (++rejected <= 5 || rejected % 1000 == 0) {
+      PAFT_LOG(WARNING) << child->task.task_id() << ": trainer line rejected (" << rejected
+                        << " so far): " << what;
+    }
+  };
+  auto handle_line = [&](const std::string& line, bool truncated) {
     if (log_fd >= 0) {
-      std::string with_newline = line + "\n";
+      std::string with_newline = line + (truncated ? " [line cut]\n" : "\n");
       (void)!::write(log_fd, with_newline.data(), with_newline.size());
     }
-    auto event = ParseEvent(line);
-    if (!event) return;
-    const std::string type = (*event)["type"];
+    if (truncated) {
+      if (line.rfind(kEventPrefix, 0) == 0) reject("too_long", "an event line over the length cap");
+      return;
+    }
+    auto event = ParseTrainerEvent(line);
+    if (!event.ok()) {
+      reject("malformed", std::string(event.status().message()));
+      return;
+    }
     const auto& task = child->task;
-    if (type == "progress") {
+    if (const auto* p = std::get_if<ProgressEvent>(&*event)) {
       paft::v1::ReportProgressRequest request;
       request.set_task_id(task.task_id());
-      for (const auto& [key, value] : event->items()) {
-        if (!value.is_number()) continue;
-        if (key == "step") {
-          request.set_step(value.get<int64_t>());
-        } else if (key == "total_steps") {
-          request.set_total_steps(value.get<int64_t>());
-        } else if (key == "loss") {
-          request.set_loss(value.get<double>());
-        } else if (key == "tokens_per_second") {
-          request.set_tokens_per_second(value.get<double>());
-        } else {
-          (*request.mutable_metrics())[key] = value.get<double>();
-        }
-      }
+      request.set_step(p->step);
+      request.set_total_steps(p->total_steps);
+      request.set_loss(p->loss);
+      request.set_tokens_per_second(p->tokens_per_second);
+      for (const auto& [key, value] : p->metrics) (*request.mutable_metrics())[key] = value;
       pending_progress = std::move(request);
       // At most one report per progress_interval (a fast trainer prints every step), and always
       // the last step's.
@@ -409,15 +433,15 @@ void Agent::ReadOutput(Child* child) {
         flush_progress();
         last_progress_report = now;
       }
-    } else if (type == "checkpoint") {
+    } else if (const auto* c = std::get_if<CheckpointEvent>(&*event)) {
       flush_progress();  // the checkpoint's metrics are those of its step
       paft::v1::ReportCheckpointRequest request;
       request.set_task_id(task.task_id());
-      request.set_step(event->value("step", int64_t{0}));
-      request.set_path(event->value("path", std::string()));
-      request.set_size_bytes(event->value("size_bytes", int64_t{0}));
-      request.set_digest(event->value("digest", std::string()));
-      request.set_final(event->value("final", false));
+      request.set_step(c->step);
+      request.set_path(c->path);
+      request.set_size_bytes(c->size_bytes);
+      request.set_digest(c->digest);
+      request.set_final(c->final);
       for (int attempt = 0; attempt < kReportAttempts; ++attempt) {
         paft::v1::Ack ack;
         auto context = NewContext();
@@ -428,23 +452,28 @@ void Agent::ReadOutput(Child* child) {
         }
         absl::SleepFor(absl::Seconds(1));
       }
-    } else if (type == "error") {
+    } else if (const auto* e = std::get_if<ErrorEvent>(&*event)) {
       std::lock_guard<std::mutex> lock(mu_);
-      child->last_error = event->value("message", std::string());
+      child->last_error = e->message;
     }
   };
+  // A line that still throws (a protobuf or gRPC failure) is dropped, not the reader: the pipe
+  // must be drained or the trainer blocks on its stdout.
+  LineSplitter lines(kMaxTrainerLine, [&](const std::string& line, bool truncated) {
+    try {
+      handle_line(line, truncated);
+    } catch (const std::exception& e) {
+      reject("exception", e.what());
+    }
+  });
+  char chunk[4096];
   while (true) {
     ssize_t n = ::read(child->stdout_fd, chunk, sizeof(chunk));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    buffer.append(chunk, static_cast<size_t>(n));
-    size_t pos;
-    while ((pos = buffer.find('\n')) != std::string::npos) {
-      handle_line(buffer.substr(0, pos));
-      buffer.erase(0, pos + 1);
-    }
+    lines.Feed(absl::string_view(chunk, static_cast<size_t>(n)));
   }
-  if (!buffer.empty()) handle_line(buffer);
+  lines.Finish();
   flush_progress();
   ::close(child->stdout_fd);
   if (log_fd >= 0) ::close(log_fd);

@@ -94,6 +94,8 @@ class Agent {
   prometheus::Gauge* registered_gauge_ = nullptr;
   prometheus::Gauge* ranks_gauge_ = nullptr;
   prometheus::Family<prometheus::Counter>* exits_ = nullptr;
+  prometheus::Family<prometheus::Counter>* lines_rejected_ = nullptr;
+  prometheus::Counter* thread_exceptions_ = nullptr;
 
   std::thread session_thread_;
   std::thread heartbeat_thread_;

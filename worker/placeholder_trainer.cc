@@ -120,6 +120,18 @@ int main(int argc, char** argv) {
   auto config = paft::LoadModelConfig(task.base_model());
   if (!config.ok()) Fail(paft::worker::kExitUserError, std::string(config.status().message()));
 
+  // PAFT_PLACEHOLDER_HOSTILE=1: first print what a broken or hostile trainer might, which the
+  // agent must survive (and count) while the job goes on.
+  if (const char* hostile = std::getenv("PAFT_PLACEHOLDER_HOSTILE"); hostile && hostile[0] == '1') {
+    std::cout << paft::worker::kEventPrefix << R"({"type":"checkpoint","step":"x","path":5})" << "\n"
+              << paft::worker::kEventPrefix << R"({"type":"progress","step":-3,"loss":"low"})" << "\n"
+              << paft::worker::kEventPrefix << R"({"type":"reboot"})" << "\n"
+              << paft::worker::kEventPrefix << "{not json\n"
+              << paft::worker::kEventPrefix << R"({"type":"error","message":")"
+              << std::string(200000, 'x') << "\"}\n"
+              << "\xff\xfe binary \x01 noise\n"
+              << std::flush;
+  }
   int step_ms = absl::GetFlag(FLAGS_step_ms);
   if (step_ms < 0) {
     const char* env = std::getenv("PAFT_PLACEHOLDER_STEP_MS");

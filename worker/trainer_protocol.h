@@ -6,14 +6,13 @@
 //   PAFT_EVENT {"type":"progress","step":S,"total_steps":T,"loss":L,"tokens_per_second":R}
 //   PAFT_EVENT {"type":"checkpoint","step":S,"path":P,"size_bytes":B,"digest":D,"final":F}
 //   PAFT_EVENT {"type":"error","message":M}
-// Every other line is log output. Exit codes below classify failures.
+// Every other line is log output (worker/trainer_events.h parses them, field by field). Exit codes
+// below classify failures.
 #ifndef PAFT_WORKER_TRAINER_PROTOCOL_H_
 #define PAFT_WORKER_TRAINER_PROTOCOL_H_
 
-#include <optional>
 #include <string>
 
-#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
 namespace paft::worker {
@@ -29,17 +28,6 @@ inline constexpr int kExitOutOfMemory = 4;
 // Formats an event line (with the trailing newline).
 inline std::string FormatEvent(const nlohmann::json& event) {
   return std::string(kEventPrefix) + event.dump() + "\n";
-}
-
-// Parses an event line; nullopt for ordinary log lines or malformed events.
-inline std::optional<nlohmann::json> ParseEvent(absl::string_view line) {
-  if (line.substr(0, sizeof(kEventPrefix) - 1) != kEventPrefix) return std::nullopt;
-  line.remove_prefix(sizeof(kEventPrefix) - 1);
-  nlohmann::json j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("type") || !j["type"].is_string()) {
-    return std::nullopt;
-  }
-  return j;
 }
 
 }  // namespace paft::worker

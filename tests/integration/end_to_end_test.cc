@@ -121,7 +121,9 @@ class EndToEndTest : public ::testing::Test {
                                        "--port_file=" + root_ + "/" + agent.name + ".ports"};
       for (const auto& flag : TrainerFlags()) argv.push_back(flag);
       workers_.push_back(std::make_unique<ChildProcess>(
-          argv, std::vector<std::string>{"PAFT_PLACEHOLDER_STEP_MS=20"},
+          // Every trainer first prints malformed, unknown and over-long events: the agents
+          // must count them and go on (the jobs below still succeed).
+          argv, std::vector<std::string>{"PAFT_PLACEHOLDER_STEP_MS=20", "PAFT_PLACEHOLDER_HOSTILE=1"},
           root_ + "/" + agent.name + ".log"));
       worker_names_.push_back(agent.name);
     }
@@ -345,6 +347,21 @@ TEST_F(EndToEndTest, JobRunsToSucceededAndTheMergeIsRight) {
   auto merger_metrics = testing::HttpGet(merger_ports_["metrics"], "/metrics");
   ASSERT_TRUE(merger_metrics.has_value());
   EXPECT_THAT(*merger_metrics, HasSubstr("paft_merges_total{method=\"ties\",result=\"ok\"} 1"));
+  // The hostile lines every trainer printed first were refused and counted; the agents lived.
+  int64_t rejected = 0;
+  for (const auto& name : worker_names_) {
+    auto ports = testing::WaitForPortFile(root_ + "/" + name + ".ports", absl::Seconds(5));
+    ASSERT_TRUE(ports.has_value()) << name;
+    auto agent_metrics = testing::HttpGet((*ports)["metrics"], "/metrics");
+    ASSERT_TRUE(agent_metrics.has_value()) << name;
+    for (const char* reason : {"malformed", "too_long"}) {
+      const std::string key =
+          absl::StrCat("paft_agent_trainer_lines_rejected_total{reason=\"", reason, "\"} ");
+      const size_t at = agent_metrics->find(key);
+      if (at != std::string::npos) rejected += std::atoll(agent_metrics->c_str() + at + key.size());
+    }
+  }
+  EXPECT_EQ(rejected, 4 * 5);  // 4 ranks x (4 malformed + 1 too long)
 
   // A second submission whose merged output already exists is refused at admission.
   std::string again;

@@ -7,6 +7,8 @@
 #                           unless MODEL is the base without adapter, OUT.delta.json (inspect)
 #   demo_merge_like_job JOB_YAML SFT_ADAPTER DPO_ADAPTER OUT
 #                           the job's merge (method and densities) of two adapters into OUT
+#   demo_merge METHOD SFT SFT_DENSITY DPO DPO_DENSITY OUT
+#                           a merge of two adapters into OUT (OUT.yaml its config, OUT.log)
 #   demo_sequential SEED JOB_YAML SFT_ADAPTER
 #                           the sequential baseline: the SFT adapter merged into the base, then
 #                           the job's DPO branch trained on that model; its model in
@@ -116,16 +118,20 @@ demo_merge_like_job() {  # JOB_YAML SFT_ADAPTER DPO_ADAPTER OUT: the job's merge
     echo "demo: cannot read the merge of $job (method, sft and alignment density)" >&2
     exit 2
   fi
-  cat >"$out.yaml" <<YAML
-merge_method: $method
+  demo_merge "$method" "$sft" "$sft_density" "$dpo" "$dpo_density" "$out"
+}
+
+demo_merge() {  # METHOD SFT SFT_DENSITY DPO DPO_DENSITY OUT: two adapters merged (weights 1)
+  cat >"$6.yaml" <<YAML
+merge_method: $1
 base_model: $BASE
 models:
-  - model: $sft
-    parameters: {weight: 1.0, density: $sft_density}
-  - model: $dpo
-    parameters: {weight: 1.0, density: $dpo_density}
+  - model: $2
+    parameters: {weight: 1.0, density: $3}
+  - model: $4
+    parameters: {weight: 1.0, density: $5}
 YAML
-  "$BIN_MERGER" merge "$out.yaml" "$out" >"$out.log" 2>&1
+  "$BIN_MERGER" merge "$6.yaml" "$6" >"$6.log" 2>&1
 }
 
 last_checkpoint() { ls -d "$1"/checkpoints/checkpoint-* | sort -t- -k2 -n | tail -1; }

@@ -49,16 +49,7 @@ for seed in $SEEDS; do
     for merge in $MERGES; do
       method=${merge%%:*} density=${merge##*:}
       key=paft_l1_${l1}_${method}_$density
-      cat >"$RUN/$key-$seed.yaml" <<YAML
-merge_method: $method
-base_model: $BASE
-models:
-  - model: $SFT_ADAPTER
-    parameters: {weight: 1.0, density: $density}
-  - model: $DPO_ADAPTER
-    parameters: {weight: 1.0, density: $density}
-YAML
-      "$BIN_MERGER" merge "$RUN/$key-$seed.yaml" "$RUN/models/$key-$seed" >"$RUN/logs/$key-$seed.log" 2>&1
+      demo_merge "$method" "$SFT_ADAPTER" "$density" "$DPO_ADAPTER" "$density" "$RUN/models/$key-$seed"
       demo_eval "$out/$key" "$RUN/models/$key-$seed" "" val
     done
   done

@@ -91,11 +91,12 @@ std::string Sha256::HexDigest() {
   return out;
 }
 
-absl::StatusOr<std::string> Sha256File(const std::string& path) {
+absl::StatusOr<std::string> Sha256File(const std::string& path, int64_t* size) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("opening ", path));
   Sha256 sha;
   char buffer[1 << 16];
+  int64_t total = 0;
   while (true) {
     ssize_t n = ::read(fd, buffer, sizeof(buffer));
     if (n < 0 && errno == EINTR) continue;
@@ -106,8 +107,10 @@ absl::StatusOr<std::string> Sha256File(const std::string& path) {
     }
     if (n == 0) break;
     sha.Update(buffer, static_cast<size_t>(n));
+    total += n;
   }
   ::close(fd);
+  if (size != nullptr) *size = total;
   return sha.HexDigest();
 }
 

@@ -27,8 +27,9 @@ class Sha256 {
   uint64_t length_ = 0;  // bytes
 };
 
-// Hashes a file by streaming it.
-absl::StatusOr<std::string> Sha256File(const std::string& path);
+// Hashes a file by streaming it (64 KiB at a time: a 56 GB optimizer state is never in memory);
+// `size`, when given, receives the bytes hashed.
+absl::StatusOr<std::string> Sha256File(const std::string& path, int64_t* size = nullptr);
 
 }  // namespace paft
 

@@ -45,15 +45,13 @@ absl::Status VerifyCheckpoint(const std::string& dir) {
   }
   for (const auto& item : manifest["files"].items()) {
     const std::string path = JoinPath(dir, item.key());
-    auto bytes = ReadFileToString(path);
-    if (!bytes.ok() ||
-        static_cast<int64_t>(bytes->size()) != item.value().value("size", int64_t{-1})) {
+    int64_t size = -1;
+    auto digest = Sha256File(path, &size);  // streamed: checkpoint files can be tens of GB
+    if (!digest.ok() || size != item.value().value("size", int64_t{-1})) {
       return absl::DataLossError(
           absl::StrCat("checkpoint ", dir, ": file ", item.key(), " is missing or truncated"));
     }
-    Sha256 sha;
-    sha.Update(*bytes);
-    if (sha.HexDigest() != item.value().value("sha256", "")) {
+    if (*digest != item.value().value("sha256", "")) {
       return absl::DataLossError(
           absl::StrCat("checkpoint ", dir, ": file ", item.key(), " does not match its sha256"));
     }
@@ -159,11 +157,10 @@ absl::StatusOr<CommittedCheckpoint> CommitCheckpoint(const std::string& staging,
   for (const auto& name : names) {
     const std::string path = JoinPath(staging, name);
     PAFT_RETURN_IF_ERROR(FsyncPath(path));
-    PAFT_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
-    Sha256 sha;
-    sha.Update(bytes);
-    manifest["files"][name] = {{"size", bytes.size()}, {"sha256", sha.HexDigest()}};
-    out.size_bytes += static_cast<int64_t>(bytes.size());
+    int64_t size = 0;
+    PAFT_ASSIGN_OR_RETURN(std::string sha256, Sha256File(path, &size));  // streamed
+    manifest["files"][name] = {{"size", size}, {"sha256", sha256}};
+    out.size_bytes += size;
   }
   const std::string manifest_text = manifest.dump(2);
   PAFT_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(staging, kManifest), manifest_text));

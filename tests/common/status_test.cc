@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
 
+#include "common/file_util.h"
 #include "common/grpc_status.h"
 #include "common/sha256.h"
 #include "common/status.h"
+#include "tests/testing/temp_dir.h"
 
 namespace paft {
 namespace {
@@ -60,6 +62,18 @@ TEST(StatusTest, AnnotateKeepsCode) {
   EXPECT_TRUE(Annotate(absl::OkStatus(), "x").ok());
   EXPECT_EQ(ErrnoToStatus(ENOENT, "open").code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(ErrnoToStatus(ENOSPC, "write").code(), absl::StatusCode::kResourceExhausted);
+}
+
+// Sha256File streams 64 KiB at a time (checkpoint files can be tens of GB) and reports the size.
+TEST(Sha256Test, FileIsStreamedWithItsSize) {
+  testing::TempDir dir;
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("a"), std::string(1000000, 'a')).ok());
+  int64_t size = 0;
+  auto digest = Sha256File(dir.Join("a"), &size);
+  ASSERT_TRUE(digest.ok()) << digest.status();
+  EXPECT_EQ(*digest, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  EXPECT_EQ(size, 1000000);
+  EXPECT_EQ(Sha256File(dir.Join("missing")).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(Sha256Test, KnownVectors) {

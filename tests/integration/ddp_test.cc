@@ -373,9 +373,15 @@ TEST_F(DdpTest, TornCheckpointsAreSkippedOrRefused) {
   auto bytes = ReadFileToString(ckpt + "/checkpoint-8/adapter_model.safetensors");
   ASSERT_TRUE(WriteFileAtomic(ckpt + "/checkpoint-8/adapter_model.safetensors",
                               bytes->substr(0, bytes->size() - 7)).ok());
+  // checkpoint-10: the same size, one bit flipped (the streamed sha256 sees it).
+  ASSERT_EQ(testing::RunCommand({"/bin/cp", "-r", ckpt + "/checkpoint-4", ckpt + "/checkpoint-10"}, &out), 0);
+  std::string flipped = *bytes;
+  flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x04);
+  ASSERT_TRUE(WriteFileAtomic(ckpt + "/checkpoint-10/adapter_model.safetensors", flipped).ok());
   // Explicitly named, each is refused with the reason.
   for (const auto& [dir, reason] : {std::pair<std::string, std::string>{"checkpoint-6", "no manifest"},
-                                    {"checkpoint-8", "missing or truncated"}}) {
+                                    {"checkpoint-8", "missing or truncated"},
+                                    {"checkpoint-10", "does not match its sha256"}}) {
     out.clear();
     EXPECT_EQ(testing::RunCommand({PAFT_WORKER, "train", "--threads=1",
                                    "--task_file=" + WriteTask("torn", 0, 1, 2, 0, 6, 2, 0.0,

@@ -59,10 +59,6 @@ absl::Status CheckOptions(const paft::v1::MergeSpec& spec) {
     return absl::InvalidArgumentError("svd_clamp: must be in [0, 1]");
   }
   if (spec.svd_rank() < 0) return absl::InvalidArgumentError("svd_rank: must be >= 0");
-  const std::string& dtype = spec.dtype();
-  if (!dtype.empty() && dtype != "float32" && dtype != "bfloat16" && dtype != "float16") {
-    return absl::InvalidArgumentError(absl::StrCat("dtype: '", dtype, "' is not float32, bfloat16 or float16"));
-  }
   return absl::OkStatus();
 }
 
@@ -123,10 +119,9 @@ absl::Status WriteMergedAdapter(const paft::v1::MergeRequest& request, const std
   const int64_t rank = svd ? (spec.svd_rank() > 0 ? spec.svd_rank() : max_r) : max_r;
 
   std::vector<TensorData> tensors;
-  DType dtype = inputs.front().adapter.modules.begin()->second.a->dtype;
-  if (spec.dtype() == "float32") dtype = DType::kF32;
-  if (spec.dtype() == "bfloat16") dtype = DType::kBF16;
-  if (spec.dtype() == "float16") dtype = DType::kF16;
+  PAFT_ASSIGN_OR_RETURN(
+      const DType dtype,
+      OutputDType(spec.dtype(), inputs.front().adapter.modules.begin()->second.a->dtype));
   for (const std::string& name : modules) {
     const std::vector<int64_t>& shape = base->Find(name)->second->shape;
     const int64_t out = shape[0], in = shape[1];

@@ -280,6 +280,14 @@ absl::StatusOr<AdapterFile> OpenAdapterFile(const std::string& path) {
   return adapter;
 }
 
+absl::StatusOr<DType> OutputDType(const std::string& dtype, DType base) {
+  if (dtype.empty()) return base;
+  if (dtype == "float32") return DType::kF32;
+  if (dtype == "bfloat16") return DType::kBF16;
+  if (dtype == "float16") return DType::kF16;
+  return absl::InvalidArgumentError(absl::StrCat("unsupported output dtype '", dtype, "'"));
+}
+
 absl::StatusOr<std::unique_ptr<InputModel>> OpenInput(const std::string& path) {
   if (PathExists(JoinPath(path, "adapter_config.json"))) {
     PAFT_ASSIGN_OR_RETURN(AdapterFile adapter, OpenAdapterFile(path));

@@ -61,6 +61,9 @@ absl::StatusOr<std::unique_ptr<InputModel>> OpenInput(const std::string& path);
 // Reads elements [begin, begin + count) of a float tensor (F32, F16, BF16, F64) into `out`.
 void ReadRangeAsFloat(const SafetensorsFile& file, const TensorInfo& info, int64_t begin,
                       int64_t count, float* out);
+// A merge spec's output dtype ("float32", "bfloat16", "float16"; "" keeps `base`).
+// InvalidArgument for any other.
+absl::StatusOr<DType> OutputDType(const std::string& dtype, DType base);
 // Converts floats to a float dtype's little-endian bytes (F32, F16, BF16, F64).
 void StoreFloats(DType dtype, const float* in, int64_t count, uint8_t* out);
 

@@ -33,14 +33,6 @@ bool IsFloat(DType d) {
   return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16 || d == DType::kF64;
 }
 
-absl::StatusOr<DType> OutputDType(const std::string& dtype, DType base) {
-  if (dtype.empty()) return base;
-  if (dtype == "float32") return DType::kF32;
-  if (dtype == "bfloat16") return DType::kBF16;
-  if (dtype == "float16") return DType::kF16;
-  return absl::InvalidArgumentError(absl::StrCat("unsupported output dtype '", dtype, "'"));
-}
-
 // Everything decided before the first tensor is read.
 struct Plan {
   MergeOptions options;

@@ -1,6 +1,7 @@
 #include "worker/agent.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,6 +34,8 @@ namespace {
 constexpr int kReportAttempts = 30;
 // The longest trainer output line kept whole (events are far shorter).
 constexpr size_t kMaxTrainerLine = 64 * 1024;
+// How long the output of an exited trainer is still drained (see Child::drain_deadline_ns).
+constexpr absl::Duration kDrainAfterExit = absl::Seconds(10);
 
 // Last `max_bytes` of a file, for exit messages.
 std::string Tail(const std::string& path, size_t max_bytes) {
@@ -468,6 +471,15 @@ void Agent::ReadOutput(Child* child) {
   });
   char chunk[4096];
   while (true) {
+    if (absl::ToUnixNanos(absl::Now()) > child->drain_deadline_ns.load()) {
+      PAFT_LOG(WARNING) << child->task.task_id() << ": output still open "
+                        << kDrainAfterExit << " after the trainer exited (a process outside "
+                        << "its group holds it): no longer read";
+      break;
+    }
+    pollfd ready{child->stdout_fd, POLLIN, 0};
+    const int polled = ::poll(&ready, 1, /*timeout_ms=*/250);
+    if (polled == 0 || (polled < 0 && errno == EINTR)) continue;
     ssize_t n = ::read(child->stdout_fd, chunk, sizeof(chunk));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -480,9 +492,17 @@ void Agent::ReadOutput(Child* child) {
 }
 
 void Agent::WaitChild(Child* child) {
+  // Wait for the exit without reaping: while the zombie exists its pid (the group's id) cannot
+  // be reused, so the group's leftovers (a trainer's own subprocesses, which would hold its
+  // device and its stdout) can be killed safely before the reap.
+  siginfo_t info{};
+  while (::waitid(P_PID, child->pid, &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+  }
+  ::kill(-child->pid, SIGKILL);
   int wstatus = 0;
   while (::waitpid(child->pid, &wstatus, 0) < 0 && errno == EINTR) {
   }
+  child->drain_deadline_ns = absl::ToUnixNanos(absl::Now() + kDrainAfterExit);
   if (child->reader.joinable()) child->reader.join();
   const int exit_code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
   const int signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;

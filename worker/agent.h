@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -59,6 +60,10 @@ class Agent {
     int stdout_fd = -1;
     std::string log_path;
     std::atomic<bool> stop_requested{false};
+    // Once the trainer has exited, the reader drains its output until EOF or this time (unix
+    // nanoseconds): a process outside the trainer's group that inherited its stdout must not
+    // hold back the exit report, and with it the slot.
+    std::atomic<int64_t> drain_deadline_ns{std::numeric_limits<int64_t>::max()};
     std::string last_error;  // from an "error" event; guarded by the agent's mu_
     std::thread reader;
     std::thread waiter;

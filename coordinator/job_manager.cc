@@ -189,6 +189,14 @@ absl::Status JobManager::CommitLocked(JobRecord& record, Change change) {
   record.progress_dirty = false;
   record.last_flush = clock_->Now();
   if (!change.events.empty()) events_cv_.notify_all();
+  for (TaskRecord& task : change.new_tasks) tasks_[task.task_id] = std::move(task);
+  for (const std::string& id : change.ended_tasks) tasks_.erase(id);
+  for (const std::string& id : change.stopping_tasks) {
+    if (auto it = tasks_.find(id); it != tasks_.end()) it->second.stopping = true;
+  }
+  for (auto& [worker_id, assignment] : change.outbox) {
+    registry_->Send(worker_id, std::move(assignment));
+  }
   return absl::OkStatus();
 }
 
@@ -409,8 +417,8 @@ absl::StatusOr<Job> JobManager::CancelJob(const paft::v1::CancelJobRequest& requ
     }
   }
   SetJobState(change, paft::v1::JOB_STATE_CANCELLED, "Cancelled", message);
+  for (BranchKind kind : kBranches) QueueStopsLocked(change, kind, "JobCancelled");
   PAFT_RETURN_IF_ERROR(CommitLocked(*record, std::move(change)));
-  for (BranchKind kind : kBranches) StopTasksLocked(request.job_id(), kind, "JobCancelled");
   PAFT_LOG(INFO) << "job " << request.job_id() << " cancelled: " << message;
   ScheduleLocked();
   return Decorate(*record);
@@ -664,13 +672,7 @@ bool JobManager::StartBranchLocked(JobRecord& record, BranchKind kind) {
                 absl::StrCat("the ", BranchName(kind), " branch was scheduled"));
   }
   const std::string resume_from = branch->checkpoint_path();
-  if (absl::Status s = CommitLocked(record, std::move(change)); !s.ok()) {
-    PAFT_LOG(ERROR) << "cannot persist scheduling of job " << record.job.job_id() << ": " << s;
-    for (const Slot& slot : *slots) registry_->Release(slot.worker_id, slot.device);
-    return false;
-  }
-
-  const std::string& job_id = record.job.job_id();
+  const std::string job_id = record.job.job_id();
   const std::string branch_dir = JoinPath(record.job.spec().output_dir(), BranchName(kind));
   for (int rank = 0; rank < static_cast<int>(slots->size()); ++rank) {
     const Slot& slot = (*slots)[rank];
@@ -698,71 +700,109 @@ bool JobManager::StartBranchLocked(JobRecord& record, BranchKind kind) {
     t->set_checkpoint_dir(JoinPath(branch_dir, "checkpoints"));
     t->set_log_dir(JoinPath(branch_dir, absl::StrCat("logs/attempt-", attempt)));
     t->set_resume_from(resume_from);
-    tasks_[task.task_id] = task;
-    registry_->Send(slot.worker_id, std::move(assignment));
+    change.new_tasks.push_back(std::move(task));
+    change.outbox.emplace_back(slot.worker_id, std::move(assignment));
+  }
+  if (absl::Status s = CommitLocked(record, std::move(change)); !s.ok()) {
+    PAFT_LOG(ERROR) << "cannot persist scheduling of job " << job_id << ": " << s;
+    for (const Slot& slot : *slots) registry_->Release(slot.worker_id, slot.device);
+    return false;
   }
   PAFT_LOG(INFO) << "job " << job_id << ": " << BranchName(kind) << " branch attempt " << attempt
                  << " scheduled on " << slots->size() << " slot(s) of pool " << spec.pool();
   return true;
 }
 
-void JobManager::StopTasksLocked(const std::string& job_id, BranchKind kind,
-                                 const std::string& reason) {
-  for (auto& [id, task] : tasks_) {
-    if (task.job_id != job_id || task.branch != kind || task.stopping) continue;
-    task.stopping = true;
+void JobManager::QueueStopsLocked(Change& change, BranchKind kind, const std::string& reason) {
+  for (const auto& [id, task] : tasks_) {
+    if (task.job_id != change.job.job_id() || task.branch != kind || task.stopping) continue;
+    if (std::find(change.stopping_tasks.begin(), change.stopping_tasks.end(), id) !=
+            change.stopping_tasks.end() ||
+        std::find(change.ended_tasks.begin(), change.ended_tasks.end(), id) !=
+            change.ended_tasks.end()) {
+      continue;  // queued already
+    }
+    if (task.succeeded) {  // exited 0 already: nothing to stop, the record goes
+      change.ended_tasks.push_back(id);
+      continue;
+    }
+    change.stopping_tasks.push_back(id);
     paft::v1::Assignment assignment;
     assignment.mutable_stop()->set_task_id(id);
     assignment.mutable_stop()->set_reason(reason);
     assignment.mutable_stop()->set_grace_period_ms(
         absl::ToInt64Milliseconds(options_.stop_grace_period));
-    registry_->Send(task.slot.worker_id, std::move(assignment));
+    change.outbox.emplace_back(task.slot.worker_id, std::move(assignment));
   }
+}
+
+void JobManager::AddFailureLocked(Change& change, BranchKind kind, const PendingFailure& failure) {
+  Job& job = change.job;
+  const bool can_restart = !failure.permanent && (!failure.count_against_budget ||
+                                                  job.restarts_used() < job.spec().restart_budget());
+  if (can_restart && !failure.count_against_budget) {
+    SetBranchState(change, kind, paft::v1::BRANCH_STATE_RESTARTING, failure.reason,
+                   failure.message);
+  } else if (can_restart) {
+    job.set_restarts_used(job.restarts_used() + 1);
+    SetBranchState(change, kind, paft::v1::BRANCH_STATE_RESTARTING, failure.reason,
+                   absl::StrCat(failure.message, " (restart ", job.restarts_used(), " of ",
+                                job.spec().restart_budget(), ")"));
+  }
+  QueueStopsLocked(change, kind, failure.reason);
+  if (can_restart) return;
+  const std::string why =
+      failure.permanent ? failure.message
+                        : absl::StrCat(failure.message, " (restart budget of ",
+                                       job.spec().restart_budget(), " used up)");
+  SetBranchState(change, kind, paft::v1::BRANCH_STATE_FAILED, failure.reason, why);
+  for (BranchKind other : kBranches) {
+    if (other != kind && !BranchTerminal(Branch(job, other).state())) {
+      SetBranchState(change, other, paft::v1::BRANCH_STATE_CANCELLED, "OtherBranchFailed",
+                     absl::StrCat("the ", BranchName(kind), " branch failed"));
+    }
+  }
+  SetJobState(change, paft::v1::JOB_STATE_FAILED, absl::StrCat(BranchTitle(kind), "BranchFailed"),
+              why);
+  for (BranchKind other : kBranches) QueueStopsLocked(change, other, "JobFailed");
 }
 
 void JobManager::FailAttemptLocked(JobRecord& record, BranchKind kind, bool permanent,
                                    const std::string& reason, const std::string& message,
                                    bool count_against_budget) {
   const std::string job_id = record.job.job_id();
-  StopTasksLocked(job_id, kind, reason);
+  const PendingFailure failure{Branch(record.job, kind).attempt(), permanent, reason, message,
+                               count_against_budget};
   Change change = BeginChange(record);
-  Job& job = change.job;
-  const bool can_restart =
-      !permanent && (!count_against_budget || job.restarts_used() < job.spec().restart_budget());
-  if (can_restart && !count_against_budget) {
-    SetBranchState(change, kind, paft::v1::BRANCH_STATE_RESTARTING, reason, message);
-  } else if (can_restart) {
-    job.set_restarts_used(job.restarts_used() + 1);
-    SetBranchState(change, kind, paft::v1::BRANCH_STATE_RESTARTING, reason,
-                   absl::StrCat(message, " (restart ", job.restarts_used(), " of ",
-                                job.spec().restart_budget(), ")"));
-  }
-  if (can_restart && metrics_) metrics_->branch_restarts.Add({{"reason", reason}}).Increment();
-  if (!can_restart) {
-    const std::string why =
-        permanent ? message
-                  : absl::StrCat(message, " (restart budget of ", job.spec().restart_budget(),
-                                 " used up)");
-    SetBranchState(change, kind, paft::v1::BRANCH_STATE_FAILED, reason, why);
-    for (BranchKind other : kBranches) {
-      if (other != kind && !BranchTerminal(Branch(job, other).state())) {
-        SetBranchState(change, other, paft::v1::BRANCH_STATE_CANCELLED, "OtherBranchFailed",
-                       absl::StrCat("the ", BranchName(kind), " branch failed"));
-      }
-    }
-    SetJobState(change, paft::v1::JOB_STATE_FAILED,
-                absl::StrCat(BranchTitle(kind), "BranchFailed"), why);
-  }
+  AddFailureLocked(change, kind, failure);
+  const bool restarting = Branch(change.job, kind).state() == paft::v1::BRANCH_STATE_RESTARTING;
   if (absl::Status s = CommitLocked(record, std::move(change)); !s.ok()) {
-    PAFT_LOG(ERROR) << "cannot persist the failure of job " << job_id << ": " << s;
+    // Memory, store and agents are as they were; the failure is tried again each tick.
+    PAFT_LOG(ERROR) << "cannot persist the failure of job " << job_id << " (" << reason
+                    << "), retrying: " << s;
+    pending_failures_.emplace(std::make_pair(job_id, kind), failure);
     return;
   }
-  if (!can_restart) {
-    for (BranchKind other : kBranches) StopTasksLocked(job_id, other, "JobFailed");
-  }
+  pending_failures_.erase({job_id, kind});
+  if (restarting && metrics_) metrics_->branch_restarts.Add({{"reason", reason}}).Increment();
   PAFT_LOG(WARNING) << "job " << job_id << ": " << BranchName(kind) << " branch attempt failed ("
-                    << reason << "): " << message
-                    << (can_restart ? "; restarting" : "; giving up");
+                    << reason << "): " << message << (restarting ? "; restarting" : "; giving up");
+}
+
+void JobManager::RetryFailuresLocked() {
+  auto pending = pending_failures_;
+  for (const auto& [key, failure] : pending) {
+    auto job = jobs_.find(key.first);
+    const BranchStatus* branch = job == jobs_.end() ? nullptr : &Branch(job->second.job, key.second);
+    if (branch == nullptr || IsTerminal(job->second.job.state()) ||
+        BranchTerminal(branch->state()) || branch->attempt() != failure.attempt ||
+        BranchWaiting(branch->state())) {
+      pending_failures_.erase(key);  // moot: the branch moved on
+      continue;
+    }
+    FailAttemptLocked(job->second, key.second, failure.permanent, failure.reason,
+                      failure.message, failure.count_against_budget);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1012,42 +1052,52 @@ void JobManager::HandleTaskEndLocked(TaskRecord& task_ref, bool success, bool pe
   }
   // Success of one rank: the branch succeeds when every rank of the attempt has.
   tasks_[task.task_id].succeeded = true;
+  CompleteBranchIfDoneLocked(job_it->second, task.branch);
+  ScheduleLocked();
+}
+
+void JobManager::CompleteBranchIfDoneLocked(JobRecord& record, BranchKind kind) {
+  const BranchStatus& branch = Branch(record.job, kind);
+  if (BranchTerminal(branch.state()) || BranchWaiting(branch.state())) return;
   int total = 0, done = 0;
+  std::vector<std::string> ranks;
   for (const auto& [id, t] : tasks_) {
-    if (t.job_id == task.job_id && t.branch == task.branch && t.attempt == task.attempt) {
+    if (t.job_id == record.job.job_id() && t.branch == kind && t.attempt == branch.attempt()) {
       ++total;
       done += t.succeeded ? 1 : 0;
+      ranks.push_back(id);
     }
   }
-  JobRecord& record = job_it->second;
-  if (done < total || total < Spec(record.job, task.branch).world_size()) {
-    ScheduleLocked();
+  if (done < total || total < Spec(record.job, kind).world_size()) return;
+  if (branch.checkpoint_path().empty()) {
+    // Nothing to merge: a failure of the trainer.
+    FailAttemptLocked(record, kind, /*permanent=*/true, "NoFinalCheckpoint",
+                      "all ranks exited 0 but no checkpoint was reported");
     return;
-  }
-  for (auto it = tasks_.begin(); it != tasks_.end();) {
-    const TaskRecord& t = it->second;
-    const bool same = t.job_id == task.job_id && t.branch == task.branch;
-    it = same ? tasks_.erase(it) : std::next(it);
   }
   Change change = BeginChange(record);
-  if (Branch(change.job, task.branch).checkpoint_path().empty()) {
-    // Nothing to merge: treat as a failure of the trainer (its tasks were erased above).
-    FailAttemptLocked(record, task.branch, /*permanent=*/true, "NoFinalCheckpoint",
-                      "all ranks exited 0 but no checkpoint was reported");
-    ScheduleLocked();
-    return;
-  }
-  SetBranchState(change, task.branch, paft::v1::BRANCH_STATE_SUCCEEDED, "Completed",
-                 absl::StrCat("final checkpoint ", Branch(change.job, task.branch).checkpoint_path()));
+  change.ended_tasks = std::move(ranks);
+  SetBranchState(change, kind, paft::v1::BRANCH_STATE_SUCCEEDED, "Completed",
+                 absl::StrCat("final checkpoint ", branch.checkpoint_path()));
   if (change.job.sft().state() == paft::v1::BRANCH_STATE_SUCCEEDED &&
       change.job.alignment().state() == paft::v1::BRANCH_STATE_SUCCEEDED) {
     SetJobState(change, paft::v1::JOB_STATE_MERGING, "BranchesSucceeded",
                 "both branches succeeded; merging");
   }
   if (absl::Status s = CommitLocked(record, std::move(change)); !s.ok()) {
-    PAFT_LOG(ERROR) << "cannot persist branch success of job " << task.job_id << ": " << s;
+    PAFT_LOG(ERROR) << "cannot persist the success of the " << BranchName(kind)
+                    << " branch of job " << record.job.job_id() << ", retrying: " << s;
   }
-  ScheduleLocked();
+}
+
+void JobManager::CompleteBranchesLocked() {
+  std::set<std::pair<std::string, BranchKind>> candidates;
+  for (const auto& [id, t] : tasks_) {
+    if (t.succeeded) candidates.insert({t.job_id, t.branch});
+  }
+  for (const auto& [job_id, kind] : candidates) {
+    if (auto it = jobs_.find(job_id); it != jobs_.end()) CompleteBranchIfDoneLocked(it->second, kind);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1069,6 +1119,8 @@ void JobManager::Tick() {
                           absl::StrCat("worker ", worker_id, " missed its heartbeats"));
     }
   }
+  RetryFailuresLocked();
+  CompleteBranchesLocked();
   CheckAdoptionLocked(now);
   CheckProgressLocked(now);
   ScheduleLocked();

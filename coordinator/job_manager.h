@@ -3,7 +3,8 @@
 //
 // Synchronous and free of gRPC: the services in coordinator/services.h are thin adapters. Every
 // state change is computed on a copy of the job, persisted (job + events in one transaction) and
-// only then made visible; side effects on workers (start/stop assignments) follow the commit.
+// only then made visible; side effects on workers (start/stop assignments) are queued in the
+// change and sent only after its commit.
 #ifndef PAFT_COORDINATOR_JOB_MANAGER_H_
 #define PAFT_COORDINATOR_JOB_MANAGER_H_
 
@@ -141,12 +142,25 @@ class JobManager {
     uint64_t progress_version = 0;  // bumped by every progress report of rank 0
     std::map<int, RateOrigin> rate;  // by BranchKind
   };
-  // Pending change: a copy of the job plus the events and checkpoint records it adds.
+  // Pending change: a copy of the job plus the events and checkpoint records it adds, and what
+  // follows from it once it is committed (never before): tasks created, ended or stopping, and
+  // the assignments sent to agents.
   struct Change {
     paft::v1::Job job;
     std::vector<paft::v1::JobEvent> events;
     std::vector<paft::v1::CheckpointInfo> checkpoints;
     int64_t base_seq = 0;
+    std::vector<TaskRecord> new_tasks;
+    std::vector<std::string> ended_tasks;     // records erased
+    std::vector<std::string> stopping_tasks;  // records marked stopping
+    std::vector<std::pair<std::string, paft::v1::Assignment>> outbox;  // (worker id, assignment)
+  };
+  // A branch failure whose commit failed: retried by Tick until it is stored.
+  struct PendingFailure {
+    int attempt = 0;  // of the branch that failed (a later attempt makes it moot)
+    bool permanent = false;
+    std::string reason, message;
+    bool count_against_budget = true;
   };
 
   Change BeginChange(const JobRecord& record) const;
@@ -158,20 +172,31 @@ class JobManager {
                       const std::string& reason, const std::string& message);
   void SetCondition(paft::v1::Job& job, const std::string& type, bool value,
                     const std::string& reason, const std::string& message);
-  // Persists and publishes the change. On failure nothing changes (memory or store).
+  // Persists and publishes the change, then applies its task changes and sends its
+  // assignments. On failure nothing changes: memory, store and agents stay as they were.
   absl::Status CommitLocked(JobRecord& record, Change change);
 
   absl::StatusOr<JobRecord*> FindLocked(const std::string& job_id);
   absl::StatusOr<TaskRecord*> FindTaskLocked(const std::string& task_id);
   void ScheduleLocked();
   bool StartBranchLocked(JobRecord& record, paft::v1::BranchKind kind);
-  // A rank of the branch's current attempt ended unsuccessfully: stop its peers, then restart
-  // the branch or fail it (and the job).
+  // A rank of the branch's current attempt ended unsuccessfully: restart the branch or fail it
+  // (and the job), stopping the ranks still running once that is committed. A failed commit is
+  // retried by Tick.
   void FailAttemptLocked(JobRecord& record, paft::v1::BranchKind kind, bool permanent,
                          const std::string& reason, const std::string& message,
                          bool count_against_budget = true);
-  void StopTasksLocked(const std::string& job_id, paft::v1::BranchKind kind,
-                       const std::string& reason);
+  // FailAttemptLocked's change, added to `change`.
+  void AddFailureLocked(Change& change, paft::v1::BranchKind kind, const PendingFailure& failure);
+  // Queues a STOP for every running rank of the branch, sent when `change` is committed.
+  void QueueStopsLocked(Change& change, paft::v1::BranchKind kind, const std::string& reason);
+  // Tick's retries of commits that failed: branch failures, and branches whose ranks have all
+  // succeeded but whose success is not stored yet.
+  void RetryFailuresLocked();
+  void CompleteBranchesLocked();
+  // Marks the branch SUCCEEDED (and the job MERGING when both are) once every rank of its
+  // current attempt has exited 0.
+  void CompleteBranchIfDoneLocked(JobRecord& record, paft::v1::BranchKind kind);
   void HandleTaskEndLocked(TaskRecord& task, bool success, bool permanent,
                            const std::string& reason, const std::string& message,
                            bool count_against_budget = true);
@@ -218,6 +243,8 @@ class JobManager {
   // Label sets of the per-branch gauges exported last tick (removed when a branch stops).
   std::set<std::pair<std::string, std::string>> branch_series_;  // GUARDED_BY(mu_)
   uint64_t port_counter_ = 0;                // GUARDED_BY(mu_)
+  // Branch failures not yet stored (the store refused the commit), by (job, branch).
+  std::map<std::pair<std::string, paft::v1::BranchKind>, PendingFailure> pending_failures_;
   // Gangs recovered from the store, waiting to be adopted, and until when.
   std::map<std::pair<std::string, paft::v1::BranchKind>, absl::Time> awaiting_adoption_;
 };

@@ -86,7 +86,8 @@ absl::StatusOr<Proto> ParseBlob(const std::string& blob, absl::string_view what)
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path,
+                                                         absl::Duration busy_timeout) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
@@ -96,7 +97,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
     sqlite3_close(db);
     return absl::UnavailableError(absl::StrCat("opening state database ", path, ": ", message));
   }
-  sqlite3_busy_timeout(db, 5000);
+  sqlite3_busy_timeout(db, static_cast<int>(absl::ToInt64Milliseconds(busy_timeout)));
   std::unique_ptr<JobStore> store(new JobStore(db));
   // WAL: readers never block the writer; synchronous=FULL makes each commit durable.
   PAFT_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL;"));

@@ -14,14 +14,17 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "paft/v1/job.pb.h"
 
 namespace paft::coordinator {
 
 class JobStore {
  public:
-  // Opens (creating if needed) the database at `path`.
-  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
+  // Opens (creating if needed) the database at `path`. A write waits up to `busy_timeout` for
+  // another connection's lock, then fails with UNAVAILABLE.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(
+      const std::string& path, absl::Duration busy_timeout = absl::Seconds(5));
   ~JobStore();
 
   // Inserts a new job and its first events. AlreadyExists if the job id or request id is taken.

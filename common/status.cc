@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/failure.h"
+
 namespace paft {
 
 absl::Status ErrnoToStatus(int errno_value, absl::string_view context) {
@@ -20,8 +22,9 @@ absl::Status ErrnoToStatus(int errno_value, absl::string_view context) {
       return absl::PermissionDeniedError(message);
     case ENOSPC:
     case EDQUOT:
+      return MarkFailure(absl::ResourceExhaustedError(message), Failure::kDiskFull);
     case ENOMEM:
-      return absl::ResourceExhaustedError(message);
+      return MarkFailure(absl::ResourceExhaustedError(message), Failure::kOutOfMemory);
     case EINVAL:
     case EISDIR:
       return absl::InvalidArgumentError(message);

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 
 #define PAFT_STATUS_CONCAT_INNER_(x, y) x##y
@@ -31,14 +32,20 @@
 
 namespace paft {
 
-// Prefixes the status message with context, keeping its code: "reading x: <message>".
+// Prefixes the status message with context, keeping its code and payloads (the failure class
+// of common/failure.h): "reading x: <message>".
 inline absl::Status Annotate(const absl::Status& status, absl::string_view context) {
   if (status.ok()) return status;
-  return absl::Status(status.code(), absl::StrCat(context, ": ", status.message()));
+  absl::Status annotated(status.code(), absl::StrCat(context, ": ", status.message()));
+  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
+    annotated.SetPayload(url, payload);
+  });
+  return annotated;
 }
 
 // errno-based error: code chosen from the errno value (ENOENT -> NotFound, ENOSPC ->
-// ResourceExhausted, EACCES -> PermissionDenied, else Internal).
+// ResourceExhausted, EACCES -> PermissionDenied, else Internal). ENOSPC and EDQUOT are marked
+// as a full disk, ENOMEM as out of memory (common/failure.h).
 absl::Status ErrnoToStatus(int errno_value, absl::string_view context);
 
 }  // namespace paft

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <set>
 #include <random>
 
@@ -13,6 +12,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/exit_reason.h"
+#include "common/failure.h"
 #include "common/file_util.h"
 #include "common/job_spec.h"
 #include "common/logging.h"
@@ -92,10 +93,15 @@ JobManager::JobManager(JobManagerOptions options, JobStore* store, WorkerRegistr
     metrics_->jobs.Add({{"state", JobState_Name(static_cast<JobState>(s))}});
     metrics_->job_transitions.Add({{"state", JobState_Name(static_cast<JobState>(s))}});
   }
+  // The coordinator's own restart reasons, then the restartable classes of rank exits.
   for (const char* reason : {"WorkerLost", "WorkerShutdown", "NoProgress", "WorkerRestarted",
-                             "CoordinatorRestarted",
-                             "Infrastructure", "Signal", "Unknown", "FailedToStart", "Stopped"}) {
+                             "CoordinatorRestarted"}) {
     metrics_->branch_restarts.Add({{"reason", reason}});
+  }
+  for (const FailureInfo& info : AllFailures()) {
+    if (!info.permanent && info.failure != Failure::kNone) {
+      metrics_->branch_restarts.Add({{"reason", info.name}});
+    }
   }
   for (BranchKind kind : kBranches) metrics_->checkpoints.Add({{"branch", BranchName(kind)}});
 }
@@ -997,22 +1003,12 @@ absl::Status JobManager::ReportCheckpoint(const paft::v1::ReportCheckpointReques
 absl::Status JobManager::ReportExit(const paft::v1::ReportExitRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
   PAFT_ASSIGN_OR_RETURN(TaskRecord * task, FindTaskLocked(request.task_id()));
+  // The one failure table (common/failure.h): the reason's name and whether to restart.
+  const Failure failure = FailureOfExitReason(request.reason());
   const bool success = request.exit_code() == 0 && request.signal() == 0 &&
                        request.reason() != paft::v1::EXIT_REASON_STOPPED;
-  const bool permanent = request.reason() == paft::v1::EXIT_REASON_USER_ERROR ||
-                         request.reason() == paft::v1::EXIT_REASON_OOM;
-  std::string reason = paft::v1::ExitReason_Name(request.reason());
-  // "EXIT_REASON_USER_ERROR" -> "UserError"
-  std::string camel;
-  bool upper = true;
-  for (char c : reason.substr(std::string("EXIT_REASON_").size())) {
-    if (c == '_') {
-      upper = true;
-      continue;
-    }
-    camel.push_back(upper ? c : static_cast<char>(std::tolower(c)));
-    upper = false;
-  }
+  const bool permanent = InfoOf(failure).permanent;
+  const std::string reason = InfoOf(failure).name;
   std::string message = request.message();
   if (message.empty()) {
     message = request.signal() != 0 ? absl::StrCat("rank killed by signal ", request.signal())
@@ -1027,7 +1023,7 @@ absl::Status JobManager::ReportExit(const paft::v1::ReportExitRequest& request) 
                         /*count_against_budget=*/false);
     return absl::OkStatus();
   }
-  HandleTaskEndLocked(*task, success, permanent, camel,
+  HandleTaskEndLocked(*task, success, permanent, reason,
                       absl::StrCat("rank ", task->rank, ": ", message));
   return absl::OkStatus();
 }

@@ -1,7 +1,6 @@
 #include "trainer/checkpoint_io.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <iostream>
@@ -16,6 +15,7 @@
 #include "common/sha256.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "trainer/checkpoint_retention.h"
 #include "trainer/model_io.h"
 #include "trainer/torch_io.h"
 
@@ -24,12 +24,7 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr char kManifest[] = "paft_checkpoint.json";
-
-// The step of a folder named checkpoint-<step>.
-bool CheckpointStep(const std::string& name, int64_t* step) {
-  return name.rfind("checkpoint-", 0) == 0 && absl::SimpleAtoi(name.substr(11), step);
-}
+constexpr const char* kManifest = kCheckpointManifest;
 
 }  // namespace
 
@@ -79,18 +74,6 @@ absl::StatusOr<std::string> FindResumePoint(const std::string& checkpoint_dir,
     std::cerr << "skipping checkpoint " << dir << ": " << verified.message() << std::endl;
   }
   return std::string();
-}
-
-absl::Status CheckFreeSpace(const std::string& dir, int64_t needed_bytes) {
-  struct statvfs fs;
-  if (::statvfs(dir.c_str(), &fs) != 0) return absl::OkStatus();  // cannot tell: try
-  const int64_t available = static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize);
-  if (available < needed_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat("not enough free space for a checkpoint in ",
-                                                     dir, ": ", available, " bytes free, ",
-                                                     needed_bytes, " needed"));
-  }
-  return absl::OkStatus();
 }
 
 absl::Status SaveTrainingState(torch::optim::Optimizer& optimizer, const std::string& folder) {
@@ -170,25 +153,6 @@ absl::StatusOr<CommittedCheckpoint> CommitCheckpoint(const std::string& staging,
   digest.Update(manifest_text);
   out.digest = digest.HexDigest();
   return out;
-}
-
-absl::Status ApplyRetention(const std::string& checkpoint_dir, int keep,
-                            const std::string& newest) {
-  PAFT_ASSIGN_OR_RETURN(auto names, ListDir(checkpoint_dir));
-  std::vector<std::pair<int64_t, std::string>> committed;
-  for (const auto& name : names) {
-    int64_t step;
-    const std::string dir = JoinPath(checkpoint_dir, name);
-    if (CheckpointStep(name, &step) && IsRegularFile(JoinPath(dir, kManifest))) {
-      committed.emplace_back(step, dir);
-    }
-  }
-  std::sort(committed.rbegin(), committed.rend());
-  for (size_t i = static_cast<size_t>(std::max(1, keep)); i < committed.size(); ++i) {
-    if (committed[i].second == newest) continue;
-    PAFT_RETURN_IF_ERROR(RemoveAll(committed[i].second));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace paft::trainer

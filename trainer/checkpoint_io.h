@@ -24,10 +24,6 @@ absl::Status VerifyCheckpoint(const std::string& dir);
 absl::StatusOr<std::string> FindResumePoint(const std::string& checkpoint_dir,
                                             const std::string& resume_from);
 
-// ResourceExhausted naming the folder and both numbers when `dir`'s file system has fewer than
-// `needed_bytes` free. Passes when it cannot tell.
-absl::Status CheckFreeSpace(const std::string& dir, int64_t needed_bytes);
-
 // Writes optimizer.pt and rng.pt (the CPU generator: LoRA dropout) into `folder`.
 absl::Status SaveTrainingState(torch::optim::Optimizer& optimizer, const std::string& folder);
 // Restores what SaveTrainingState wrote, those files that exist.
@@ -45,9 +41,6 @@ struct CommittedCheckpoint {
 // durably.
 absl::StatusOr<CommittedCheckpoint> CommitCheckpoint(const std::string& staging,
                                                      const std::string& dir, int64_t step);
-
-// Keeps the newest `keep` committed checkpoints under `checkpoint_dir` (`newest` always kept).
-absl::Status ApplyRetention(const std::string& checkpoint_dir, int keep, const std::string& newest);
 
 }  // namespace paft::trainer
 

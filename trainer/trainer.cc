@@ -12,12 +12,14 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "common/failure.h"
 #include "common/file_util.h"
 #include "common/sha256.h"
 #include "common/status.h"
 #include "common/token_dataset.h"
 #include "trainer/batching.h"
 #include "trainer/checkpoint_io.h"
+#include "trainer/checkpoint_retention.h"
 #include "trainer/cpu_runtime.h"
 #include "trainer/distributed.h"
 #include "trainer/fused_adamw.h"
@@ -319,7 +321,8 @@ class BranchTrainer {
   absl::Status SaveCheckpoint(int64_t step, int64_t total, bool final) {
     const std::string& root = options_.task.checkpoint_dir();
     PAFT_RETURN_IF_ERROR(MakeDirs(root));
-    PAFT_RETURN_IF_ERROR(CheckFreeSpace(root, CheckpointBytes()));
+    PAFT_RETURN_IF_ERROR(
+        EnsureCheckpointSpace(root, CheckpointBytes(), spec_.checkpoint().keep_last()));
     const std::string dir = JoinPath(root, absl::StrCat("checkpoint-", step));
     if (PathExists(dir)) PAFT_RETURN_IF_ERROR(RemoveAll(dir));  // a rerun of the same step
     const std::string staging = dir + ".staging";
@@ -377,16 +380,23 @@ absl::Status Train(const TrainOptions& options) {
   } catch (const c10::Error& e) {
     // The one seam where LibTorch exceptions become a Status.
     const std::string what = e.what_without_backtrace();
-    if (what.find("out of memory") != std::string::npos) return absl::ResourceExhaustedError(what);
+    if (what.find("out of memory") != std::string::npos) {
+      return MarkFailure(absl::ResourceExhaustedError(what), Failure::kOutOfMemory);
+    }
+    if (what.find("No space left on device") != std::string::npos) {
+      return MarkFailure(absl::ResourceExhaustedError(what), Failure::kDiskFull);
+    }
     if (distributed) {
-      return absl::UnavailableError(absl::StrCat(
-          "collective failed (a peer rank died or timed out): ", what));
+      return MarkFailure(absl::UnavailableError(absl::StrCat(
+                             "collective failed (a peer rank died or timed out): ", what)),
+                         Failure::kPeerLost);
     }
     return absl::InternalError(absl::StrCat("LibTorch: ", what));
   } catch (const std::exception& e) {
     if (distributed) {
-      return absl::UnavailableError(
-          absl::StrCat("collective failed (a peer rank died or timed out): ", e.what()));
+      return MarkFailure(absl::UnavailableError(absl::StrCat(
+                             "collective failed (a peer rank died or timed out): ", e.what())),
+                         Failure::kPeerLost);
     }
     return absl::InternalError(e.what());
   }

@@ -18,10 +18,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/auth.h"
+#include "common/exit_reason.h"
 #include "common/file_util.h"
 #include "common/grpc_server.h"
 #include "common/grpc_status.h"
 #include "common/logging.h"
+#include "worker/exit_classifier.h"
 #include "worker/thread_guard.h"
 #include "worker/trainer_events.h"
 #include "worker/trainer_protocol.h"
@@ -36,6 +38,12 @@ constexpr int kReportAttempts = 30;
 constexpr size_t kMaxTrainerLine = 64 * 1024;
 // How long the output of an exited trainer is still drained (see Child::drain_deadline_ns).
 constexpr absl::Duration kDrainAfterExit = absl::Seconds(10);
+
+ExitFacts FailedToStart() {
+  ExitFacts facts;
+  facts.exit_code = ExitCodeOf(Failure::kFailedToStart);
+  return facts;
+}
 
 // Last `max_bytes` of a file, for exit messages.
 std::string Tail(const std::string& path, size_t max_bytes) {
@@ -286,7 +294,7 @@ void Agent::HandleStart(const paft::v1::Task& task) {
   if (!status.ok()) {
     if (log_fd >= 0) ::close(log_fd);
     PAFT_LOG(ERROR) << "cannot start " << task.task_id() << ": " << status;
-    ReportExitFor(task, 127, 0, false, std::string(status.message()), "");
+    ReportExitFor(task, FailedToStart(), std::string(status.message()), "");
     return;
   }
 
@@ -314,6 +322,7 @@ void Agent::HandleStart(const paft::v1::Task& task) {
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
 
+  child->oom_kills_at_start = ReadOomKills();
   const pid_t agent_pid = ::getpid();
   pid_t pid = ::fork();
   if (pid == 0) {
@@ -339,7 +348,7 @@ void Agent::HandleStart(const paft::v1::Task& task) {
   ::close(log_fd);
   if (pid < 0) {
     ::close(pipe_fds[0]);
-    ReportExitFor(task, 127, 0, false, "fork failed", "");
+    ReportExitFor(task, FailedToStart(), "fork failed", "");
     return;
   }
   child->pid = pid;
@@ -513,8 +522,13 @@ void Agent::WaitChild(Child* child) {
   }
   PAFT_LOG(INFO) << child->task.task_id() << " exited: code " << exit_code << ", signal "
                  << signal;
-  ReportExitFor(child->task, exit_code, signal, child->stop_requested, last_error,
-                child->log_path);
+  ExitFacts facts;
+  facts.exit_code = exit_code;
+  facts.signal = signal;
+  facts.stop_requested = child->stop_requested;
+  facts.oom_kills_before = child->oom_kills_at_start;
+  facts.oom_kills_after = ReadOomKills();
+  ReportExitFor(child->task, facts, last_error, child->log_path);
   std::lock_guard<std::mutex> lock(mu_);
   auto it = children_.find(child->task.task_id());
   if (it != children_.end()) {
@@ -525,36 +539,21 @@ void Agent::WaitChild(Child* child) {
   cv_.notify_all();
 }
 
-void Agent::ReportExitFor(const paft::v1::Task& task, int exit_code, int signal, bool stopped,
+void Agent::ReportExitFor(const paft::v1::Task& task, const ExitFacts& facts,
                           const std::string& last_error, const std::string& log_path) {
+  const ExitClass exit_class = ClassifyExit(facts);
   paft::v1::ReportExitRequest request;
   request.set_task_id(task.task_id());
-  request.set_exit_code(exit_code);
-  request.set_signal(signal);
+  request.set_exit_code(facts.exit_code);
+  request.set_signal(facts.signal);
+  request.set_reason(ExitReasonOf(exit_class.failure));
+  // The trainer's own last error first; else the end of its log; else the agent's words.
   std::string message = last_error;
-  if (stopped) {
-    request.set_reason(paft::v1::EXIT_REASON_STOPPED);
-  } else if (signal != 0) {
-    request.set_reason(paft::v1::EXIT_REASON_SIGNAL);
-    if (message.empty()) {
-      message = absl::StrCat("killed by signal ", signal, " (", strsignal(signal), ")",
-                             signal == SIGKILL ? "; possibly the kernel's OOM killer" : "");
-    }
-  } else if (exit_code == kExitOk) {
-    request.set_reason(paft::v1::EXIT_REASON_COMPLETED);
-  } else if (exit_code == kExitUserError) {
-    request.set_reason(paft::v1::EXIT_REASON_USER_ERROR);
-  } else if (exit_code == kExitInfrastructure) {
-    request.set_reason(paft::v1::EXIT_REASON_INFRASTRUCTURE);
-  } else if (exit_code == kExitOutOfMemory) {
-    request.set_reason(paft::v1::EXIT_REASON_OOM);
-  } else if (exit_code == 127) {
-    request.set_reason(paft::v1::EXIT_REASON_FAILED_TO_START);
-  } else {
-    request.set_reason(paft::v1::EXIT_REASON_UNKNOWN);
-  }
-  if (message.empty() && exit_code != 0 && !log_path.empty()) {
-    message = Tail(log_path, 512);
+  if (message.empty() && facts.signal != 0) message = exit_class.explanation;
+  if (message.empty() && facts.exit_code != 0 && !log_path.empty()) message = Tail(log_path, 512);
+  if (message.empty() && exit_class.failure != Failure::kNone) message = exit_class.explanation;
+  if (exit_class.failure == Failure::kOutOfMemory && facts.signal != 0) {
+    message = exit_class.explanation;  // the kernel's verdict outranks the trainer's last words
   }
   request.set_message(message);
   if (exits_ != nullptr) {

@@ -12,11 +12,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "worker/exit_classifier.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -67,6 +69,7 @@ class Agent {
     std::string last_error;  // from an "error" event; guarded by the agent's mu_
     std::thread reader;
     std::thread waiter;
+    std::optional<int64_t> oom_kills_at_start;  // of the agent's memory cgroup
   };
 
   void SessionLoop();
@@ -77,7 +80,7 @@ class Agent {
   void ReadOutput(Child* child);
   void WaitChild(Child* child);
   std::vector<std::string> RunningTaskIds();
-  void ReportExitFor(const paft::v1::Task& task, int exit_code, int signal, bool stopped,
+  void ReportExitFor(const paft::v1::Task& task, const ExitFacts& facts,
                      const std::string& last_error, const std::string& log_path);
   std::unique_ptr<grpc::ClientContext> NewContext() const;
   void SetRegistered(bool registered);  // also the metric

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/dtype.h"
+#include "common/failure.h"
 #include "common/file_util.h"
 #include "common/hf_config.h"
 #include "common/safetensors.h"
@@ -107,18 +108,18 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   std::signal(SIGTERM, [](int) { g_terminate = 1; });
   auto text = paft::ReadFileToString(absl::GetFlag(FLAGS_task_file));
-  if (!text.ok()) Fail(paft::worker::kExitUserError, std::string(text.status().message()));
+  if (!text.ok()) Fail(paft::ExitCodeOf(paft::Failure::kUserError), std::string(text.status().message()));
   paft::v1::Task task;
   google::protobuf::util::JsonParseOptions options;
   if (!google::protobuf::util::JsonStringToMessage(*text, &task, options).ok()) {
-    Fail(paft::worker::kExitUserError, "task file does not parse");
+    Fail(paft::ExitCodeOf(paft::Failure::kUserError), "task file does not parse");
   }
   if (!paft::IsRegularFile(task.spec().dataset().path())) {
-    Fail(paft::worker::kExitUserError,
+    Fail(paft::ExitCodeOf(paft::Failure::kUserError),
          absl::StrCat("dataset '", task.spec().dataset().path(), "' is not a file"));
   }
   auto config = paft::LoadModelConfig(task.base_model());
-  if (!config.ok()) Fail(paft::worker::kExitUserError, std::string(config.status().message()));
+  if (!config.ok()) Fail(paft::ExitCodeOf(paft::Failure::kUserError), std::string(config.status().message()));
 
   // PAFT_PLACEHOLDER_HOSTILE=1: first print what a broken or hostile trainer might, which the
   // agent must survive (and count) while the job goes on.
@@ -170,10 +171,7 @@ int main(int argc, char** argv) {
     if (task.rank() == 0 && (final || (every > 0 && step % every == 0))) {
       auto size = WriteCheckpoint(task, step, total_steps);
       if (!size.ok()) {
-        Fail(size.status().code() == absl::StatusCode::kNotFound ||
-                     size.status().code() == absl::StatusCode::kInvalidArgument
-                 ? paft::worker::kExitUserError
-                 : paft::worker::kExitInfrastructure,
+        Fail(paft::ExitCodeOf(paft::FailureOf(size.status())),
              absl::StrCat("checkpoint at step ", step, ": ", size.status().message()));
       }
       Emit({{"type", "checkpoint"},

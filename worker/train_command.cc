@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "common/failure.h"
 #include "common/file_util.h"
 #include "common/job_spec.h"
 #include "common/status.h"
@@ -18,22 +19,11 @@
 namespace paft::worker {
 namespace {
 
+// The exit code of a failed run: its failure class (common/failure.h); a class the trainer does
+// not exit with itself (stopped, signal) counts as infrastructure.
 int ExitCodeFor(const absl::Status& status) {
-  switch (status.code()) {
-    case absl::StatusCode::kOk:
-      return kExitOk;
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kNotFound:
-    case absl::StatusCode::kAlreadyExists:
-    case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kDataLoss:  // a corrupt dataset or checkpoint: retrying cannot help
-      return kExitUserError;
-    case absl::StatusCode::kResourceExhausted:
-      return kExitOutOfMemory;
-    default:
-      return kExitInfrastructure;
-  }
+  const int code = ExitCodeOf(FailureOf(status));
+  return code >= 0 ? code : ExitCodeOf(Failure::kInfrastructure);
 }
 
 absl::StatusOr<paft::v1::Task> TaskFromSpec(const std::string& spec_file, const std::string& branch) {
@@ -130,7 +120,7 @@ int RunTrainCommand(const TrainCommandOptions& options) {
             << task.world_size() << ", dataset " << *dataset << std::endl;
   absl::Status status = trainer::Train(train);
   if (!status.ok()) return fail(status);
-  return kExitOk;
+  return ExitCodeOf(Failure::kNone);
 }
 
 int RunEvalCommand(const EvalCommandOptions& options) {

@@ -6,8 +6,9 @@
 //   PAFT_EVENT {"type":"progress","step":S,"total_steps":T,"loss":L,"tokens_per_second":R}
 //   PAFT_EVENT {"type":"checkpoint","step":S,"path":P,"size_bytes":B,"digest":D,"final":F}
 //   PAFT_EVENT {"type":"error","message":M}
-// Every other line is log output (worker/trainer_events.h parses them, field by field). Exit codes
-// below classify failures.
+// Every other line is log output (worker/trainer_events.h parses them, field by field). The exit
+// code classifies a failure: the table of common/failure.h (2 user error, 3 infrastructure,
+// 4 out of memory, 5 disk full, 6 peer lost).
 #ifndef PAFT_WORKER_TRAINER_PROTOCOL_H_
 #define PAFT_WORKER_TRAINER_PROTOCOL_H_
 
@@ -18,12 +19,6 @@
 namespace paft::worker {
 
 inline constexpr char kEventPrefix[] = "PAFT_EVENT ";
-
-// Trainer exit codes.
-inline constexpr int kExitOk = 0;
-inline constexpr int kExitUserError = 2;      // bad spec, dataset or model: do not retry
-inline constexpr int kExitInfrastructure = 3;  // peer lost, I/O error: retry
-inline constexpr int kExitOutOfMemory = 4;
 
 // Formats an event line (with the trailing newline).
 inline std::string FormatEvent(const nlohmann::json& event) {

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/failure.h"
 #include "common/file_util.h"
 #include "common/safetensors.h"
 #include "common/token_dataset.h"
@@ -261,7 +262,9 @@ TEST_F(DdpTest, ADeadPeerFailsTheSurvivorWithinTheTimeout) {
   ASSERT_TRUE(status.has_value()) << "rank 0 hung after its peer died";
   EXPECT_LT(absl::Now() - killed, absl::Seconds(15));
   ASSERT_TRUE(WIFEXITED(*status));
-  EXPECT_EQ(WEXITSTATUS(*status), 3);  // infrastructure: retryable
+  // A lost peer: its own class, restarted by the coordinator.
+  EXPECT_EQ(FailureOfExitCode(WEXITSTATUS(*status)), Failure::kPeerLost);
+  EXPECT_FALSE(InfoOf(Failure::kPeerLost).permanent);
   EXPECT_THAT(*ReadFileToString(dir_.Join("r0.log")), HasSubstr("a peer rank died or timed out"));
 }
 
@@ -400,6 +403,31 @@ TEST_F(DdpTest, TornCheckpointsAreSkippedOrRefused) {
       << out;
   EXPECT_THAT(out, HasSubstr("skipping checkpoint"));
   EXPECT_THAT(out, HasSubstr("resuming from " + ckpt + "/checkpoint-4 at step 4"));
+}
+
+// A checkpoint that does not fit is a full disk, not an exhausted memory: its own exit code,
+// with the folder and the bytes in the message. A real small file system (tmpfs in a user and
+// mount namespace; skipped where the machine does not allow one).
+TEST_F(DdpTest, AFullDiskIsItsOwnFailureNamingTheFolderAndTheBytes) {
+  std::string probe;
+  if (testing::RunCommand({"/usr/bin/unshare", "-rm", "true"}, &probe) != 0) {
+    GTEST_SKIP() << "no user/mount namespaces here (unshare -rm): " << probe;
+  }
+  const std::string small = dir_.Join("full");
+  ASSERT_TRUE(MakeDirs(small).ok());
+  const std::string task = WriteTask("full", 0, 1, 4, 0, 2, /*every=*/1);
+  std::string output;
+  const int code = testing::RunCommand(
+      {"/usr/bin/unshare", "-rm", "sh", "-c",
+       absl::StrCat("mount -t tmpfs -o size=1m tmpfs ", small, " && exec ", PAFT_WORKER,
+                    " train --threads=1 --task_file=", task)},
+      &output);
+  EXPECT_EQ(FailureOfExitCode(code), Failure::kDiskFull) << code << "\n" << output;
+  EXPECT_TRUE(InfoOf(Failure::kDiskFull).permanent);
+  EXPECT_THAT(output, HasSubstr("not enough free space for a checkpoint in " + small +
+                                "/checkpoints"));
+  EXPECT_THAT(output, HasSubstr("bytes free"));
+  EXPECT_THAT(output, HasSubstr("needed"));
 }
 
 }  // namespace

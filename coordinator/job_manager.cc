@@ -7,6 +7,7 @@
 #include <set>
 #include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -78,6 +79,26 @@ const char* BranchName(BranchKind kind) {
 
 std::string TaskId(const std::string& job_id, BranchKind kind, int attempt, int rank) {
   return absl::StrCat(job_id, ".", BranchName(kind), ".a", attempt, ".r", rank);
+}
+
+std::optional<TaskKey> ParseTaskId(const std::string& task_id) {
+  std::vector<std::string> parts = absl::StrSplit(task_id, '.');
+  if (parts.size() < 4) return std::nullopt;
+  const std::string& rank_part = parts.back();
+  const std::string& attempt_part = parts[parts.size() - 2];
+  const std::string& branch_part = parts[parts.size() - 3];
+  TaskKey key;
+  key.job_id = absl::StrJoin(parts.begin(), parts.end() - 3, ".");
+  key.branch = branch_part == "sft"         ? paft::v1::BRANCH_KIND_SFT
+               : branch_part == "alignment" ? paft::v1::BRANCH_KIND_ALIGNMENT
+                                            : paft::v1::BRANCH_KIND_UNSPECIFIED;
+  if (key.branch == paft::v1::BRANCH_KIND_UNSPECIFIED || attempt_part.size() < 2 ||
+      rank_part.size() < 2 || attempt_part[0] != 'a' || rank_part[0] != 'r' ||
+      !absl::SimpleAtoi(attempt_part.substr(1), &key.attempt) ||
+      !absl::SimpleAtoi(rank_part.substr(1), &key.rank)) {
+    return std::nullopt;
+  }
+  return key;
 }
 
 JobManager::JobManager(JobManagerOptions options, JobStore* store, WorkerRegistry* registry,
@@ -859,6 +880,11 @@ absl::StatusOr<paft::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
       }
       continue;
     }
+    if (!it->second.slot.worker_name.empty() && it->second.slot.worker_name != request.name()) {
+      PAFT_LOG(WARNING) << "worker " << request.name() << " claims rank " << id << " of worker "
+                        << it->second.slot.worker_name << ": ignored";
+      continue;
+    }
     if (it->second.stopping) {
       response.add_stop_task_ids(id);
       continue;
@@ -890,6 +916,35 @@ absl::StatusOr<paft::v1::HeartbeatResponse> JobManager::Heartbeat(
   paft::v1::HeartbeatResponse response;
   response.set_lease_ttl_ms(absl::ToInt64Milliseconds(registry_->lease_ttl()));
   return response;
+}
+
+absl::Status JobManager::AuthorizeWorker(const Principal& caller, const std::string& worker_id) {
+  const std::optional<std::string> name = registry_->NameOf(worker_id);
+  if (!name || caller.MayActAs(*name)) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat("identity '", caller.identity,
+                                                  "' may not act as worker '", *name, "'"));
+}
+
+absl::Status JobManager::AuthorizeTask(const Principal& caller, const std::string& task_id) {
+  if (caller.role == Role::kAdmin) return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = tasks_.find(task_id);
+  std::string name;
+  if (it != tasks_.end()) {
+    name = it->second.slot.worker_name;
+  } else {
+    // Not adopted yet: only its agent's registration may adopt it for an authenticated worker.
+    const std::optional<TaskKey> key = ParseTaskId(task_id);
+    if (!key || !awaiting_adoption_.count({key->job_id, key->branch})) return absl::OkStatus();
+  }
+  if (name.empty()) {
+    return absl::UnavailableError(absl::StrCat(
+        "rank '", task_id, "' is not bound to a worker yet: its agent must re-register first"));
+  }
+  if (caller.MayActAs(name)) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat("identity '", caller.identity,
+                                                  "' may not report for rank '", task_id,
+                                                  "' of worker '", name, "'"));
 }
 
 absl::StatusOr<JobManager::TaskRecord*> JobManager::FindTaskLocked(const std::string& task_id) {
@@ -1133,28 +1188,26 @@ void JobManager::Tick() {
 
 bool JobManager::AdoptLocked(const std::string& task_id, const std::string& worker_id,
                              const std::string& worker_name, int device) {
-  // Task ids are "<job>.<branch>.a<attempt>.r<rank>" (TaskId()).
-  std::vector<std::string> parts = absl::StrSplit(task_id, '.');
-  if (parts.size() < 4) return false;
-  const std::string rank_part = parts.back(), attempt_part = parts[parts.size() - 2];
-  const std::string branch_part = parts[parts.size() - 3];
-  const std::string job_id = absl::StrJoin(parts.begin(), parts.end() - 3, ".");
-  int attempt = 0, rank = 0;
-  if (attempt_part.size() < 2 || rank_part.size() < 2 ||
-      !absl::SimpleAtoi(attempt_part.substr(1), &attempt) ||
-      !absl::SimpleAtoi(rank_part.substr(1), &rank)) {
-    return false;
-  }
-  const BranchKind kind = branch_part == "sft" ? paft::v1::BRANCH_KIND_SFT
-                          : branch_part == "alignment" ? paft::v1::BRANCH_KIND_ALIGNMENT
-                                                       : paft::v1::BRANCH_KIND_UNSPECIFIED;
+  const std::optional<TaskKey> key = ParseTaskId(task_id);
+  if (!key) return false;
+  const std::string& job_id = key->job_id;
+  const BranchKind kind = key->branch;
+  const int attempt = key->attempt, rank = key->rank;
   auto job = jobs_.find(job_id);
-  if (kind == paft::v1::BRANCH_KIND_UNSPECIFIED || job == jobs_.end() ||
-      !awaiting_adoption_.count({job_id, kind})) {
-    return false;
-  }
+  if (job == jobs_.end() || !awaiting_adoption_.count({job_id, kind})) return false;
   const BranchStatus& branch = Branch(job->second.job, kind);
   if (branch.attempt() != attempt || rank < 0 || rank >= Spec(job->second.job, kind).world_size()) {
+    return false;
+  }
+  // Only an agent the gang was placed on may claim one of its ranks (ids are "<name>-<n>").
+  if (!worker_name.empty() &&
+      std::none_of(branch.workers().begin(), branch.workers().end(), [&](const std::string& id) {
+        int n;
+        return absl::StartsWith(id, worker_name + "-") &&
+               absl::SimpleAtoi(id.substr(worker_name.size() + 1), &n);
+      })) {
+    PAFT_LOG(WARNING) << "worker " << worker_name << " claims rank " << task_id
+                      << ", which was not placed on it: not adopted";
     return false;
   }
   TaskRecord task;

@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -19,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/auth.h"
 #include "common/clock.h"
 #include "coordinator/job_store.h"
 #include "coordinator/metrics.h"
@@ -104,6 +106,15 @@ class JobManager {
   absl::Status ReportProgress(const paft::v1::ReportProgressRequest& request);
   absl::Status ReportCheckpoint(const paft::v1::ReportCheckpointRequest& request);
   absl::Status ReportExit(const paft::v1::ReportExitRequest& request);
+
+  // --- Identities (with authentication on): a worker principal acts only as itself.
+  // OK when `caller` may act as the worker `worker_id` (or the id is unknown: the call itself
+  // then answers NOT_FOUND); PERMISSION_DENIED naming both otherwise.
+  absl::Status AuthorizeWorker(const Principal& caller, const std::string& worker_id);
+  // OK when `caller` may act as the worker running `task_id`. A rank whose agent has not
+  // re-registered since a coordinator restart: UNAVAILABLE (reports are retried; registering
+  // binds the rank to its agent's name). Unknown ranks: OK (the call answers NOT_FOUND).
+  absl::Status AuthorizeTask(const Principal& caller, const std::string& task_id);
 
   // --- Control loop (called periodically): lease expiry, scheduling, progress flush, gauges.
   void Tick();
@@ -252,6 +263,14 @@ class JobManager {
 bool IsTerminal(paft::v1::JobState state);
 const char* BranchName(paft::v1::BranchKind kind);  // "sft", "alignment"
 std::string TaskId(const std::string& job_id, paft::v1::BranchKind kind, int attempt, int rank);
+// The parts of a TaskId(); nullopt for anything else.
+struct TaskKey {
+  std::string job_id;
+  paft::v1::BranchKind branch = paft::v1::BRANCH_KIND_UNSPECIFIED;
+  int attempt = 0;
+  int rank = 0;
+};
+std::optional<TaskKey> ParseTaskId(const std::string& task_id);
 
 }  // namespace paft::coordinator
 

@@ -1,5 +1,6 @@
 // paft-coordinator: the control plane. Composition root: store, registry, manager, services,
 // metrics, control loop; SIGTERM drains.
+#include <csignal>
 #include <atomic>
 #include <climits>
 #include <cstdlib>
@@ -50,8 +51,9 @@ ABSL_FLAG(bool, plaintext, false,
 ABSL_FLAG(std::string, tls_key, "", "TLS private key (PEM)");
 ABSL_FLAG(std::string, tls_client_ca, "", "Require client certificates signed by this CA (mTLS)");
 ABSL_FLAG(std::string, auth_tokens, "",
-          "Token file (ROLE IDENTITY SHA256 per line): clients (own jobs only) and admins use the "
-          "JobService, workers and admins the WorkerService; empty: no authentication");
+          "Principals file (ROLE IDENTITY SHA256|x509:NAME [names=PATTERN,...] per line, re-read "
+          "on SIGHUP): clients (own jobs only) and admins use the JobService, workers (as their "
+          "own names only) and admins the WorkerService; empty: no authentication");
 ABSL_FLAG(int, max_active_jobs_per_client, 100,
           "Unfinished jobs one authenticated client may have (0: no limit)");
 ABSL_FLAG(int, max_streams_per_client, 32,
@@ -181,7 +183,12 @@ int main(int argc, char** argv) {
     }
   });
 
+  // SIGHUP re-reads the principals file (connections and calls in flight carry on); SIGTERM
+  // and SIGINT drain.
   int signal_number = paft::WaitForTerminationSignal();
+  for (; signal_number == SIGHUP; signal_number = paft::WaitForTerminationSignal()) {
+    paft::ReloadPrincipals(security->authenticator.get());
+  }
   PAFT_LOG(INFO) << "signal " << signal_number << ": draining";
   shutting_down.store(true);
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -48,6 +48,11 @@ struct CoordinatorMetrics {
                           .Name("paft_worker_heartbeat_age_max_seconds")
                           .Help("Seconds since the stalest heartbeat among a pool's agents")
                           .Register(registry)),
+        identity_denied(prometheus::BuildCounter()
+                            .Name("paft_identity_denied_total")
+                            .Help("Worker calls refused because the caller's identity may not act "
+                                  "as the worker or rank named, by method")
+                            .Register(registry)),
         checkpoints(prometheus::BuildCounter()
                         .Name("paft_checkpoints_total")
                         .Help("Checkpoints committed, by branch kind")
@@ -104,6 +109,7 @@ struct CoordinatorMetrics {
   prometheus::Family<prometheus::Gauge>& branches;
   prometheus::Family<prometheus::Gauge>& queue_depth;
   prometheus::Family<prometheus::Gauge>& heartbeat_age;
+  prometheus::Family<prometheus::Counter>& identity_denied;
   prometheus::Family<prometheus::Counter>& checkpoints;
   prometheus::Family<prometheus::Gauge>& branch_step;
   prometheus::Family<prometheus::Gauge>& branch_total_steps;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/logging.h"
 #include "common/status.h"
 
 namespace paft::coordinator {
@@ -251,11 +252,34 @@ grpc::Status WorkerServiceImpl::Done(const char* method, const absl::Status& sta
   return CountAndConvert(metrics_, method, status, start);
 }
 
+absl::StatusOr<Principal> WorkerServiceImpl::Caller(grpc::ServerContext* context,
+                                                    const char* method, const Acting& acting) {
+  PAFT_ASSIGN_OR_RETURN(Principal who,
+                        Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, method));
+  if (auth_ == nullptr) return who;  // authentication off: nothing to bind
+  absl::Status bound = absl::OkStatus();
+  if (!acting.name.empty() && !who.MayActAs(acting.name)) {
+    bound = absl::PermissionDeniedError(absl::StrCat("identity '", who.identity,
+                                                     "' may not register as worker '",
+                                                     acting.name, "'"));
+  } else if (!acting.worker_id.empty()) {
+    bound = manager_->AuthorizeWorker(who, acting.worker_id);
+  } else if (!acting.task_id.empty()) {
+    bound = manager_->AuthorizeTask(who, acting.task_id);
+  }
+  if (bound.code() == absl::StatusCode::kPermissionDenied && metrics_ != nullptr) {
+    metrics_->identity_denied.Add({{"method", method}}).Increment();
+    PAFT_LOG(WARNING) << method << " refused: " << bound.message();
+  }
+  PAFT_RETURN_IF_ERROR(bound);
+  return who;
+}
+
 grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
                                                const paft::v1::RegisterWorkerRequest* request,
                                                paft::v1::RegisterWorkerResponse* response) {
   const absl::Time start = absl::Now();
-  if (auto who = Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, "RegisterWorker"); !who.ok()) {
+  if (auto who = Caller(context, "RegisterWorker", {request->name(), "", ""}); !who.ok()) {
     return Done("RegisterWorker", who.status(), start);
   }
   return Done("RegisterWorker", Assign(manager_->RegisterWorker(*request), response), start);
@@ -265,7 +289,7 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
                                           const paft::v1::HeartbeatRequest* request,
                                           paft::v1::HeartbeatResponse* response) {
   const absl::Time start = absl::Now();
-  if (auto who = Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, "Heartbeat"); !who.ok()) {
+  if (auto who = Caller(context, "Heartbeat", {"", request->worker_id(), ""}); !who.ok()) {
     return Done("Heartbeat", who.status(), start);
   }
   return Done("Heartbeat", Assign(manager_->Heartbeat(*request), response), start);
@@ -274,8 +298,7 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
 grpc::Status WorkerServiceImpl::StreamAssignments(
     grpc::ServerContext* context, const paft::v1::StreamAssignmentsRequest* request,
     grpc::ServerWriter<paft::v1::Assignment>* writer) {
-  if (auto who = Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, "StreamAssignments");
-      !who.ok()) {
+  if (auto who = Caller(context, "StreamAssignments", {"", request->worker_id(), ""}); !who.ok()) {
     return Done("StreamAssignments", who.status());
   }
   while (!context->IsCancelled() && !shutting_down_->load()) {
@@ -297,7 +320,7 @@ grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* context,
                                                const paft::v1::ReportProgressRequest* request,
                                                paft::v1::Ack*) {
   const absl::Time start = absl::Now();
-  if (auto who = Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, "ReportProgress"); !who.ok()) {
+  if (auto who = Caller(context, "ReportProgress", {"", "", request->task_id()}); !who.ok()) {
     return Done("ReportProgress", who.status(), start);
   }
   return Done("ReportProgress", manager_->ReportProgress(*request), start);
@@ -307,7 +330,7 @@ grpc::Status WorkerServiceImpl::ReportCheckpoint(grpc::ServerContext* context,
                                                  const paft::v1::ReportCheckpointRequest* request,
                                                  paft::v1::Ack*) {
   const absl::Time start = absl::Now();
-  if (auto who = Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, "ReportCheckpoint"); !who.ok()) {
+  if (auto who = Caller(context, "ReportCheckpoint", {"", "", request->task_id()}); !who.ok()) {
     return Done("ReportCheckpoint", who.status(), start);
   }
   return Done("ReportCheckpoint", manager_->ReportCheckpoint(*request), start);
@@ -317,7 +340,7 @@ grpc::Status WorkerServiceImpl::ReportExit(grpc::ServerContext* context,
                                            const paft::v1::ReportExitRequest* request,
                                            paft::v1::Ack*) {
   const absl::Time start = absl::Now();
-  if (auto who = Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, "ReportExit"); !who.ok()) {
+  if (auto who = Caller(context, "ReportExit", {"", "", request->task_id()}); !who.ok()) {
     return Done("ReportExit", who.status(), start);
   }
   return Done("ReportExit", manager_->ReportExit(*request), start);

@@ -110,6 +110,15 @@ class WorkerServiceImpl final : public paft::v1::WorkerService::Service {
   // Counts the RPC (and times it, when `start` is given) and converts the status.
   grpc::Status Done(const char* method, const absl::Status& status,
                     absl::Time start = absl::InfinitePast());
+  // What a call acts as: the worker name it registers, its worker id, or the rank it reports
+  // for (one of the three).
+  struct Acting {
+    std::string name, worker_id, task_id;
+  };
+  // The caller, if its role may use the WorkerService and its identity may act as `acting`;
+  // refusals of the latter are counted in paft_identity_denied_total{method}.
+  absl::StatusOr<Principal> Caller(grpc::ServerContext* context, const char* method,
+                                   const Acting& acting);
 
   JobManager* manager_;
   WorkerRegistry* registry_;

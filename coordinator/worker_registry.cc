@@ -60,6 +60,13 @@ bool WorkerRegistry::Exists(const std::string& worker_id) const {
   return workers_.count(worker_id) > 0;
 }
 
+std::optional<std::string> WorkerRegistry::NameOf(const std::string& worker_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return std::nullopt;
+  return it->second.info.name();
+}
+
 std::optional<std::vector<Slot>> WorkerRegistry::Allocate(const std::string& pool, int count) {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::pair<int, Worker*>> candidates;  // (free slots, worker)

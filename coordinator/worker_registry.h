@@ -42,6 +42,8 @@ class WorkerRegistry {
   // Removes workers whose lease ran out; returns their ids.
   std::vector<std::string> ExpireLeases(absl::Time now);
   bool Exists(const std::string& worker_id) const;
+  // The name the worker registered under; nullopt for an unknown id.
+  std::optional<std::string> NameOf(const std::string& worker_id) const;
 
   // Gang allocation: `count` free slots of `pool`, all or none (fewest workers first).
   std::optional<std::vector<Slot>> Allocate(const std::string& pool, int count);

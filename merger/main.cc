@@ -4,6 +4,7 @@
 //   paft-merger merge CONFIG.yaml OUT [--adapter_out=DIR] [--threads=N] [--max_shard_bytes=B]
 //   paft-merger inspect --base=BASE INPUT... [--relative_threshold=1e-3] [--epsilon=0]
 //                       [--summary] [--json]
+#include <csignal>
 #include <filesystem>
 #include <iostream>
 
@@ -77,7 +78,12 @@ int Serve() {
   }
   PAFT_LOG(INFO) << "serving gRPC on port " << server->port << ", metrics on port "
                  << (*metrics)->port();
+  // SIGHUP re-reads the principals file (connections and calls in flight carry on); SIGTERM
+  // and SIGINT drain.
   int signal_number = paft::WaitForTerminationSignal();
+  for (; signal_number == SIGHUP; signal_number = paft::WaitForTerminationSignal()) {
+    paft::ReloadPrincipals(security->authenticator.get());
+  }
   PAFT_LOG(INFO) << "signal " << signal_number << ": draining (running merges finish first)";
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   service.reset();  // joins running merges

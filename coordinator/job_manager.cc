@@ -279,34 +279,24 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   ApplyJobSpecDefaults(&spec);
   PAFT_RETURN_IF_ERROR(ValidateJobSpec(spec));
 
-  std::lock_guard<std::mutex> lock(mu_);
-  if (auto it = job_by_request_.find(request.request_id()); it != job_by_request_.end()) {
-    const JobRecord& existing = jobs_.at(it->second);
-    if (existing.job.owner() != owner) {
-      return absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(),
-                                                   "' was already used by another client"));
-    }
-    if (!google::protobuf::util::MessageDifferencer::Equals(existing.job.spec(), spec)) {
-      return absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(),
-                                                   "' was already used for job ", it->second,
-                                                   " with a different spec"));
-    }
-    return Decorate(existing);
+  // An idempotent repeat is answered from memory, before any file-system check (its output
+  // folder is no longer empty); the per-client limit and the pools are checked first too.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    PAFT_ASSIGN_OR_RETURN(auto existing, RepeatedSubmissionLocked(request, spec, owner));
+    if (existing) return *existing;
+    PAFT_RETURN_IF_ERROR(AdmitLocked(spec, owner));
   }
-  if (!owner.empty() && options_.max_active_jobs_per_client > 0) {
-    int active = 0;
-    for (const auto& [id, r] : jobs_) {
-      active += r.job.owner() == owner && !IsTerminal(r.job.state()) ? 1 : 0;
-    }
-    if (active >= options_.max_active_jobs_per_client) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("client ", owner, " has ", active, " unfinished jobs, the limit; wait for "
-                       "one to end or cancel one"));
-    }
-  }
-  PAFT_RETURN_IF_ERROR(AdmitPoolsLocked(spec));
+  // The file-system checks run outside the lock: slow or hung storage must not stall the
+  // control loop and every other call.
   PAFT_RETURN_IF_ERROR(CheckPathsConfined(spec, options_.storage_roots));
   if (options_.check_inputs) PAFT_RETURN_IF_ERROR(CheckJobInputs(spec));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  // Meanwhile a concurrent call may have admitted the same request, or another of this client.
+  PAFT_ASSIGN_OR_RETURN(auto existing, RepeatedSubmissionLocked(request, spec, owner));
+  if (existing) return *existing;
+  PAFT_RETURN_IF_ERROR(AdmitLocked(spec, owner));
 
   JobRecord record;
   Job& job = record.job;
@@ -340,6 +330,39 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   events_cv_.notify_all();
   ScheduleLocked();
   return Decorate(jobs_[job_id]);
+}
+
+absl::StatusOr<std::optional<Job>> JobManager::RepeatedSubmissionLocked(
+    const paft::v1::SubmitJobRequest& request, const paft::v1::JobSpec& spec,
+    const std::string& owner) {
+  auto it = job_by_request_.find(request.request_id());
+  if (it == job_by_request_.end()) return std::optional<Job>();
+  const JobRecord& existing = jobs_.at(it->second);
+  if (existing.job.owner() != owner) {
+    return absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(),
+                                                 "' was already used by another client"));
+  }
+  if (!google::protobuf::util::MessageDifferencer::Equals(existing.job.spec(), spec)) {
+    return absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(),
+                                                 "' was already used for job ", it->second,
+                                                 " with a different spec"));
+  }
+  return std::optional<Job>(Decorate(existing));
+}
+
+absl::Status JobManager::AdmitLocked(const paft::v1::JobSpec& spec, const std::string& owner) {
+  if (!owner.empty() && options_.max_active_jobs_per_client > 0) {
+    int active = 0;
+    for (const auto& [id, r] : jobs_) {
+      active += r.job.owner() == owner && !IsTerminal(r.job.state()) ? 1 : 0;
+    }
+    if (active >= options_.max_active_jobs_per_client) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("client ", owner, " has ", active, " unfinished jobs, the limit; wait for "
+                       "one to end or cancel one"));
+    }
+  }
+  return AdmitPoolsLocked(spec);
 }
 
 absl::Status JobManager::AdmitPoolsLocked(const paft::v1::JobSpec& spec) const {
@@ -997,16 +1020,20 @@ absl::Status JobManager::ReportProgress(const paft::v1::ReportProgressRequest& r
 }
 
 absl::Status JobManager::ReportCheckpoint(const paft::v1::ReportCheckpointRequest& request) {
+  if (request.path().empty() || request.step() < 0) {
+    return absl::InvalidArgumentError("path and a non-negative step are required");
+  }
+  // The job's checkpoint registry is read before taking the lock (a gang's rank 0 reports its
+  // checkpoints one at a time, so nothing of its branch changes meanwhile).
+  const std::optional<TaskKey> key = ParseTaskId(request.task_id());
+  if (!key) return absl::NotFoundError(absl::StrCat("task '", request.task_id(), "' is not active"));
+  PAFT_ASSIGN_OR_RETURN(auto stored, store_->ListCheckpoints(key->job_id));
   std::lock_guard<std::mutex> lock(mu_);
   PAFT_ASSIGN_OR_RETURN(TaskRecord * task, FindTaskLocked(request.task_id()));
   if (task->rank != 0) {
     return absl::InvalidArgumentError("only rank 0 reports checkpoints");
   }
-  if (request.path().empty() || request.step() < 0) {
-    return absl::InvalidArgumentError("path and a non-negative step are required");
-  }
   PAFT_ASSIGN_OR_RETURN(JobRecord * record, FindLocked(task->job_id));
-  PAFT_ASSIGN_OR_RETURN(auto stored, store_->ListCheckpoints(task->job_id));
   const BranchStatus& current = Branch(record->job, task->branch);
   paft::v1::CheckpointInfo info;
   info.set_job_id(task->job_id);

@@ -211,6 +211,13 @@ class JobManager {
   void HandleTaskEndLocked(TaskRecord& task, bool success, bool permanent,
                            const std::string& reason, const std::string& message,
                            bool count_against_budget = true);
+  // The job of an earlier submission with the same request id (nullopt: none); ALREADY_EXISTS
+  // when that was another client's or another spec.
+  absl::StatusOr<std::optional<paft::v1::Job>> RepeatedSubmissionLocked(
+      const paft::v1::SubmitJobRequest& request, const paft::v1::JobSpec& spec,
+      const std::string& owner);
+  // The per-client limit of unfinished jobs, then AdmitPoolsLocked.
+  absl::Status AdmitLocked(const paft::v1::JobSpec& spec, const std::string& owner);
   // Rejects a spec whose pools do not exist or cannot ever offer its world sizes.
   absl::Status AdmitPoolsLocked(const paft::v1::JobSpec& spec) const;
   // 1-based queue positions of the QUEUED jobs.

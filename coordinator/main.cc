@@ -174,10 +174,17 @@ int main(int argc, char** argv) {
   PAFT_LOG(INFO) << "serving gRPC on port " << server->port << ", metrics on port "
                  << (*metrics_server)->port() << ", state in " << absl::GetFlag(FLAGS_state_db);
 
+  // The control loop (leases, scheduling, progress) never waits on the merger: merges are
+  // driven from their own thread, whose calls may take up to their deadline.
+  const absl::Duration tick = absl::GetFlag(FLAGS_tick_interval);
   std::thread control_loop([&] {
-    const absl::Duration tick = absl::GetFlag(FLAGS_tick_interval);
     while (!shutting_down.load()) {
       manager.Tick();
+      absl::SleepFor(tick);
+    }
+  });
+  std::thread merge_loop([&] {
+    while (!shutting_down.load()) {
       merge_driver.Poll();
       absl::SleepFor(tick);
     }
@@ -192,7 +199,9 @@ int main(int argc, char** argv) {
   PAFT_LOG(INFO) << "signal " << signal_number << ": draining";
   shutting_down.store(true);
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  merger_client.Shutdown();
   control_loop.join();
+  merge_loop.join();
   PAFT_LOG(INFO) << "stopped";
   return 0;
 }

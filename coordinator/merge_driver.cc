@@ -17,10 +17,25 @@ absl::StatusOr<paft::v1::MergeOperation> GrpcMergerClient::Merge(
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   AddToken(&context, token_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shut_down_) return absl::CancelledError("the coordinator is shutting down");
+    in_flight_ = &context;
+  }
   paft::v1::MergeOperation operation;
   grpc::Status status = stub_->Merge(&context, request, &operation);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_flight_ = nullptr;
+  }
   if (!status.ok()) return FromGrpcStatus(status);
   return operation;
+}
+
+void GrpcMergerClient::Shutdown() {
+  std::lock_guard<std::mutex> lock(mu_);
+  shut_down_ = true;
+  if (in_flight_ != nullptr) in_flight_->TryCancel();
 }
 
 void MergeDriver::Poll() {
@@ -28,6 +43,7 @@ void MergeDriver::Poll() {
     auto operation = client_->Merge(request);
     if (!operation.ok()) {
       const auto code = operation.status().code();
+      if (code == absl::StatusCode::kCancelled) continue;  // shutting down: retried after a restart
       if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded ||
           code == absl::StatusCode::kResourceExhausted) {
         PAFT_LOG(WARNING) << "merger unavailable for " << request.merge_id() << " ("

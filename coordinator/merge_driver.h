@@ -4,6 +4,7 @@
 #define PAFT_COORDINATOR_MERGE_DRIVER_H_
 
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -25,10 +26,16 @@ class GrpcMergerClient : public MergerClient {
   // `channel`: plaintext or TLS (MakeClientChannel); `token`: sent as a bearer token if set.
   GrpcMergerClient(std::shared_ptr<grpc::Channel> channel, std::string token);
   absl::StatusOr<paft::v1::MergeOperation> Merge(const paft::v1::MergeRequest& request) override;
+  // Ends the call in flight (if any) with CANCELLED, and every later one: for shutdown, so that
+  // draining does not wait out a hanging merger's deadline.
+  void Shutdown();
 
  private:
   std::unique_ptr<paft::v1::MergerService::Stub> stub_;
   std::string token_;
+  std::mutex mu_;
+  grpc::ClientContext* in_flight_ = nullptr;  // GUARDED_BY(mu_)
+  bool shut_down_ = false;                    // GUARDED_BY(mu_)
 };
 
 class MergeDriver {

@@ -1,7 +1,11 @@
 // Failures with real processes: lost agents, hung and misbehaving trainers.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/ascii.h"
@@ -170,6 +174,58 @@ TEST_F(LeakyTrainerEndToEndTest, LeftoversAreKilledAndDoNotHoldTheSlot) {
   for (pid_t pid : outside) EXPECT_TRUE(Running(pid)) << pid << " is not the agent's to kill";
   const std::string agent_log = *ReadFileToString(root_ + "/w-sft.log");
   EXPECT_THAT(agent_log, HasSubstr("no longer read"));
+}
+
+// An unreachable merger (it accepts connections and never answers) holds each merge call for its
+// whole deadline. The control loop must not wait for it: a lost agent is still noticed within its
+// lease while a merge call hangs.
+class UnreachableMergerEndToEndTest : public EndToEndTest {
+ protected:
+  std::vector<std::string> ExtraCoordinatorFlags() override {
+    blackhole_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(addr);
+    EXPECT_EQ(::bind(blackhole_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(::listen(blackhole_, 16), 0);  // the kernel completes handshakes; nobody answers
+    EXPECT_EQ(::getsockname(blackhole_, reinterpret_cast<sockaddr*>(&addr), &length), 0);
+    return {absl::StrCat("--merger=127.0.0.1:", ntohs(addr.sin_port)), "--lease_ttl=2s"};
+  }
+  void TearDown() override {
+    EndToEndTest::TearDown();
+    if (blackhole_ >= 0) ::close(blackhole_);
+  }
+  int blackhole_ = -1;
+};
+
+TEST_F(UnreachableMergerEndToEndTest, ALostAgentIsNoticedWhileAMergeCallHangs) {
+  const std::string job_id = Submit(WriteSpec("stuck", 2));
+  ASSERT_FALSE(job_id.empty());
+  const v1::Job merging = WaitFor(
+      job_id, [](const v1::Job& j) { return j.state() == v1::JOB_STATE_MERGING; });
+  ASSERT_EQ(merging.state(), v1::JOB_STATE_MERGING);
+  absl::SleepFor(absl::Seconds(1));  // the first merge call is now waiting on the blackhole
+  workers_[0]->Signal(SIGKILL);
+  ASSERT_TRUE(workers_[0]->Wait(absl::Seconds(10)).has_value());
+  workers_.erase(workers_.begin());
+  worker_names_.erase(worker_names_.begin());
+  const absl::Time killed = absl::Now();
+  auto stub = v1::JobService::NewStub(MakeChannel(address_));
+  int registered = 2;
+  while (registered > 1 && absl::Now() - killed < absl::Seconds(20)) {
+    grpc::ClientContext context;
+    v1::ListWorkersResponse workers;
+    ASSERT_TRUE(stub->ListWorkers(&context, {}, &workers).ok());
+    registered = workers.workers_size();
+    if (registered > 1) absl::SleepFor(absl::Milliseconds(50));
+  }
+  const absl::Duration noticed = absl::Now() - killed;
+  EXPECT_EQ(registered, 1);
+  // The lease (2 s) and a tick; a control loop waiting on the merge call would take its whole
+  // 10 s deadline.
+  EXPECT_LT(noticed, absl::Seconds(6)) << "the lost agent was noticed after " << noticed;
+  EXPECT_EQ(GetJob(job_id).state(), v1::JOB_STATE_MERGING);  // still retrying, not failed
 }
 
 }  // namespace

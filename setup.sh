@@ -28,6 +28,7 @@ PACKAGES=(
   nlohmann-json3-dev libyaml-cpp-dev libgtest-dev libgmock-dev
   prometheus  # promtool: the tests lint the alert rules and every server's /metrics
   openssl     # the TLS tests make their certificates
+  clang-14    # a test checks the coordinator's lock annotations with clang's -Wthread-safety
 )
 
 install_deps() {

@@ -8,17 +8,17 @@
 #ifndef PAFT_COORDINATOR_JOB_MANAGER_H_
 #define PAFT_COORDINATOR_JOB_MANAGER_H_
 
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
 #include "common/clock.h"
@@ -135,8 +135,8 @@ class JobManager {
     int attempt = 0;
     int rank = 0;
     Slot slot;
-    bool stopping = false;   // a STOP was sent
-    bool succeeded = false;  // exited 0
+    bool stopping = false;     // a STOP was sent
+    bool succeeded = false;    // exited 0
     absl::Time last_progress;  // start, or the last progress report
   };
   // Step rate of a branch's current attempt, for the ETA: the first progress report seen.
@@ -150,7 +150,7 @@ class JobManager {
     int64_t last_seq = 0;
     bool progress_dirty = false;
     absl::Time last_flush;
-    uint64_t progress_version = 0;  // bumped by every progress report of rank 0
+    uint64_t progress_version = 0;   // bumped by every progress report of rank 0
     std::map<int, RateOrigin> rate;  // by BranchKind
   };
   // Pending change: a copy of the job plus the events and checkpoint records it adds, and what
@@ -162,8 +162,8 @@ class JobManager {
     std::vector<paft::v1::CheckpointInfo> checkpoints;
     int64_t base_seq = 0;
     std::vector<TaskRecord> new_tasks;
-    std::vector<std::string> ended_tasks;     // records erased
-    std::vector<std::string> stopping_tasks;  // records marked stopping
+    std::vector<std::string> ended_tasks;                              // records erased
+    std::vector<std::string> stopping_tasks;                           // records marked stopping
     std::vector<std::pair<std::string, paft::v1::Assignment>> outbox;  // (worker id, assignment)
   };
   // A branch failure whose commit failed: retried by Tick until it is stored.
@@ -185,60 +185,70 @@ class JobManager {
                     const std::string& reason, const std::string& message);
   // Persists and publishes the change, then applies its task changes and sends its
   // assignments. On failure nothing changes: memory, store and agents stay as they were.
-  absl::Status CommitLocked(JobRecord& record, Change change);
+  absl::Status CommitLocked(JobRecord& record, Change change) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  absl::StatusOr<JobRecord*> FindLocked(const std::string& job_id);
-  absl::StatusOr<TaskRecord*> FindTaskLocked(const std::string& task_id);
-  void ScheduleLocked();
-  bool StartBranchLocked(JobRecord& record, paft::v1::BranchKind kind);
+  absl::StatusOr<JobRecord*> FindLocked(const std::string& job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<TaskRecord*> FindTaskLocked(const std::string& task_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool StartBranchLocked(JobRecord& record, paft::v1::BranchKind kind)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A rank of the branch's current attempt ended unsuccessfully: restart the branch or fail it
   // (and the job), stopping the ranks still running once that is committed. A failed commit is
   // retried by Tick.
   void FailAttemptLocked(JobRecord& record, paft::v1::BranchKind kind, bool permanent,
                          const std::string& reason, const std::string& message,
-                         bool count_against_budget = true);
+                         bool count_against_budget = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // FailAttemptLocked's change, added to `change`.
-  void AddFailureLocked(Change& change, paft::v1::BranchKind kind, const PendingFailure& failure);
+  void AddFailureLocked(Change& change, paft::v1::BranchKind kind, const PendingFailure& failure)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues a STOP for every running rank of the branch, sent when `change` is committed.
-  void QueueStopsLocked(Change& change, paft::v1::BranchKind kind, const std::string& reason);
+  void QueueStopsLocked(Change& change, paft::v1::BranchKind kind, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Tick's retries of commits that failed: branch failures, and branches whose ranks have all
   // succeeded but whose success is not stored yet.
-  void RetryFailuresLocked();
-  void CompleteBranchesLocked();
+  void RetryFailuresLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CompleteBranchesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks the branch SUCCEEDED (and the job MERGING when both are) once every rank of its
   // current attempt has exited 0.
-  void CompleteBranchIfDoneLocked(JobRecord& record, paft::v1::BranchKind kind);
+  void CompleteBranchIfDoneLocked(JobRecord& record, paft::v1::BranchKind kind)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleTaskEndLocked(TaskRecord& task, bool success, bool permanent,
                            const std::string& reason, const std::string& message,
-                           bool count_against_budget = true);
+                           bool count_against_budget = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job of an earlier submission with the same request id (nullopt: none); ALREADY_EXISTS
   // when that was another client's or another spec.
   absl::StatusOr<std::optional<paft::v1::Job>> RepeatedSubmissionLocked(
       const paft::v1::SubmitJobRequest& request, const paft::v1::JobSpec& spec,
-      const std::string& owner);
+      const std::string& owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The per-client limit of unfinished jobs, then AdmitPoolsLocked.
-  absl::Status AdmitLocked(const paft::v1::JobSpec& spec, const std::string& owner);
+  absl::Status AdmitLocked(const paft::v1::JobSpec& spec, const std::string& owner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Rejects a spec whose pools do not exist or cannot ever offer its world sizes.
-  absl::Status AdmitPoolsLocked(const paft::v1::JobSpec& spec) const;
+  absl::Status AdmitPoolsLocked(const paft::v1::JobSpec& spec) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // 1-based queue positions of the QUEUED jobs.
-  std::map<std::string, int> QueuePositionsLocked();
+  std::map<std::string, int> QueuePositionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Jobs with a branch waiting for devices, in scheduling order (priority, then FIFO).
-  std::vector<JobRecord*> QueueOrderLocked();
+  std::vector<JobRecord*> QueueOrderLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Keeps queue_ and waiting_per_pool_ in step with a change of the record's job from `before`
   // (nullptr for a job new to memory) to `after`.
-  void UpdateQueueLocked(JobRecord* record, const paft::v1::Job* before,
-                         const paft::v1::Job& after);
+  void UpdateQueueLocked(JobRecord* record, const paft::v1::Job* before, const paft::v1::Job& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   paft::v1::Job Decorate(const JobRecord& record,
-                         const std::map<std::string, int>* positions = nullptr);
-  void UpdateGaugesLocked();  // pool, worker, branch and queue gauges
+                         const std::map<std::string, int>* positions = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UpdateGaugesLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);  // pool, worker, branch and queue gauges
   // Fails (and so restarts, within the budget) gangs silent for longer than progress_timeout.
-  void CheckProgressLocked(absl::Time now);
+  void CheckProgressLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Restarts recovered gangs that were not fully adopted within adoption_grace.
-  void CheckAdoptionLocked(absl::Time now);
+  void CheckAdoptionLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Re-creates the record of a rank an agent still runs after a coordinator restart; false when
   // the rank is not part of a current gang.
   bool AdoptLocked(const std::string& task_id, const std::string& worker_id,
-                   const std::string& worker_name, int device);
+                   const std::string& worker_name, int device) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves one job between the paft_jobs{state} gauges (from UNSPECIFIED: a new job).
   void CountJobState(paft::v1::JobState from, paft::v1::JobState to);
 
@@ -248,23 +258,25 @@ class JobManager {
   Clock* const clock_;
   CoordinatorMetrics* const metrics_;
 
-  std::mutex mu_;
-  std::condition_variable events_cv_;
-  std::map<std::string, JobRecord> jobs_;    // GUARDED_BY(mu_)
-  std::map<std::string, TaskRecord> tasks_;  // GUARDED_BY(mu_), active tasks only
-  std::map<std::string, std::string> job_by_request_;  // GUARDED_BY(mu_), request id -> job id
+  absl::Mutex mu_;
+  absl::CondVar events_cv_;  // signalled on every stored event and every progress report
+  std::map<std::string, JobRecord> jobs_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);            // active tasks only
+  std::map<std::string, std::string> job_by_request_ ABSL_GUARDED_BY(mu_);  // request -> job
   // Jobs with a waiting branch, ordered by (-priority, create time, id): the scheduling order,
   // kept incrementally so that neither scheduling nor queue positions sort all jobs.
-  std::map<std::tuple<int, int64_t, std::string>, JobRecord*> queue_;  // GUARDED_BY(mu_)
-  std::map<std::string, int> waiting_per_pool_;  // GUARDED_BY(mu_), waiting branches by pool
-  std::map<std::string, int> pool_high_water_;         // GUARDED_BY(mu_), see pool_capacity
+  std::map<std::tuple<int, int64_t, std::string>, JobRecord*> queue_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> waiting_per_pool_ ABSL_GUARDED_BY(mu_);  // waiting branches by pool
+  std::map<std::string, int> pool_high_water_ ABSL_GUARDED_BY(mu_);   // see pool_capacity
   // Label sets of the per-branch gauges exported last tick (removed when a branch stops).
-  std::set<std::pair<std::string, std::string>> branch_series_;  // GUARDED_BY(mu_)
-  uint64_t port_counter_ = 0;                // GUARDED_BY(mu_)
+  std::set<std::pair<std::string, std::string>> branch_series_ ABSL_GUARDED_BY(mu_);
+  uint64_t port_counter_ ABSL_GUARDED_BY(mu_) = 0;
   // Branch failures not yet stored (the store refused the commit), by (job, branch).
-  std::map<std::pair<std::string, paft::v1::BranchKind>, PendingFailure> pending_failures_;
+  std::map<std::pair<std::string, paft::v1::BranchKind>, PendingFailure> pending_failures_
+      ABSL_GUARDED_BY(mu_);
   // Gangs recovered from the store, waiting to be adopted, and until when.
-  std::map<std::pair<std::string, paft::v1::BranchKind>, absl::Time> awaiting_adoption_;
+  std::map<std::pair<std::string, paft::v1::BranchKind>, absl::Time> awaiting_adoption_
+      ABSL_GUARDED_BY(mu_);
 };
 
 bool IsTerminal(paft::v1::JobState state);

@@ -26,6 +26,22 @@ std::string NewJobId() {
   return absl::StrFormat("job-%012x", rng() & 0xffffffffffffULL);
 }
 
+// OK when `existing` was submitted with this request by this client and the same spec (a
+// retry); ALREADY_EXISTS otherwise.
+absl::Status SameSubmission(const Job& existing, const paft::v1::SubmitJobRequest& request,
+                            const paft::v1::JobSpec& spec, const std::string& owner) {
+  if (existing.owner() != owner) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("request_id '", request.request_id(), "' was already used by another client"));
+  }
+  if (!google::protobuf::util::MessageDifferencer::Equals(existing.spec(), spec)) {
+    return absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(),
+                                                 "' was already used for job ", existing.job_id(),
+                                                 " with a different spec"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& request,
@@ -40,12 +56,23 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   ApplyJobSpecDefaults(&spec);
   PAFT_RETURN_IF_ERROR(ValidateJobSpec(spec));
 
-  // An idempotent repeat is answered from memory, before any file-system check (its output
-  // folder is no longer empty); the per-client limit and the pools are checked first too.
+  // An idempotent repeat is answered before any other check (its output folder is no longer
+  // empty, its client may be at its limit now): from memory, or as stored for a finished job
+  // that left memory.
   {
     absl::MutexLock lock(&mu_);
     PAFT_ASSIGN_OR_RETURN(auto existing, RepeatedSubmissionLocked(request, spec, owner));
     if (existing) return *existing;
+  }
+  if (auto stored = store_->GetJobByRequestId(request.request_id()); stored.ok()) {
+    PAFT_RETURN_IF_ERROR(SameSubmission(*stored, request, spec, owner));
+    return *stored;
+  } else if (stored.status().code() != absl::StatusCode::kNotFound) {
+    return stored.status();
+  }
+  // The per-client limit and the pools before the file system.
+  {
+    absl::MutexLock lock(&mu_);
     PAFT_RETURN_IF_ERROR(AdmitLocked(spec, owner));
   }
   // The file-system checks run outside the lock: slow or hung storage must not stall the
@@ -99,15 +126,7 @@ absl::StatusOr<std::optional<Job>> JobManager::RepeatedSubmissionLocked(
   auto it = job_by_request_.find(request.request_id());
   if (it == job_by_request_.end()) return std::optional<Job>();
   const JobRecord& existing = jobs_.at(it->second);
-  if (existing.job.owner() != owner) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("request_id '", request.request_id(), "' was already used by another client"));
-  }
-  if (!google::protobuf::util::MessageDifferencer::Equals(existing.job.spec(), spec)) {
-    return absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(),
-                                                 "' was already used for job ", it->second,
-                                                 " with a different spec"));
-  }
+  PAFT_RETURN_IF_ERROR(SameSubmission(existing.job, request, spec, owner));
   return std::optional<Job>(Decorate(existing));
 }
 

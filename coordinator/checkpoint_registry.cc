@@ -77,10 +77,7 @@ absl::Status JobManager::ReportCheckpoint(const paft::v1::ReportCheckpointReques
 
 absl::StatusOr<paft::v1::ListCheckpointsResponse> JobManager::ListCheckpoints(
     const paft::v1::ListCheckpointsRequest& request) {
-  {
-    absl::MutexLock lock(&mu_);
-    PAFT_RETURN_IF_ERROR(FindLocked(request.job_id()).status());
-  }
+  PAFT_RETURN_IF_ERROR(LookupJob(request.job_id()).status());
   PAFT_ASSIGN_OR_RETURN(auto checkpoints, store_->ListCheckpoints(request.job_id()));
   paft::v1::ListCheckpointsResponse response;
   for (auto& c : checkpoints) {

@@ -5,6 +5,7 @@
 #include "coordinator/job_manager.h"
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -83,10 +84,14 @@ absl::StatusOr<JobManager::JobRecord*> JobManager::FindLocked(const std::string&
   return &it->second;
 }
 
-absl::StatusOr<Job> JobManager::GetJob(const std::string& job_id) {
-  absl::MutexLock lock(&mu_);
-  PAFT_ASSIGN_OR_RETURN(JobRecord * record, FindLocked(job_id));
-  return Decorate(*record);
+absl::StatusOr<Job> JobManager::GetJob(const std::string& job_id) { return LookupJob(job_id); }
+
+absl::StatusOr<Job> JobManager::LookupJob(const std::string& job_id) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = jobs_.find(job_id); it != jobs_.end()) return Decorate(it->second);
+  }
+  return store_->GetJob(job_id);  // evicted from memory (finished): as stored
 }
 
 absl::StatusOr<paft::v1::ListJobsResponse> JobManager::ListJobs(
@@ -101,41 +106,55 @@ absl::StatusOr<paft::v1::ListJobsResponse> JobManager::ListJobs(
       (!absl::SimpleAtoi(request.page_token(), &offset) || offset < 0)) {
     return absl::InvalidArgumentError("page_token: not a token returned by ListJobs");
   }
-  absl::MutexLock lock(&mu_);
-  std::vector<const JobRecord*> matching;
-  for (const auto& [id, record] : jobs_) {
-    bool match = request.states().empty();
-    for (int s : request.states()) match = match || record.job.state() == s;
-    match = match && (request.owner().empty() || record.job.owner() == request.owner());
+  // Paged from the store, which holds every job (finished ones evicted from memory too), newest
+  // first; only the rows up to the page are read. Jobs still in memory are shown as memory has
+  // them (live progress, queue positions).
+  std::vector<JobState> states;
+  for (int s : request.states()) states.push_back(static_cast<JobState>(s));
+  std::vector<Job> page;
+  int64_t matched = 0;
+  bool more = false;
+  PAFT_RETURN_IF_ERROR(store_->ScanJobs(states, [&](Job job) {
+    if (!request.owner().empty() && job.owner() != request.owner()) return true;
     for (const auto& [key, value] : request.labels()) {
-      auto label = record.job.spec().labels().find(key);
-      match = match && label != record.job.spec().labels().end() && label->second == value;
+      auto label = job.spec().labels().find(key);
+      if (label == job.spec().labels().end() || label->second != value) return true;
     }
-    if (match) matching.push_back(&record);
-  }
-  // Newest first; ties by id for a stable order across pages.
-  std::sort(matching.begin(), matching.end(), [](const JobRecord* a, const JobRecord* b) {
-    const auto& ta = a->job.create_time();
-    const auto& tb = b->job.create_time();
-    if (ta.seconds() != tb.seconds()) return ta.seconds() > tb.seconds();
-    if (ta.nanos() != tb.nanos()) return ta.nanos() > tb.nanos();
-    return a->job.job_id() > b->job.job_id();
-  });
+    if (matched++ < offset) return true;
+    if (static_cast<int>(page.size()) == page_size) {
+      more = true;
+      return false;
+    }
+    page.push_back(std::move(job));
+    return true;
+  }));
   paft::v1::ListJobsResponse response;
+  absl::MutexLock lock(&mu_);
   const auto positions = QueuePositionsLocked();
-  for (int64_t i = offset; i < static_cast<int64_t>(matching.size()) && i < offset + page_size;
-       ++i) {
-    *response.add_jobs() = Decorate(*matching[i], &positions);
+  for (Job& job : page) {
+    auto it = jobs_.find(job.job_id());
+    *response.add_jobs() = it != jobs_.end() ? Decorate(it->second, &positions) : std::move(job);
   }
-  if (offset + page_size < static_cast<int64_t>(matching.size())) {
-    response.set_next_page_token(absl::StrCat(offset + page_size));
-  }
+  if (more) response.set_next_page_token(absl::StrCat(offset + page_size));
   return response;
 }
 
 absl::StatusOr<Job> JobManager::CancelJob(const paft::v1::CancelJobRequest& request) {
-  absl::MutexLock lock(&mu_);
-  PAFT_ASSIGN_OR_RETURN(JobRecord * record, FindLocked(request.job_id()));
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = jobs_.find(request.job_id()); it != jobs_.end()) {
+      return CancelLocked(it->second, request);
+    }
+  }
+  // Not in memory: unknown, or finished and evicted.
+  PAFT_ASSIGN_OR_RETURN(const Job stored, store_->GetJob(request.job_id()));
+  return absl::FailedPreconditionError(
+      absl::StrCat("job ", request.job_id(), " is already ", JobState_Name(stored.state())));
+}
+
+absl::StatusOr<Job> JobManager::CancelLocked(JobRecord& record_ref,
+                                             const paft::v1::CancelJobRequest& request) {
+  JobRecord* record = &record_ref;
   if (IsTerminal(record->job.state())) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", request.job_id(), " is already ", JobState_Name(record->job.state())));
@@ -176,14 +195,13 @@ absl::StatusOr<paft::v1::ListEventsResponse> JobManager::ListEvents(
 
 absl::StatusOr<JobManager::LogTarget> JobManager::LogFile(
     const paft::v1::StreamLogsRequest& request) {
-  absl::MutexLock lock(&mu_);
-  PAFT_ASSIGN_OR_RETURN(JobRecord * record, FindLocked(request.job_id()));
+  PAFT_ASSIGN_OR_RETURN(const Job job, LookupJob(request.job_id()));
   const BranchKind kind = request.branch();
   if (kind != paft::v1::BRANCH_KIND_SFT && kind != paft::v1::BRANCH_KIND_ALIGNMENT) {
     return absl::InvalidArgumentError("branch: must be BRANCH_KIND_SFT or BRANCH_KIND_ALIGNMENT");
   }
-  const BranchStatus& branch = Branch(record->job, kind);
-  const int world_size = Spec(record->job, kind).world_size();
+  const BranchStatus& branch = Branch(job, kind);
+  const int world_size = Spec(job, kind).world_size();
   if (request.rank() < 0 || request.rank() >= world_size) {
     return absl::InvalidArgumentError(absl::StrCat("rank: the ", BranchName(kind),
                                                    " branch has ranks 0..", world_size - 1,
@@ -201,12 +219,13 @@ absl::StatusOr<JobManager::LogTarget> JobManager::LogFile(
   if (request.offset() < 0) return absl::InvalidArgumentError("offset: must be >= 0");
   LogTarget target;
   target.attempt = request.attempt() == 0 ? branch.attempt() : request.attempt();
-  target.path = JoinPath(record->job.spec().output_dir(),
+  target.path = JoinPath(job.spec().output_dir(),
                          absl::StrCat(BranchName(kind), "/logs/attempt-", target.attempt, "/rank-",
                                       request.rank(), ".log"));
   // The attempt has ended when a later one exists, or the branch is over and none of its
   // ranks still runs.
   bool running = false;
+  absl::MutexLock lock(&mu_);
   for (const auto& [id, task] : tasks_) {
     running = running || (task.job_id == request.job_id() && task.branch == kind &&
                           task.attempt == target.attempt);
@@ -219,10 +238,7 @@ absl::StatusOr<JobManager::LogTarget> JobManager::LogFile(
 
 absl::StatusOr<std::vector<JobEvent>> JobManager::EventsAfter(const std::string& job_id,
                                                               int64_t after_seq, int limit) {
-  {
-    absl::MutexLock lock(&mu_);
-    PAFT_RETURN_IF_ERROR(FindLocked(job_id).status());
-  }
+  PAFT_RETURN_IF_ERROR(LookupJob(job_id).status());
   return store_->EventsAfter(job_id, after_seq, limit);
 }
 
@@ -317,7 +333,31 @@ void JobManager::Tick() {
       }
     }
   }
+  EvictFinishedLocked(now);
   UpdateGaugesLocked();
+}
+
+void JobManager::EvictFinishedLocked(absl::Time now) {
+  if (options_.finished_job_retention == absl::InfiniteDuration()) return;
+  std::set<std::string> with_ranks;  // a stopped rank may still report its exit
+  for (const auto& [id, task] : tasks_) with_ranks.insert(task.job_id);
+  int evicted = 0;
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    const Job& job = it->second.job;
+    if (!IsTerminal(job.state()) || with_ranks.count(it->first) ||
+        now - FromProtoTime(job.update_time()) < options_.finished_job_retention) {
+      ++it;
+      continue;
+    }
+    job_by_request_.erase(job.request_id());
+    for (BranchKind kind : kBranches) {
+      pending_failures_.erase({it->first, kind});
+      awaiting_adoption_.erase({it->first, kind});
+    }
+    it = jobs_.erase(it);
+    ++evicted;
+  }
+  if (evicted > 0 && metrics_ != nullptr) metrics_->jobs_evicted.Increment(evicted);
 }
 
 std::vector<JobManager::PendingMerge> JobManager::PendingMerges() {

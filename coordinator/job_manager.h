@@ -56,6 +56,9 @@ struct JobManagerOptions {
   std::vector<std::string> storage_roots;
   // Jobs not yet finished that one authenticated client may have (0: no limit).
   int max_active_jobs_per_client = 0;
+  // A finished job leaves memory this long after its last change; it is then served from the
+  // store (GetJob, ListJobs, events, checkpoints, logs, idempotent resubmission). Infinite: never.
+  absl::Duration finished_job_retention = absl::Hours(1);
 };
 
 class JobManager {
@@ -249,6 +252,14 @@ class JobManager {
   // the rank is not part of a current gang.
   bool AdoptLocked(const std::string& task_id, const std::string& worker_id,
                    const std::string& worker_name, int device) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<paft::v1::Job> CancelLocked(JobRecord& record,
+                                             const paft::v1::CancelJobRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops finished jobs older than finished_job_retention (and with no rank left) from memory.
+  void EvictFinishedLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job as memory has it (decorated), else as stored (a finished job evicted from memory);
+  // NOT_FOUND when neither has it.
+  absl::StatusOr<paft::v1::Job> LookupJob(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
   // Moves one job between the paft_jobs{state} gauges (from UNSPECIFIED: a new job).
   void CountJobState(paft::v1::JobState from, paft::v1::JobState to);
 

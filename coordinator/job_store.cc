@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   create_ns   INTEGER NOT NULL,
   job         BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS jobs_by_create ON jobs (create_ns DESC, job_id DESC);
 CREATE TABLE IF NOT EXISTS events (
   job_id  TEXT NOT NULL,
   seq     INTEGER NOT NULL,
@@ -227,6 +228,29 @@ absl::StatusOr<std::vector<paft::v1::Job>> JobStore::LoadAllJobs() {
   }
   if (rc != SQLITE_DONE) return StepError(db_, rc, "listing jobs");
   return jobs;
+}
+
+absl::Status JobStore::ScanJobs(const std::vector<paft::v1::JobState>& states,
+                                const std::function<bool(paft::v1::Job)>& visit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string sql = "SELECT job FROM jobs";
+  if (!states.empty()) {
+    sql += " WHERE state IN (";
+    for (size_t i = 0; i < states.size(); ++i) {
+      absl::StrAppend(&sql, i == 0 ? "" : ",", static_cast<int>(states[i]));
+    }
+    sql += ")";
+  }
+  sql += " ORDER BY create_ns DESC, job_id DESC;";
+  Statement s(db_, sql.c_str());
+  PAFT_RETURN_IF_ERROR(s.status());
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    PAFT_ASSIGN_OR_RETURN(auto job, ParseBlob<paft::v1::Job>(s.ColumnBlob(0), "job"));
+    if (!visit(std::move(job))) return absl::OkStatus();
+  }
+  if (rc != SQLITE_DONE) return StepError(db_, rc, "listing jobs");
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int64_t> JobStore::LastEventSeq(const std::string& job_id) {

@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -39,6 +40,11 @@ class JobStore {
   absl::StatusOr<paft::v1::Job> GetJobByRequestId(const std::string& request_id);
   // All jobs, oldest first (used to rebuild memory at start-up).
   absl::StatusOr<std::vector<paft::v1::Job>> LoadAllJobs();
+  // Jobs newest first (by create time, then id, descending), those in `states` (all when
+  // empty), handed to `visit` one at a time until it returns false: a page costs the rows up to
+  // it, not the whole table.
+  absl::Status ScanJobs(const std::vector<paft::v1::JobState>& states,
+                        const std::function<bool(paft::v1::Job)>& visit);
   // Highest event seq of a job, 0 if none.
   absl::StatusOr<int64_t> LastEventSeq(const std::string& job_id);
   // Events of a job with seq > after_seq, ascending, at most `limit`.

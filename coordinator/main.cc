@@ -54,6 +54,9 @@ ABSL_FLAG(std::string, auth_tokens, "",
           "Principals file (ROLE IDENTITY SHA256|x509:NAME [names=PATTERN,...] per line, re-read "
           "on SIGHUP): clients (own jobs only) and admins use the JobService, workers (as their "
           "own names only) and admins the WorkerService; empty: no authentication");
+ABSL_FLAG(absl::Duration, finished_job_retention, absl::Hours(1),
+          "A finished job leaves memory this long after its last change and is then served from "
+          "the state database ('inf': never)");
 ABSL_FLAG(int, max_active_jobs_per_client, 100,
           "Unfinished jobs one authenticated client may have (0: no limit)");
 ABSL_FLAG(int, max_streams_per_client, 32,
@@ -120,6 +123,7 @@ int main(int argc, char** argv) {
   options.pool_capacity = *pool_capacity;
   options.storage_roots = storage_roots;
   options.max_active_jobs_per_client = absl::GetFlag(FLAGS_max_active_jobs_per_client);
+  options.finished_job_retention = absl::GetFlag(FLAGS_finished_job_retention);
   paft::coordinator::JobManager manager(options, store->get(), &registry, &clock, &metrics);
   if (absl::Status s = manager.Recover(); !s.ok()) {
     PAFT_LOG(ERROR) << "recovering state: " << s;

@@ -48,6 +48,12 @@ struct CoordinatorMetrics {
                           .Name("paft_worker_heartbeat_age_max_seconds")
                           .Help("Seconds since the stalest heartbeat among a pool's agents")
                           .Register(registry)),
+        jobs_evicted(prometheus::BuildCounter()
+                         .Name("paft_jobs_evicted_total")
+                         .Help("Finished jobs dropped from memory after the retention period "
+                               "(still served from the state database)")
+                         .Register(registry)
+                         .Add({})),
         identity_denied(prometheus::BuildCounter()
                             .Name("paft_identity_denied_total")
                             .Help("Worker calls refused because the caller's identity may not act "
@@ -109,6 +115,7 @@ struct CoordinatorMetrics {
   prometheus::Family<prometheus::Gauge>& branches;
   prometheus::Family<prometheus::Gauge>& queue_depth;
   prometheus::Family<prometheus::Gauge>& heartbeat_age;
+  prometheus::Counter& jobs_evicted;
   prometheus::Family<prometheus::Counter>& identity_denied;
   prometheus::Family<prometheus::Counter>& checkpoints;
   prometheus::Family<prometheus::Gauge>& branch_step;

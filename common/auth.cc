@@ -152,7 +152,7 @@ bool TokenAuthenticator::HasCertificatePrincipals() const {
 }
 
 absl::StatusOr<Principal> TokenAuthenticator::Authenticate(
-    const grpc::ServerContext& context) const {
+    const grpc::ServerContextBase& context) const {
   const std::shared_ptr<const Table> table = Snapshot();
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
@@ -182,7 +182,7 @@ absl::StatusOr<Principal> TokenAuthenticator::Authenticate(
 }
 
 absl::StatusOr<Principal> Authorize(const TokenAuthenticator* authenticator,
-                                    const grpc::ServerContext* context,
+                                    const grpc::ServerContextBase* context,
                                     std::initializer_list<Role> allowed, const char* method) {
   if (authenticator == nullptr) return Principal{"", Role::kAdmin};
   auto principal = authenticator->Authenticate(*context);

@@ -44,7 +44,7 @@ class TokenAuthenticator {
   static absl::StatusOr<std::unique_ptr<TokenAuthenticator>> Parse(const std::string& text);
   // The bearer token's principal; without a token, that of the verified client certificate's
   // names (x509: lines). UNAUTHENTICATED when neither identifies one.
-  absl::StatusOr<Principal> Authenticate(const grpc::ServerContext& context) const;
+  absl::StatusOr<Principal> Authenticate(const grpc::ServerContextBase& context) const;
   // Re-reads the file Load read, replacing every principal at once; calls in flight and open
   // connections carry on. On error nothing changes (the error names the line).
   absl::Status Reload();
@@ -68,7 +68,7 @@ class TokenAuthenticator {
 // The caller's principal if its role is one of `allowed` (PERMISSION_DENIED otherwise). Without
 // an authenticator (authentication off) every caller is an anonymous admin.
 absl::StatusOr<Principal> Authorize(const TokenAuthenticator* authenticator,
-                                    const grpc::ServerContext* context,
+                                    const grpc::ServerContextBase* context,
                                     std::initializer_list<Role> allowed, const char* method);
 
 // A server's transport and authentication, as its flags give them: TLS, or plaintext when

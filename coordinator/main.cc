@@ -202,6 +202,7 @@ int main(int argc, char** argv) {
   }
   PAFT_LOG(INFO) << "signal " << signal_number << ": draining";
   shutting_down.store(true);
+  registry.WakeAll();  // open assignment streams end now (agents reconnect elsewhere)
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   merger_client.Shutdown();
   control_loop.join();

@@ -1,5 +1,7 @@
 #include "coordinator/services.h"
 
+#include "coordinator/assignment_stream.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -252,7 +254,7 @@ grpc::Status WorkerServiceImpl::Done(const char* method, const absl::Status& sta
   return CountAndConvert(metrics_, method, status, start);
 }
 
-absl::StatusOr<Principal> WorkerServiceImpl::Caller(grpc::ServerContext* context,
+absl::StatusOr<Principal> WorkerServiceImpl::Caller(grpc::ServerContextBase* context,
                                                     const char* method, const Acting& acting) {
   PAFT_ASSIGN_OR_RETURN(Principal who,
                         Authorize(auth_, context, {Role::kWorker, Role::kAdmin}, method));
@@ -295,25 +297,26 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
   return Done("Heartbeat", Assign(manager_->Heartbeat(*request), response), start);
 }
 
-grpc::Status WorkerServiceImpl::StreamAssignments(
-    grpc::ServerContext* context, const paft::v1::StreamAssignmentsRequest* request,
-    grpc::ServerWriter<paft::v1::Assignment>* writer) {
+namespace {
+
+// A stream refused before it started.
+class RefusedStream : public grpc::ServerWriteReactor<paft::v1::Assignment> {
+ public:
+  explicit RefusedStream(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<paft::v1::Assignment>* WorkerServiceImpl::StreamAssignments(
+    grpc::CallbackServerContext* context, const paft::v1::StreamAssignmentsRequest* request) {
   if (auto who = Caller(context, "StreamAssignments", {"", request->worker_id(), ""}); !who.ok()) {
-    return Done("StreamAssignments", who.status());
+    return new RefusedStream(Done("StreamAssignments", who.status()));
   }
-  while (!context->IsCancelled() && !shutting_down_->load()) {
-    auto assignments = registry_->TakeAssignments(request->worker_id(), kStreamPoll);
-    if (!assignments.ok()) return Done("StreamAssignments", assignments.status());
-    for (size_t i = 0; i < assignments->size(); ++i) {
-      if (!writer->Write((*assignments)[i])) {
-        registry_->Requeue(request->worker_id(),
-                           std::vector<paft::v1::Assignment>(assignments->begin() + i,
-                                                             assignments->end()));
-        return Done("StreamAssignments", absl::CancelledError("agent went away"));
-      }
-    }
-  }
-  return Done("StreamAssignments", absl::UnavailableError("stream closed; reconnect"));
+  return new AssignmentStream(registry_, request->worker_id(), shutting_down_,
+                              [this](const absl::Status& status) {
+                                (void)Done("StreamAssignments", status);
+                              });
 }
 
 grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* context,

@@ -83,7 +83,11 @@ class JobServiceImpl final : public paft::v1::JobService::Service {
   std::map<std::string, int> streams_;  // GUARDED_BY(streams_mu_), open streams by identity
 };
 
-class WorkerServiceImpl final : public paft::v1::WorkerService::Service {
+// StreamAssignments runs on gRPC's callback API (coordinator/assignment_stream.h): every agent
+// holds one open, and an open stream must not cost a thread.
+class WorkerServiceImpl final
+    : public paft::v1::WorkerService::WithCallbackMethod_StreamAssignments<
+          paft::v1::WorkerService::Service> {
  public:
   WorkerServiceImpl(JobManager* manager, WorkerRegistry* registry, CoordinatorMetrics* metrics,
                     const std::atomic<bool>* shutting_down)
@@ -95,9 +99,9 @@ class WorkerServiceImpl final : public paft::v1::WorkerService::Service {
                               paft::v1::RegisterWorkerResponse* response) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const paft::v1::HeartbeatRequest* request,
                          paft::v1::HeartbeatResponse* response) override;
-  grpc::Status StreamAssignments(grpc::ServerContext* context,
-                                 const paft::v1::StreamAssignmentsRequest* request,
-                                 grpc::ServerWriter<paft::v1::Assignment>* writer) override;
+  grpc::ServerWriteReactor<paft::v1::Assignment>* StreamAssignments(
+      grpc::CallbackServerContext* context,
+      const paft::v1::StreamAssignmentsRequest* request) override;
   grpc::Status ReportProgress(grpc::ServerContext*, const paft::v1::ReportProgressRequest* request,
                               paft::v1::Ack*) override;
   grpc::Status ReportCheckpoint(grpc::ServerContext*,
@@ -117,7 +121,7 @@ class WorkerServiceImpl final : public paft::v1::WorkerService::Service {
   };
   // The caller, if its role may use the WorkerService and its identity may act as `acting`;
   // refusals of the latter are counted in paft_identity_denied_total{method}.
-  absl::StatusOr<Principal> Caller(grpc::ServerContext* context, const char* method,
+  absl::StatusOr<Principal> Caller(grpc::ServerContextBase* context, const char* method,
                                    const Acting& acting);
 
   JobManager* manager_;

@@ -10,9 +10,15 @@ namespace paft::coordinator {
 
 std::string WorkerRegistry::Register(const paft::v1::RegisterWorkerRequest& request,
                                      absl::Time now) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::function<void()>> wake;  // the streams of the replaced registration
+  std::unique_lock<std::mutex> lock(mu_);
   for (auto it = workers_.begin(); it != workers_.end();) {
-    it = it->second.info.name() == request.name() ? workers_.erase(it) : std::next(it);
+    if (it->second.info.name() != request.name()) {
+      ++it;
+      continue;
+    }
+    if (auto w = WatcherLocked(it->first)) wake.push_back(std::move(w));
+    it = workers_.erase(it);
   }
   std::string id = absl::StrCat(request.name(), "-", next_id_++);
   Worker& w = workers_[id];
@@ -25,6 +31,8 @@ std::string WorkerRegistry::Register(const paft::v1::RegisterWorkerRequest& requ
   w.busy.assign(request.devices(), false);
   w.lease_expiry = now + lease_ttl_;
   cv_.notify_all();
+  lock.unlock();
+  for (auto& w : wake) w();
   return id;
 }
 
@@ -41,17 +49,22 @@ absl::Status WorkerRegistry::Heartbeat(const std::string& worker_id, absl::Time 
 }
 
 std::vector<std::string> WorkerRegistry::ExpireLeases(absl::Time now) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::function<void()>> wake;
   std::vector<std::string> lost;
-  for (auto it = workers_.begin(); it != workers_.end();) {
-    if (it->second.lease_expiry < now) {
-      lost.push_back(it->first);
-      it = workers_.erase(it);
-    } else {
-      ++it;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = workers_.begin(); it != workers_.end();) {
+      if (it->second.lease_expiry < now) {
+        lost.push_back(it->first);
+        if (auto w = WatcherLocked(it->first)) wake.push_back(std::move(w));
+        it = workers_.erase(it);
+      } else {
+        ++it;
+      }
     }
+    if (!lost.empty()) cv_.notify_all();
   }
-  if (!lost.empty()) cv_.notify_all();
+  for (auto& w : wake) w();
   return lost;
 }
 
@@ -123,11 +136,16 @@ int WorkerRegistry::PoolCapacity(const std::string& pool) const {
 }
 
 void WorkerRegistry::Send(const std::string& worker_id, paft::v1::Assignment assignment) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = workers_.find(worker_id);
-  if (it == workers_.end()) return;
-  it->second.pending.push_back(std::move(assignment));
-  cv_.notify_all();
+  std::function<void()> wake;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end()) return;
+    it->second.pending.push_back(std::move(assignment));
+    cv_.notify_all();
+    wake = WatcherLocked(worker_id);
+  }
+  if (wake) wake();
 }
 
 absl::StatusOr<std::vector<paft::v1::Assignment>> WorkerRegistry::TakeAssignments(
@@ -160,6 +178,46 @@ void WorkerRegistry::Requeue(const std::string& worker_id,
     it->second.pending.push_front(std::move(*a));
   }
   cv_.notify_all();
+}
+
+std::function<void()> WorkerRegistry::WatcherLocked(const std::string& worker_id) const {
+  auto it = watchers_.find(worker_id);
+  return it == watchers_.end() ? std::function<void()>() : it->second.wake;
+}
+
+uint64_t WorkerRegistry::Watch(const std::string& worker_id, std::function<void()> wake) {
+  std::function<void()> replaced;
+  uint64_t handle;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    handle = next_handle_++;
+    Watcher& w = watchers_[worker_id];
+    replaced = std::move(w.wake);
+    w = Watcher{handle, std::move(wake)};
+  }
+  if (replaced) replaced();
+  return handle;
+}
+
+void WorkerRegistry::Unwatch(const std::string& worker_id, uint64_t handle) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = watchers_.find(worker_id);
+  if (it != watchers_.end() && it->second.handle == handle) watchers_.erase(it);
+}
+
+bool WorkerRegistry::Watching(const std::string& worker_id, uint64_t handle) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = watchers_.find(worker_id);
+  return it != watchers_.end() && it->second.handle == handle;
+}
+
+void WorkerRegistry::WakeAll() {
+  std::vector<std::function<void()>> wake;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, w] : watchers_) wake.push_back(w.wake);
+  }
+  for (auto& w : wake) w();
 }
 
 std::vector<paft::v1::WorkerInfo> WorkerRegistry::List(const std::string& pool) const {

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -61,6 +62,18 @@ class WorkerRegistry {
   // Puts assignments back at the front (a stream write failed).
   void Requeue(const std::string& worker_id, std::vector<paft::v1::Assignment> assignments);
 
+  // Streams without a thread (gRPC's callback API) watch their worker: `wake` is called, outside
+  // the registry's lock, when assignments are queued for it or when it leaves the registry
+  // (lease expired, replaced by a new registration of its name) — one worker's stream is woken,
+  // not all. A worker has one watcher; a new one replaces (and wakes) the old. The handle is for
+  // Unwatch, which is a no-op once replaced.
+  uint64_t Watch(const std::string& worker_id, std::function<void()> wake);
+  void Unwatch(const std::string& worker_id, uint64_t handle);
+  // Whether `handle` is still the worker's watcher (not replaced, not unwatched).
+  bool Watching(const std::string& worker_id, uint64_t handle) const;
+  // Wakes every watcher (shutdown).
+  void WakeAll();
+
   std::vector<paft::v1::WorkerInfo> List(const std::string& pool) const;
   absl::Duration lease_ttl() const { return lease_ttl_; }
 
@@ -75,8 +88,17 @@ class WorkerRegistry {
   const absl::Duration lease_ttl_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  struct Watcher {
+    uint64_t handle = 0;
+    std::function<void()> wake;
+  };
+  // The watcher of `worker_id` (an empty function when none), to call after unlocking.
+  std::function<void()> WatcherLocked(const std::string& worker_id) const;
+
   std::map<std::string, Worker> workers_;  // GUARDED_BY(mu_), by worker id
   uint64_t next_id_ = 1;                   // GUARDED_BY(mu_)
+  std::map<std::string, Watcher> watchers_;  // GUARDED_BY(mu_), by worker id
+  uint64_t next_handle_ = 1;                 // GUARDED_BY(mu_)
 };
 
 }  // namespace paft::coordinator

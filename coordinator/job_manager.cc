@@ -311,7 +311,8 @@ void JobManager::Tick() {
     PAFT_LOG(WARNING) << "worker " << worker_id << " lost: no heartbeat within the lease";
     std::vector<std::string> lost;
     for (const auto& [id, task] : tasks_) {
-      if (task.slot.worker_id == worker_id) lost.push_back(id);
+      // A rank that already exited 0 is done, whatever becomes of its agent.
+      if (task.slot.worker_id == worker_id && !task.succeeded) lost.push_back(id);
     }
     for (const std::string& id : lost) {
       auto it = tasks_.find(id);

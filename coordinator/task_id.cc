@@ -40,6 +40,8 @@ std::optional<TaskKey> ParseTaskId(const std::string& task_id) {
       !absl::SimpleAtoi(rank_part.substr(1), &key.rank)) {
     return std::nullopt;
   }
+  // Only the canonical spelling ("r+0", "a01" would name the same rank twice).
+  if (TaskId(key.job_id, key.branch, key.attempt, key.rank) != task_id) return std::nullopt;
   return key;
 }
 

@@ -113,6 +113,8 @@ void JobManager::RetryFailuresLocked() {
 absl::Status JobManager::ReportExit(const paft::v1::ReportExitRequest& request) {
   absl::MutexLock lock(&mu_);
   PAFT_ASSIGN_OR_RETURN(TaskRecord * task, FindTaskLocked(request.task_id()));
+  // A repeated report (the answer to the first was lost): already counted, its slot already free.
+  if (task->succeeded) return absl::OkStatus();
   // The one failure table (common/failure.h): the reason's name and whether to restart.
   const Failure failure = FailureOfExitReason(request.reason());
   const bool success = request.exit_code() == 0 && request.signal() == 0 &&
@@ -220,16 +222,16 @@ bool JobManager::AdoptLocked(const std::string& task_id, const std::string& work
   if (branch.attempt() != attempt || rank < 0 || rank >= Spec(job->second.job, kind).world_size()) {
     return false;
   }
-  // Only an agent the gang was placed on may claim one of its ranks (ids are "<name>-<n>").
-  if (!worker_name.empty() &&
-      std::none_of(branch.workers().begin(), branch.workers().end(), [&](const std::string& id) {
-        int n;
-        return absl::StartsWith(id, worker_name + "-") &&
-               absl::SimpleAtoi(id.substr(worker_name.size() + 1), &n);
-      })) {
-    PAFT_LOG(WARNING) << "worker " << worker_name << " claims rank " << task_id
-                      << ", which was not placed on it: not adopted";
-    return false;
+  // Only the agent this rank was placed on may claim it: workers(rank) is the id it had then,
+  // "<name>-<counter>".
+  if (!worker_name.empty()) {
+    const std::string placed = rank < branch.workers_size() ? branch.workers(rank) : "";
+    const size_t dash = placed.rfind('-');
+    if (dash == std::string::npos || placed.substr(0, dash) != worker_name) {
+      PAFT_LOG(WARNING) << "worker " << worker_name << " claims rank " << task_id
+                        << ", which was placed on " << placed << ": not adopted";
+      return false;
+    }
   }
   TaskRecord task;
   task.task_id = task_id;

@@ -23,7 +23,7 @@ absl::StatusOr<paft::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
   // Tasks of the agent's previous registration that it does not report any more are lost.
   std::vector<std::string> vanished;
   for (auto& [id, task] : tasks_) {
-    const bool same_agent = task.slot.worker_name == request.name();
+    const bool same_agent = task.slot.worker_name == request.name() && !task.succeeded;
     const bool reported =
         std::find(request.running_task_ids().begin(), request.running_task_ids().end(), id) !=
         request.running_task_ids().end();
@@ -56,9 +56,11 @@ absl::StatusOr<paft::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
     }
     if (!it->second.slot.worker_name.empty() && it->second.slot.worker_name != request.name()) {
       PAFT_LOG(WARNING) << "worker " << request.name() << " claims rank " << id << " of worker "
-                        << it->second.slot.worker_name << ": ignored";
+                        << it->second.slot.worker_name << ": told to stop it";
+      response.add_stop_task_ids(id);
       continue;
     }
+    if (it->second.succeeded) continue;  // exited 0, its report pending: holds no device
     if (it->second.stopping) {
       response.add_stop_task_ids(id);
       continue;
@@ -94,7 +96,14 @@ absl::StatusOr<paft::v1::HeartbeatResponse> JobManager::Heartbeat(
 
 absl::Status JobManager::AuthorizeWorker(const Principal& caller, const std::string& worker_id) {
   const std::optional<std::string> name = registry_->NameOf(worker_id);
-  if (!name || caller.MayActAs(*name)) return absl::OkStatus();
+  if (!name) {
+    // Answered here, not by the call: ids are predictable, and the call must not find one that
+    // appears meanwhile.
+    if (caller.role == Role::kAdmin) return absl::OkStatus();
+    return absl::NotFoundError(
+        absl::StrCat("worker '", worker_id, "' is not registered (lease expired?): re-register"));
+  }
+  if (caller.MayActAs(*name)) return absl::OkStatus();
   return absl::PermissionDeniedError(
       absl::StrCat("identity '", caller.identity, "' may not act as worker '", *name, "'"));
 }
@@ -108,8 +117,11 @@ absl::Status JobManager::AuthorizeTask(const Principal& caller, const std::strin
     name = it->second.slot.worker_name;
   } else {
     // Not adopted yet: only its agent's registration may adopt it for an authenticated worker.
+    // Unknown: NOT_FOUND here, so that a rank scheduled meanwhile cannot be reported for.
     const std::optional<TaskKey> key = ParseTaskId(task_id);
-    if (!key || !awaiting_adoption_.count({key->job_id, key->branch})) return absl::OkStatus();
+    if (!key || !awaiting_adoption_.count({key->job_id, key->branch})) {
+      return absl::NotFoundError(absl::StrCat("task '", task_id, "' is not active"));
+    }
   }
   if (name.empty()) {
     return absl::UnavailableError(absl::StrCat(

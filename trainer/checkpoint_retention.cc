@@ -6,7 +6,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/failure.h"
@@ -61,15 +60,9 @@ absl::Status EnsureCheckpointSpace(
   if (!available || *available >= needed_bytes) return absl::OkStatus();
   // What retention removes after the save, removed before it: the save then fits where the
   // checkpoints it retires stood. The newest committed one stays (the resume point until the
-  // new one is committed).
+  // new one is committed). Staging folders are left alone: one may be another attempt's rank 0
+  // still saving its stop checkpoint.
   int removed = 0;
-  PAFT_ASSIGN_OR_RETURN(auto names, ListDir(checkpoint_dir));
-  for (const auto& name : names) {
-    if (absl::StartsWith(name, "checkpoint-") && absl::EndsWith(name, ".staging")) {
-      PAFT_RETURN_IF_ERROR(RemoveAll(JoinPath(checkpoint_dir, name)));
-      ++removed;
-    }
-  }
   PAFT_ASSIGN_OR_RETURN(auto committed, Committed(checkpoint_dir));
   for (size_t i = static_cast<size_t>(std::max(1, keep_last - 1)); i < committed.size(); ++i) {
     PAFT_RETURN_IF_ERROR(RemoveAll(committed[i].second));

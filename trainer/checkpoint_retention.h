@@ -26,8 +26,7 @@ std::optional<int64_t> FreeBytes(const std::string& path);
 
 // Makes room for a checkpoint of `needed_bytes` under `checkpoint_dir`. When the file system has
 // less free, first removes what retention would remove after the save anyway (committed
-// checkpoints older than the newest keep_last - 1, never the last one) and staging folders of
-// interrupted saves, then looks again. Still too little: RESOURCE_EXHAUSTED marked as a full
+// checkpoints older than the newest keep_last - 1, never the last one), then looks again. Still too little: RESOURCE_EXHAUSTED marked as a full
 // disk (common/failure.h), naming the folder, the bytes free and needed. Passes when the free
 // space cannot be read. `free_bytes` reads it (FreeBytes; tests give their own).
 absl::Status EnsureCheckpointSpace(

@@ -383,8 +383,11 @@ void Agent::HandleStop(const std::string& task_id, const std::string& reason,
   std::lock_guard<std::mutex> lock(mu_);
   stop_timers_.emplace_back([this, task_id, pid, grace] {
     std::unique_lock<std::mutex> lock(mu_);
-    bool exited = cv_.wait_for(lock, absl::ToChronoNanoseconds(grace),
-                               [&] { return children_.count(task_id) == 0; });
+    auto gone = [&] {
+      auto it = children_.find(task_id);
+      return it == children_.end() || it->second->reaped;  // reaped: its group id may be reused
+    };
+    bool exited = cv_.wait_for(lock, absl::ToChronoNanoseconds(grace), gone);
     if (!exited) {
       PAFT_LOG(WARNING) << task_id << " did not stop within the grace period: SIGKILL";
       ::kill(-pid, SIGKILL);
@@ -480,15 +483,20 @@ void Agent::ReadOutput(Child* child) {
   });
   char chunk[4096];
   while (true) {
-    if (absl::ToUnixNanos(absl::Now()) > child->drain_deadline_ns.load()) {
-      PAFT_LOG(WARNING) << child->task.task_id() << ": output still open "
-                        << kDrainAfterExit << " after the trainer exited (a process outside "
-                        << "its group holds it): no longer read";
-      break;
-    }
     pollfd ready{child->stdout_fd, POLLIN, 0};
     const int polled = ::poll(&ready, 1, /*timeout_ms=*/250);
-    if (polled == 0 || (polled < 0 && errno == EINTR)) continue;
+    if (polled < 0 && errno == EINTR) continue;
+    if (polled == 0) {
+      // Nothing to read. Past the deadline (the trainer exited a while ago and a process
+      // outside its group still holds the pipe): stop; what was written is read first.
+      if (absl::ToUnixNanos(absl::Now()) > child->drain_deadline_ns.load()) {
+        PAFT_LOG(WARNING) << child->task.task_id() << ": output still open " << kDrainAfterExit
+                          << " after the trainer exited (a process outside its group holds it): "
+                          << "no longer read";
+        break;
+      }
+      continue;
+    }
     ssize_t n = ::read(child->stdout_fd, chunk, sizeof(chunk));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -509,8 +517,14 @@ void Agent::WaitChild(Child* child) {
   }
   ::kill(-child->pid, SIGKILL);
   int wstatus = 0;
-  while (::waitpid(child->pid, &wstatus, 0) < 0 && errno == EINTR) {
+  {
+    // Reaped under the lock: a stop timer never signals the group after this.
+    std::lock_guard<std::mutex> lock(mu_);
+    while (::waitpid(child->pid, &wstatus, 0) < 0 && errno == EINTR) {
+    }
+    child->reaped = true;
   }
+  cv_.notify_all();
   child->drain_deadline_ns = absl::ToUnixNanos(absl::Now() + kDrainAfterExit);
   if (child->reader.joinable()) child->reader.join();
   const int exit_code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;

@@ -62,6 +62,7 @@ class Agent {
     int stdout_fd = -1;
     std::string log_path;
     std::atomic<bool> stop_requested{false};
+    bool reaped = false;  // guarded by the agent's mu_; its pid (group id) may be reused after
     // Once the trainer has exited, the reader drains its output until EOF or this time (unix
     // nanoseconds): a process outside the trainer's group that inherited its stdout must not
     // hold back the exit report, and with it the slot.

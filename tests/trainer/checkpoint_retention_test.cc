@@ -56,11 +56,12 @@ TEST_F(CheckpointSpaceTest, RetentionRunsBeforeTheSaveWhenShort) {
   Commit(1, 100);
   Commit(2, 100);
   Commit(3, 100);
-  ASSERT_TRUE(MakeDirs(Root() + "/checkpoint-4.staging").ok());  // an interrupted save
+  // Another attempt's save in progress: not touched.
+  ASSERT_TRUE(MakeDirs(Root() + "/checkpoint-4.staging").ok());
   // keep_last 2: after the save only checkpoint-3 and the new one stay; removing 1 and 2 first
   // makes room for it.
   EXPECT_TRUE(EnsureCheckpointSpace(Root(), 150, 2, Disk(350)).ok());
-  EXPECT_EQ(Left(), (std::vector<std::string>{"checkpoint-3"}));
+  EXPECT_EQ(Left(), (std::vector<std::string>{"checkpoint-3", "checkpoint-4.staging"}));
 }
 
 TEST_F(CheckpointSpaceTest, TheLastResumePointIsNeverRemoved) {

@@ -9,7 +9,9 @@
 //    submits --submit_rate jobs a second (world size 1 per branch: the first N/2 jobs are
 //    scheduled onto the simulated agents, the rest queue). Reported: p50/p99/max latency of
 //    Heartbeat and SubmitJob as seen by the callers, the rates achieved, the coordinator's CPU.
-//    Simulated agents do not open assignment streams (their assignments wait in the registry).
+//    With --streams (the default) every simulated agent holds a StreamAssignments stream open,
+//    as real agents do, and receives the assignments of the jobs scheduled onto it; reported
+//    also: the coordinator's threads and RSS with all streams open.
 // 2. Recovery: --recovery_jobs jobs submitted (all queued), the coordinator SIGKILLed and
 //    started again on the same database: time until it serves (port file written after the
 //    state is loaded), until GetJob and a ListJobs page answer, and its memory.
@@ -46,6 +48,7 @@ ABSL_FLAG(int, connections, 64, "HTTP/2 connections the simulated agents share")
 ABSL_FLAG(int, recovery_jobs, 10000, "Jobs stored before the recovery measurement (0: skip)");
 ABSL_FLAG(int, submit_threads, 8, "Parallel submitters while filling the store for recovery");
 ABSL_FLAG(std::string, work_dir, "/tmp", "Where the run's state folder is made");
+ABSL_FLAG(bool, streams, true, "Each simulated agent holds an assignment stream open");
 
 namespace {
 
@@ -99,6 +102,46 @@ std::string RssMiB(pid_t pid) {
   (void)absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::StrReplaceAll(rest, {{"kB", ""}})), &kb);
   return absl::StrCat(kb / 1024, " MiB");
 }
+
+int Threads(pid_t pid) {
+  auto status = paft::ReadFileToString(absl::StrCat("/proc/", pid, "/status"));
+  if (!status.ok()) return -1;
+  auto pos = status->find("Threads:");
+  if (pos == std::string::npos) return -1;
+  int threads = -1;
+  (void)absl::SimpleAtoi(
+      absl::StripAsciiWhitespace(status->substr(pos + 8, status->find('\n', pos) - pos - 8)),
+      &threads);
+  return threads;
+}
+
+// One simulated agent's open StreamAssignments (gRPC's callback client API: no thread each).
+class AssignmentReader : public grpc::ClientReadReactor<paft::v1::Assignment> {
+ public:
+  AssignmentReader(paft::v1::WorkerService::Stub* stub, const std::string& worker_id,
+                   std::atomic<int>* open, std::atomic<int>* received)
+      : open_(open), received_(received) {
+    request_.set_worker_id(worker_id);
+    ++*open_;
+    stub->async()->StreamAssignments(&context_, &request_, this);
+    StartRead(&assignment_);
+    StartCall();
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    ++*received_;
+    StartRead(&assignment_);
+  }
+  void OnDone(const grpc::Status&) override { --*open_; }
+  void Cancel() { context_.TryCancel(); }
+
+ private:
+  grpc::ClientContext context_;
+  paft::v1::StreamAssignmentsRequest request_;
+  paft::v1::Assignment assignment_;
+  std::atomic<int>* open_;
+  std::atomic<int>* received_;
+};
 
 class Coordinator {
  public:
@@ -206,7 +249,10 @@ bool Submit(paft::v1::JobService::Stub& stub, const paft::v1::SubmitJobRequest& 
 }
 
 void AgentRun(const std::string& dir, int agents) {
-  Coordinator coordinator(dir, {"--tick_interval=250ms"}, absl::StrCat("coordinator-", agents, ".log"));
+  // The lease outlasts the registration of every simulated agent (16 at a time: 20,000 take
+  // ~20 s), which are only then set heartbeating: the run measures the steady state.
+  Coordinator coordinator(dir, {"--tick_interval=250ms", "--lease_ttl=120s"},
+                          absl::StrCat("coordinator-", agents, ".log"));
   auto channels = Channels(coordinator.address(), absl::GetFlag(FLAGS_connections));
   std::vector<std::unique_ptr<paft::v1::WorkerService::Stub>> stubs;
   for (auto& c : channels) stubs.push_back(paft::v1::WorkerService::NewStub(c));
@@ -236,6 +282,18 @@ void AgentRun(const std::string& dir, int agents) {
     }
     for (auto& t : threads) t.join();
   }
+
+  // Every agent's assignment stream, open for the whole run.
+  std::atomic<int> streams_open{0}, assignments{0};
+  std::vector<std::unique_ptr<AssignmentReader>> readers;
+  if (absl::GetFlag(FLAGS_streams)) {
+    for (int i = 0; i < agents; ++i) {
+      readers.push_back(std::make_unique<AssignmentReader>(stubs[i % stubs.size()].get(), ids[i],
+                                                           &streams_open, &assignments));
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(2));  // let them all reach the server
+  }
+  const int threads_open = Threads(coordinator.pid());
 
   // Heartbeats: agent i at t0 + k s + i/N s, asynchronously (a slow answer does not delay
   // the next agent's heartbeat, as with real agents).
@@ -282,6 +340,13 @@ void AgentRun(const std::string& dir, int agents) {
   while (in_flight > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   const double wall = Seconds(SteadyClock::now() - t0);
   const double cpu = CpuSeconds(coordinator.pid()) - cpu_before;
+  const std::string rss = RssMiB(coordinator.pid());
+  const int threads_end = Threads(coordinator.pid());
+  const int open_at_end = streams_open.load();
+  for (auto& r : readers) r->Cancel();
+  for (int i = 0; i < 1000 && streams_open > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   std::printf("\n== %d agents, %d s, heartbeats every 1 s each, %g submissions/s\n", agents,
               duration, absl::GetFlag(FLAGS_submit_rate));
   std::printf("register:   %s\n", registration.Summary().c_str());
@@ -289,8 +354,10 @@ void AgentRun(const std::string& dir, int agents) {
               static_cast<double>(heartbeats.ms.size()) / wall);
   std::printf("submit:     %s (%.1f/s achieved)\n", submissions.Summary().c_str(),
               static_cast<double>(submissions.ms.size()) / wall);
-  std::printf("coordinator CPU: %.2f cores busy on average; RSS %s\n", cpu / wall,
-              RssMiB(coordinator.pid()).c_str());
+  std::printf("coordinator CPU: %.2f cores busy on average; RSS %s\n", cpu / wall, rss.c_str());
+  std::printf("streams:    %d open at the end, %d assignments received; coordinator threads %d "
+              "with the streams open, %d at the end\n",
+              open_at_end, assignments.load(), threads_open, threads_end);
 }
 
 void RecoveryRun(const std::string& dir, int jobs) {

@@ -20,13 +20,13 @@ void JobManager::UpdateGaugesLocked() {
   std::map<std::string, PoolGauges> pools;
   for (const auto& [pool, slots] : pool_high_water_) pools[pool];  // zeros for emptied pools
   for (const auto& [pool, slots] : options_.pool_capacity) pools[pool];
-  for (const auto& w : registry_->List("")) {
-    auto& p = pools[w.pool()];
-    (w.busy_devices() > 0 ? p.busy_workers : p.idle) += 1;
-    p.free += w.devices() - w.busy_devices();
-    p.busy += w.busy_devices();
-    p.heartbeat_age =
-        std::max(p.heartbeat_age, absl::ToDoubleSeconds(now - FromProtoTime(w.last_heartbeat())));
+  for (const auto& [pool, stats] : registry_->Stats(now)) {
+    auto& p = pools[pool];
+    p.idle = stats.idle;
+    p.busy_workers = stats.busy_workers;
+    p.free = stats.free;
+    p.busy = stats.busy;
+    p.heartbeat_age = absl::ToDoubleSeconds(stats.stalest_heartbeat);
   }
   std::map<std::pair<int, int>, int> branch_counts;  // (kind, state) -> count
   std::set<std::pair<std::string, std::string>> series;

@@ -287,14 +287,17 @@ grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
   return Done("RegisterWorker", Assign(manager_->RegisterWorker(*request), response), start);
 }
 
-grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
-                                          const paft::v1::HeartbeatRequest* request,
-                                          paft::v1::HeartbeatResponse* response) {
+grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* context,
+                                                       const paft::v1::HeartbeatRequest* request,
+                                                       paft::v1::HeartbeatResponse* response) {
   const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (auto who = Caller(context, "Heartbeat", {"", request->worker_id(), ""}); !who.ok()) {
-    return Done("Heartbeat", who.status(), start);
+    reactor->Finish(Done("Heartbeat", who.status(), start));
+    return reactor;
   }
-  return Done("Heartbeat", Assign(manager_->Heartbeat(*request), response), start);
+  reactor->Finish(Done("Heartbeat", Assign(manager_->Heartbeat(*request), response), start));
+  return reactor;
 }
 
 namespace {

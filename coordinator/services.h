@@ -83,11 +83,12 @@ class JobServiceImpl final : public paft::v1::JobService::Service {
   std::map<std::string, int> streams_;  // GUARDED_BY(streams_mu_), open streams by identity
 };
 
-// StreamAssignments runs on gRPC's callback API (coordinator/assignment_stream.h): every agent
-// holds one open, and an open stream must not cost a thread.
+// StreamAssignments and Heartbeat run on gRPC's callback API (coordinator/assignment_stream.h):
+// every agent holds a stream open, which must not cost a thread.
 class WorkerServiceImpl final
-    : public paft::v1::WorkerService::WithCallbackMethod_StreamAssignments<
-          paft::v1::WorkerService::Service> {
+    : public paft::v1::WorkerService::WithCallbackMethod_Heartbeat<
+          paft::v1::WorkerService::WithCallbackMethod_StreamAssignments<
+              paft::v1::WorkerService::Service>> {
  public:
   WorkerServiceImpl(JobManager* manager, WorkerRegistry* registry, CoordinatorMetrics* metrics,
                     const std::atomic<bool>* shutting_down)
@@ -97,8 +98,11 @@ class WorkerServiceImpl final
 
   grpc::Status RegisterWorker(grpc::ServerContext*, const paft::v1::RegisterWorkerRequest* request,
                               paft::v1::RegisterWorkerResponse* response) override;
-  grpc::Status Heartbeat(grpc::ServerContext*, const paft::v1::HeartbeatRequest* request,
-                         paft::v1::HeartbeatResponse* response) override;
+  // Heartbeats too, the most frequent call (one per agent per interval), never block: answered
+  // inline on gRPC's callback threads, without a hop to the synchronous thread pool.
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
+                                      const paft::v1::HeartbeatRequest* request,
+                                      paft::v1::HeartbeatResponse* response) override;
   grpc::ServerWriteReactor<paft::v1::Assignment>* StreamAssignments(
       grpc::CallbackServerContext* context,
       const paft::v1::StreamAssignmentsRequest* request) override;

@@ -205,6 +205,20 @@ void WorkerRegistry::Unwatch(const std::string& worker_id, uint64_t handle) {
   if (it != watchers_.end() && it->second.handle == handle) watchers_.erase(it);
 }
 
+std::map<std::string, WorkerRegistry::PoolStats> WorkerRegistry::Stats(absl::Time now) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<std::string, PoolStats> out;
+  for (const auto& [id, w] : workers_) {
+    PoolStats& p = out[w.info.pool()];
+    const int busy = static_cast<int>(std::count(w.busy.begin(), w.busy.end(), true));
+    (busy > 0 ? p.busy_workers : p.idle) += 1;
+    p.busy += busy;
+    p.free += static_cast<int>(w.busy.size()) - busy;
+    p.stalest_heartbeat = std::max(p.stalest_heartbeat, now - (w.lease_expiry - lease_ttl_));
+  }
+  return out;
+}
+
 bool WorkerRegistry::Watching(const std::string& worker_id, uint64_t handle) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = watchers_.find(worker_id);

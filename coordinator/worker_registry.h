@@ -75,6 +75,13 @@ class WorkerRegistry {
   void WakeAll();
 
   std::vector<paft::v1::WorkerInfo> List(const std::string& pool) const;
+  // Per pool: agents idle and busy (at least one busy slot), free and busy slots, and the age of
+  // the stalest heartbeat. Computed in place (the gauges' per-tick need: no copy of every agent).
+  struct PoolStats {
+    int idle = 0, busy_workers = 0, free = 0, busy = 0;
+    absl::Duration stalest_heartbeat = absl::ZeroDuration();
+  };
+  std::map<std::string, PoolStats> Stats(absl::Time now) const;
   absl::Duration lease_ttl() const { return lease_ttl_; }
 
  private:

@@ -39,18 +39,26 @@ bool Principal::MayActAs(const std::string& name) const {
 
 absl::StatusOr<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::Load(
     const std::string& path) {
+  PAFT_ASSIGN_OR_RETURN(auto table, ReadTable(path));
+  auto out = std::unique_ptr<TokenAuthenticator>(new TokenAuthenticator());
+  out->table_ = std::move(table);
+  out->path_ = path;
+  return out;
+}
+
+absl::StatusOr<std::shared_ptr<const TokenAuthenticator::Table>> TokenAuthenticator::ReadTable(
+    const std::string& path) {
   auto text = ReadFileToString(path);
   if (!text.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("token file '", path, "': ", text.status().message()));
   }
-  auto parsed = Parse(*text);
-  if (!parsed.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("token file '", path, "': ",
-                                                   parsed.status().message()));
+  auto table = ParseTable(*text);
+  if (!table.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token file '", path, "': ", table.status().message()));
   }
-  (*parsed)->path_ = path;
-  return parsed;
+  return table;
 }
 
 absl::StatusOr<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::Parse(
@@ -132,18 +140,9 @@ std::shared_ptr<const TokenAuthenticator::Table> TokenAuthenticator::Snapshot() 
 
 absl::Status TokenAuthenticator::Reload() {
   if (path_.empty()) return absl::FailedPreconditionError("principals not loaded from a file");
-  auto text = ReadFileToString(path_);
-  if (!text.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("token file '", path_, "': ", text.status().message()));
-  }
-  auto table = ParseTable(*text);
-  if (!table.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("token file '", path_, "': ", table.status().message()));
-  }
+  PAFT_ASSIGN_OR_RETURN(auto table, ReadTable(path_));
   std::lock_guard<std::mutex> lock(mu_);
-  table_ = std::move(*table);
+  table_ = std::move(table);
   return absl::OkStatus();
 }
 

@@ -58,6 +58,8 @@ class TokenAuthenticator {
     std::map<std::string, Principal> by_cert_name;  // a certificate's SAN or CN
   };
   static absl::StatusOr<std::shared_ptr<const Table>> ParseTable(const std::string& text);
+  // The file's principals; errors name the file (and the line).
+  static absl::StatusOr<std::shared_ptr<const Table>> ReadTable(const std::string& path);
   std::shared_ptr<const Table> Snapshot() const;
 
   std::string path_;

@@ -59,16 +59,17 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   // An idempotent repeat is answered before any other check (its output folder is no longer
   // empty, its client may be at its limit now): from memory, or as stored for a finished job
   // that left memory.
+  bool evicted;
   {
     absl::MutexLock lock(&mu_);
     PAFT_ASSIGN_OR_RETURN(auto existing, RepeatedSubmissionLocked(request, spec, owner));
     if (existing) return *existing;
+    evicted = evicted_requests_.count(request.request_id()) > 0;
   }
-  if (auto stored = store_->GetJobByRequestId(request.request_id()); stored.ok()) {
-    PAFT_RETURN_IF_ERROR(SameSubmission(*stored, request, spec, owner));
-    return *stored;
-  } else if (stored.status().code() != absl::StatusCode::kNotFound) {
-    return stored.status();
+  if (evicted) {  // only then a store read: a new submission costs none
+    PAFT_ASSIGN_OR_RETURN(const Job stored, store_->GetJobByRequestId(request.request_id()));
+    PAFT_RETURN_IF_ERROR(SameSubmission(stored, request, spec, owner));
+    return stored;
   }
   // The per-client limit and the pools before the file system.
   {

@@ -351,6 +351,7 @@ void JobManager::EvictFinishedLocked(absl::Time now) {
       continue;
     }
     job_by_request_.erase(job.request_id());
+    evicted_requests_.insert(job.request_id());
     for (BranchKind kind : kBranches) {
       pending_failures_.erase({it->first, kind});
       awaiting_adoption_.erase({it->first, kind});

@@ -274,6 +274,9 @@ class JobManager {
   std::map<std::string, JobRecord> jobs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);            // active tasks only
   std::map<std::string, std::string> job_by_request_ ABSL_GUARDED_BY(mu_);  // request -> job
+  // Request ids of the jobs evicted from memory: a resubmission of one is answered from the
+  // store, and only then is the store read (a few bytes per job instead of the job).
+  std::set<std::string> evicted_requests_ ABSL_GUARDED_BY(mu_);
   // Jobs with a waiting branch, ordered by (-priority, create time, id): the scheduling order,
   // kept incrementally so that neither scheduling nor queue positions sort all jobs.
   std::map<std::tuple<int, int64_t, std::string>, JobRecord*> queue_ ABSL_GUARDED_BY(mu_);

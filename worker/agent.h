@@ -56,6 +56,13 @@ class Agent {
   void Shutdown(absl::Duration grace);
 
  private:
+  // Tries of a checkpoint or exit report while the coordinator is unreachable (1 s apart).
+  static constexpr int kReportAttempts = 30;
+  // The longest trainer output line kept whole (events are far shorter).
+  static constexpr size_t kMaxTrainerLine = 64 * 1024;
+  // How long the output of an exited trainer is still drained (see Child::drain_deadline_ns).
+  static constexpr absl::Duration kDrainAfterExit = absl::Seconds(10);
+
   struct Child {
     paft::v1::Task task;
     pid_t pid = -1;
@@ -78,7 +85,7 @@ class Agent {
   bool Register();
   void HandleStart(const paft::v1::Task& task);
   void HandleStop(const std::string& task_id, const std::string& reason, absl::Duration grace);
-  void ReadOutput(Child* child);
+  void ReadOutput(Child* child);  // worker/agent_output.cc
   void WaitChild(Child* child);
   std::vector<std::string> RunningTaskIds();
   void ReportExitFor(const paft::v1::Task& task, const ExitFacts& facts,

@@ -135,6 +135,19 @@ class AuthTest : public ::testing::Test {
     }
   }
 
+  // A job that runs until cancelled (one rank per branch, many steps); its spec file.
+  std::string WriteLongJobSpec() {
+    const std::string path = root_ + "/long.yaml";
+    EXPECT_TRUE(WriteFileAtomic(path, R"(
+name: long
+base_model: models/base
+output_dir: jobs/long
+sft: {pool: sft, world_size: 1, dataset: {path: data/sft.jsonl}, max_steps: 100000}
+alignment: {pool: align, world_size: 1, dataset: {path: data/pref.jsonl}, max_steps: 100000}
+)").ok());
+    return path;
+  }
+
   std::shared_ptr<grpc::Channel> Tls(const std::string& address) {
     auto channel = MakeClientChannel(address, TlsConfig{"", "", root_ + "/ca.crt"});
     EXPECT_TRUE(channel.ok());

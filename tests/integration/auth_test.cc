@@ -158,13 +158,7 @@ TEST_F(AuthTest, EveryRpcRefusesMissingTokensAndWrongRoles) {
 
 // A client cannot hold more unfinished jobs or open streams than the coordinator allows.
 TEST_F(AuthTest, PerClientLimitsHold) {
-  ASSERT_TRUE(WriteFileAtomic(root_ + "/long.yaml", R"(
-name: long
-base_model: models/base
-output_dir: jobs/long
-sft: {pool: sft, world_size: 1, dataset: {path: data/sft.jsonl}, max_steps: 100000}
-alignment: {pool: align, world_size: 1, dataset: {path: data/pref.jsonl}, max_steps: 100000}
-)").ok());
+  WriteLongJobSpec();
   const std::vector<std::string> env = {"PAFT_TOKEN=bob-secret", "PAFT_TLS_CA=" + root_ + "/ca.crt"};
   std::string out;
   ASSERT_EQ(testing::RunCommand({PAFTCTL, "--coordinator=" + address_, "--json", "submit",

@@ -49,14 +49,7 @@ class IdentityTest : public AuthTest {
   }
   // A running job of alice's (one rank per branch, many steps); its id.
   std::string RunningJob() {
-    EXPECT_TRUE(WriteFileAtomic(root_ + "/long.yaml", R"(
-name: long
-base_model: models/base
-output_dir: jobs/long
-sft: {pool: sft, world_size: 1, dataset: {path: data/sft.jsonl}, max_steps: 100000}
-alignment: {pool: align, world_size: 1, dataset: {path: data/pref.jsonl}, max_steps: 100000}
-)")
-                    .ok());
+    WriteLongJobSpec();
     std::string out;
     EXPECT_EQ(testing::RunCommand(
                   {PAFTCTL, "--coordinator=" + address_, "--json", "submit", root_ + "/long.yaml"},

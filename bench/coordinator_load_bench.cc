@@ -11,7 +11,8 @@
 //    Heartbeat and SubmitJob as seen by the callers, the rates achieved, the coordinator's CPU.
 //    With --streams (the default) every simulated agent holds a StreamAssignments stream open,
 //    as real agents do, and receives the assignments of the jobs scheduled onto it; reported
-//    also: the coordinator's threads and RSS with all streams open.
+//    also: the coordinator's threads and RSS with all streams open. --watches WatchJob streams
+//    (clients following 10 jobs submitted first) are held open too.
 // 2. Recovery: --recovery_jobs jobs submitted (all queued), the coordinator SIGKILLed and
 //    started again on the same database: time until it serves (port file written after the
 //    state is loaded), until GetJob and a ListJobs page answer, and its memory.
@@ -49,6 +50,7 @@ ABSL_FLAG(int, recovery_jobs, 10000, "Jobs stored before the recovery measuremen
 ABSL_FLAG(int, submit_threads, 8, "Parallel submitters while filling the store for recovery");
 ABSL_FLAG(std::string, work_dir, "/tmp", "Where the run's state folder is made");
 ABSL_FLAG(bool, streams, true, "Each simulated agent holds an assignment stream open");
+ABSL_FLAG(int, watches, 1000, "WatchJob streams held open during each run (on 10 jobs)");
 
 namespace {
 
@@ -139,6 +141,34 @@ class AssignmentReader : public grpc::ClientReadReactor<paft::v1::Assignment> {
   grpc::ClientContext context_;
   paft::v1::StreamAssignmentsRequest request_;
   paft::v1::Assignment assignment_;
+  std::atomic<int>* open_;
+  std::atomic<int>* received_;
+};
+
+// One client's open WatchJob (gRPC's callback client API: no thread each).
+class WatchReader : public grpc::ClientReadReactor<paft::v1::JobEvent> {
+ public:
+  WatchReader(paft::v1::JobService::Stub* stub, const std::string& job_id, std::atomic<int>* open,
+              std::atomic<int>* received)
+      : open_(open), received_(received) {
+    request_.set_job_id(job_id);
+    ++*open_;
+    stub->async()->WatchJob(&context_, &request_, this);
+    StartRead(&event_);
+    StartCall();
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    ++*received_;
+    StartRead(&event_);
+  }
+  void OnDone(const grpc::Status&) override { --*open_; }
+  void Cancel() { context_.TryCancel(); }
+
+ private:
+  grpc::ClientContext context_;
+  paft::v1::WatchJobRequest request_;
+  paft::v1::JobEvent event_;
   std::atomic<int>* open_;
   std::atomic<int>* received_;
 };
@@ -293,6 +323,29 @@ void AgentRun(const std::string& dir, int agents) {
     }
     std::this_thread::sleep_for(std::chrono::seconds(2));  // let them all reach the server
   }
+  // Clients following jobs.
+  std::atomic<int> watches_open{0}, watch_events{0};
+  std::vector<std::unique_ptr<paft::v1::JobService::Stub>> job_stubs;  // outlive the watchers
+  std::vector<std::unique_ptr<WatchReader>> watchers;
+  if (const int watches = absl::GetFlag(FLAGS_watches); watches > 0) {
+    auto job_stub = paft::v1::JobService::NewStub(channels[0]);
+    std::vector<std::string> watched;
+    for (int j = 0; j < 10; ++j) {
+      const std::string id = absl::StrCat("watched-", agents, "-", j);
+      paft::v1::Job job;
+      grpc::ClientContext context;
+      if (job_stub->SubmitJob(&context, JobRequest(dir, id), &job).ok()) {
+        watched.push_back(job.job_id());
+      }
+    }
+    for (auto& c : channels) job_stubs.push_back(paft::v1::JobService::NewStub(c));
+    for (int w = 0; w < watches && !watched.empty(); ++w) {
+      watchers.push_back(std::make_unique<WatchReader>(job_stubs[w % job_stubs.size()].get(),
+                                                       watched[w % watched.size()], &watches_open,
+                                                       &watch_events));
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
   const int threads_open = Threads(coordinator.pid());
 
   // Heartbeats: agent i at t0 + k s + i/N s, asynchronously (a slow answer does not delay
@@ -343,8 +396,10 @@ void AgentRun(const std::string& dir, int agents) {
   const std::string rss = RssMiB(coordinator.pid());
   const int threads_end = Threads(coordinator.pid());
   const int open_at_end = streams_open.load();
+  const int watches_at_end = watches_open.load();
   for (auto& r : readers) r->Cancel();
-  for (int i = 0; i < 1000 && streams_open > 0; ++i) {
+  for (auto& w : watchers) w->Cancel();
+  for (int i = 0; i < 1000 && (streams_open > 0 || watches_open > 0); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   std::printf("\n== %d agents, %d s, heartbeats every 1 s each, %g submissions/s\n", agents,
@@ -358,6 +413,8 @@ void AgentRun(const std::string& dir, int agents) {
   std::printf("streams:    %d open at the end, %d assignments received; coordinator threads %d "
               "with the streams open, %d at the end\n",
               open_at_end, assignments.load(), threads_open, threads_end);
+  std::printf("watches:    %d open at the end, %d events received\n", watches_at_end,
+              watch_events.load());
 }
 
 void RecoveryRun(const std::string& dir, int jobs) {

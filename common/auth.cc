@@ -141,6 +141,11 @@ std::shared_ptr<const TokenAuthenticator::Table> TokenAuthenticator::Snapshot() 
 absl::Status TokenAuthenticator::Reload() {
   if (path_.empty()) return absl::FailedPreconditionError("principals not loaded from a file");
   PAFT_ASSIGN_OR_RETURN(auto table, ReadTable(path_));
+  if (!table->by_cert_name.empty() && !certificates_verified_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "principals file '", path_,
+        "' has x509: principals: the server must verify client certificates (--tls_client_ca)"));
+  }
   std::lock_guard<std::mutex> lock(mu_);
   table_ = std::move(table);
   return absl::OkStatus();
@@ -183,7 +188,7 @@ absl::StatusOr<Principal> TokenAuthenticator::Authenticate(
 absl::StatusOr<Principal> Authorize(const TokenAuthenticator* authenticator,
                                     const grpc::ServerContextBase* context,
                                     std::initializer_list<Role> allowed, const char* method) {
-  if (authenticator == nullptr) return Principal{"", Role::kAdmin};
+  if (authenticator == nullptr) return Principal{"", Role::kAdmin, {}};
   auto principal = authenticator->Authenticate(*context);
   if (!principal.ok()) return principal.status();
   for (Role role : allowed) {
@@ -200,6 +205,7 @@ absl::StatusOr<ServerSecurity> LoadServerSecurity(const TlsConfig& tls, bool pla
   security.tls = tls;
   if (!auth_tokens_path.empty()) {
     PAFT_ASSIGN_OR_RETURN(security.authenticator, TokenAuthenticator::Load(auth_tokens_path));
+    security.authenticator->set_client_certificates_verified(!tls.ca_file.empty());
     if (security.authenticator->HasCertificatePrincipals() && tls.ca_file.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "token file '", auth_tokens_path,

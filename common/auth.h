@@ -46,8 +46,11 @@ class TokenAuthenticator {
   // names (x509: lines). UNAUTHENTICATED when neither identifies one.
   absl::StatusOr<Principal> Authenticate(const grpc::ServerContextBase& context) const;
   // Re-reads the file Load read, replacing every principal at once; calls in flight and open
-  // connections carry on. On error nothing changes (the error names the line).
+  // connections carry on. On error nothing changes (the error names the line); x509: principals
+  // are refused unless the server verifies client certificates.
   absl::Status Reload();
+  // Whether the server verifies client certificates (x509: principals need it).
+  void set_client_certificates_verified(bool verified) { certificates_verified_ = verified; }
   // Whether some principal is identified by a client certificate (the server must then verify
   // client certificates).
   bool HasCertificatePrincipals() const;
@@ -63,6 +66,7 @@ class TokenAuthenticator {
   std::shared_ptr<const Table> Snapshot() const;
 
   std::string path_;
+  bool certificates_verified_ = false;  // set before serving
   mutable std::mutex mu_;
   std::shared_ptr<const Table> table_;  // GUARDED_BY(mu_); replaced whole by Reload
 };

@@ -2,6 +2,7 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 
 #include <chrono>
 
@@ -26,7 +27,7 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
 
 absl::StatusOr<StartedServer> StartGrpcServer(const std::string& address,
                                               const std::vector<grpc::Service*>& services,
-                                              const TlsConfig& tls) {
+                                              const TlsConfig& tls, int max_threads) {
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (tls.enabled()) {
     if (tls.cert_file.empty() || tls.key_file.empty()) {
@@ -52,6 +53,11 @@ absl::StatusOr<StartedServer> StartGrpcServer(const std::string& address,
   builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   for (grpc::Service* service : services) builder.RegisterService(service);
+  if (max_threads > 0) {
+    grpc::ResourceQuota quota("paft-server");
+    quota.SetMaxThreads(max_threads);
+    builder.SetResourceQuota(quota);
+  }
   out.server = builder.BuildAndStart();
   if (out.server == nullptr || out.port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot start a gRPC server on ", address));

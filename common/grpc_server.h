@@ -31,9 +31,12 @@ struct TlsConfig {
   bool enabled() const { return !cert_file.empty() || !ca_file.empty(); }
 };
 
+// `max_threads` > 0 caps the threads of the synchronous handlers (a gRPC resource quota): a call
+// arriving when all are busy and none can be added is refused with RESOURCE_EXHAUSTED ("Server
+// Threadpool Exhausted") instead of growing the process. Callback-API streams use none of them.
 absl::StatusOr<StartedServer> StartGrpcServer(const std::string& address,
                                               const std::vector<grpc::Service*>& services,
-                                              const TlsConfig& tls = {});
+                                              const TlsConfig& tls = {}, int max_threads = 0);
 
 // A server serves TLS, or plaintext when explicitly chosen: InvalidArgument otherwise (or when
 // both are asked for).

@@ -61,7 +61,7 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   // that left memory.
   bool evicted;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     PAFT_ASSIGN_OR_RETURN(auto existing, RepeatedSubmissionLocked(request, spec, owner));
     if (existing) return *existing;
     evicted = evicted_requests_.count(request.request_id()) > 0;
@@ -73,7 +73,7 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   }
   // The per-client limit and the pools before the file system.
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     PAFT_RETURN_IF_ERROR(AdmitLocked(spec, owner));
   }
   // The file-system checks run outside the lock: slow or hung storage must not stall the
@@ -81,7 +81,7 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   PAFT_RETURN_IF_ERROR(CheckPathsConfined(spec, options_.storage_roots));
   if (options_.check_inputs) PAFT_RETURN_IF_ERROR(CheckJobInputs(spec));
 
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // Meanwhile a concurrent call may have admitted the same request, or another of this client.
   PAFT_ASSIGN_OR_RETURN(auto existing, RepeatedSubmissionLocked(request, spec, owner));
   if (existing) return *existing;
@@ -116,7 +116,7 @@ absl::StatusOr<Job> JobManager::SubmitJob(const paft::v1::SubmitJobRequest& requ
   job_by_request_[request.request_id()] = job_id;
   if (metrics_) metrics_->jobs_submitted.Increment();
   PAFT_LOG(INFO) << "job " << job_id << " submitted (request " << request.request_id() << ")";
-  events_cv_.SignalAll();
+  NotifyWatchers(job_id);
   ScheduleLocked();
   return Decorate(jobs_[job_id]);
 }

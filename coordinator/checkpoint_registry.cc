@@ -21,7 +21,7 @@ absl::Status JobManager::ReportCheckpoint(const paft::v1::ReportCheckpointReques
   if (!key)
     return absl::NotFoundError(absl::StrCat("task '", request.task_id(), "' is not active"));
   PAFT_ASSIGN_OR_RETURN(auto stored, store_->ListCheckpoints(key->job_id));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   PAFT_ASSIGN_OR_RETURN(TaskRecord * task, FindTaskLocked(request.task_id()));
   if (task->rank != 0) {
     return absl::InvalidArgumentError("only rank 0 reports checkpoints");
@@ -77,7 +77,7 @@ absl::Status JobManager::ReportCheckpoint(const paft::v1::ReportCheckpointReques
 
 absl::StatusOr<paft::v1::ListCheckpointsResponse> JobManager::ListCheckpoints(
     const paft::v1::ListCheckpointsRequest& request) {
-  PAFT_RETURN_IF_ERROR(LookupJob(request.job_id()).status());
+  PAFT_RETURN_IF_ERROR(CheckJobExists(request.job_id()));
   PAFT_ASSIGN_OR_RETURN(auto checkpoints, store_->ListCheckpoints(request.job_id()));
   paft::v1::ListCheckpointsResponse response;
   for (auto& c : checkpoints) {

@@ -94,7 +94,7 @@ absl::Status JobManager::CommitLocked(JobRecord& record, Change change) {
   record.last_seq += static_cast<int64_t>(change.events.size());
   record.progress_dirty = false;
   record.last_flush = clock_->Now();
-  if (!change.events.empty()) events_cv_.SignalAll();
+  if (!change.events.empty()) NotifyWatchers(record.job.job_id());
   for (TaskRecord& task : change.new_tasks) tasks_[task.task_id] = std::move(task);
   for (const std::string& id : change.ended_tasks) tasks_.erase(id);
   for (const std::string& id : change.stopping_tasks) {

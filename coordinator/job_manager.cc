@@ -53,7 +53,7 @@ JobManager::JobManager(JobManagerOptions options, JobStore* store, WorkerRegistr
 }
 
 absl::Status JobManager::Recover() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   PAFT_ASSIGN_OR_RETURN(pool_high_water_, store_->LoadPoolCapacities());
   PAFT_ASSIGN_OR_RETURN(auto jobs, store_->LoadAllJobs());
   for (auto& job : jobs) {
@@ -88,10 +88,38 @@ absl::StatusOr<Job> JobManager::GetJob(const std::string& job_id) { return Looku
 
 absl::StatusOr<Job> JobManager::LookupJob(const std::string& job_id) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (auto it = jobs_.find(job_id); it != jobs_.end()) return Decorate(it->second);
   }
   return store_->GetJob(job_id);  // evicted from memory (finished): as stored
+}
+
+namespace {
+
+// "<create_ns>.<job_id>" of the last job listed.
+std::string PageToken(const JobStore::ScanCursor& cursor) {
+  return absl::StrCat(cursor.create_ns, ".", cursor.job_id);
+}
+
+std::optional<JobStore::ScanCursor> ParsePageToken(const std::string& token) {
+  const size_t dot = token.find('.');
+  JobStore::ScanCursor cursor;
+  if (dot == std::string::npos || dot + 1 == token.size() ||
+      !absl::SimpleAtoi(token.substr(0, dot), &cursor.create_ns)) {
+    return std::nullopt;
+  }
+  cursor.job_id = token.substr(dot + 1);
+  return cursor;
+}
+
+}  // namespace
+
+absl::Status JobManager::CheckJobExists(const std::string& job_id) {
+  {
+    MutexLock lock(&mu_);
+    if (jobs_.count(job_id) > 0) return absl::OkStatus();
+  }
+  return store_->GetJob(job_id).status();  // evicted from memory (finished)
 }
 
 absl::StatusOr<paft::v1::ListJobsResponse> JobManager::ListJobs(
@@ -101,26 +129,26 @@ absl::StatusOr<paft::v1::ListJobsResponse> JobManager::ListJobs(
     return absl::InvalidArgumentError(
         absl::StrCat("page_size: at most ", kMaxPageSize, ", got ", request.page_size()));
   }
-  int64_t offset = 0;
-  if (!request.page_token().empty() &&
-      (!absl::SimpleAtoi(request.page_token(), &offset) || offset < 0)) {
-    return absl::InvalidArgumentError("page_token: not a token returned by ListJobs");
+  // The token is where the last page ended (keyset): jobs submitted meanwhile neither shift
+  // nor repeat what the next page shows.
+  std::optional<JobStore::ScanCursor> after;
+  if (!request.page_token().empty()) {
+    auto cursor = ParsePageToken(request.page_token());
+    if (!cursor) return absl::InvalidArgumentError("page_token: not a token returned by ListJobs");
+    after = std::move(cursor);
   }
   // Paged from the store, which holds every job (finished ones evicted from memory too), newest
-  // first; only the rows up to the page are read. Jobs still in memory are shown as memory has
-  // them (live progress, queue positions).
+  // first; only the rows of the page are read (labels, when asked for, are matched here).
+  // Jobs still in memory are shown as memory has them (live progress, queue positions).
   std::vector<JobState> states;
   for (int s : request.states()) states.push_back(static_cast<JobState>(s));
   std::vector<Job> page;
-  int64_t matched = 0;
   bool more = false;
-  PAFT_RETURN_IF_ERROR(store_->ScanJobs(states, [&](Job job) {
-    if (!request.owner().empty() && job.owner() != request.owner()) return true;
+  PAFT_RETURN_IF_ERROR(store_->ScanJobs(states, request.owner(), after, [&](Job job) {
     for (const auto& [key, value] : request.labels()) {
       auto label = job.spec().labels().find(key);
       if (label == job.spec().labels().end() || label->second != value) return true;
     }
-    if (matched++ < offset) return true;
     if (static_cast<int>(page.size()) == page_size) {
       more = true;
       return false;
@@ -129,19 +157,20 @@ absl::StatusOr<paft::v1::ListJobsResponse> JobManager::ListJobs(
     return true;
   }));
   paft::v1::ListJobsResponse response;
-  absl::MutexLock lock(&mu_);
+  if (more) response.set_next_page_token(PageToken(JobStore::CursorOf(page.back())));
+  MutexLock lock(&mu_);
   const auto positions = QueuePositionsLocked();
   for (Job& job : page) {
     auto it = jobs_.find(job.job_id());
     *response.add_jobs() = it != jobs_.end() ? Decorate(it->second, &positions) : std::move(job);
   }
-  if (more) response.set_next_page_token(absl::StrCat(offset + page_size));
+
   return response;
 }
 
 absl::StatusOr<Job> JobManager::CancelJob(const paft::v1::CancelJobRequest& request) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (auto it = jobs_.find(request.job_id()); it != jobs_.end()) {
       return CancelLocked(it->second, request);
     }
@@ -225,7 +254,7 @@ absl::StatusOr<JobManager::LogTarget> JobManager::LogFile(
   // The attempt has ended when a later one exists, or the branch is over and none of its
   // ranks still runs.
   bool running = false;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (const auto& [id, task] : tasks_) {
     running = running || (task.job_id == request.job_id() && task.branch == kind &&
                           task.attempt == target.attempt);
@@ -238,27 +267,17 @@ absl::StatusOr<JobManager::LogTarget> JobManager::LogFile(
 
 absl::StatusOr<std::vector<JobEvent>> JobManager::EventsAfter(const std::string& job_id,
                                                               int64_t after_seq, int limit) {
-  PAFT_RETURN_IF_ERROR(LookupJob(job_id).status());
+  PAFT_RETURN_IF_ERROR(CheckJobExists(job_id));
   return store_->EventsAfter(job_id, after_seq, limit);
 }
 
-void JobManager::WaitForEvent(const std::string& job_id, int64_t after_seq,
-                              uint64_t progress_version, absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  const absl::Time deadline = absl::Now() + timeout;
-  auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    auto it = jobs_.find(job_id);
-    return it == jobs_.end() || it->second.last_seq > after_seq ||
-           it->second.progress_version > progress_version;
-  };
-  while (!ready()) {
-    if (events_cv_.WaitWithDeadline(&mu_, deadline)) return;  // timed out
-  }
+void JobManager::NotifyWatchers(const std::string& job_id) {
+  if (hub_ != nullptr) hub_->Notify(job_id);
 }
 
 std::vector<JobEvent> JobManager::ProgressEvents(const std::string& job_id,
                                                  uint64_t* progress_version) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<JobEvent> events;
   auto it = jobs_.find(job_id);
   if (it == jobs_.end() || it->second.progress_version <= *progress_version) return events;
@@ -282,7 +301,7 @@ std::vector<JobEvent> JobManager::ProgressEvents(const std::string& job_id,
 }
 
 bool JobManager::WatchComplete(const std::string& job_id, int64_t seq) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   return it == jobs_.end() || (IsTerminal(it->second.job.state()) && it->second.last_seq <= seq);
 }
@@ -305,7 +324,7 @@ Job JobManager::Decorate(const JobRecord& record, const std::map<std::string, in
 }
 
 void JobManager::Tick() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const absl::Time now = clock_->Now();
   for (const std::string& worker_id : registry_->ExpireLeases(now)) {
     PAFT_LOG(WARNING) << "worker " << worker_id << " lost: no heartbeat within the lease";
@@ -340,6 +359,11 @@ void JobManager::Tick() {
 
 void JobManager::EvictFinishedLocked(absl::Time now) {
   if (options_.finished_job_retention == absl::InfiniteDuration()) return;
+  // A walk over every job: not every tick (a job leaves memory up to this much later).
+  const absl::Duration every =
+      std::min(absl::Seconds(10), options_.finished_job_retention / 10);
+  if (now - last_eviction_scan_ < every) return;
+  last_eviction_scan_ = now;
   std::set<std::string> with_ranks;  // a stopped rank may still report its exit
   for (const auto& [id, task] : tasks_) with_ranks.insert(task.job_id);
   int evicted = 0;
@@ -363,7 +387,7 @@ void JobManager::EvictFinishedLocked(absl::Time now) {
 }
 
 std::vector<JobManager::PendingMerge> JobManager::PendingMerges() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<PendingMerge> out;
   for (const auto& [id, record] : jobs_) {
     const Job& job = record.job;
@@ -390,7 +414,7 @@ std::vector<JobManager::PendingMerge> JobManager::PendingMerges() {
 
 void JobManager::OnMergeFinished(const std::string& job_id,
                                  const paft::v1::MergeOperation& operation) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end() || it->second.job.state() != paft::v1::JOB_STATE_MERGING) return;
   JobRecord& record = it->second;

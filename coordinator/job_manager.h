@@ -18,12 +18,13 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
 #include "common/clock.h"
 #include "coordinator/job_store.h"
 #include "coordinator/metrics.h"
+#include "coordinator/watch_hub.h"
 #include "coordinator/worker_registry.h"
 #include "paft/v1/job.pb.h"
 #include "paft/v1/merger.pb.h"
@@ -91,10 +92,9 @@ class JobManager {
   // Events with seq > after_seq (at most `limit`); NotFound for an unknown job.
   absl::StatusOr<std::vector<paft::v1::JobEvent>> EventsAfter(const std::string& job_id,
                                                               int64_t after_seq, int limit);
-  // Blocks until the job has an event with seq > after_seq or progress newer than
-  // `progress_version`, or `timeout`.
-  void WaitForEvent(const std::string& job_id, int64_t after_seq, uint64_t progress_version,
-                    absl::Duration timeout);
+  // Watchers of a job (WatchJob streams) are notified through `hub` of its every stored event
+  // and progress report. Set before serving; null (the default): nobody is notified.
+  void set_watch_hub(WatchHub* hub) { hub_ = hub; }
   // "Progress" events of the job's training branches if its progress changed since
   // *progress_version (which is updated); not stored, seq = the newest stored event's.
   std::vector<paft::v1::JobEvent> ProgressEvents(const std::string& job_id,
@@ -141,6 +141,9 @@ class JobManager {
     bool stopping = false;     // a STOP was sent
     bool succeeded = false;    // exited 0
     absl::Time last_progress;  // start, or the last progress report
+    // Adopted from a report after a coordinator restart, before its agent re-registered (no
+    // worker id yet): lost if the agent has not re-registered by then.
+    absl::Time bind_deadline = absl::InfiniteFuture();
   };
   // Step rate of a branch's current attempt, for the ETA: the first progress report seen.
   struct RateOrigin {
@@ -269,8 +272,13 @@ class JobManager {
   Clock* const clock_;
   CoordinatorMetrics* const metrics_;
 
-  absl::Mutex mu_;
-  absl::CondVar events_cv_;  // signalled on every stored event and every progress report
+  // NOT_FOUND unless the job is in memory or in the store (no copy of it is made).
+  absl::Status CheckJobExists(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Tells the job's watchers that it has a new event or progress (never blocks).
+  void NotifyWatchers(const std::string& job_id);
+
+  WatchHub* hub_ = nullptr;
+  Mutex mu_;
   std::map<std::string, JobRecord> jobs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, TaskRecord> tasks_ ABSL_GUARDED_BY(mu_);            // active tasks only
   std::map<std::string, std::string> job_by_request_ ABSL_GUARDED_BY(mu_);  // request -> job
@@ -285,6 +293,7 @@ class JobManager {
   // Label sets of the per-branch gauges exported last tick (removed when a branch stops).
   std::set<std::pair<std::string, std::string>> branch_series_ ABSL_GUARDED_BY(mu_);
   uint64_t port_counter_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_eviction_scan_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // Branch failures not yet stored (the store refused the commit), by (job, branch).
   std::map<std::pair<std::string, paft::v1::BranchKind>, PendingFailure> pending_failures_
       ABSL_GUARDED_BY(mu_);

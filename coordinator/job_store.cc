@@ -12,7 +12,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   request_id  TEXT NOT NULL UNIQUE,
   state       INTEGER NOT NULL,
   create_ns   INTEGER NOT NULL,
-  job         BLOB NOT NULL
+  job         BLOB NOT NULL,
+  owner       TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_by_create ON jobs (create_ns DESC, job_id DESC);
 CREATE TABLE IF NOT EXISTS events (
@@ -33,6 +34,10 @@ CREATE TABLE IF NOT EXISTS pools (
   max_slots  INTEGER NOT NULL
 );
 )sql";
+
+// After MigrateOwnerColumn: an older database has no owner column until then.
+constexpr const char* kOwnerIndex =
+    "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, create_ns DESC, job_id DESC);";
 
 // RAII prepared statement.
 class Statement {
@@ -105,6 +110,8 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
   PAFT_RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=FULL;"));
   PAFT_RETURN_IF_ERROR(store->Exec("PRAGMA foreign_keys=ON;"));
   PAFT_RETURN_IF_ERROR(store->Exec(kSchema));
+  PAFT_RETURN_IF_ERROR(store->MigrateOwnerColumn());
+  PAFT_RETURN_IF_ERROR(store->Exec(kOwnerIndex));
   return store;
 }
 
@@ -128,14 +135,15 @@ absl::Status JobStore::WriteJobLocked(const paft::v1::Job& job, bool insert,
   auto body = [&]() -> absl::Status {
     if (insert) {
       Statement s(db_,
-                  "INSERT INTO jobs (job_id, request_id, state, create_ns, job) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5);");
+                  "INSERT INTO jobs (job_id, request_id, state, create_ns, job, owner) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6);");
       PAFT_RETURN_IF_ERROR(s.status());
       s.Bind(1, job.job_id());
       s.Bind(2, job.request_id());
       s.Bind(3, static_cast<int64_t>(job.state()));
-      s.Bind(4, job.create_time().seconds() * 1000000000 + job.create_time().nanos());
+      s.Bind(4, CursorOf(job).create_ns);
       s.BindBlob(5, job.SerializeAsString());
+      s.Bind(6, job.owner());
       int rc = s.Step();
       if (rc != SQLITE_DONE) return StepError(db_, rc, "inserting job");
     } else {
@@ -230,20 +238,32 @@ absl::StatusOr<std::vector<paft::v1::Job>> JobStore::LoadAllJobs() {
   return jobs;
 }
 
+JobStore::ScanCursor JobStore::CursorOf(const paft::v1::Job& job) {
+  return {job.create_time().seconds() * 1000000000 + job.create_time().nanos(), job.job_id()};
+}
+
 absl::Status JobStore::ScanJobs(const std::vector<paft::v1::JobState>& states,
+                                const std::string& owner, const std::optional<ScanCursor>& after,
                                 const std::function<bool(paft::v1::Job)>& visit) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::string sql = "SELECT job FROM jobs";
+  std::string sql = "SELECT job FROM jobs WHERE 1";
   if (!states.empty()) {
-    sql += " WHERE state IN (";
+    sql += " AND state IN (";
     for (size_t i = 0; i < states.size(); ++i) {
       absl::StrAppend(&sql, i == 0 ? "" : ",", static_cast<int>(states[i]));
     }
     sql += ")";
   }
+  if (!owner.empty()) sql += " AND owner = ?1";
+  if (after) sql += " AND (create_ns, job_id) < (?2, ?3)";
   sql += " ORDER BY create_ns DESC, job_id DESC;";
   Statement s(db_, sql.c_str());
   PAFT_RETURN_IF_ERROR(s.status());
+  if (!owner.empty()) s.Bind(1, owner);
+  if (after) {
+    s.Bind(2, after->create_ns);
+    s.Bind(3, after->job_id);
+  }
   int rc;
   while ((rc = s.Step()) == SQLITE_ROW) {
     PAFT_ASSIGN_OR_RETURN(auto job, ParseBlob<paft::v1::Job>(s.ColumnBlob(0), "job"));
@@ -251,6 +271,44 @@ absl::Status JobStore::ScanJobs(const std::vector<paft::v1::JobState>& states,
   }
   if (rc != SQLITE_DONE) return StepError(db_, rc, "listing jobs");
   return absl::OkStatus();
+}
+
+absl::Status JobStore::MigrateOwnerColumn() {
+  std::lock_guard<std::mutex> lock(mu_);
+  {
+    Statement columns(db_, "SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'owner';");
+    PAFT_RETURN_IF_ERROR(columns.status());
+    if (columns.Step() == SQLITE_ROW) return absl::OkStatus();
+  }
+  PAFT_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE;"));
+  auto body = [&]() -> absl::Status {
+    PAFT_RETURN_IF_ERROR(Exec("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';"));
+    std::vector<std::pair<std::string, std::string>> owners;
+    {
+      Statement s(db_, "SELECT job FROM jobs;");
+      PAFT_RETURN_IF_ERROR(s.status());
+      int rc;
+      while ((rc = s.Step()) == SQLITE_ROW) {
+        PAFT_ASSIGN_OR_RETURN(auto job, ParseBlob<paft::v1::Job>(s.ColumnBlob(0), "job"));
+        if (!job.owner().empty()) owners.emplace_back(job.job_id(), job.owner());
+      }
+      if (rc != SQLITE_DONE) return StepError(db_, rc, "reading jobs for the owner column");
+    }
+    for (const auto& [job_id, owner] : owners) {
+      Statement s(db_, "UPDATE jobs SET owner = ?2 WHERE job_id = ?1;");
+      PAFT_RETURN_IF_ERROR(s.status());
+      s.Bind(1, job_id);
+      s.Bind(2, owner);
+      if (int rc = s.Step(); rc != SQLITE_DONE) return StepError(db_, rc, "filling owners");
+    }
+    return absl::OkStatus();
+  };
+  absl::Status status = body();
+  if (!status.ok()) {
+    (void)Exec("ROLLBACK;");
+    return status;
+  }
+  return Exec("COMMIT;");
 }
 
 absl::StatusOr<int64_t> JobStore::LastEventSeq(const std::string& job_id) {

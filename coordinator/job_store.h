@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,10 +41,18 @@ class JobStore {
   absl::StatusOr<paft::v1::Job> GetJobByRequestId(const std::string& request_id);
   // All jobs, oldest first (used to rebuild memory at start-up).
   absl::StatusOr<std::vector<paft::v1::Job>> LoadAllJobs();
+  // Where a listing resumes: after the job with this create time (ns) and id.
+  struct ScanCursor {
+    int64_t create_ns = 0;
+    std::string job_id;
+  };
+  static ScanCursor CursorOf(const paft::v1::Job& job);
   // Jobs newest first (by create time, then id, descending), those in `states` (all when
-  // empty), handed to `visit` one at a time until it returns false: a page costs the rows up to
-  // it, not the whole table.
-  absl::Status ScanJobs(const std::vector<paft::v1::JobState>& states,
+  // empty) and of `owner` (all when empty), strictly after `after` when given, handed to
+  // `visit` one at a time until it returns false. Both filters and the cursor are resolved by
+  // SQLite's indexes: a page costs the rows on it, not the rows before it.
+  absl::Status ScanJobs(const std::vector<paft::v1::JobState>& states, const std::string& owner,
+                        const std::optional<ScanCursor>& after,
                         const std::function<bool(paft::v1::Job)>& visit);
   // Highest event seq of a job, 0 if none.
   absl::StatusOr<int64_t> LastEventSeq(const std::string& job_id);
@@ -62,6 +71,8 @@ class JobStore {
  private:
   explicit JobStore(sqlite3* db) : db_(db) {}
   absl::Status Exec(const char* sql);
+  // Databases written before jobs had an owner column: adds it and fills it from the jobs.
+  absl::Status MigrateOwnerColumn();
   absl::Status WriteJobLocked(const paft::v1::Job& job, bool insert,
                               const std::vector<paft::v1::JobEvent>& events,
                               const std::vector<paft::v1::CheckpointInfo>& checkpoints);

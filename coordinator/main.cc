@@ -61,6 +61,10 @@ ABSL_FLAG(int, max_active_jobs_per_client, 100,
           "Unfinished jobs one authenticated client may have (0: no limit)");
 ABSL_FLAG(int, max_streams_per_client, 32,
           "Open WatchJob/StreamLogs streams one authenticated client may hold (0: no limit)");
+ABSL_FLAG(int, grpc_max_threads, 32,
+          "Threads for the synchronous (unary) gRPC handlers, a gRPC resource quota: a call that "
+          "finds them all busy is refused with RESOURCE_EXHAUSTED (callers retry). Streams and "
+          "heartbeats use none of them (0: no limit)");
 ABSL_FLAG(std::string, merger_tls_ca, "", "Verify the merger's TLS certificate with this CA");
 ABSL_FLAG(std::string, merger_token_file, "", "Bearer token (role coordinator) for the merger");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound ports here as JSON");
@@ -125,6 +129,8 @@ int main(int argc, char** argv) {
   options.max_active_jobs_per_client = absl::GetFlag(FLAGS_max_active_jobs_per_client);
   options.finished_job_retention = absl::GetFlag(FLAGS_finished_job_retention);
   paft::coordinator::JobManager manager(options, store->get(), &registry, &clock, &metrics);
+  paft::coordinator::WatchHub watch_hub;  // wakes WatchJob/StreamLogs streams
+  manager.set_watch_hub(&watch_hub);
   if (absl::Status s = manager.Recover(); !s.ok()) {
     PAFT_LOG(ERROR) << "recovering state: " << s;
     return 1;
@@ -140,7 +146,8 @@ int main(int argc, char** argv) {
   paft::coordinator::MergeDriver merge_driver(&manager, &merger_client);
 
   std::atomic<bool> shutting_down{false};
-  paft::coordinator::JobServiceImpl job_service(&manager, &registry, &metrics, &shutting_down);
+  paft::coordinator::JobServiceImpl job_service(&manager, &registry, &watch_hub, &metrics,
+                                                &shutting_down);
   paft::coordinator::WorkerServiceImpl worker_service(&manager, &registry, &metrics,
                                                       &shutting_down);
   auto security = paft::LoadServerSecurity(
@@ -155,7 +162,8 @@ int main(int argc, char** argv) {
   job_service.set_max_streams_per_client(absl::GetFlag(FLAGS_max_streams_per_client));
   worker_service.set_authenticator(security->authenticator.get());
   auto server = paft::StartGrpcServer(absl::GetFlag(FLAGS_listen),
-                                      {&job_service, &worker_service}, security->tls);
+                                      {&job_service, &worker_service}, security->tls,
+                                      absl::GetFlag(FLAGS_grpc_max_threads));
   if (!server.ok()) {
     PAFT_LOG(ERROR) << server.status();
     return 1;
@@ -202,7 +210,8 @@ int main(int argc, char** argv) {
   }
   PAFT_LOG(INFO) << "signal " << signal_number << ": draining";
   shutting_down.store(true);
-  registry.WakeAll();  // open assignment streams end now (agents reconnect elsewhere)
+  registry.WakeAll();    // open assignment streams end now (agents reconnect elsewhere)
+  watch_hub.NotifyAll();  // and so do watches and log streams (clients resume)
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   merger_client.Shutdown();
   control_loop.join();

@@ -1,12 +1,8 @@
 #include "coordinator/services.h"
 
 #include "coordinator/assignment_stream.h"
-
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
+#include "coordinator/job_event_stream.h"
+#include "coordinator/log_stream.h"
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
@@ -16,10 +12,13 @@
 namespace paft::coordinator {
 namespace {
 
-constexpr int kEventsPerRead = 256;
-constexpr absl::Duration kStreamPoll = absl::Seconds(1);
-constexpr size_t kLogChunkBytes = 64 * 1024;
-constexpr absl::Duration kLogPoll = absl::Milliseconds(500);
+// A stream refused before it started.
+template <typename Message>
+class RefusedStream : public grpc::ServerWriteReactor<Message> {
+ public:
+  explicit RefusedStream(const grpc::Status& status) { this->Finish(status); }
+  void OnDone() override { delete this; }
+};
 
 template <typename T>
 absl::Status Assign(absl::StatusOr<T> result, T* out) {
@@ -50,8 +49,8 @@ grpc::Status JobServiceImpl::Done(const char* method, const absl::Status& status
   return CountAndConvert(metrics_, method, status, start);
 }
 
-absl::StatusOr<Principal> JobServiceImpl::Caller(grpc::ServerContext* context, const char* method,
-                                                 const std::string& job_id) {
+absl::StatusOr<Principal> JobServiceImpl::Caller(grpc::ServerContextBase* context,
+                                                 const char* method, const std::string& job_id) {
   PAFT_ASSIGN_OR_RETURN(Principal who,
                         Authorize(auth_, context, {Role::kClient, Role::kAdmin}, method));
   if (who.role == Role::kClient && !job_id.empty()) {
@@ -64,22 +63,11 @@ absl::StatusOr<Principal> JobServiceImpl::Caller(grpc::ServerContext* context, c
   return who;
 }
 
-absl::StatusOr<JobServiceImpl::StreamSlot> JobServiceImpl::AcquireStream(const Principal& who) {
-  if (who.identity.empty() || max_streams_per_client_ <= 0) return StreamSlot(nullptr, "");
-  std::lock_guard<std::mutex> lock(streams_mu_);
-  int& open = streams_[who.identity];
-  if (open >= max_streams_per_client_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        who.identity, " already holds ", open, " open watch/log streams, the limit"));
-  }
-  ++open;
-  return StreamSlot(this, who.identity);
-}
-
-JobServiceImpl::StreamSlot::~StreamSlot() {
-  if (service_ == nullptr) return;
-  std::lock_guard<std::mutex> lock(service_->streams_mu_);
-  if (--service_->streams_[identity_] <= 0) service_->streams_.erase(identity_);
+absl::StatusOr<StreamSlots::Slot> JobServiceImpl::OpenStream(grpc::ServerContextBase* context,
+                                                              const char* method,
+                                                              const std::string& job_id) {
+  PAFT_ASSIGN_OR_RETURN(Principal who, Caller(context, method, job_id));
+  return stream_slots_.Acquire(who.identity);
 }
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
@@ -112,39 +100,12 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
   return Done("ListJobs", Assign(manager_->ListJobs(scoped), response), start);
 }
 
-grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
-                                      const paft::v1::WatchJobRequest* request,
-                                      grpc::ServerWriter<paft::v1::JobEvent>* writer) {
-  auto who = Caller(context, "WatchJob", request->job_id());
-  if (!who.ok()) return Done("WatchJob", who.status());
-  auto slot = AcquireStream(*who);
-  if (!slot.ok()) return Done("WatchJob", slot.status());
-  int64_t after = request->after_seq();
-  uint64_t progress_version = 0;
-  while (!context->IsCancelled()) {
-    if (shutting_down_->load()) {
-      return Done("WatchJob", absl::UnavailableError("coordinator shutting down; resume the watch "
-                                                     "from the last seq received"));
-    }
-    auto events = manager_->EventsAfter(request->job_id(), after, kEventsPerRead);
-    if (!events.ok()) return Done("WatchJob", events.status());
-    for (const auto& event : *events) {
-      if (!writer->Write(event)) return Done("WatchJob", absl::CancelledError("client went away"));
-      after = event.seq();
-    }
-    if (events->size() < kEventsPerRead) {
-      // Progress only once the stored history is replayed, so that it is never stale.
-      for (const auto& event : manager_->ProgressEvents(request->job_id(), &progress_version)) {
-        if (event.seq() != after) continue;  // a transition is on its way: send that first
-        if (!writer->Write(event)) {
-          return Done("WatchJob", absl::CancelledError("client went away"));
-        }
-      }
-      if (manager_->WatchComplete(request->job_id(), after)) break;
-      manager_->WaitForEvent(request->job_id(), after, progress_version, kStreamPoll);
-    }
-  }
-  return Done("WatchJob", absl::OkStatus());
+grpc::ServerWriteReactor<paft::v1::JobEvent>* JobServiceImpl::WatchJob(
+    grpc::CallbackServerContext* context, const paft::v1::WatchJobRequest* request) {
+  auto slot = OpenStream(context, "WatchJob", request->job_id());
+  if (!slot.ok()) return new RefusedStream<paft::v1::JobEvent>(Done("WatchJob", slot.status()));
+  return new JobEventStream(manager_, hub_, shutting_down_, *request, std::move(slot).value(),
+                            [this](const absl::Status& status) { (void)Done("WatchJob", status); });
 }
 
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
@@ -188,63 +149,12 @@ grpc::Status JobServiceImpl::ListEvents(grpc::ServerContext* context,
   return Done("ListEvents", Assign(manager_->ListEvents(*request), response), start);
 }
 
-grpc::Status JobServiceImpl::StreamLogs(grpc::ServerContext* context,
-                                        const paft::v1::StreamLogsRequest* request,
-                                        grpc::ServerWriter<paft::v1::LogChunk>* writer) {
-  auto who = Caller(context, "StreamLogs", request->job_id());
-  if (!who.ok()) return Done("StreamLogs", who.status());
-  auto slot = AcquireStream(*who);
-  if (!slot.ok()) return Done("StreamLogs", slot.status());
-  int64_t offset = request->offset();
-  std::string buffer(kLogChunkBytes, '\0');
-  // The attempt is pinned once known: a restart mid-stream must not switch files under the offset.
-  paft::v1::StreamLogsRequest pinned = *request;
-  while (!context->IsCancelled()) {
-    if (shutting_down_->load()) {
-      return Done("StreamLogs", absl::UnavailableError("coordinator shutting down; resume from "
-                                                       "the last offset received"));
-    }
-    // Whether the attempt has ended is read before the file: its output is then complete.
-    auto target = manager_->LogFile(pinned);
-    if (!target.ok() && request->follow() &&
-        target.status().code() == absl::StatusCode::kFailedPrecondition) {
-      absl::SleepFor(kLogPoll);  // the branch has not started yet: wait for it
-      continue;
-    }
-    if (!target.ok()) return Done("StreamLogs", target.status());
-    pinned.set_attempt(target->attempt);
-    int fd = ::open(target->path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 && (errno != ENOENT || !request->follow() || target->attempt_ended)) {
-      return Done("StreamLogs",
-                  absl::NotFoundError(absl::StrCat("no output of rank ", request->rank(),
-                                                   " of attempt ", target->attempt, " (",
-                                                   target->path, ")")));
-    }
-    if (fd >= 0) {
-      ssize_t n;
-      while ((n = ::pread(fd, buffer.data(), buffer.size(), offset)) > 0) {
-        paft::v1::LogChunk chunk;
-        chunk.set_attempt(target->attempt);
-        chunk.set_offset(offset);
-        chunk.set_data(buffer.data(), static_cast<size_t>(n));
-        if (!writer->Write(chunk)) {
-          ::close(fd);
-          return Done("StreamLogs", absl::CancelledError("client went away"));
-        }
-        offset += n;
-        if (static_cast<size_t>(n) < buffer.size()) break;
-      }
-      const int read_errno = errno;
-      ::close(fd);
-      if (n < 0) {
-        return Done("StreamLogs", absl::InternalError(absl::StrCat(
-                                      "reading ", target->path, ": ", std::strerror(read_errno))));
-      }
-    }
-    if (!request->follow() || target->attempt_ended) break;
-    absl::SleepFor(kLogPoll);
-  }
-  return Done("StreamLogs", absl::OkStatus());
+grpc::ServerWriteReactor<paft::v1::LogChunk>* JobServiceImpl::StreamLogs(
+    grpc::CallbackServerContext* context, const paft::v1::StreamLogsRequest* request) {
+  auto slot = OpenStream(context, "StreamLogs", request->job_id());
+  if (!slot.ok()) return new RefusedStream<paft::v1::LogChunk>(Done("StreamLogs", slot.status()));
+  return new LogStream(manager_, hub_, shutting_down_, *request, std::move(slot).value(),
+                       [this](const absl::Status& status) { (void)Done("StreamLogs", status); });
 }
 
 // --- WorkerService
@@ -300,21 +210,10 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
   return reactor;
 }
 
-namespace {
-
-// A stream refused before it started.
-class RefusedStream : public grpc::ServerWriteReactor<paft::v1::Assignment> {
- public:
-  explicit RefusedStream(const grpc::Status& status) { Finish(status); }
-  void OnDone() override { delete this; }
-};
-
-}  // namespace
-
 grpc::ServerWriteReactor<paft::v1::Assignment>* WorkerServiceImpl::StreamAssignments(
     grpc::CallbackServerContext* context, const paft::v1::StreamAssignmentsRequest* request) {
   if (auto who = Caller(context, "StreamAssignments", {"", request->worker_id(), ""}); !who.ok()) {
-    return new RefusedStream(Done("StreamAssignments", who.status()));
+    return new RefusedStream<paft::v1::Assignment>(Done("StreamAssignments", who.status()));
   }
   return new AssignmentStream(registry_, request->worker_id(), shutting_down_,
                               [this](const absl::Status& status) {

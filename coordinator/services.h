@@ -3,28 +3,35 @@
 #define PAFT_COORDINATOR_SERVICES_H_
 
 #include <atomic>
-#include <map>
-#include <mutex>
 #include <string>
-#include <utility>
 
 #include "common/auth.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/metrics.h"
+#include "coordinator/stream_slots.h"
+#include "coordinator/watch_hub.h"
 #include "paft/v1/job.grpc.pb.h"
 #include "paft/v1/worker.grpc.pb.h"
 
 namespace paft::coordinator {
 
-class JobServiceImpl final : public paft::v1::JobService::Service {
+// WatchJob and StreamLogs run on gRPC's callback API, pumped by the WatchHub's thread
+// (coordinator/job_event_stream.h, coordinator/log_stream.h): an open watch costs no thread.
+class JobServiceImpl final
+    : public paft::v1::JobService::WithCallbackMethod_WatchJob<
+          paft::v1::JobService::WithCallbackMethod_StreamLogs<paft::v1::JobService::Service>> {
  public:
-  JobServiceImpl(JobManager* manager, WorkerRegistry* registry, CoordinatorMetrics* metrics,
-                 const std::atomic<bool>* shutting_down)
-      : manager_(manager), registry_(registry), metrics_(metrics), shutting_down_(shutting_down) {}
+  JobServiceImpl(JobManager* manager, WorkerRegistry* registry, WatchHub* hub,
+                 CoordinatorMetrics* metrics, const std::atomic<bool>* shutting_down)
+      : manager_(manager),
+        registry_(registry),
+        hub_(hub),
+        metrics_(metrics),
+        shutting_down_(shutting_down) {}
   // With an authenticator, callers need a token of role client (their own jobs only) or admin.
   void set_authenticator(const TokenAuthenticator* auth) { auth_ = auth; }
   // Open WatchJob/StreamLogs streams one authenticated client may hold (0: no limit).
-  void set_max_streams_per_client(int n) { max_streams_per_client_ = n; }
+  void set_max_streams_per_client(int n) { stream_slots_.set_limit(n); }
 
   grpc::Status SubmitJob(grpc::ServerContext*, const paft::v1::SubmitJobRequest* request,
                          paft::v1::Job* response) override;
@@ -32,8 +39,8 @@ class JobServiceImpl final : public paft::v1::JobService::Service {
                       paft::v1::Job* response) override;
   grpc::Status ListJobs(grpc::ServerContext*, const paft::v1::ListJobsRequest* request,
                         paft::v1::ListJobsResponse* response) override;
-  grpc::Status WatchJob(grpc::ServerContext* context, const paft::v1::WatchJobRequest* request,
-                        grpc::ServerWriter<paft::v1::JobEvent>* writer) override;
+  grpc::ServerWriteReactor<paft::v1::JobEvent>* WatchJob(
+      grpc::CallbackServerContext* context, const paft::v1::WatchJobRequest* request) override;
   grpc::Status CancelJob(grpc::ServerContext*, const paft::v1::CancelJobRequest* request,
                          paft::v1::Job* response) override;
   grpc::Status ListWorkers(grpc::ServerContext*, const paft::v1::ListWorkersRequest* request,
@@ -43,44 +50,27 @@ class JobServiceImpl final : public paft::v1::JobService::Service {
                                paft::v1::ListCheckpointsResponse* response) override;
   grpc::Status ListEvents(grpc::ServerContext*, const paft::v1::ListEventsRequest* request,
                           paft::v1::ListEventsResponse* response) override;
-  grpc::Status StreamLogs(grpc::ServerContext* context,
-                          const paft::v1::StreamLogsRequest* request,
-                          grpc::ServerWriter<paft::v1::LogChunk>* writer) override;
+  grpc::ServerWriteReactor<paft::v1::LogChunk>* StreamLogs(
+      grpc::CallbackServerContext* context, const paft::v1::StreamLogsRequest* request) override;
 
  private:
   // Counts the RPC (and times it, when `start` is given) and converts the status.
   grpc::Status Done(const char* method, const absl::Status& status,
                     absl::Time start = absl::InfinitePast());
   // The caller, if allowed to call `method` on `job_id` (clients: their own jobs only).
-  absl::StatusOr<Principal> Caller(grpc::ServerContext* context, const char* method,
+  absl::StatusOr<Principal> Caller(grpc::ServerContextBase* context, const char* method,
                                    const std::string& job_id = "");
-  // One of a client's open-stream slots, given back when it goes out of scope.
-  class StreamSlot {
-   public:
-    StreamSlot(JobServiceImpl* service, std::string identity)
-        : service_(service), identity_(std::move(identity)) {}
-    StreamSlot(StreamSlot&& other) noexcept
-        : service_(std::exchange(other.service_, nullptr)), identity_(std::move(other.identity_)) {}
-    StreamSlot(const StreamSlot&) = delete;
-    StreamSlot& operator=(const StreamSlot&) = delete;
-    StreamSlot& operator=(StreamSlot&&) = delete;
-    ~StreamSlot();
-
-   private:
-    JobServiceImpl* service_;  // null: nothing to give back
-    std::string identity_;
-  };
-  // Takes one of the caller's stream slots (RESOURCE_EXHAUSTED when none is left).
-  absl::StatusOr<StreamSlot> AcquireStream(const Principal& who);
+  // The caller's stream slot for `method` on `job_id`, or why it gets none.
+  absl::StatusOr<StreamSlots::Slot> OpenStream(grpc::ServerContextBase* context,
+                                               const char* method, const std::string& job_id);
 
   JobManager* manager_;
   WorkerRegistry* registry_;
+  WatchHub* hub_;
   CoordinatorMetrics* metrics_;
   const std::atomic<bool>* shutting_down_;
   const TokenAuthenticator* auth_ = nullptr;
-  int max_streams_per_client_ = 0;
-  std::mutex streams_mu_;
-  std::map<std::string, int> streams_;  // GUARDED_BY(streams_mu_), open streams by identity
+  StreamSlots stream_slots_;
 };
 
 // StreamAssignments and Heartbeat run on gRPC's callback API (coordinator/assignment_stream.h):

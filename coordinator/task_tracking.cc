@@ -111,7 +111,7 @@ void JobManager::RetryFailuresLocked() {
 }
 
 absl::Status JobManager::ReportExit(const paft::v1::ReportExitRequest& request) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   PAFT_ASSIGN_OR_RETURN(TaskRecord * task, FindTaskLocked(request.task_id()));
   // A repeated report (the answer to the first was lost): already counted, its slot already free.
   if (task->succeeded) return absl::OkStatus();
@@ -241,6 +241,7 @@ bool JobManager::AdoptLocked(const std::string& task_id, const std::string& work
   task.rank = rank;
   task.slot = Slot{worker_id, worker_name, device, ""};
   task.last_progress = clock_->Now();
+  if (worker_id.empty()) task.bind_deadline = clock_->Now() + options_.adoption_grace;
   tasks_[task_id] = task;
   registry_->Occupy(worker_id, device);
   int adopted = 0;
@@ -253,6 +254,21 @@ bool JobManager::AdoptLocked(const std::string& task_id, const std::string& work
 }
 
 void JobManager::CheckAdoptionLocked(absl::Time now) {
+  // Ranks adopted from a report whose agent never came back: lost, like an agent's lease.
+  std::vector<std::string> unbound;
+  for (const auto& [id, task] : tasks_) {
+    if (task.slot.worker_id.empty() && !task.succeeded && now >= task.bind_deadline) {
+      unbound.push_back(id);
+    }
+  }
+  for (const std::string& id : unbound) {
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) continue;  // ended with an earlier one's gang
+    HandleTaskEndLocked(it->second, false, false, "WorkerLost",
+                        absl::StrCat("the agent running ", id, " did not re-register within ",
+                                     absl::FormatDuration(options_.adoption_grace),
+                                     " of the coordinator's restart"));
+  }
   for (auto it = awaiting_adoption_.begin(); it != awaiting_adoption_.end();) {
     if (now < it->second) {
       ++it;

@@ -19,7 +19,7 @@ absl::StatusOr<paft::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
         absl::StrCat("devices: must be between 1 and 1024, got ", request.devices()));
   }
   if (request.address().empty()) return absl::InvalidArgumentError("address: is required");
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // Tasks of the agent's previous registration that it does not report any more are lost.
   std::vector<std::string> vanished;
   for (auto& [id, task] : tasks_) {
@@ -110,7 +110,7 @@ absl::Status JobManager::AuthorizeWorker(const Principal& caller, const std::str
 
 absl::Status JobManager::AuthorizeTask(const Principal& caller, const std::string& task_id) {
   if (caller.role == Role::kAdmin) return absl::OkStatus();
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = tasks_.find(task_id);
   std::string name;
   if (it != tasks_.end()) {
@@ -145,7 +145,7 @@ absl::StatusOr<JobManager::TaskRecord*> JobManager::FindTaskLocked(const std::st
 }
 
 absl::Status JobManager::ReportProgress(const paft::v1::ReportProgressRequest& request) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   PAFT_ASSIGN_OR_RETURN(TaskRecord * task, FindTaskLocked(request.task_id()));
   PAFT_ASSIGN_OR_RETURN(JobRecord * record, FindLocked(task->job_id));
   if (task->stopping || Branch(record->job, task->branch).attempt() != task->attempt) {
@@ -178,7 +178,7 @@ absl::Status JobManager::ReportProgress(const paft::v1::ReportProgressRequest& r
   b->set_eta_seconds(done > 0 ? absl::ToDoubleSeconds(now - origin.time) / done * left : 0.0);
   record->progress_dirty = true;
   ++record->progress_version;
-  events_cv_.SignalAll();
+  NotifyWatchers(task->job_id);
   return absl::OkStatus();
 }
 

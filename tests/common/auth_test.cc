@@ -112,6 +112,13 @@ TEST(TokenAuthenticatorTest, ReloadReplacesEveryPrincipalOrNone) {
   auto security = LoadServerSecurity(TlsConfig{"c.pem", "k.pem", ""}, false, path);
   EXPECT_EQ(security.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(security.status().message()), HasSubstr("--tls_client_ca"));
+  // ... also when they arrive by a reload: refused, and the principals stay.
+  const absl::Status unverified = (*auth)->Reload();
+  EXPECT_EQ(unverified.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(unverified.message()), HasSubstr("--tls_client_ca"));
+  EXPECT_TRUE((*auth)->Authenticate(CallWith("Bearer new").context()).ok());
+  (*auth)->set_client_certificates_verified(true);
+  EXPECT_TRUE((*auth)->Reload().ok());
 }
 
 TEST(TokenAuthenticatorTest, WithoutAnAuthenticatorEveryoneIsAnAnonymousAdmin) {

@@ -294,6 +294,27 @@ TEST_F(JobManagerTest, RunningRanksAreAdoptedAfterARestart) {
   EXPECT_EQ(Get(job.job_id()).sft().state(), paft::v1::BRANCH_STATE_SUCCEEDED);
 }
 
+TEST_F(JobManagerTest, RanksAdoptedFromReportsAreLostIfTheirAgentNeverComesBack) {
+  Job job = Submit("r");
+  auto sft = Take(Register("s1", "sft", 2));
+  ASSERT_EQ(sft.size(), 2u);
+  Open();  // the coordinator restarts; both ranks report before (and without) their agent
+  for (const auto& a : sft) ASSERT_TRUE(Progress(a.start().task_id(), 4, 10, 1.0).ok());
+  clock_.Advance(absl::Seconds(29));
+  manager_->Tick();
+  EXPECT_EQ(Get(job.job_id()).sft().attempt(), 1);  // within the grace: still theirs
+  clock_.Advance(absl::Seconds(2));
+  manager_->Tick();
+  // The agent never re-registered: its ranks are lost and the branch restarts, here on the
+  // only agent of the pool that is left.
+  Job after = Get(job.job_id());
+  EXPECT_EQ(after.sft().state(), paft::v1::BRANCH_STATE_RESTARTING);
+  EXPECT_EQ(after.sft().reason(), "WorkerLost");
+  EXPECT_THAT(after.sft().message(), HasSubstr("did not re-register"));
+  Take(Register("s2", "sft", 2));
+  EXPECT_EQ(Get(job.job_id()).sft().attempt(), 2);
+}
+
 TEST_F(JobManagerTest, ListJobsFiltersAndPages) {
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) {
@@ -311,13 +332,18 @@ TEST_F(JobManagerTest, ListJobsFiltersAndPages) {
     ASSERT_TRUE(page.ok());
     for (const auto& j : page->jobs()) seen.push_back(j.job_id());
     request.set_page_token(page->next_page_token());
+    // A job submitted between pages neither shifts nor repeats what the next pages show.
+    if (seen.size() == 2) Submit("late");
   } while (!request.page_token().empty());
   EXPECT_EQ(seen, (std::vector<std::string>{ids[4], ids[3], ids[2], ids[1], ids[0]}));
   paft::v1::ListJobsRequest queued;
   queued.add_states(paft::v1::JOB_STATE_CANCELLED);
   EXPECT_EQ(manager_->ListJobs(queued)->jobs_size(), 1);
-  request.set_page_token("garbage");
-  EXPECT_EQ(manager_->ListJobs(request).status().code(), absl::StatusCode::kInvalidArgument);
+  for (const char* garbage : {"garbage", "12", "x.job-1", "12."}) {
+    request.set_page_token(garbage);
+    EXPECT_EQ(manager_->ListJobs(request).status().code(), absl::StatusCode::kInvalidArgument)
+        << garbage;
+  }
   // Queue positions follow submission order.
   EXPECT_EQ(Get(ids[1]).queue_position(), 1);
   EXPECT_EQ(Get(ids[4]).queue_position(), 4);

@@ -37,10 +37,12 @@ class JobStoreTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
   }
-  std::vector<std::string> Scan(std::vector<paft::v1::JobState> states, int stop_after = 100) {
+  std::vector<std::string> Scan(std::vector<paft::v1::JobState> states, int stop_after = 100,
+                                const std::string& owner = "",
+                                std::optional<JobStore::ScanCursor> after = std::nullopt) {
     std::vector<std::string> ids;
     EXPECT_TRUE(store_
-                    ->ScanJobs(states,
+                    ->ScanJobs(states, owner, after,
                                [&](paft::v1::Job job) {
                                  ids.push_back(job.job_id());
                                  return static_cast<int>(ids.size()) < stop_after;
@@ -101,6 +103,46 @@ TEST_F(JobStoreTest, RefusalsNameWhatIsWrong) {
   EXPECT_EQ(store_->GetJob("j1").status().code(), absl::StatusCode::kDataLoss);
 }
 
+TEST_F(JobStoreTest, OwnersAreAnIndexedColumnFilledInForOlderDatabases) {
+  store_.reset();
+  // A database as written before the owner column existed: jobs carry their owner in the blob.
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(dir_.Join("state.db").c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "DROP TABLE jobs; CREATE TABLE jobs (job_id TEXT PRIMARY KEY, "
+                           "request_id TEXT NOT NULL UNIQUE, state INTEGER NOT NULL, "
+                           "create_ns INTEGER NOT NULL, job BLOB NOT NULL);",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    for (int i = 1; i <= 3; ++i) {
+      paft::v1::Job job = MakeJob("j" + std::to_string(i), "r" + std::to_string(i), i);
+      job.set_owner(i == 2 ? "bob" : "alice");
+      sqlite3_stmt* stmt = nullptr;
+      ASSERT_EQ(sqlite3_prepare_v2(db, "INSERT INTO jobs VALUES (?1, ?2, 1, ?3, ?4);", -1, &stmt,
+                                   nullptr),
+                SQLITE_OK);
+      const std::string blob = job.SerializeAsString();
+      sqlite3_bind_text(stmt, 1, job.job_id().c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(stmt, 2, job.request_id().c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(stmt, 3, int64_t{i} * 1000000000);
+      sqlite3_bind_blob(stmt, 4, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+      ASSERT_EQ(sqlite3_step(stmt), SQLITE_DONE);
+      sqlite3_finalize(stmt);
+    }
+    sqlite3_close(db);
+  }
+  Reopen();
+  EXPECT_EQ(Scan({}, 100, "alice"), (std::vector<std::string>{"j3", "j1"}));
+  EXPECT_EQ(Scan({}, 100, "bob"), (std::vector<std::string>{"j2"}));
+  paft::v1::Job carol = MakeJob("j4", "r4", 4);
+  carol.set_owner("carol");
+  ASSERT_TRUE(store_->InsertJob(carol, {}).ok());
+  Reopen();  // a second open migrates nothing and loses nothing
+  EXPECT_EQ(Scan({}, 100, "carol"), (std::vector<std::string>{"j4"}));
+  EXPECT_EQ(Scan({}).size(), 4u);
+}
+
 TEST_F(JobStoreTest, ReadsAreOrderedAndBounded) {
   for (int i = 1; i <= 5; ++i) {
     const std::string id = "j" + std::to_string(i);
@@ -116,6 +158,11 @@ TEST_F(JobStoreTest, ReadsAreOrderedAndBounded) {
   EXPECT_EQ(Scan({}), (std::vector<std::string>{"j3", "j4", "j1", "j5", "j2"}));
   EXPECT_EQ(Scan({paft::v1::JOB_STATE_QUEUED}), (std::vector<std::string>{"j4", "j2"}));
   EXPECT_EQ(Scan({}, 2), (std::vector<std::string>{"j3", "j4"}));  // the visitor stops it
+  // Resumed after j4 (create time 99): strictly older, or as old with a smaller id.
+  EXPECT_EQ(Scan({}, 100, "", JobStore::CursorOf(*store_->GetJob("j4"))),
+            (std::vector<std::string>{"j1", "j5", "j2"}));
+  EXPECT_EQ(Scan({paft::v1::JOB_STATE_QUEUED}, 100, "", JobStore::CursorOf(*store_->GetJob("j4"))),
+            (std::vector<std::string>{"j2"}));
   EXPECT_EQ(store_->LoadAllJobs()->front().job_id(), "j2");        // oldest first
   std::vector<paft::v1::JobEvent> many;
   for (int seq = 2; seq <= 10; ++seq) many.push_back(Event("j1", seq));

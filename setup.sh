@@ -7,6 +7,7 @@
 #   ./setup.sh deps    only install the Debian packages
 #   ./setup.sh fuzz    also install clang and libFuzzer, run every fuzz target (FUZZ_SECONDS each)
 #   ./setup.sh bench   also install python3-torch, run the training bench beside its PyTorch peer
+#   ./setup.sh tsan    build the coordinator's unit tests under ThreadSanitizer and run them
 #
 # Environment: BUILD_DIR (default build), JOBS (default: number of cores), CMAKE_ARGS,
 # FUZZ_SECONDS (default 60).
@@ -66,8 +67,9 @@ case "$cmd" in
   demo) install_deps; build; exec examples/run_local_demo.sh "$BUILD_DIR" ;;
   fuzz) install_deps clang libclang-rt-14-dev; exec fuzz/run.sh "${FUZZ_SECONDS:-60}" ;;
   bench) install_deps python3-torch; build; exec bench/train_bench.sh "$BUILD_DIR" ;;
+  tsan) install_deps; exec tests/tsan/run.sh ;;
   *)
-    sed -n '2,13p' "$0"
+    sed -n '2,14p' "$0"
     exit 2
     ;;
 esac

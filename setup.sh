@@ -8,9 +8,10 @@
 #   ./setup.sh fuzz    also install clang and libFuzzer, run every fuzz target (FUZZ_SECONDS each)
 #   ./setup.sh bench   also install python3-torch, run the training bench beside its PyTorch peer
 #   ./setup.sh tsan    build the coordinator's unit tests under ThreadSanitizer and run them
+#   ./setup.sh images  also install podman, build the coordinator, merger and worker images
 #
 # Environment: BUILD_DIR (default build), JOBS (default: number of cores), CMAKE_ARGS,
-# FUZZ_SECONDS (default 60).
+# FUZZ_SECONDS (default 60), PAFT_IMAGE_TAG (default dev).
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -68,8 +69,9 @@ case "$cmd" in
   fuzz) install_deps clang libclang-rt-14-dev; exec fuzz/run.sh "${FUZZ_SECONDS:-60}" ;;
   bench) install_deps python3-torch; build; exec bench/train_bench.sh "$BUILD_DIR" ;;
   tsan) install_deps; exec tests/tsan/run.sh ;;
+  images) exec deploy/images.sh ;;
   *)
-    sed -n '2,14p' "$0"
+    sed -n '2,15p' "$0"
     exit 2
     ;;
 esac

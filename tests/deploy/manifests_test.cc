@@ -11,9 +11,9 @@
 #include <set>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "tests/deploy/manifest_util.h"
 #include "tests/testing/process.h"
 
 namespace paft {
@@ -22,39 +22,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-const std::string kDeploy = std::string(PAFT_SOURCE_DIR) + "/deploy";
-
-std::vector<YAML::Node> LoadDocs(const std::string& path) {
-  std::vector<YAML::Node> docs;
-  for (const auto& doc : YAML::LoadAllFromFile(path)) {
-    if (doc && doc.IsMap()) docs.push_back(doc);
-  }
-  return docs;
-}
-
-bool Subset(const YAML::Node& small, const YAML::Node& big) {
-  if (!small || !small.IsMap()) return false;
-  for (const auto& kv : small) {
-    const auto key = kv.first.as<std::string>();
-    if (!big[key] || big[key].as<std::string>() != kv.second.as<std::string>()) return false;
-  }
-  return true;
-}
-
-// "--name=value" -> (name, value); "serve" -> ("", "serve").
-std::pair<std::string, std::string> Flag(const std::string& arg) {
-  if (arg.rfind("--", 0) != 0) return {"", arg};
-  const auto eq = arg.find('=');
-  return {arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2),
-          eq == std::string::npos ? "" : arg.substr(eq + 1)};
-}
-
-int PortOf(const std::string& address) {
-  int port = -1;
-  EXPECT_TRUE(absl::SimpleAtoi(address.substr(address.rfind(':') + 1), &port)) << address;
-  return port;
-}
 
 class ManifestsTest : public ::testing::Test {
  protected:
@@ -96,6 +63,18 @@ class ManifestsTest : public ::testing::Test {
   }
 
   void CheckKustomizations();
+  // The image of container `container` of the base workload "Kind/name" ("" when none).
+  std::string ImageOf(const std::string& key, const std::string& container) const {
+    for (const auto& o : objects_) {
+      if (o["kind"].as<std::string>() + "/" + o["metadata"]["name"].as<std::string>() != key) {
+        continue;
+      }
+      for (const auto& c : o["spec"]["template"]["spec"]["containers"]) {
+        if (c["name"].as<std::string>() == container) return c["image"].as<std::string>();
+      }
+    }
+    return "";
+  }
 
   std::vector<YAML::Node> objects_;
   std::map<std::string, std::string> help_;
@@ -249,7 +228,7 @@ TEST_F(ManifestsTest, KustomizationsReferExistingFilesAndOverlaysPatchExistingOb
 void ManifestsTest::CheckKustomizations() {
   std::set<std::string> names;
   for (const auto& o : objects_) names.insert(o["kind"].as<std::string>() + "/" + o["metadata"]["name"].as<std::string>());
-  for (const char* dir : {"base", "monitoring", "overlays/cpu-demo", "overlays/gpu"}) {
+  for (const char* dir : {"base", "monitoring", "overlays/cpu-demo", "overlays/gpu", "overlays/tls"}) {
     const std::string root = kDeploy + "/k8s/" + dir;
     const YAML::Node k = YAML::LoadFile(root + "/kustomization.yaml");
     for (const auto& r : k["resources"]) {
@@ -267,12 +246,14 @@ void ManifestsTest::CheckKustomizations() {
         const YAML::Node pod = doc["spec"]["template"];
         if (!pod) continue;  // not a workload (the volume claim)
         for (const auto& c : pod["spec"]["containers"]) {
+          const std::string image = ImageOf(key, c["name"].as<std::string>());
+          ASSERT_FALSE(image.empty()) << dir << " patches container " << c["name"] << " of " << key;
           for (const auto& a : c["args"]) {
             const auto [flag, value] = Flag(a.as<std::string>());
             if (!flag.empty()) {
-              EXPECT_THAT(Help("paft-worker"), HasSubstr("--" + flag + " ")) << flag;
+              EXPECT_THAT(Help(image), HasSubstr("--" + flag + " ")) << image << " --" << flag;
             }
-            if (flag == "metrics_listen") {
+            if (flag == "metrics_listen" && image == "paft-worker") {
               EXPECT_EQ(PortOf(value), 9092);
             }
           }

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Builds the coordinator, merger and worker images from deploy/docker/Dockerfile with podman,
+# checks each one, and reports their sizes (./setup.sh images). On a Debian 12 machine with no
+# image registry: podman, runc and mmdebstrap come from Debian's packages, and the base image
+# debian:12 (also tagged debian:12-slim) is made here from Debian's mirror with mmdebstrap.
+#
+#   deploy/images.sh [TARGET...]      (targets: coordinator merger worker; default all three)
+#
+# Environment: PAFT_IMAGE_TAG (default dev): images are localhost/paft-TARGET:TAG.
+# The build stage compiles the project (Release) inside the image build: ~25 min on 2 cores the
+# first time; the three targets share it through podman's layer cache. Checked per image: it
+# answers --help, runs as uid 10001, and holds no compiler or build tool.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source deploy/podman_env.sh
+TAG=${PAFT_IMAGE_TAG:-dev}
+TARGETS=("$@")
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(coordinator merger worker)
+BASE=docker.io/library/debian:12
+log() { echo "images: $*"; }
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+missing=()
+for p in podman runc mmdebstrap; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The base image, made from Debian's mirror: minbase with merged /usr (else usrmerge pulls in
+# perl), without documentation, man pages and locales (as debian:12-slim), and with the official
+# images' apt clean-up, so that no `RUN apt-get` layer keeps .deb files or apt's 80 MB caches.
+if ! podman image exists "$BASE"; then
+  work=.paft/images
+  mkdir -p "$work"
+  cat >"$work/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+Acquire::Languages "none";
+EOF
+  log "making $BASE with mmdebstrap (1-2 min)"
+  $sudo mmdebstrap --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --customize-hook="upload $work/docker-clean /etc/apt/apt.conf.d/docker-clean" \
+    --customize-hook='rm -f "$1"/var/cache/apt/*.bin' \
+    bookworm "$work/rootfs-bookworm.tar"
+  $sudo podman import --change 'CMD ["bash"]' "$work/rootfs-bookworm.tar" "$BASE"
+  rm -f "$work/rootfs-bookworm.tar"
+fi
+podman image exists "$BASE-slim" || $sudo podman tag "$BASE" "$BASE-slim"
+
+for target in "${TARGETS[@]}"; do
+  image=localhost/paft-$target:$TAG
+  log "building $image"
+  start=$(date +%s)
+  $sudo podman build --network=host --pull=never -f deploy/docker/Dockerfile --target "$target" \
+    -t "$image" .
+  log "$image built in $(($(date +%s) - start)) s"
+  # Checks: --help answers (absl exits 1 after printing it), a non-root user, no toolchain.
+  help=$($sudo podman run --rm --network=host "$image" --help 2>&1 || true)
+  echo "$help" | grep -q "paft-" || { log "$image: --help printed no usage: $help"; exit 1; }
+  uid=$($sudo podman run --rm --entrypoint /usr/bin/id "$image" -u)
+  [ "$uid" = 10001 ] || { log "$image runs as uid $uid, not 10001"; exit 1; }
+  tools=$($sudo podman run --rm --entrypoint /bin/sh "$image" -c \
+    'for t in cc c++ gcc g++ clang cmake make ld as; do command -v $t; done; true')
+  [ -z "$tools" ] || { log "$image holds build tools: $tools"; exit 1; }
+  log "$image: --help answers, runs as uid 10001, no compiler or build tool"
+done
+log "sizes:"
+$sudo podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'paft-|debian' | sort

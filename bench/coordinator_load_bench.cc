@@ -117,61 +117,36 @@ int Threads(pid_t pid) {
   return threads;
 }
 
-// One simulated agent's open StreamAssignments (gRPC's callback client API: no thread each).
-class AssignmentReader : public grpc::ClientReadReactor<paft::v1::Assignment> {
+// One open server stream read to its end (gRPC's callback client API: no thread each): an
+// agent's StreamAssignments or a client's WatchJob. `start` begins the call on this reactor.
+template <typename Request, typename Message>
+class StreamReader : public grpc::ClientReadReactor<Message> {
  public:
-  AssignmentReader(paft::v1::WorkerService::Stub* stub, const std::string& worker_id,
-                   std::atomic<int>* open, std::atomic<int>* received)
-      : open_(open), received_(received) {
-    request_.set_worker_id(worker_id);
+  template <typename Start>
+  StreamReader(Request request, std::atomic<int>* open, std::atomic<int>* received, Start start)
+      : request_(std::move(request)), open_(open), received_(received) {
     ++*open_;
-    stub->async()->StreamAssignments(&context_, &request_, this);
-    StartRead(&assignment_);
-    StartCall();
+    start(&context_, &request_, this);
+    this->StartRead(&message_);
+    this->StartCall();
   }
   void OnReadDone(bool ok) override {
     if (!ok) return;
     ++*received_;
-    StartRead(&assignment_);
+    this->StartRead(&message_);
   }
   void OnDone(const grpc::Status&) override { --*open_; }
   void Cancel() { context_.TryCancel(); }
 
  private:
   grpc::ClientContext context_;
-  paft::v1::StreamAssignmentsRequest request_;
-  paft::v1::Assignment assignment_;
+  Request request_;
+  Message message_;
   std::atomic<int>* open_;
   std::atomic<int>* received_;
 };
-
-// One client's open WatchJob (gRPC's callback client API: no thread each).
-class WatchReader : public grpc::ClientReadReactor<paft::v1::JobEvent> {
- public:
-  WatchReader(paft::v1::JobService::Stub* stub, const std::string& job_id, std::atomic<int>* open,
-              std::atomic<int>* received)
-      : open_(open), received_(received) {
-    request_.set_job_id(job_id);
-    ++*open_;
-    stub->async()->WatchJob(&context_, &request_, this);
-    StartRead(&event_);
-    StartCall();
-  }
-  void OnReadDone(bool ok) override {
-    if (!ok) return;
-    ++*received_;
-    StartRead(&event_);
-  }
-  void OnDone(const grpc::Status&) override { --*open_; }
-  void Cancel() { context_.TryCancel(); }
-
- private:
-  grpc::ClientContext context_;
-  paft::v1::WatchJobRequest request_;
-  paft::v1::JobEvent event_;
-  std::atomic<int>* open_;
-  std::atomic<int>* received_;
-};
+using AssignmentReader = StreamReader<paft::v1::StreamAssignmentsRequest, paft::v1::Assignment>;
+using WatchReader = StreamReader<paft::v1::WatchJobRequest, paft::v1::JobEvent>;
 
 class Coordinator {
  public:
@@ -318,8 +293,13 @@ void AgentRun(const std::string& dir, int agents) {
   std::vector<std::unique_ptr<AssignmentReader>> readers;
   if (absl::GetFlag(FLAGS_streams)) {
     for (int i = 0; i < agents; ++i) {
-      readers.push_back(std::make_unique<AssignmentReader>(stubs[i % stubs.size()].get(), ids[i],
-                                                           &streams_open, &assignments));
+      paft::v1::StreamAssignmentsRequest request;
+      request.set_worker_id(ids[i]);
+      auto* stub = stubs[i % stubs.size()].get();
+      readers.push_back(std::make_unique<AssignmentReader>(
+          request, &streams_open, &assignments, [stub](auto* context, auto* req, auto* reactor) {
+            stub->async()->StreamAssignments(context, req, reactor);
+          }));
     }
     std::this_thread::sleep_for(std::chrono::seconds(2));  // let them all reach the server
   }
@@ -340,9 +320,13 @@ void AgentRun(const std::string& dir, int agents) {
     }
     for (auto& c : channels) job_stubs.push_back(paft::v1::JobService::NewStub(c));
     for (int w = 0; w < watches && !watched.empty(); ++w) {
-      watchers.push_back(std::make_unique<WatchReader>(job_stubs[w % job_stubs.size()].get(),
-                                                       watched[w % watched.size()], &watches_open,
-                                                       &watch_events));
+      paft::v1::WatchJobRequest request;
+      request.set_job_id(watched[w % watched.size()]);
+      auto* stub = job_stubs[w % job_stubs.size()].get();
+      watchers.push_back(std::make_unique<WatchReader>(
+          request, &watches_open, &watch_events, [stub](auto* context, auto* req, auto* reactor) {
+            stub->async()->WatchJob(context, req, reactor);
+          }));
     }
     std::this_thread::sleep_for(std::chrono::seconds(2));
   }

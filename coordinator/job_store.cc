@@ -128,10 +128,19 @@ absl::Status JobStore::Exec(const char* sql) {
   return absl::OkStatus();
 }
 
+absl::Status JobStore::InTransactionLocked(const std::function<absl::Status()>& body) {
+  PAFT_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE;"));
+  absl::Status status = body();
+  if (!status.ok()) {
+    (void)Exec("ROLLBACK;");
+    return status;
+  }
+  return Exec("COMMIT;");
+}
+
 absl::Status JobStore::WriteJobLocked(const paft::v1::Job& job, bool insert,
                                       const std::vector<paft::v1::JobEvent>& events,
                                       const std::vector<paft::v1::CheckpointInfo>& checkpoints) {
-  PAFT_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE;"));
   auto body = [&]() -> absl::Status {
     if (insert) {
       Statement s(db_,
@@ -181,12 +190,7 @@ absl::Status JobStore::WriteJobLocked(const paft::v1::Job& job, bool insert,
     }
     return absl::OkStatus();
   };
-  absl::Status status = body();
-  if (!status.ok()) {
-    (void)Exec("ROLLBACK;");
-    return status;
-  }
-  return Exec("COMMIT;");
+  return InTransactionLocked(body);
 }
 
 absl::Status JobStore::InsertJob(const paft::v1::Job& job,
@@ -280,7 +284,6 @@ absl::Status JobStore::MigrateOwnerColumn() {
     PAFT_RETURN_IF_ERROR(columns.status());
     if (columns.Step() == SQLITE_ROW) return absl::OkStatus();
   }
-  PAFT_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE;"));
   auto body = [&]() -> absl::Status {
     PAFT_RETURN_IF_ERROR(Exec("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';"));
     std::vector<std::pair<std::string, std::string>> owners;
@@ -303,12 +306,7 @@ absl::Status JobStore::MigrateOwnerColumn() {
     }
     return absl::OkStatus();
   };
-  absl::Status status = body();
-  if (!status.ok()) {
-    (void)Exec("ROLLBACK;");
-    return status;
-  }
-  return Exec("COMMIT;");
+  return InTransactionLocked(body);
 }
 
 absl::StatusOr<int64_t> JobStore::LastEventSeq(const std::string& job_id) {

@@ -71,6 +71,8 @@ class JobStore {
  private:
   explicit JobStore(sqlite3* db) : db_(db) {}
   absl::Status Exec(const char* sql);
+  // Runs `body` in one write transaction: committed when it returns OK, rolled back otherwise.
+  absl::Status InTransactionLocked(const std::function<absl::Status()>& body);
   // Databases written before jobs had an owner column: adds it and fills it from the jobs.
   absl::Status MigrateOwnerColumn();
   absl::Status WriteJobLocked(const paft::v1::Job& job, bool insert,

@@ -1,5 +1,6 @@
 // paft-coordinator: the control plane. Composition root: store, registry, manager, services,
 // metrics, control loop; SIGTERM drains.
+#include <algorithm>
 #include <csignal>
 #include <atomic>
 #include <climits>
@@ -61,10 +62,11 @@ ABSL_FLAG(int, max_active_jobs_per_client, 100,
           "Unfinished jobs one authenticated client may have (0: no limit)");
 ABSL_FLAG(int, max_streams_per_client, 32,
           "Open WatchJob/StreamLogs streams one authenticated client may hold (0: no limit)");
-ABSL_FLAG(int, grpc_max_threads, 32,
-          "Threads for the synchronous (unary) gRPC handlers, a gRPC resource quota: a call that "
-          "finds them all busy is refused with RESOURCE_EXHAUSTED (callers retry). Streams and "
-          "heartbeats use none of them (0: no limit)");
+ABSL_FLAG(int, handler_threads, 32,
+          "Threads that run the unary gRPC calls (started on demand); at most 64 calls per thread "
+          "wait for one, more are refused with RESOURCE_EXHAUSTED (callers retry). Streams and "
+          "heartbeats use none of them. Also the cap of gRPC's own synchronous threads (its "
+          "resource quota)");
 ABSL_FLAG(std::string, merger_tls_ca, "", "Verify the merger's TLS certificate with this CA");
 ABSL_FLAG(std::string, merger_token_file, "", "Bearer token (role coordinator) for the merger");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound ports here as JSON");
@@ -146,6 +148,10 @@ int main(int argc, char** argv) {
   paft::coordinator::MergeDriver merge_driver(&manager, &merger_client);
 
   std::atomic<bool> shutting_down{false};
+  // Unary calls run here, off gRPC's threads (coordinator/handler_pool.h).
+  const int handler_threads = std::max(1, absl::GetFlag(FLAGS_handler_threads));
+  paft::coordinator::HandlerPool handler_pool(handler_threads,
+                                              static_cast<size_t>(handler_threads) * 64);
   paft::coordinator::JobServiceImpl job_service(&manager, &registry, &watch_hub, &metrics,
                                                 &shutting_down);
   paft::coordinator::WorkerServiceImpl worker_service(&manager, &registry, &metrics,
@@ -161,9 +167,11 @@ int main(int argc, char** argv) {
   job_service.set_authenticator(security->authenticator.get());
   job_service.set_max_streams_per_client(absl::GetFlag(FLAGS_max_streams_per_client));
   worker_service.set_authenticator(security->authenticator.get());
+  job_service.set_handler_pool(&handler_pool);
+  worker_service.set_handler_pool(&handler_pool);
   auto server = paft::StartGrpcServer(absl::GetFlag(FLAGS_listen),
                                       {&job_service, &worker_service}, security->tls,
-                                      absl::GetFlag(FLAGS_grpc_max_threads));
+                                      handler_threads);
   if (!server.ok()) {
     PAFT_LOG(ERROR) << server.status();
     return 1;

@@ -20,6 +20,25 @@ class RefusedStream : public grpc::ServerWriteReactor<Message> {
   void OnDone() override { delete this; }
 };
 
+// Runs `handle` (which returns the call's status) on `pool`, inline when there is none, and
+// finishes the call with it; `busy` is the answer when the pool's queue is full.
+template <typename Handle, typename Busy>
+grpc::ServerUnaryReactor* FinishOnPool(HandlerPool* pool, grpc::CallbackServerContext* context,
+                                       Handle handle, Busy busy) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (pool == nullptr) {
+    reactor->Finish(handle());
+  } else if (!pool->Submit([reactor, handle]() mutable { reactor->Finish(handle()); })) {
+    reactor->Finish(busy());
+  }
+  return reactor;
+}
+
+absl::Status Busy() {
+  return absl::ResourceExhaustedError(
+      "the coordinator has too many calls waiting for a handler thread; retry with backoff");
+}
+
 template <typename T>
 absl::Status Assign(absl::StatusOr<T> result, T* out) {
   if (!result.ok()) return result.status();
@@ -41,6 +60,16 @@ grpc::Status CountAndConvert(CoordinatorMetrics* metrics, const char* method,
 }
 
 }  // namespace
+
+// The unary calls: handed to the handler pool.
+#define PAFT_UNARY_ON_POOL(Service, Method, Request, Response, ...)                          \
+  grpc::ServerUnaryReactor* Service::Method(grpc::CallbackServerContext* context,             \
+                                            const paft::v1::Request* request,                \
+                                            paft::v1::Response* response) {                  \
+    return FinishOnPool(                                                                      \
+        pool_, context, [=] { return __VA_ARGS__; },                                          \
+        [=] { return Done(#Method, Busy()); });                                               \
+  }
 
 // --- JobService
 
@@ -70,7 +99,7 @@ absl::StatusOr<StreamSlots::Slot> JobServiceImpl::OpenStream(grpc::ServerContext
   return stream_slots_.Acquire(who.identity);
 }
 
-grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
+grpc::Status JobServiceImpl::DoSubmitJob(grpc::ServerContextBase* context,
                                        const paft::v1::SubmitJobRequest* request,
                                        paft::v1::Job* response) {
   const absl::Time start = absl::Now();
@@ -79,7 +108,7 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
   return Done("SubmitJob", Assign(manager_->SubmitJob(*request, who->identity), response), start);
 }
 
-grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context,
+grpc::Status JobServiceImpl::DoGetJob(grpc::ServerContextBase* context,
                                     const paft::v1::GetJobRequest* request,
                                     paft::v1::Job* response) {
   const absl::Time start = absl::Now();
@@ -89,7 +118,7 @@ grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context,
   return Done("GetJob", Assign(manager_->GetJob(request->job_id()), response), start);
 }
 
-grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
+grpc::Status JobServiceImpl::DoListJobs(grpc::ServerContextBase* context,
                                       const paft::v1::ListJobsRequest* request,
                                       paft::v1::ListJobsResponse* response) {
   const absl::Time start = absl::Now();
@@ -108,7 +137,7 @@ grpc::ServerWriteReactor<paft::v1::JobEvent>* JobServiceImpl::WatchJob(
                             [this](const absl::Status& status) { (void)Done("WatchJob", status); });
 }
 
-grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
+grpc::Status JobServiceImpl::DoCancelJob(grpc::ServerContextBase* context,
                                        const paft::v1::CancelJobRequest* request,
                                        paft::v1::Job* response) {
   const absl::Time start = absl::Now();
@@ -118,7 +147,7 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
   return Done("CancelJob", Assign(manager_->CancelJob(*request), response), start);
 }
 
-grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* context,
+grpc::Status JobServiceImpl::DoListWorkers(grpc::ServerContextBase* context,
                                          const paft::v1::ListWorkersRequest* request,
                                          paft::v1::ListWorkersResponse* response) {
   const absl::Time start = absl::Now();
@@ -129,7 +158,7 @@ grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* context,
   return Done("ListWorkers", absl::OkStatus(), start);
 }
 
-grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext* context,
+grpc::Status JobServiceImpl::DoListCheckpoints(grpc::ServerContextBase* context,
                                              const paft::v1::ListCheckpointsRequest* request,
                                              paft::v1::ListCheckpointsResponse* response) {
   const absl::Time start = absl::Now();
@@ -139,7 +168,7 @@ grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext* context,
   return Done("ListCheckpoints", Assign(manager_->ListCheckpoints(*request), response), start);
 }
 
-grpc::Status JobServiceImpl::ListEvents(grpc::ServerContext* context,
+grpc::Status JobServiceImpl::DoListEvents(grpc::ServerContextBase* context,
                                         const paft::v1::ListEventsRequest* request,
                                         paft::v1::ListEventsResponse* response) {
   const absl::Time start = absl::Now();
@@ -156,6 +185,20 @@ grpc::ServerWriteReactor<paft::v1::LogChunk>* JobServiceImpl::StreamLogs(
   return new LogStream(manager_, hub_, shutting_down_, *request, std::move(slot).value(),
                        [this](const absl::Status& status) { (void)Done("StreamLogs", status); });
 }
+
+PAFT_UNARY_ON_POOL(JobServiceImpl, SubmitJob, SubmitJobRequest, Job,
+                   DoSubmitJob(context, request, response))
+PAFT_UNARY_ON_POOL(JobServiceImpl, GetJob, GetJobRequest, Job, DoGetJob(context, request, response))
+PAFT_UNARY_ON_POOL(JobServiceImpl, ListJobs, ListJobsRequest, ListJobsResponse,
+                   DoListJobs(context, request, response))
+PAFT_UNARY_ON_POOL(JobServiceImpl, CancelJob, CancelJobRequest, Job,
+                   DoCancelJob(context, request, response))
+PAFT_UNARY_ON_POOL(JobServiceImpl, ListWorkers, ListWorkersRequest, ListWorkersResponse,
+                   DoListWorkers(context, request, response))
+PAFT_UNARY_ON_POOL(JobServiceImpl, ListCheckpoints, ListCheckpointsRequest,
+                   ListCheckpointsResponse, DoListCheckpoints(context, request, response))
+PAFT_UNARY_ON_POOL(JobServiceImpl, ListEvents, ListEventsRequest, ListEventsResponse,
+                   DoListEvents(context, request, response))
 
 // --- WorkerService
 
@@ -187,7 +230,7 @@ absl::StatusOr<Principal> WorkerServiceImpl::Caller(grpc::ServerContextBase* con
   return who;
 }
 
-grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
+grpc::Status WorkerServiceImpl::DoRegisterWorker(grpc::ServerContextBase* context,
                                                const paft::v1::RegisterWorkerRequest* request,
                                                paft::v1::RegisterWorkerResponse* response) {
   const absl::Time start = absl::Now();
@@ -221,9 +264,8 @@ grpc::ServerWriteReactor<paft::v1::Assignment>* WorkerServiceImpl::StreamAssignm
                               });
 }
 
-grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* context,
-                                               const paft::v1::ReportProgressRequest* request,
-                                               paft::v1::Ack*) {
+grpc::Status WorkerServiceImpl::DoReportProgress(grpc::ServerContextBase* context,
+                                              const paft::v1::ReportProgressRequest* request) {
   const absl::Time start = absl::Now();
   if (auto who = Caller(context, "ReportProgress", {"", "", request->task_id()}); !who.ok()) {
     return Done("ReportProgress", who.status(), start);
@@ -231,9 +273,8 @@ grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* context,
   return Done("ReportProgress", manager_->ReportProgress(*request), start);
 }
 
-grpc::Status WorkerServiceImpl::ReportCheckpoint(grpc::ServerContext* context,
-                                                 const paft::v1::ReportCheckpointRequest* request,
-                                                 paft::v1::Ack*) {
+grpc::Status WorkerServiceImpl::DoReportCheckpoint(grpc::ServerContextBase* context,
+                                              const paft::v1::ReportCheckpointRequest* request) {
   const absl::Time start = absl::Now();
   if (auto who = Caller(context, "ReportCheckpoint", {"", "", request->task_id()}); !who.ok()) {
     return Done("ReportCheckpoint", who.status(), start);
@@ -241,14 +282,24 @@ grpc::Status WorkerServiceImpl::ReportCheckpoint(grpc::ServerContext* context,
   return Done("ReportCheckpoint", manager_->ReportCheckpoint(*request), start);
 }
 
-grpc::Status WorkerServiceImpl::ReportExit(grpc::ServerContext* context,
-                                           const paft::v1::ReportExitRequest* request,
-                                           paft::v1::Ack*) {
+grpc::Status WorkerServiceImpl::DoReportExit(grpc::ServerContextBase* context,
+                                              const paft::v1::ReportExitRequest* request) {
   const absl::Time start = absl::Now();
   if (auto who = Caller(context, "ReportExit", {"", "", request->task_id()}); !who.ok()) {
     return Done("ReportExit", who.status(), start);
   }
   return Done("ReportExit", manager_->ReportExit(*request), start);
 }
+
+PAFT_UNARY_ON_POOL(WorkerServiceImpl, RegisterWorker, RegisterWorkerRequest,
+                   RegisterWorkerResponse, DoRegisterWorker(context, request, response))
+PAFT_UNARY_ON_POOL(WorkerServiceImpl, ReportProgress, ReportProgressRequest, Ack,
+                   DoReportProgress(context, request))
+PAFT_UNARY_ON_POOL(WorkerServiceImpl, ReportCheckpoint, ReportCheckpointRequest, Ack,
+                   DoReportCheckpoint(context, request))
+PAFT_UNARY_ON_POOL(WorkerServiceImpl, ReportExit, ReportExitRequest, Ack,
+                   DoReportExit(context, request))
+
+#undef PAFT_UNARY_ON_POOL
 
 }  // namespace paft::coordinator

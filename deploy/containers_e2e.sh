@@ -65,8 +65,8 @@ sft:
   pool: sft
   world_size: 2
   dataset: {path: data/sft.jsonl}
-  max_steps: 40
-  checkpoint: {every_steps: 4}
+  max_steps: 600
+  checkpoint: {every_steps: 20}
 alignment:
   pool: align
   world_size: 2
@@ -148,6 +148,12 @@ done
 
 log "killing the sft worker's container mid-branch, then starting it again"
 podman kill "$PREFIX-w-sft" >/dev/null
+# The kill must have come mid-branch: the branch had not finished when its ranks died.
+"${PAFTCTL[@]}" --json get "$JOB" | python3 -c '
+import json, sys
+sft = json.load(sys.stdin)["sft"]
+assert sft["state"] != "BRANCH_STATE_SUCCEEDED", "the SFT branch ended before the kill: lengthen it"
+print("sft branch at the kill:", sft["state"], "step", sft.get("step", 0))'
 sleep 2
 podman start "$PREFIX-w-sft" >/dev/null
 

@@ -54,6 +54,8 @@ void HandlerPool::Run() {
       work();
     } catch (const std::exception& e) {  // a handler's bug must not take the pool's thread
       PAFT_LOG(ERROR) << "gRPC handler failed: " << e.what();
+    } catch (...) {
+      PAFT_LOG(ERROR) << "gRPC handler failed with a non-standard exception";
     }
     lock.lock();
   }

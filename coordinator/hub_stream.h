@@ -25,23 +25,31 @@ namespace paft::coordinator {
 template <typename Message>
 class HubStream : public grpc::ServerWriteReactor<Message> {
  public:
+  // What a stream needs besides its own request.
+  struct Context {
+    WatchHub* hub;
+    const std::atomic<bool>* shutting_down;
+    StreamSlots::Slot slot;
+    // Whether the caller may read this job (may block: run on the hub's thread, first).
+    std::function<absl::Status()> admit;
+    std::function<void(const absl::Status&)> done;  // called once with the final status
+  };
   // `key`: what the stream is woken by (its job id). `resume_hint` ends the UNAVAILABLE message
-  // a shutdown finishes the stream with. `done` is called once with the final status (metrics).
-  HubStream(WatchHub* hub, std::string key, const std::atomic<bool>* shutting_down,
-            std::string resume_hint, StreamSlots::Slot slot,
-            std::function<void(const absl::Status&)> done)
-      : hub_(hub),
+  // a shutdown finishes the stream with.
+  HubStream(Context context, std::string key, std::string resume_hint)
+      : hub_(context.hub),
         key_(std::move(key)),
-        shutting_down_(shutting_down),
+        shutting_down_(context.shutting_down),
         resume_hint_(std::move(resume_hint)),
-        slot_(std::move(slot)),
-        done_(std::move(done)),
+        slot_(std::move(context.slot)),
+        admit_(std::move(context.admit)),
+        done_(std::move(context.done)),
         core_(std::make_shared<Core>()) {}
 
   void OnWriteDone(bool ok) override {
     std::lock_guard<std::mutex> lock(core_->mu);
     writing_ = false;
-    if (!ok) {
+    if (!ok || cancelled_) {  // a write can complete ok after the call was cancelled
       FinishLocked(absl::CancelledError("client went away"));
       return;
     }
@@ -55,7 +63,8 @@ class HubStream : public grpc::ServerWriteReactor<Message> {
 
   void OnCancel() override {
     std::lock_guard<std::mutex> lock(core_->mu);
-    // A write in flight completes (not ok) and finishes the stream from OnWriteDone.
+    cancelled_ = true;
+    // A write in flight completes and finishes the stream from OnWriteDone.
     if (!writing_) FinishLocked(absl::CancelledError("client went away"));
   }
 
@@ -111,9 +120,20 @@ class HubStream : public grpc::ServerWriteReactor<Message> {
 
   void PumpLocked() {
     if (finished_ || writing_) return;  // a finished write pumps again
+    if (cancelled_) {
+      FinishLocked(absl::CancelledError("client went away"));
+      return;
+    }
     if (shutting_down_->load()) {
       FinishLocked(absl::UnavailableError("coordinator shutting down; " + resume_hint_));
       return;
+    }
+    if (admit_) {
+      const absl::Status admitted = std::exchange(admit_, nullptr)();
+      if (!admitted.ok()) {
+        FinishLocked(admitted);
+        return;
+      }
     }
     if (queue_.empty()) FillLocked();
     if (!finished_ && !queue_.empty()) StartWriteLocked();
@@ -128,12 +148,14 @@ class HubStream : public grpc::ServerWriteReactor<Message> {
   const std::string key_;
   const std::atomic<bool>* const shutting_down_;
   const std::string resume_hint_;
-  StreamSlots::Slot slot_;  // given back when the stream finishes
+  StreamSlots::Slot slot_;               // given back when the stream finishes
+  std::function<absl::Status()> admit_;  // run once, by the first pump
   std::function<void(const absl::Status&)> done_;
   std::shared_ptr<Core> core_;
   uint64_t handle_ = 0;
-  bool writing_ = false;   // guarded by the stream's lock
-  bool finished_ = false;  // guarded by the stream's lock
+  bool writing_ = false;    // guarded by the stream's lock
+  bool finished_ = false;   // guarded by the stream's lock
+  bool cancelled_ = false;  // guarded by the stream's lock
 };
 
 }  // namespace paft::coordinator

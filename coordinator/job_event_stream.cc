@@ -4,12 +4,10 @@
 
 namespace paft::coordinator {
 
-JobEventStream::JobEventStream(JobManager* manager, WatchHub* hub,
-                               const std::atomic<bool>* shutting_down,
-                               const paft::v1::WatchJobRequest& request, StreamSlots::Slot slot,
-                               std::function<void(const absl::Status&)> done)
-    : HubStream(hub, request.job_id(), shutting_down, "resume the watch from the last seq received",
-                std::move(slot), std::move(done)),
+JobEventStream::JobEventStream(JobManager* manager, Context context,
+                               const paft::v1::WatchJobRequest& request)
+    : HubStream(std::move(context), request.job_id(),
+                "resume the watch from the last seq received"),
       manager_(manager),
       job_id_(request.job_id()),
       after_(request.after_seq()) {
@@ -28,8 +26,13 @@ void JobEventStream::FillLocked() {
   }
   if (static_cast<int>(queue_.size()) == kEventsPerRead) return;  // more stored: read on
   // Progress only once the stored history is replayed, so that it is never stale.
+  const uint64_t seen = progress_version_;
   for (auto& event : manager_->ProgressEvents(job_id_, &progress_version_)) {
-    if (event.seq() != after_) continue;  // a transition is on its way: it is sent first
+    if (event.seq() != after_) {
+      // A transition is on its way: it is sent first, and this progress again after it.
+      progress_version_ = seen;
+      continue;
+    }
     queue_.push_back(std::move(event));
   }
   if (queue_.empty() && manager_->WatchComplete(job_id_, after_)) FinishLocked(absl::OkStatus());

@@ -15,9 +15,7 @@ namespace paft::coordinator {
 
 class JobEventStream final : public HubStream<paft::v1::JobEvent> {
  public:
-  JobEventStream(JobManager* manager, WatchHub* hub, const std::atomic<bool>* shutting_down,
-                 const paft::v1::WatchJobRequest& request, StreamSlots::Slot slot,
-                 std::function<void(const absl::Status&)> done);
+  JobEventStream(JobManager* manager, Context context, const paft::v1::WatchJobRequest& request);
 
  private:
   void FillLocked() override;

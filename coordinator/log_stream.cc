@@ -11,11 +11,9 @@
 
 namespace paft::coordinator {
 
-LogStream::LogStream(JobManager* manager, WatchHub* hub, const std::atomic<bool>* shutting_down,
-                     const paft::v1::StreamLogsRequest& request, StreamSlots::Slot slot,
-                     std::function<void(const absl::Status&)> done)
-    : HubStream(hub, request.job_id(), shutting_down, "resume from the last offset received",
-                std::move(slot), std::move(done)),
+LogStream::LogStream(JobManager* manager, Context context,
+                     const paft::v1::StreamLogsRequest& request)
+    : HubStream(std::move(context), request.job_id(), "resume from the last offset received"),
       manager_(manager),
       pinned_(request),
       offset_(request.offset()) {

@@ -15,9 +15,7 @@ namespace paft::coordinator {
 
 class LogStream final : public HubStream<paft::v1::LogChunk> {
  public:
-  LogStream(JobManager* manager, WatchHub* hub, const std::atomic<bool>* shutting_down,
-            const paft::v1::StreamLogsRequest& request, StreamSlots::Slot slot,
-            std::function<void(const absl::Status&)> done);
+  LogStream(JobManager* manager, Context context, const paft::v1::StreamLogsRequest& request);
   ~LogStream() override;
 
   static constexpr size_t kChunkBytes = 64 * 1024;

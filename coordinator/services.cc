@@ -22,14 +22,36 @@ class RefusedStream : public grpc::ServerWriteReactor<Message> {
 
 // Runs `handle` (which returns the call's status) on `pool`, inline when there is none, and
 // finishes the call with it; `busy` is the answer when the pool's queue is full.
+// A call always finishes: a handler that throws answers INTERNAL (an unfinished call would hold
+// the client to its deadline and the server's shutdown forever).
 template <typename Handle, typename Busy>
 grpc::ServerUnaryReactor* FinishOnPool(HandlerPool* pool, grpc::CallbackServerContext* context,
                                        Handle handle, Busy busy) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (pool == nullptr) {
-    reactor->Finish(handle());
-  } else if (!pool->Submit([reactor, handle]() mutable { reactor->Finish(handle()); })) {
-    reactor->Finish(busy());
+  auto run = [reactor, handle]() mutable {
+    grpc::Status status;
+    try {
+      status = handle();
+    } catch (const std::exception& e) {
+      PAFT_LOG(ERROR) << "gRPC handler failed: " << e.what();
+      status = grpc::Status(grpc::StatusCode::INTERNAL, "the coordinator failed this call");
+    } catch (...) {
+      status = grpc::Status(grpc::StatusCode::INTERNAL, "the coordinator failed this call");
+    }
+    reactor->Finish(status);
+  };
+  bool queued = false;
+  if (pool != nullptr) {
+    try {
+      queued = pool->Submit(run);
+    } catch (const std::system_error& e) {  // no thread could be started
+      PAFT_LOG(ERROR) << "handler pool: " << e.what();
+      reactor->Finish(busy());
+      return reactor;
+    }
+    if (!queued) reactor->Finish(busy());
+  } else {
+    run();
   }
   return reactor;
 }
@@ -82,21 +104,31 @@ absl::StatusOr<Principal> JobServiceImpl::Caller(grpc::ServerContextBase* contex
                                                  const char* method, const std::string& job_id) {
   PAFT_ASSIGN_OR_RETURN(Principal who,
                         Authorize(auth_, context, {Role::kClient, Role::kAdmin}, method));
-  if (who.role == Role::kClient && !job_id.empty()) {
-    PAFT_ASSIGN_OR_RETURN(paft::v1::Job job, manager_->GetJob(job_id));
-    if (job.owner() != who.identity) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("job ", job_id, " belongs to another client"));
-    }
-  }
+  PAFT_RETURN_IF_ERROR(CheckOwner(who, job_id));
   return who;
 }
 
-absl::StatusOr<StreamSlots::Slot> JobServiceImpl::OpenStream(grpc::ServerContextBase* context,
-                                                              const char* method,
-                                                              const std::string& job_id) {
-  PAFT_ASSIGN_OR_RETURN(Principal who, Caller(context, method, job_id));
-  return stream_slots_.Acquire(who.identity);
+absl::Status JobServiceImpl::CheckOwner(const Principal& who, const std::string& job_id) {
+  if (who.role != Role::kClient || job_id.empty()) return absl::OkStatus();
+  PAFT_ASSIGN_OR_RETURN(paft::v1::Job job, manager_->GetJob(job_id));
+  if (job.owner() != who.identity) {
+    return absl::PermissionDeniedError(absl::StrCat("job ", job_id, " belongs to another client"));
+  }
+  return absl::OkStatus();
+}
+
+template <typename Message>
+absl::StatusOr<typename HubStream<Message>::Context> JobServiceImpl::OpenStream(
+    grpc::ServerContextBase* context, const char* method, const std::string& job_id) {
+  // Only what never blocks here, on gRPC's thread; the job's owner is checked by the stream's
+  // first pump, on the hub's thread (it may read the store).
+  PAFT_ASSIGN_OR_RETURN(Principal who,
+                        Authorize(auth_, context, {Role::kClient, Role::kAdmin}, method));
+  PAFT_ASSIGN_OR_RETURN(StreamSlots::Slot slot, stream_slots_.Acquire(who.identity));
+  return typename HubStream<Message>::Context{
+      hub_, shutting_down_, std::move(slot),
+      [this, who, job_id] { return CheckOwner(who, job_id); },
+      [this, method](const absl::Status& status) { (void)Done(method, status); }};
 }
 
 grpc::Status JobServiceImpl::DoSubmitJob(grpc::ServerContextBase* context,
@@ -131,10 +163,11 @@ grpc::Status JobServiceImpl::DoListJobs(grpc::ServerContextBase* context,
 
 grpc::ServerWriteReactor<paft::v1::JobEvent>* JobServiceImpl::WatchJob(
     grpc::CallbackServerContext* context, const paft::v1::WatchJobRequest* request) {
-  auto slot = OpenStream(context, "WatchJob", request->job_id());
-  if (!slot.ok()) return new RefusedStream<paft::v1::JobEvent>(Done("WatchJob", slot.status()));
-  return new JobEventStream(manager_, hub_, shutting_down_, *request, std::move(slot).value(),
-                            [this](const absl::Status& status) { (void)Done("WatchJob", status); });
+  auto stream = OpenStream<paft::v1::JobEvent>(context, "WatchJob", request->job_id());
+  if (!stream.ok()) {
+    return new RefusedStream<paft::v1::JobEvent>(Done("WatchJob", stream.status()));
+  }
+  return new JobEventStream(manager_, std::move(stream).value(), *request);
 }
 
 grpc::Status JobServiceImpl::DoCancelJob(grpc::ServerContextBase* context,
@@ -180,10 +213,11 @@ grpc::Status JobServiceImpl::DoListEvents(grpc::ServerContextBase* context,
 
 grpc::ServerWriteReactor<paft::v1::LogChunk>* JobServiceImpl::StreamLogs(
     grpc::CallbackServerContext* context, const paft::v1::StreamLogsRequest* request) {
-  auto slot = OpenStream(context, "StreamLogs", request->job_id());
-  if (!slot.ok()) return new RefusedStream<paft::v1::LogChunk>(Done("StreamLogs", slot.status()));
-  return new LogStream(manager_, hub_, shutting_down_, *request, std::move(slot).value(),
-                       [this](const absl::Status& status) { (void)Done("StreamLogs", status); });
+  auto stream = OpenStream<paft::v1::LogChunk>(context, "StreamLogs", request->job_id());
+  if (!stream.ok()) {
+    return new RefusedStream<paft::v1::LogChunk>(Done("StreamLogs", stream.status()));
+  }
+  return new LogStream(manager_, std::move(stream).value(), *request);
 }
 
 PAFT_UNARY_ON_POOL(JobServiceImpl, SubmitJob, SubmitJobRequest, Job,

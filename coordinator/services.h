@@ -7,6 +7,7 @@
 
 #include "common/auth.h"
 #include "coordinator/handler_pool.h"
+#include "coordinator/hub_stream.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/metrics.h"
 #include "coordinator/stream_slots.h"
@@ -80,9 +81,14 @@ class JobServiceImpl final : public paft::v1::JobService::CallbackService {
   // The caller, if allowed to call `method` on `job_id` (clients: their own jobs only).
   absl::StatusOr<Principal> Caller(grpc::ServerContextBase* context, const char* method,
                                    const std::string& job_id = "");
-  // The caller's stream slot for `method` on `job_id`, or why it gets none.
-  absl::StatusOr<StreamSlots::Slot> OpenStream(grpc::ServerContextBase* context,
-                                               const char* method, const std::string& job_id);
+  // Whether `who` may read `job_id` (clients: their own jobs only). May read the store.
+  absl::Status CheckOwner(const Principal& who, const std::string& job_id);
+  // What a new WatchJob/StreamLogs stream of the caller needs (its slot, its owner check), or
+  // why it gets none. Never blocks.
+  template <typename Message>
+  absl::StatusOr<typename HubStream<Message>::Context> OpenStream(grpc::ServerContextBase* context,
+                                                                  const char* method,
+                                                                  const std::string& job_id);
 
   JobManager* manager_;
   WorkerRegistry* registry_;
@@ -109,8 +115,8 @@ class WorkerServiceImpl final : public paft::v1::WorkerService::CallbackService 
   grpc::ServerUnaryReactor* RegisterWorker(grpc::CallbackServerContext* context,
                                            const paft::v1::RegisterWorkerRequest* request,
                                            paft::v1::RegisterWorkerResponse* response) override;
-  // Heartbeats too, the most frequent call (one per agent per interval), never block: answered
-  // inline on gRPC's callback threads, without a hop to the synchronous thread pool.
+  // Heartbeats, the most frequent call (one per agent per interval), never block (they touch only
+  // the registry): answered inline on gRPC's callback threads, without a hop to the pool.
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
                                       const paft::v1::HeartbeatRequest* request,
                                       paft::v1::HeartbeatResponse* response) override;

@@ -40,7 +40,8 @@ void WatchHub::Unwatch(uint64_t handle) {
     }
   }
   watchers_.erase(it);
-  woken_.erase(handle);  // a timer left behind finds no watcher and is dropped
+  woken_.erase(handle);
+  DropTimerLocked(handle);
 }
 
 void WatchHub::Notify(const std::string& key) {
@@ -58,7 +59,12 @@ void WatchHub::Wake(uint64_t handle, absl::Duration delay) {
     if (delay <= absl::ZeroDuration()) {
       woken_.insert(handle);
     } else {
-      timers_.emplace(absl::Now() + delay, handle);
+      const absl::Time due = absl::Now() + delay;
+      auto it = timer_of_.find(handle);
+      if (it != timer_of_.end() && it->second <= due) return;  // an earlier one is set
+      DropTimerLocked(handle);
+      timers_[due].insert(handle);
+      timer_of_[handle] = due;
     }
   }
   cv_.notify_one();
@@ -72,6 +78,15 @@ void WatchHub::NotifyAll() {
   cv_.notify_one();
 }
 
+void WatchHub::DropTimerLocked(uint64_t handle) {
+  auto it = timer_of_.find(handle);
+  if (it == timer_of_.end()) return;
+  auto due = timers_.find(it->second);
+  due->second.erase(handle);
+  if (due->second.empty()) timers_.erase(due);
+  timer_of_.erase(it);
+}
+
 size_t WatchHub::watchers() const {
   std::lock_guard<std::mutex> lock(mu_);
   return watchers_.size();
@@ -83,7 +98,10 @@ void WatchHub::Run() {
     // Due timers become wake-ups; then wait for work or the next timer.
     const absl::Time now = absl::Now();
     while (!timers_.empty() && timers_.begin()->first <= now) {
-      woken_.insert(timers_.begin()->second);
+      for (uint64_t handle : timers_.begin()->second) {
+        woken_.insert(handle);
+        timer_of_.erase(handle);
+      }
       timers_.erase(timers_.begin());
     }
     for (const std::string& key : notified_keys_) {

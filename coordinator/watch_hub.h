@@ -36,7 +36,8 @@ class WatchHub {
 
   // Runs the wake-ups of every watcher of `key` (once each, however often notified meanwhile).
   void Notify(const std::string& key);
-  // Runs one watcher's wake-up, now or after `delay`.
+  // Runs one watcher's wake-up, now or after `delay`. A watcher has at most one timer: a later
+  // one than it has is dropped, an earlier one replaces it.
   void Wake(uint64_t handle, absl::Duration delay = absl::ZeroDuration());
   // Runs every watcher's wake-up (shutdown).
   void NotifyAll();
@@ -49,16 +50,18 @@ class WatchHub {
     std::function<void()> wake;
   };
   void Run();
+  void DropTimerLocked(uint64_t handle);
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool stopping_ = false;                        // guarded by mu_
-  uint64_t next_handle_ = 1;                     // guarded by mu_
-  std::map<uint64_t, Watcher> watchers_;         // guarded by mu_
-  std::multimap<std::string, uint64_t> by_key_;  // guarded by mu_
-  std::set<std::string> notified_keys_;          // guarded by mu_
-  std::set<uint64_t> woken_;                     // guarded by mu_
-  std::multimap<absl::Time, uint64_t> timers_;   // guarded by mu_
+  bool stopping_ = false;                            // guarded by mu_
+  uint64_t next_handle_ = 1;                         // guarded by mu_
+  std::map<uint64_t, Watcher> watchers_;             // guarded by mu_
+  std::multimap<std::string, uint64_t> by_key_;      // guarded by mu_
+  std::set<std::string> notified_keys_;              // guarded by mu_
+  std::set<uint64_t> woken_;                         // guarded by mu_
+  std::map<absl::Time, std::set<uint64_t>> timers_;  // guarded by mu_; due -> watchers
+  std::map<uint64_t, absl::Time> timer_of_;          // guarded by mu_; watcher -> due
   std::thread thread_;
 };
 

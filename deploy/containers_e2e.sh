@@ -16,6 +16,10 @@ BUILD=$(cd "${1:?usage: deploy/containers_e2e.sh BUILD_DIR}" && pwd)
 TAG=${PAFT_IMAGE_TAG:-dev}
 source deploy/podman_env.sh
 
+if [ "$(id -u)" -ne 0 ]; then
+  echo "SKIPPED: needs root (rootful podman, where ./setup.sh images put the images)"
+  exit 77
+fi
 if ! command -v podman >/dev/null; then
   echo "SKIPPED: podman is not installed (./setup.sh images installs it and builds the images)"
   exit 77
@@ -117,10 +121,10 @@ log "health over gRPC and /metrics of every container"
 "${PAFTCTL[@]}" health
 "$BUILD/cli/paftctl" --coordinator="127.0.0.1:$MERGER" health
 check_metrics() {  # check_metrics NAME PORTFILE FAMILY
-  local p
+  local p body
   p=$(port metrics "$2")
-  curl -fsS "http://127.0.0.1:$p/metrics" | grep -q "^# TYPE $3 " ||
-    { echo "$1: /metrics on port $p has no $3" >&2; return 1; }
+  body=$(curl -fsS "http://127.0.0.1:$p/metrics")
+  grep -q "^# TYPE $3 " <<<"$body" || { echo "$1: /metrics on port $p has no $3" >&2; return 1; }
   echo "$1: /metrics on port $p serves $3"
 }
 check_metrics merger "$ROOT/merger.ports" paft_merges_total
@@ -129,7 +133,8 @@ for pool in sft align; do
   check_metrics "worker $pool" "$ROOT/w-$pool.ports" paft_agent_registered
 done
 for _ in $(seq 100); do
-  [ "$("${PAFTCTL[@]}" workers | grep -c w-)" -ge 2 ] && break
+  listed=$("${PAFTCTL[@]}" workers)
+  [ "$(grep -c w- <<<"$listed")" -ge 2 ] && break
   sleep 0.2
 done
 "${PAFTCTL[@]}" workers
@@ -140,11 +145,11 @@ JOB=$("${PAFTCTL[@]}" --json submit "$ROOT/job.yaml" |
 [ -n "$JOB" ] || { echo "submit returned no job id" >&2; exit 1; }
 log "job $JOB; waiting for the SFT branch's first checkpoint"
 for _ in $(seq 600); do
-  "${PAFTCTL[@]}" --json checkpoints "$JOB" | grep -q BRANCH_KIND_SFT && break
+  checkpoints=$("${PAFTCTL[@]}" --json checkpoints "$JOB")
+  grep -q BRANCH_KIND_SFT <<<"$checkpoints" && break
   sleep 0.5
 done
-"${PAFTCTL[@]}" --json checkpoints "$JOB" | grep -q BRANCH_KIND_SFT ||
-  { echo "no SFT checkpoint within 5 minutes" >&2; exit 1; }
+grep -q BRANCH_KIND_SFT <<<"$checkpoints" || { echo "no SFT checkpoint within 5 minutes" >&2; exit 1; }
 
 log "killing the sft worker's container mid-branch, then starting it again"
 podman kill "$PREFIX-w-sft" >/dev/null

@@ -13,22 +13,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/podman_env.sh
+# Rootful podman, one image store: as root, or again through sudo keeping the configuration.
+if [ "$(id -u)" -ne 0 ]; then
+  exec sudo --preserve-env=CONTAINERS_CONF,PAFT_IMAGE_TAG "$0" "$@"
+fi
 TAG=${PAFT_IMAGE_TAG:-dev}
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(coordinator merger worker)
 BASE=docker.io/library/debian:12
 log() { echo "images: $*"; }
 
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
 missing=()
 for p in podman runc mmdebstrap; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 # The base image, made from Debian's mirror: minbase with merged /usr (else usrmerge pulls in
@@ -45,33 +47,33 @@ Dir::Cache::srcpkgcache "";
 Acquire::Languages "none";
 EOF
   log "making $BASE with mmdebstrap (1-2 min)"
-  $sudo mmdebstrap --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+  mmdebstrap --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --customize-hook="upload $work/docker-clean /etc/apt/apt.conf.d/docker-clean" \
     --customize-hook='rm -f "$1"/var/cache/apt/*.bin' \
     bookworm "$work/rootfs-bookworm.tar"
-  $sudo podman import --change 'CMD ["bash"]' "$work/rootfs-bookworm.tar" "$BASE"
+  podman import --change 'CMD ["bash"]' "$work/rootfs-bookworm.tar" "$BASE"
   rm -f "$work/rootfs-bookworm.tar"
 fi
-podman image exists "$BASE-slim" || $sudo podman tag "$BASE" "$BASE-slim"
+podman image exists "$BASE-slim" || podman tag "$BASE" "$BASE-slim"
 
 for target in "${TARGETS[@]}"; do
   image=localhost/paft-$target:$TAG
   log "building $image"
   start=$(date +%s)
-  $sudo podman build --network=host --pull=never -f deploy/docker/Dockerfile --target "$target" \
+  podman build --network=host --pull=never -f deploy/docker/Dockerfile --target "$target" \
     -t "$image" .
   log "$image built in $(($(date +%s) - start)) s"
   # Checks: --help answers (absl exits 1 after printing it), a non-root user, no toolchain.
-  help=$($sudo podman run --rm --network=host "$image" --help 2>&1 || true)
-  echo "$help" | grep -q "paft-" || { log "$image: --help printed no usage: $help"; exit 1; }
-  uid=$($sudo podman run --rm --entrypoint /usr/bin/id "$image" -u)
+  help=$(podman run --rm --network=host "$image" --help 2>&1 || true)
+  grep -q "paft-" <<<"$help" || { log "$image: --help printed no usage: $help"; exit 1; }
+  uid=$(podman run --rm --entrypoint /usr/bin/id "$image" -u)
   [ "$uid" = 10001 ] || { log "$image runs as uid $uid, not 10001"; exit 1; }
-  tools=$($sudo podman run --rm --entrypoint /bin/sh "$image" -c \
+  tools=$(podman run --rm --entrypoint /bin/sh "$image" -c \
     'for t in cc c++ gcc g++ clang cmake make ld as; do command -v $t; done; true')
   [ -z "$tools" ] || { log "$image holds build tools: $tools"; exit 1; }
   log "$image: --help answers, runs as uid 10001, no compiler or build tool"
 done
 log "sizes:"
-$sudo podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'paft-|debian' | sort
+podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'paft-|debian' | sort

@@ -70,6 +70,23 @@ TEST(WatchHubTest, NotificationsWhileBusyCoalesceIntoOneMoreWakeUp) {
   EXPECT_EQ(c.Get(), 2);  // not 101
 }
 
+TEST(WatchHubTest, AWatcherHasAtMostOneTimer) {
+  WatchHub hub;
+  Counter c;
+  const uint64_t h = hub.Watch("job", [&] { c.Hit(); });
+  // A stream woken by many notifications while it polls asks for its poll each time: one timer.
+  for (int i = 0; i < 100; ++i) hub.Wake(h, absl::Milliseconds(100));
+  ASSERT_TRUE(c.WaitFor(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(c.Get(), 1);
+  // An earlier timer replaces a later one.
+  const auto start = std::chrono::steady_clock::now();
+  hub.Wake(h, absl::Seconds(60));
+  hub.Wake(h, absl::Milliseconds(50));
+  ASSERT_TRUE(c.WaitFor(2));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
 TEST(WatchHubTest, DelayedWakeUpsAndUnwatch) {
   WatchHub hub;
   Counter c, gone;

@@ -40,7 +40,7 @@ void AssignmentStream::PumpLocked() {
     FinishLocked(absl::CancelledError("replaced by a newer stream of this worker"));
     return;
   }
-  auto taken = registry_->TakeAssignments(worker_id_, absl::ZeroDuration());
+  auto taken = registry_->TakeAssignments(worker_id_);
   if (!taken.ok()) {  // the worker left the registry: the agent registers again
     FinishLocked(taken.status());
     return;

@@ -30,7 +30,6 @@ std::string WorkerRegistry::Register(const paft::v1::RegisterWorkerRequest& requ
   *w.info.mutable_last_heartbeat() = ToProtoTime(now);
   w.busy.assign(request.devices(), false);
   w.lease_expiry = now + lease_ttl_;
-  cv_.notify_all();
   lock.unlock();
   for (auto& w : wake) w();
   return id;
@@ -62,7 +61,6 @@ std::vector<std::string> WorkerRegistry::ExpireLeases(absl::Time now) {
         ++it;
       }
     }
-    if (!lost.empty()) cv_.notify_all();
   }
   for (auto& w : wake) w();
   return lost;
@@ -142,31 +140,21 @@ void WorkerRegistry::Send(const std::string& worker_id, paft::v1::Assignment ass
     auto it = workers_.find(worker_id);
     if (it == workers_.end()) return;
     it->second.pending.push_back(std::move(assignment));
-    cv_.notify_all();
     wake = WatcherLocked(worker_id);
   }
   if (wake) wake();
 }
 
 absl::StatusOr<std::vector<paft::v1::Assignment>> WorkerRegistry::TakeAssignments(
-    const std::string& worker_id, absl::Duration timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
-  while (true) {
-    auto it = workers_.find(worker_id);
-    if (it == workers_.end()) {
-      return absl::NotFoundError(absl::StrCat("worker '", worker_id, "' is not registered"));
-    }
-    if (!it->second.pending.empty()) {
-      std::vector<paft::v1::Assignment> out(it->second.pending.begin(),
-                                            it->second.pending.end());
-      it->second.pending.clear();
-      return out;
-    }
-    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
-      return std::vector<paft::v1::Assignment>();
-    }
+    const std::string& worker_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) {
+    return absl::NotFoundError(absl::StrCat("worker '", worker_id, "' is not registered"));
   }
+  std::vector<paft::v1::Assignment> out(it->second.pending.begin(), it->second.pending.end());
+  it->second.pending.clear();
+  return out;
 }
 
 void WorkerRegistry::Requeue(const std::string& worker_id,
@@ -177,7 +165,6 @@ void WorkerRegistry::Requeue(const std::string& worker_id,
   for (auto a = assignments.rbegin(); a != assignments.rend(); ++a) {
     it->second.pending.push_front(std::move(*a));
   }
-  cv_.notify_all();
 }
 
 std::function<void()> WorkerRegistry::WatcherLocked(const std::string& worker_id) const {

@@ -6,7 +6,6 @@
 #ifndef PAFT_COORDINATOR_WORKER_REGISTRY_H_
 #define PAFT_COORDINATOR_WORKER_REGISTRY_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -56,9 +55,9 @@ class WorkerRegistry {
 
   // Queues an assignment for a worker and wakes its stream. Dropped if the worker is unknown.
   void Send(const std::string& worker_id, paft::v1::Assignment assignment);
-  // Waits up to `timeout` for assignments and takes them all. NotFound if the worker is unknown.
-  absl::StatusOr<std::vector<paft::v1::Assignment>> TakeAssignments(const std::string& worker_id,
-                                                                    absl::Duration timeout);
+  // Takes the worker's pending assignments (none: empty; a stream waits for its watcher's
+  // wake-up, below). NotFound if the worker is unknown.
+  absl::StatusOr<std::vector<paft::v1::Assignment>> TakeAssignments(const std::string& worker_id);
   // Puts assignments back at the front (a stream write failed).
   void Requeue(const std::string& worker_id, std::vector<paft::v1::Assignment> assignments);
 
@@ -94,7 +93,6 @@ class WorkerRegistry {
 
   const absl::Duration lease_ttl_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
   struct Watcher {
     uint64_t handle = 0;
     std::function<void()> wake;

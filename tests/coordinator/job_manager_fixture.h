@@ -72,7 +72,7 @@ class JobManagerTest : public ::testing::Test {
   }
 
   std::vector<paft::v1::Assignment> Take(const std::string& worker_id) {
-    auto a = registry_->TakeAssignments(worker_id, absl::ZeroDuration());
+    auto a = registry_->TakeAssignments(worker_id);
     EXPECT_TRUE(a.ok()) << a.status();
     return a.ok() ? *a : std::vector<paft::v1::Assignment>{};
   }

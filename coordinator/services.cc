@@ -4,6 +4,8 @@
 #include "coordinator/job_event_stream.h"
 #include "coordinator/log_stream.h"
 
+#include <system_error>
+
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "common/logging.h"
@@ -40,19 +42,17 @@ grpc::ServerUnaryReactor* FinishOnPool(HandlerPool* pool, grpc::CallbackServerCo
     }
     reactor->Finish(status);
   };
-  bool queued = false;
-  if (pool != nullptr) {
-    try {
-      queued = pool->Submit(run);
-    } catch (const std::system_error& e) {  // no thread could be started
-      PAFT_LOG(ERROR) << "handler pool: " << e.what();
-      reactor->Finish(busy());
-      return reactor;
-    }
-    if (!queued) reactor->Finish(busy());
-  } else {
+  if (pool == nullptr) {
     run();
+    return reactor;
   }
+  bool queued = false;
+  try {
+    queued = pool->Submit(run);
+  } catch (const std::system_error& e) {  // no thread could be started
+    PAFT_LOG(ERROR) << "handler pool: " << e.what();
+  }
+  if (!queued) reactor->Finish(busy());
   return reactor;
 }
 

@@ -4,25 +4,27 @@
 #   ./setup.sh demo    install what is missing, build, run a PAFT job on a local cluster
 #   ./setup.sh test    install what is missing, build, run every test (what CI runs)
 #   ./setup.sh build   install what is missing and build
-#   ./setup.sh deps    only install the Debian packages
+#   ./setup.sh deps    only install the Debian packages and the Python venv (PyTorch from PyPI)
 #   ./setup.sh fuzz    also install clang and libFuzzer, run every fuzz target (FUZZ_SECONDS each)
-#   ./setup.sh bench   also install python3-torch, run the training bench beside its PyTorch peer
+#   ./setup.sh bench   run the training bench beside its PyTorch-Python peer (the same torch)
 #   ./setup.sh tsan    build the coordinator's unit tests under ThreadSanitizer and run them
 #   ./setup.sh images  also install podman, build the coordinator, merger and worker images
 #
 # Environment: BUILD_DIR (default build), JOBS (default: number of cores), CMAKE_ARGS,
-# FUZZ_SECONDS (default 60), PAFT_IMAGE_TAG (default dev).
+# FUZZ_SECONDS (default 60), PAFT_IMAGE_TAG (default dev), PAFT_VENV_ROOT (where the venvs are
+# kept, default ~/.cache/paft).
 set -euo pipefail
 
 cd "$(dirname "$0")"
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
 
-# Debian 12 packages. libopenblas0-pthread replaces the slow reference BLAS that libtorch would
-# otherwise load (docs/toolchain.md).
+# Debian 12 packages. LibTorch itself comes from PyPI (below); libgloo-dev brings the headers that
+# c10d's ProcessGroupGloo.hpp includes (the wheel ships none; docs/toolchain.md). The merger's
+# LAPACK runs on OpenBLAS (libopenblas0-pthread) rather than the slow reference BLAS.
 PACKAGES=(
-  g++ cmake make pkg-config curl
-  libtorch-dev libgloo-dev libopenblas0-pthread
+  g++ cmake make pkg-config curl python3-venv
+  libgloo-dev libopenblas0-pthread
   liblapack-dev  # the merger links LAPACK (OpenBLAS's through the alternative) for SVD merges
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev prometheus-cpp-dev libsqlite3-dev libsentencepiece-dev sentencepiece
@@ -49,7 +51,34 @@ install_deps() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# The Python venv with the pinned PyPI packages (requirements/torch.txt: the torch wheel whose
+# LibTorch the build links). One venv per content of the requirements files and Python version,
+# kept under PAFT_VENV_ROOT, so a second checkout or CI run reuses it without downloading again;
+# ./.venv links to it (CMake finds torch through it). Built in a side folder and renamed when
+# complete: an interrupted install is never taken for a finished one.
+ensure_venv() {
+  local root=${PAFT_VENV_ROOT:-$HOME/.cache/paft}
+  local key
+  key=$( (python3 --version; cat requirements/torch.txt "$@") | sha256sum | cut -c1-16)
+  local venv="$root/venv-$key"
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "setup: creating the Python venv $venv (PyPI: requirements/torch.txt $*)"
+    mkdir -p "$root"
+    rm -rf "$venv.partial"
+    python3 -m venv "$venv.partial"
+    local req
+    for req in requirements/torch.txt "$@"; do
+      "$venv.partial/bin/python" -m pip install --quiet --no-deps -r "$req"
+    done
+    "$venv.partial/bin/python" -m pip check
+    mv "$venv.partial" "$venv"
+  fi
+  ln -sfn "$venv" .venv
+  echo "setup: Python venv .venv -> $venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+}
+
 build() {
+  ensure_venv
   cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${CMAKE_ARGS:-} >/dev/null
   cmake --build "$BUILD_DIR" -j "$JOBS"
 }
@@ -62,16 +91,17 @@ run_tests() {
 
 cmd=${1:-}
 case "$cmd" in
-  deps) install_deps ;;
+  deps) install_deps; ensure_venv ;;
   build) install_deps; build ;;
   test) install_deps; build; tests/tokenizer/golden/fetch_tokenizers.sh; run_tests ;;
   demo) install_deps; build; exec examples/run_local_demo.sh "$BUILD_DIR" ;;
-  fuzz) install_deps clang libclang-rt-14-dev; exec fuzz/run.sh "${FUZZ_SECONDS:-60}" ;;
-  bench) install_deps python3-torch; build; exec bench/train_bench.sh "$BUILD_DIR" ;;
-  tsan) install_deps; exec tests/tsan/run.sh ;;
+  fuzz) install_deps clang libclang-rt-14-dev; ensure_venv; exec fuzz/run.sh "${FUZZ_SECONDS:-60}" ;;
+  bench) install_deps; build; exec bench/train_bench.sh "$BUILD_DIR" ;;
+  tsan) install_deps; ensure_venv; exec tests/tsan/run.sh ;;
   images) exec deploy/images.sh ;;
+
   *)
-    sed -n '2,15p' "$0"
+    sed -n '2,16p' "$0"
     exit 2
     ;;
 esac

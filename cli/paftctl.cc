@@ -547,11 +547,17 @@ int main(int argc, char** argv) {
       std::cout << ToJson(response) << "\n";
       return kExitOk;
     }
-    std::cout << absl::StrFormat("%-24s %-10s %-8s %-6s %s\n", "WORKER", "POOL", "DEVICES",
-                                 "BUSY", "ADDRESS");
+    std::cout << absl::StrFormat("%-24s %-10s %-8s %-6s %-22s %s\n", "WORKER", "POOL", "DEVICES",
+                                 "BUSY", "ADDRESS", "DEVICE");
     for (const auto& w : response.workers()) {
-      std::cout << absl::StrFormat("%-24s %-10s %-8d %-6d %s\n", w.worker_id(), w.pool(),
-                                   w.devices(), w.busy_devices(), w.address());
+      // The first slot's device stands for the agent's (one agent's GPUs are alike).
+      std::string device = "cpu";
+      if (w.device_info_size() > 0 && !w.device_info(0).model().empty()) {
+        device = absl::StrFormat("%s, %.1f GiB", w.device_info(0).model(),
+                                 w.device_info(0).memory_bytes() / double(1 << 30));
+      }
+      std::cout << absl::StrFormat("%-24s %-10s %-8d %-6d %-22s %s\n", w.worker_id(), w.pool(),
+                                   w.devices(), w.busy_devices(), w.address(), device);
     }
     return kExitOk;
   }

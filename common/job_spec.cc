@@ -184,6 +184,7 @@ void DefaultBranch(BranchSpec* b, bool is_sft) {
   if (b->checkpoint().keep_last() == 0) b->mutable_checkpoint()->set_keep_last(2);
   if (!b->has_seed()) b->set_seed(42);
   if (b->precision().empty()) b->set_precision("auto");
+  if (b->attn_implementation().empty()) b->set_attn_implementation("sdpa");
 }
 
 void ValidateBranch(Errors& e, const BranchSpec& b, const std::string& p, bool is_sft) {
@@ -297,6 +298,10 @@ void ValidateBranch(Errors& e, const BranchSpec& b, const std::string& p, bool i
   const auto kPrecisions = {"auto", "fp32", "bf16"};
   if (!b.precision().empty() && !OneOf(b.precision(), kPrecisions)) {
     e.Add(p + ".precision", Allowed(kPrecisions));
+  }
+  const auto kAttention = {"sdpa", "eager"};
+  if (!b.attn_implementation().empty() && !OneOf(b.attn_implementation(), kAttention)) {
+    e.Add(p + ".attn_implementation", Allowed(kAttention));
   }
   if (b.max_steps() < 0) e.Add(p + ".max_steps", "must be >= 0");
   if (!(b.epochs() >= 0 && b.epochs() <= 1e4)) e.Add(p + ".epochs", "must be in [0, 10000]");

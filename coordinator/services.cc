@@ -89,8 +89,8 @@ grpc::Status CountAndConvert(CoordinatorMetrics* metrics, const char* method,
                                             const paft::v1::Request* request,                \
                                             paft::v1::Response* response) {                  \
     return FinishOnPool(                                                                      \
-        pool_, context, [=] { return __VA_ARGS__; },                                          \
-        [=] { return Done(#Method, Busy()); });                                               \
+        pool_, context, [=, this] { return __VA_ARGS__; },                                    \
+        [=, this] { return Done(#Method, Busy()); });                                         \
   }
 
 // --- JobService

@@ -18,6 +18,10 @@ absl::StatusOr<paft::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
     return absl::InvalidArgumentError(
         absl::StrCat("devices: must be between 1 and 1024, got ", request.devices()));
   }
+  if (request.device_info_size() != 0 && request.device_info_size() != request.devices()) {
+    return absl::InvalidArgumentError(absl::StrCat("device_info: has ", request.device_info_size(),
+                                                   " entries for ", request.devices(), " devices"));
+  }
   if (request.address().empty()) return absl::InvalidArgumentError("address: is required");
   MutexLock lock(&mu_);
   // Tasks of the agent's previous registration that it does not report any more are lost.

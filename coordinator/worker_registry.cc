@@ -27,6 +27,7 @@ std::string WorkerRegistry::Register(const paft::v1::RegisterWorkerRequest& requ
   w.info.set_pool(request.pool());
   w.info.set_devices(request.devices());
   w.info.set_address(request.address());
+  *w.info.mutable_device_info() = request.device_info();
   *w.info.mutable_last_heartbeat() = ToProtoTime(now);
   w.busy.assign(request.devices(), false);
   w.lease_expiry = now + lease_ttl_;

@@ -1,9 +1,7 @@
 // The process-wide CPU settings a trainer runs under: its threads and its memory allocator.
 //
-// Threads: LibTorch runs elementwise ops and oneDNN (bf16) matmuls on its OpenMP intra-op pool,
-// and fp32 matmuls in the system BLAS (OpenBLAS here), which keeps a pool of its own; both at
-// full width oversubscribe the cores (measured on 2 cores: fp32 steps 1.6x slower). With more
-// than one intra-op thread, OpenBLAS is kept to one.
+// Threads: LibTorch (the PyPI wheel) runs elementwise ops, oneDNN (bf16) matmuls and its bundled
+// MKL's fp32 matmuls on one OpenMP intra-op pool (its own libgomp), sized here.
 //
 // Allocator: a training step allocates and frees the same large activation buffers every step.
 // glibc serves blocks above its mmap threshold (128 KiB, adapting) with fresh mmaps and trims
@@ -16,9 +14,8 @@
 namespace paft::trainer {
 
 // Sets LibTorch's intra-op threads to `threads` (0: OMP_NUM_THREADS when set, as a worker agent
-// sets it to share the host's cores among its slots, else every core), the BLAS's own pool to one
-// thread when that is more than one, and the allocator as above. Returns the intra-op thread
-// count.
+// sets it to share the host's cores among its slots, else every core) and the allocator as
+// above. Returns the intra-op thread count.
 int ConfigureCpuRuntime(int threads);
 
 }  // namespace paft::trainer

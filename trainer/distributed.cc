@@ -13,7 +13,9 @@ namespace paft::trainer {
 
 struct ProcessGroupHandle::Impl {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  // ProcessGroupGloo and ProcessGroupNCCL are c10d Backends; collectives are called on them
+  // directly (a c10d::ProcessGroup would only dispatch to one of them).
+  c10::intrusive_ptr<c10d::Backend> group;
 };
 
 ProcessGroupHandle::~ProcessGroupHandle() = default;

@@ -13,9 +13,6 @@
 
 #include "absl/status/statusor.h"
 
-namespace c10d {
-class ProcessGroup;
-}
 
 namespace paft::trainer {
 

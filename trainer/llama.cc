@@ -29,7 +29,22 @@ torch::Tensor CausalMask(const torch::Tensor& query_pos, const torch::Tensor& ke
       .masked_fill(visible.logical_not(), kMaskValue);
 }
 
+// Whether every row of a (B, T) attention mask is its tokens followed by its pads (one
+// device-to-host read).
+bool RightPadded(const torch::Tensor& attention_mask) {
+  const int64_t t = attention_mask.size(1);
+  if (t < 2) return true;
+  return (attention_mask.narrow(1, 1, t - 1) <= attention_mask.narrow(1, 0, t - 1)).all().item<bool>();
+}
+
 }  // namespace
+
+absl::StatusOr<AttentionKernel> ParseAttentionKernel(const std::string& name) {
+  if (name.empty() || name == "sdpa") return AttentionKernel::kSdpa;
+  if (name == "eager") return AttentionKernel::kEager;
+  return absl::InvalidArgumentError(
+      absl::StrCat("attn_implementation '", name, "' is not one of sdpa, eager"));
+}
 
 double LoraOptions::scaling() const {
   return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
@@ -139,10 +154,25 @@ AttentionImpl::AttentionImpl(const ModelConfig& config, torch::ScalarType dtype)
   o_proj = register_module("o_proj", Linear(heads_ * head_dim_, h, config.output_bias, dtype));
 }
 
-// softmax(q k^T / sqrt(d) + mask) v for (B, heads, T, d) queries and (B, heads, S, d) keys.
-static torch::Tensor Attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                            const torch::Tensor& mask, int64_t head_dim) {
-  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(head_dim));
+// softmax(q k^T / sqrt(d) + mask) v for (B, heads, T, d) queries and (B, kv_heads, S, d) keys
+// and values, by `kernel`. Without a mask: causal when T = S, else every key visible (one new
+// query behind a cache).
+static torch::Tensor Attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
+                            const torch::Tensor& mask, AttentionKernel kernel) {
+  const int64_t groups = q.size(1) / k.size(1);
+  if (kernel == AttentionKernel::kSdpa) {
+    // The additive mask in the queries' dtype, as SDPA requires (kMaskValue is finite in bf16).
+    std::optional<torch::Tensor> attn_mask;
+    if (mask.defined()) attn_mask = mask.to(q.scalar_type());
+    return at::scaled_dot_product_attention(q, k, v, attn_mask, /*dropout_p=*/0.0,
+                                            /*is_causal=*/!mask.defined() && q.size(2) == k.size(2),
+                                            /*scale=*/std::nullopt, /*enable_gqa=*/groups > 1);
+  }
+  if (groups > 1) {
+    k = k.repeat_interleave(groups, 1);
+    v = v.repeat_interleave(groups, 1);
+  }
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(q.size(-1)));
   torch::Tensor probs =
       torch::softmax(scores.to(AtLeastFloat(q.scalar_type())) + mask, -1).to(q.scalar_type());
   return torch::matmul(probs, v);
@@ -166,20 +196,19 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     cache->k = k;
     cache->v = v;
   }
-  if (kv_heads_ != heads_) {
-    k = k.repeat_interleave(heads_ / kv_heads_, 1);
-    v = v.repeat_interleave(heads_ / kv_heads_, 1);
-  }
   torch::Tensor attended;  // (B, heads, T, d)
   if (!layout.packed()) {
-    attended = Attend(q, k, v, layout.mask, head_dim_);
+    attended = Attend(q, k, v, layout.mask, layout.kernel);
   } else {
+    // One call per sequence: the public SDPA has no variable-length form (docs/trainer.md).
     std::vector<torch::Tensor> spans;
     int64_t start = 0;
     for (int64_t len : layout.lengths) {
-      const torch::Tensor causal = layout.causal.narrow(2, 0, len).narrow(3, 0, len);
+      const torch::Tensor causal = layout.causal.defined()
+                                       ? layout.causal.narrow(2, 0, len).narrow(3, 0, len)
+                                       : torch::Tensor();
       spans.push_back(Attend(q.narrow(2, start, len), k.narrow(2, start, len),
-                             v.narrow(2, start, len), causal, head_dim_));
+                             v.narrow(2, start, len), causal, layout.kernel));
       start += len;
     }
     attended = torch::cat(spans, 2);
@@ -241,15 +270,16 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
                                torch::Tensor cos, torch::Tensor sin, torch::Tensor mask,
                                torch::Tensor causal, torch::Tensor anchor, DecoderLayerImpl* layer,
-                               std::vector<int64_t> lengths) {
+                               std::vector<int64_t> lengths, AttentionKernel kernel) {
     ctx->save_for_backward({x, cos, sin, mask, causal});
     ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
     ctx->saved_data["lengths"] = lengths;
+    ctx->saved_data["kernel"] = static_cast<int64_t>(kernel);
     // The recomputation in backward runs in the precision of this forward (backward is outside
     // the autocast scope).
     ctx->saved_data["autocast"] = AutocastActive(x.device());
     torch::NoGradGuard no_grad;
-    return layer->forward(x, cos, sin, Layout(mask, lengths, causal), nullptr);
+    return layer->forward(x, cos, sin, Layout(mask, lengths, causal, kernel), nullptr);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -267,7 +297,8 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
                              x.device());
       torch::AutoGradMode enable(true);
       out = layer->forward(x, saved[1], saved[2],
-                           Layout(saved[3], ctx->saved_data["lengths"].toIntVector(), saved[4]),
+                           Layout(saved[3], ctx->saved_data["lengths"].toIntVector(), saved[4],
+                                  static_cast<AttentionKernel>(ctx->saved_data["kernel"].toInt())),
                            nullptr);
     }
     std::vector<torch::Tensor> inputs = {x};
@@ -282,15 +313,17 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
         params[i].mutable_grad() = grads[i + 1].clone();
       }
     }
-    return {saved[0].requires_grad() ? grads[0] : torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    // One (undefined) gradient for each forward argument after x.
+    torch::autograd::variable_list result(9);
+    if (saved[0].requires_grad()) result[0] = grads[0];
+    return result;
   }
 
   // The layout from its saved parts (an empty tensor stands for an undefined one).
   static AttentionLayout Layout(const torch::Tensor& mask, std::vector<int64_t> lengths,
-                                const torch::Tensor& causal) {
+                                const torch::Tensor& causal, AttentionKernel kernel) {
     return {mask.numel() > 0 ? mask : torch::Tensor(), std::move(lengths),
-            causal.numel() > 0 ? causal : torch::Tensor()};
+            causal.numel() > 0 ? causal : torch::Tensor(), kernel};
   }
 };
 
@@ -320,20 +353,28 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   } else {
     position_ids = torch::arange(past, s, long_options).unsqueeze(0).expand({b, t});
   }
-  // Additive mask (B, 1, T, S): causal, plus padded keys.
-  auto float_options = torch::TensorOptions().dtype(torch::kFloat).device(input_ids.device());
-  torch::Tensor query_pos = torch::arange(past, s, long_options).unsqueeze(1);  // (T, 1)
-  torch::Tensor key_pos = torch::arange(0, s, long_options).unsqueeze(0);       // (1, S)
-  torch::Tensor mask = CausalMask(query_pos, key_pos, config_.sliding_window).view({1, 1, t, s});
-  if (attention_mask.defined()) {
-    torch::Tensor keys = attention_mask.to(torch::kFloat);
-    if (keys.size(1) != s) keys = torch::cat({torch::ones({b, s - keys.size(1)}, float_options), keys}, 1);
-    mask = mask + ((1.0 - keys) * kMaskValue).view({b, 1, 1, s});
+  // Additive mask (B, 1, T, S): causal, plus padded keys; only where it changes the numbers
+  // (AttentionLayout).
+  const bool eager = attention_kernel_ == AttentionKernel::kEager;
+  const bool window_cuts = config_.sliding_window > 0 && s > config_.sliding_window;
+  const bool behind_cache = past > 0 && t > 1;
+  const bool padding_seen = attention_mask.defined() && (past > 0 || !RightPadded(attention_mask));
+  torch::Tensor mask;
+  if (eager || window_cuts || behind_cache || padding_seen) {
+    auto float_options = torch::TensorOptions().dtype(torch::kFloat).device(input_ids.device());
+    torch::Tensor query_pos = torch::arange(past, s, long_options).unsqueeze(1);  // (T, 1)
+    torch::Tensor key_pos = torch::arange(0, s, long_options).unsqueeze(0);       // (1, S)
+    mask = CausalMask(query_pos, key_pos, config_.sliding_window).view({1, 1, t, s});
+    if (attention_mask.defined()) {
+      torch::Tensor keys = attention_mask.to(torch::kFloat);
+      if (keys.size(1) != s) keys = torch::cat({torch::ones({b, s - keys.size(1)}, float_options), keys}, 1);
+      mask = mask + ((1.0 - keys) * kMaskValue).view({b, 1, 1, s});
+    }
   }
   if (cache != nullptr && cache->layers.empty()) {
     cache->layers.resize(static_cast<size_t>(config_.num_hidden_layers));
   }
-  return RunLayers(input_ids, position_ids, AttentionLayout{mask, {}, {}}, cache);
+  return RunLayers(input_ids, position_ids, AttentionLayout{mask, {}, {}, attention_kernel_}, cache);
 }
 
 torch::Tensor LlamaForCausalLMImpl::ForwardPacked(const torch::Tensor& input_ids,
@@ -349,10 +390,15 @@ torch::Tensor LlamaForCausalLMImpl::ForwardPacked(const torch::Tensor& input_ids
   std::vector<torch::Tensor> positions;
   for (int64_t len : lengths) positions.push_back(torch::arange(0, len, long_options));
   const torch::Tensor position_ids = torch::cat(positions).unsqueeze(0);
-  const torch::Tensor span = torch::arange(0, longest, long_options);
-  const torch::Tensor causal = CausalMask(span.unsqueeze(1), span.unsqueeze(0), config_.sliding_window)
-                                   .view({1, 1, longest, longest});
-  return RunLayers(input_ids, position_ids, AttentionLayout{{}, lengths, causal}, nullptr);
+  torch::Tensor causal;  // as in forward(): only where plain causal attention differs
+  if (attention_kernel_ == AttentionKernel::kEager ||
+      (config_.sliding_window > 0 && longest > config_.sliding_window)) {
+    const torch::Tensor span = torch::arange(0, longest, long_options);
+    causal = CausalMask(span.unsqueeze(1), span.unsqueeze(0), config_.sliding_window)
+                 .view({1, 1, longest, longest});
+  }
+  return RunLayers(input_ids, position_ids, AttentionLayout{{}, lengths, causal, attention_kernel_},
+                   nullptr);
 }
 
 torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& input_ids,
@@ -377,7 +423,7 @@ torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& input_ids,
       // An autograd function's tensor arguments must be defined: an empty one stands for none.
       auto or_empty = [&](const torch::Tensor& t) { return t.defined() ? t : torch::empty({0}); };
       h = CheckpointedLayer::apply(h, cos, sin, or_empty(layout.mask), or_empty(layout.causal),
-                                   anchor, layer, layout.lengths);
+                                   anchor, layer, layout.lengths, layout.kernel);
     } else {
       h = layer->forward(h, cos, sin, layout, cache != nullptr ? &cache->layers[i] : nullptr);
     }

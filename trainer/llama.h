@@ -1,9 +1,9 @@
 // A Llama-family decoder (Llama, Mistral, Qwen2) in LibTorch, single-device, with Hugging Face
 // parameter names, LoRA adapters in PEFT's layout, and KV-cached generation.
 //
-// Numerics follow transformers' eager implementation: RMSNorm in fp32 (then cast back and scaled
-// by the weight), RoPE with the rotate-half convention, attention softmax in fp32, SwiGLU MLP,
-// grouped-query attention by repeating key/value heads.
+// Numerics follow transformers: RMSNorm in fp32 (then cast back and scaled by the weight), RoPE
+// with the rotate-half convention, SwiGLU MLP; attention by SDPA (or the eager path: softmax in
+// fp32, grouped-query attention by repeating key/value heads).
 #ifndef PAFT_TRAINER_LLAMA_H_
 #define PAFT_TRAINER_LLAMA_H_
 
@@ -90,14 +90,29 @@ std::pair<torch::Tensor, torch::Tensor> RotaryTables(const torch::Tensor& positi
 torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos,
                           const torch::Tensor& sin);
 
-// How the tokens of one forward pass attend to each other: padded rows with an additive mask, or
-// packed sequences (TRL's padding-free batches): one row holding sequences of `lengths` one
-// after the other, each attending causally within itself and computed span by span, so neither
-// pad tokens nor other sequences cost any attention work.
+// How attention is computed, as transformers' `attn_implementation`: "sdpa" (default) calls
+// at::scaled_dot_product_attention (flash attention on CPU; flash, memory-efficient or cuDNN on
+// CUDA), which never holds the (T x S) scores for backward and reads grouped key/value heads
+// without copying them per query head; "eager" is the explicit softmax(q k^T / sqrt(d) + mask) v,
+// kept as the reference the fused path is tested against.
+enum class AttentionKernel { kSdpa, kEager };
+// "sdpa" or "eager"; anything else is InvalidArgument naming the value.
+absl::StatusOr<AttentionKernel> ParseAttentionKernel(const std::string& name);
+
+// How the tokens of one forward pass attend to each other: padded rows, or packed sequences
+// (TRL's padding-free batches): one row holding sequences of `lengths` one after the other, each
+// attending causally within itself and computed span by span, so neither pad tokens nor other
+// sequences cost any attention work.
+// `mask` is only built where plain causal attention would not give the same numbers: always for
+// the eager kernel; for sdpa, left padding, a sliding window shorter than the keys, or several new
+// queries behind a KV cache. Undefined: causal when queries and keys have the same length, else
+// (one new query behind a cache) every key visible. Right padding needs no mask: a real token
+// sees no later position, so its pads are never visible to it.
 struct AttentionLayout {
-  torch::Tensor mask;            // padded: (B, 1, T, S) additive, fp32
+  torch::Tensor mask;            // padded: (B, 1, T, S) additive, fp32; or undefined (see above)
   std::vector<int64_t> lengths;  // packed: sequence lengths (sum T, B = 1)
-  torch::Tensor causal;          // packed: (1, 1, L, L) additive causal mask, L = max length
+  torch::Tensor causal;          // packed: (1, 1, L, L) additive causal mask, L = max length; or undefined
+  AttentionKernel kernel = AttentionKernel::kSdpa;
   bool packed() const { return !lengths.empty(); }
 };
 
@@ -180,6 +195,8 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   void CastFrozenLinears(torch::ScalarType dtype);
   // Activation checkpointing per decoder layer (training only; no effect with a KV cache).
   void set_activation_checkpointing(bool enabled) { activation_checkpointing_ = enabled; }
+  void set_attention_kernel(AttentionKernel kernel) { attention_kernel_ = kernel; }
+  AttentionKernel attention_kernel() const { return attention_kernel_; }
   bool has_lora() const { return lora_.has_value(); }
   const std::optional<LoraOptions>& lora() const { return lora_; }
 
@@ -207,6 +224,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   torch::Tensor inv_freq_;  // RoPE inverse frequencies at lengths within max_position_embeddings
   std::optional<LoraOptions> lora_;
   bool activation_checkpointing_ = false;
+  AttentionKernel attention_kernel_ = AttentionKernel::kSdpa;
 };
 TORCH_MODULE(LlamaForCausalLM);
 

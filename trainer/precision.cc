@@ -20,8 +20,7 @@ std::string CpuFlags() {
   return "";
 }
 
-// Autocast state of one device type, across the LibTorch 1.x and 2.x APIs.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+// Autocast state of one device type.
 bool AutocastEnabled(bool cuda) {
   return at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU);
 }
@@ -34,28 +33,6 @@ torch::ScalarType AutocastDtype(bool cuda) {
 void SetAutocastDtype(bool cuda, torch::ScalarType dtype) {
   at::autocast::set_autocast_dtype(cuda ? at::kCUDA : at::kCPU, dtype);
 }
-#else
-bool AutocastEnabled(bool cuda) {
-  return cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
-}
-void SetAutocastEnabled(bool cuda, bool on) {
-  if (cuda) {
-    at::autocast::set_enabled(on);
-  } else {
-    at::autocast::set_cpu_enabled(on);
-  }
-}
-torch::ScalarType AutocastDtype(bool cuda) {
-  return cuda ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
-}
-void SetAutocastDtype(bool cuda, torch::ScalarType dtype) {
-  if (cuda) {
-    at::autocast::set_autocast_gpu_dtype(dtype);
-  } else {
-    at::autocast::set_autocast_cpu_dtype(dtype);
-  }
-}
-#endif
 
 }  // namespace
 

@@ -179,6 +179,8 @@ class BranchTrainer {
       if (precision_ == Precision::kBf16) model_->CastFrozenLinears(torch::kBFloat16);
     }
     model_->set_activation_checkpointing(spec_.activation_checkpointing());
+    PAFT_ASSIGN_OR_RETURN(AttentionKernel kernel, ParseAttentionKernel(spec_.attn_implementation()));
+    model_->set_attention_kernel(kernel);
     return absl::OkStatus();
   }
 

@@ -111,9 +111,10 @@ std::unique_ptr<grpc::ClientContext> Agent::NewContext() const {
 void Agent::Start() {
   auto count = [this] { thread_exceptions_->Increment(); };
   auto again = [this] { return !stopping_; };
-  session_thread_ = std::thread([=] { RunGuarded("session", [this] { SessionLoop(); }, count, again); });
+  session_thread_ =
+      std::thread([=, this] { RunGuarded("session", [this] { SessionLoop(); }, count, again); });
   heartbeat_thread_ =
-      std::thread([=] { RunGuarded("heartbeat", [this] { HeartbeatLoop(); }, count, again); });
+      std::thread([=, this] { RunGuarded("heartbeat", [this] { HeartbeatLoop(); }, count, again); });
 }
 
 std::vector<std::string> Agent::RunningTaskIds() {
@@ -128,7 +129,15 @@ bool Agent::Register() {
   request.set_name(options_.name);
   request.set_pool(options_.pool);
   request.set_devices(options_.devices);
-  for (int d = 0; d < options_.devices; ++d) request.add_device_names(absl::StrCat("cpu:", d));
+  const bool described = static_cast<int>(options_.device_info.size()) == options_.devices;
+  for (int d = 0; d < options_.devices; ++d) {
+    if (described) {
+      request.add_device_names(options_.device_info[d].name());
+      *request.add_device_info() = options_.device_info[d];
+    } else {
+      request.add_device_names(absl::StrCat("cpu:", d));
+    }
+  }
   request.set_address(options_.address);
   {
     std::lock_guard<std::mutex> lock(mu_);

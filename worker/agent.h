@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "worker/exit_classifier.h"
@@ -32,6 +33,8 @@ struct AgentOptions {
   std::string name;     // stable agent name (host or pod name)
   std::string pool;     // pool label
   int devices = 1;      // device slots offered
+  // What each slot is (worker/device_slots.h), `devices` entries; else the slots are "cpu:N".
+  std::vector<paft::v1::DeviceInfo> device_info;
   std::string address;  // where this host's trainers are reachable (rank-0 rendezvous)
   std::string trainer;  // trainer executable
   std::vector<std::string> trainer_args;  // extra arguments before --task_file

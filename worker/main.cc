@@ -5,6 +5,8 @@
 //   paft-worker train SPEC.yaml --branch=sft                        one branch, standalone
 //   paft-worker eval --base=MODEL [--adapter=DIR] [--reference=MODEL] --dataset=DATA
 //                                                                  evaluation report (JSON)
+//   paft-worker devices                                             the GPUs it sees, LibTorch,
+//                                                                  CUDA and NCCL versions (JSON)
 #include <unistd.h>
 
 #include <climits>
@@ -15,18 +17,23 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "common/auth.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/process_util.h"
+#include "nlohmann/json.hpp"
+#include "trainer/devices.h"
 #include "worker/agent.h"
+#include "worker/device_slots.h"
 #include "worker/train_command.h"
 
 ABSL_FLAG(std::string, coordinator, "localhost:50051", "Coordinator address");
 ABSL_FLAG(std::string, name, "", "Stable agent name (default: host name)");
 ABSL_FLAG(std::string, pool, "", "Pool label of this agent's devices (required)");
-ABSL_FLAG(int, devices, 1, "Device slots offered (one trainer rank each)");
+ABSL_FLAG(int, devices, 0,
+          "Device slots offered, one trainer rank each (0: one per visible GPU, or 1 without GPUs)");
 ABSL_FLAG(std::string, address, "", "Address of this host for rank-0 rendezvous (default: host name)");
 ABSL_FLAG(std::string, trainer, "",
           "Trainer executable (default: this binary's `train` mode)");
@@ -73,7 +80,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "paft-worker --pool=sft --devices=2 --coordinator=HOST:PORT\n"
       "paft-worker train --task_file=TASK.json | paft-worker train SPEC.yaml --branch=sft\n"
-      "paft-worker eval --base=MODEL [--adapter=DIR] [--reference=MODEL] --dataset=DATA");
+      "paft-worker eval --base=MODEL [--adapter=DIR] [--reference=MODEL] --dataset=DATA\n"
+      "paft-worker devices");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string command = args.size() >= 2 ? args[1] : "";
   const std::string prepare = absl::GetFlag(FLAGS_prepare).empty()
@@ -106,6 +114,22 @@ int main(int argc, char** argv) {
     }
     return paft::worker::RunEvalCommand(options);
   }
+  if (command == "devices") {
+    const paft::trainer::BuildInfo build = paft::trainer::TrainerBuildInfo();
+    nlohmann::json report = {{"torch", build.torch_version},
+                             {"cuda", build.cuda_version},
+                             {"nccl", build.nccl_version},
+                             {"cuda_available", build.cuda_available},
+                             {"devices", nlohmann::json::array()}};
+    for (const auto& d : paft::trainer::CudaDevices()) {
+      report["devices"].push_back({{"name", absl::StrCat("cuda:", d.index)},
+                                   {"model", d.model},
+                                   {"memory_bytes", d.memory_bytes},
+                                   {"compute_capability", absl::StrCat(d.major, ".", d.minor)}});
+    }
+    std::cout << report.dump(2) << "\n";
+    return 0;
+  }
   if (!command.empty()) {
     std::cerr << "unknown command '" << command << "'\n" << absl::ProgramUsageMessage() << "\n";
     return 2;
@@ -117,7 +141,6 @@ int main(int argc, char** argv) {
   options.coordinator = absl::GetFlag(FLAGS_coordinator);
   options.name = absl::GetFlag(FLAGS_name).empty() ? host : absl::GetFlag(FLAGS_name);
   options.pool = absl::GetFlag(FLAGS_pool);
-  options.devices = absl::GetFlag(FLAGS_devices);
   options.address = absl::GetFlag(FLAGS_address).empty() ? host : absl::GetFlag(FLAGS_address);
   options.trainer = absl::GetFlag(FLAGS_trainer);
   options.progress_interval = absl::GetFlag(FLAGS_progress_interval);
@@ -130,10 +153,14 @@ int main(int argc, char** argv) {
     PAFT_LOG(ERROR) << "--pool is required";
     return 2;
   }
-  if (options.devices < 1) {
-    PAFT_LOG(ERROR) << "--devices must be >= 1";
+  auto slots = paft::worker::ResolveDeviceSlots(absl::GetFlag(FLAGS_devices),
+                                                paft::trainer::CudaDevices());
+  if (!slots.ok()) {
+    PAFT_LOG(ERROR) << slots.status().message();
     return 2;
   }
+  options.devices = static_cast<int>(slots->size());
+  options.device_info = std::move(*slots);
   if (::access(options.trainer.c_str(), X_OK) != 0) {
     PAFT_LOG(ERROR) << "trainer '" << options.trainer << "' is not executable";
     return 2;

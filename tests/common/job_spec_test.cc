@@ -259,6 +259,8 @@ INSTANTIATE_TEST_SUITE_P(
                     }},
         InvalidCase{"alignment.precision",
                     [](JobSpec& s) { s.mutable_alignment()->set_precision("fp16"); }},
+        InvalidCase{"sft.attn_implementation",
+                    [](JobSpec& s) { s.mutable_sft()->set_attn_implementation("flash_attention_2"); }},
         InvalidCase{"sft.max_steps", [](JobSpec& s) { s.mutable_sft()->set_max_steps(-1); }},
         InvalidCase{"sft.epochs", [](JobSpec& s) { s.mutable_sft()->set_epochs(-2); }},
         InvalidCase{"sft.checkpoint.every_steps",

@@ -22,6 +22,13 @@ absl::StatusOr<paft::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
     return absl::InvalidArgumentError(absl::StrCat("device_info: has ", request.device_info_size(),
                                                    " entries for ", request.devices(), " devices"));
   }
+  for (int i = 0; i < request.device_info_size(); ++i) {
+    const auto& device = request.device_info(i);
+    if (device.name().size() > 64 || device.model().size() > 256 || device.memory_bytes() < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "device_info[", i, "]: name over 64 or model over 256 characters, or negative memory"));
+    }
+  }
   if (request.address().empty()) return absl::InvalidArgumentError("address: is required");
   MutexLock lock(&mu_);
   // Tasks of the agent's previous registration that it does not report any more are lost.

@@ -161,9 +161,10 @@ static torch::Tensor Attend(const torch::Tensor& q, torch::Tensor k, torch::Tens
                             const torch::Tensor& mask, AttentionKernel kernel) {
   const int64_t groups = q.size(1) / k.size(1);
   if (kernel == AttentionKernel::kSdpa) {
-    // The additive mask in the queries' dtype, as SDPA requires (kMaskValue is finite in bf16).
+    // SDPA needs the additive mask in the queries' dtype: RunLayers converts it once for all
+    // layers (kMaskValue is finite in bf16).
     std::optional<torch::Tensor> attn_mask;
-    if (mask.defined()) attn_mask = mask.to(q.scalar_type());
+    if (mask.defined()) attn_mask = mask.scalar_type() == q.scalar_type() ? mask : mask.to(q.scalar_type());
     return at::scaled_dot_product_attention(q, k, v, attn_mask, /*dropout_p=*/0.0,
                                             /*is_causal=*/!mask.defined() && q.size(2) == k.size(2),
                                             /*scale=*/std::nullopt, /*enable_gqa=*/groups > 1);
@@ -358,9 +359,12 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   const bool eager = attention_kernel_ == AttentionKernel::kEager;
   const bool window_cuts = config_.sliding_window > 0 && s > config_.sliding_window;
   const bool behind_cache = past > 0 && t > 1;
-  const bool padding_seen = attention_mask.defined() && (past > 0 || !RightPadded(attention_mask));
+  // Evaluated last: RightPadded reads the mask back from the device.
+  const auto padding_seen = [&] {
+    return attention_mask.defined() && (past > 0 || !RightPadded(attention_mask));
+  };
   torch::Tensor mask;
-  if (eager || window_cuts || behind_cache || padding_seen) {
+  if (eager || window_cuts || behind_cache || padding_seen()) {
     auto float_options = torch::TensorOptions().dtype(torch::kFloat).device(input_ids.device());
     torch::Tensor query_pos = torch::arange(past, s, long_options).unsqueeze(1);  // (T, 1)
     torch::Tensor key_pos = torch::arange(0, s, long_options).unsqueeze(0);       // (1, S)
@@ -403,7 +407,15 @@ torch::Tensor LlamaForCausalLMImpl::ForwardPacked(const torch::Tensor& input_ids
 
 torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& input_ids,
                                               const torch::Tensor& position_ids,
-                                              const AttentionLayout& layout, KVCache* cache) {
+                                              AttentionLayout layout, KVCache* cache) {
+  if (layout.kernel == AttentionKernel::kSdpa && !model->layers->is_empty()) {
+    // The masks in the dtype the queries will have, converted once rather than in every layer
+    // (where each copy would also be kept for backward).
+    const auto* first = model->layers[0]->as<DecoderLayerImpl>();
+    const torch::ScalarType dtype = MatmulResultDtype(first->self_attn->q_proj->weight);
+    if (layout.mask.defined()) layout.mask = layout.mask.to(dtype);
+    if (layout.causal.defined()) layout.causal = layout.causal.to(dtype);
+  }
   torch::Tensor inv_freq = inv_freq_;
   if (config_.rope_scaling.depends_on_length()) {
     inv_freq = RotaryInverseFrequencies(config_, position_ids.max().item<int64_t>() + 1);

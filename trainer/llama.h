@@ -218,7 +218,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   std::vector<std::pair<std::string, Linear>> Linears() const;
   // Embeddings, decoder layers, final norm and head.
   torch::Tensor RunLayers(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
-                          const AttentionLayout& layout, KVCache* cache);
+                          AttentionLayout layout, KVCache* cache);
 
   ModelConfig config_;
   torch::Tensor inv_freq_;  // RoPE inverse frequencies at lengths within max_position_embeddings

@@ -54,6 +54,11 @@ torch::Tensor AutocastInput(const torch::Tensor& x) {
   return x.to(AutocastDtype(cuda));
 }
 
+torch::ScalarType MatmulResultDtype(const torch::Tensor& weight) {
+  const bool cuda = weight.device().is_cuda();
+  return AutocastEnabled(cuda) ? AutocastDtype(cuda) : weight.scalar_type();
+}
+
 absl::StatusOr<Precision> ResolvePrecision(const std::string& name, const torch::Device& device) {
   if (name.empty() || name == "auto") {
     return NativeBf16(device) ? Precision::kBf16 : Precision::kFp32;

@@ -27,6 +27,10 @@ bool AutocastActive(const torch::Device& device);
 // branch), gives the same numbers as letting autocast cast it at every matmul.
 torch::Tensor AutocastInput(const torch::Tensor& x);
 
+// The dtype of a matmul's result with `weight` here: autocast's lower precision when autocast is
+// on for the weight's device, else the weight's own.
+torch::ScalarType MatmulResultDtype(const torch::Tensor& weight);
+
 // A spec's `precision` ("auto" or "", "fp32", "bf16") on `device`. "auto" is bf16 where the
 // device computes it natively, else fp32. Unknown names are InvalidArgument naming the value.
 absl::StatusOr<Precision> ResolvePrecision(const std::string& name, const torch::Device& device);

@@ -151,6 +151,8 @@ class BranchTrainer {
   // weights (the master copy); with LoRA the frozen base stays in its checkpoint's dtype and,
   // in bf16 precision, its matmul weights are held in bf16 (what autocast would cast them to).
   absl::Status LoadModel() {
+    PAFT_ASSIGN_OR_RETURN(const AttentionKernel kernel,
+                          ParseAttentionKernel(spec_.attn_implementation()));
     const bool lora = !spec_.has_full();
     const torch::ScalarType dtype =
         lora && precision_ == Precision::kBf16 ? torch::kBFloat16 : torch::kFloat;
@@ -162,6 +164,7 @@ class BranchTrainer {
         PAFT_ASSIGN_OR_RETURN(auto reference, LoadPretrained(options_.task.base_model(), torch::kFloat));
         reference->to(device_);
         reference->eval();
+        reference->set_attention_kernel(kernel);  // attention computed as the policy's
         for (auto& p : reference->parameters()) p.set_requires_grad(false);
         objective_->set_reference_model(reference);
       }
@@ -179,7 +182,6 @@ class BranchTrainer {
       if (precision_ == Precision::kBf16) model_->CastFrozenLinears(torch::kBFloat16);
     }
     model_->set_activation_checkpointing(spec_.activation_checkpointing());
-    PAFT_ASSIGN_OR_RETURN(AttentionKernel kernel, ParseAttentionKernel(spec_.attn_implementation()));
     model_->set_attention_kernel(kernel);
     return absl::OkStatus();
   }

@@ -16,7 +16,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-#include <vector>
 
 #include "absl/time/time.h"
 #include "worker/exit_classifier.h"

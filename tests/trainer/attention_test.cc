@@ -124,58 +124,73 @@ TEST(AttentionTest, SdpaEqualsEagerBehindAKvCache) {
   }
 }
 
+// Gradients through SDPA equal eager's: without a mask (right padding, packed), with one (left
+// padding, a sliding window shorter than the sequence), with and without checkpointing.
 TEST(AttentionTest, SdpaGradientsEqualEagerWithAndWithoutCheckpointing) {
   torch::manual_seed(5);
   torch::Tensor ids = torch::randint(0, 50, {2, 24});
-  torch::Tensor mask = torch::ones({2, 24}, torch::kLong);
-  mask[1].narrow(0, 17, 7).zero_();
-  auto gradients = [&](AttentionKernel kernel, bool checkpointing, bool packed) {
-    auto model = Model(Config());
+  torch::Tensor right = torch::ones({2, 24}, torch::kLong);
+  right[1].narrow(0, 17, 7).zero_();
+  enum Layout { kRight, kLeft, kWindow, kPacked };
+  auto gradients = [&](AttentionKernel kernel, bool checkpointing, Layout layout) {
+    auto model = Model(Config(layout == kWindow ? 7 : 0));
     model->set_attention_kernel(kernel);
     model->set_activation_checkpointing(checkpointing);
     model->train();
-    // Packed: the same rows' 24 + 17 real tokens in one row.
-    const torch::Tensor row = ids.view({1, 48}).narrow(1, 0, 41);
-    torch::Tensor loss =
-        packed ? TokenLogProbs(model->ForwardPacked(row, {24, 17}), row).sum()
-               : (TokenLogProbs(model->forward(ids, mask), ids) * mask.narrow(1, 1, 23)).sum();
+    torch::Tensor loss;
+    if (layout == kPacked) {
+      // The same rows' 24 + 17 real tokens in one row.
+      const torch::Tensor row = ids.view({1, 48}).narrow(1, 0, 41);
+      loss = TokenLogProbs(model->ForwardPacked(row, {24, 17}), row).sum();
+    } else {
+      const torch::Tensor mask = layout == kLeft ? right.flip({1}) : right;
+      const torch::Tensor targets = (mask.narrow(1, 0, 23) * mask.narrow(1, 1, 23)).to(torch::kFloat);
+      loss = (TokenLogProbs(model->forward(ids, mask), ids) * targets).sum();
+    }
     loss.backward();
     std::vector<torch::Tensor> grads;
     for (auto& p : model->parameters()) grads.push_back(p.grad().clone());
     return grads;
   };
-  for (bool packed : {false, true}) {
-    auto eager = gradients(AttentionKernel::kEager, false, packed);
+  for (Layout layout : {kRight, kLeft, kWindow, kPacked}) {
+    auto eager = gradients(AttentionKernel::kEager, false, layout);
     for (bool checkpointing : {false, true}) {
-      auto fused = gradients(AttentionKernel::kSdpa, checkpointing, packed);
+      auto fused = gradients(AttentionKernel::kSdpa, checkpointing, layout);
       ASSERT_EQ(fused.size(), eager.size());
       for (size_t i = 0; i < fused.size(); ++i) {
         const double scale = std::max(1.0, eager[i].abs().max().item<double>());
         EXPECT_LT(MaxDiff(fused[i], eager[i]) / scale, 1e-5)
-            << "parameter " << i << " packed " << packed << " checkpointing " << checkpointing;
+            << "parameter " << i << " layout " << layout << " checkpointing " << checkpointing;
       }
     }
   }
 }
 
 TEST(AttentionTest, Bf16SdpaIsWithinBf16RoundingOfEager) {
+  // Unmasked, and with a mask (left padding) that SDPA then takes in bf16.
   auto model = Model(Config());
   torch::NoGradGuard no_grad;
   torch::Tensor ids = torch::randint(0, 50, {2, 48});
-  torch::Tensor fp32 = LogProbs(model, AttentionKernel::kEager, ids);
-  torch::Tensor fused, eager;
-  {
-    AutocastScope autocast(Precision::kBf16, torch::Device(torch::kCPU));
-    fused = LogProbs(model, AttentionKernel::kSdpa, ids);
-    eager = LogProbs(model, AttentionKernel::kEager, ids);
+  torch::Tensor left = torch::ones({2, 48}, torch::kLong);
+  left[1].narrow(0, 0, 11).zero_();
+  for (const torch::Tensor& mask : {torch::Tensor(), left}) {
+    torch::Tensor real = mask.defined() ? (mask.narrow(1, 0, 47) * mask.narrow(1, 1, 47)).to(torch::kBool)
+                                        : torch::ones({2, 47}, torch::kBool);
+    torch::Tensor fp32 = LogProbs(model, AttentionKernel::kEager, ids, mask).masked_select(real);
+    torch::Tensor fused, eager;
+    {
+      AutocastScope autocast(Precision::kBf16, torch::Device(torch::kCPU));
+      fused = LogProbs(model, AttentionKernel::kSdpa, ids, mask).masked_select(real);
+      eager = LogProbs(model, AttentionKernel::kEager, ids, mask).masked_select(real);
+    }
+    // Both bf16 paths are as far from each other as each is from fp32: bf16's rounding (8 bits
+    // of mantissa, ~0.4% per value), nothing more.
+    const double eager_error = MaxDiff(eager, fp32), fused_error = MaxDiff(fused, fp32);
+    EXPECT_GT(eager_error, 0.0);
+    EXPECT_LT(fused_error, 2 * eager_error + 1e-3) << (mask.defined() ? "masked" : "causal");
+    EXPECT_LT(MaxDiff(fused, eager), 2 * eager_error + 1e-3);
+    EXPECT_LT(fused_error, 0.1);
   }
-  // Both bf16 paths are as far from each other as each is from fp32: bf16's rounding (8 bits of
-  // mantissa, ~0.4% per value), nothing more.
-  const double eager_error = MaxDiff(eager, fp32), fused_error = MaxDiff(fused, fp32);
-  EXPECT_GT(eager_error, 0.0);
-  EXPECT_LT(fused_error, 2 * eager_error + 1e-3);
-  EXPECT_LT(MaxDiff(fused, eager), 2 * eager_error + 1e-3);
-  EXPECT_LT(fused_error, 0.1);
 }
 
 }  // namespace

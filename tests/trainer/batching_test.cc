@@ -242,7 +242,7 @@ TEST(PackedBatchTest, SameLossAndGradientsAsThePaddedBatch) {
 // sequence's last token as context: its first token is no target.
 TEST(PackedBatchTest, ASequenceStartIsNeverATarget) {
   testing::TempDir dir;
-  std::vector<TokenExample> examples = {{{}, {5, 6, 7}, {}}, {{}, {8, 9}, {}}};
+  std::vector<TokenExample> examples = {{{}, {5, 6, 7}, {}, {}}, {{}, {8, 9}, {}, {}}};
   ASSERT_TRUE(WriteTokenDataset(dir.Join("d.paftds"), DatasetKind::kSft, examples).ok());
   auto data = TokenDataset::Open(dir.Join("d.paftds"));
   ASSERT_TRUE(data.ok());

@@ -44,7 +44,7 @@ void WriteSft(const std::string& path, int from, int to) {
     for (int b = 0; b < 10; ++b) {
       // Two of every ten combinations per b are held out; every b and every a is trained on.
       if ((a + 2 * b) % 5 == 0 ? (from == 0) : (from == 1)) {
-        ex.push_back({{uint32_t(2 + a), uint32_t(2 + b)}, {uint32_t(12 + b), 1}, {}});
+        ex.push_back({{uint32_t(2 + a), uint32_t(2 + b)}, {uint32_t(12 + b), 1}, {}, {}});
       }
     }
   (void)to;
@@ -55,7 +55,7 @@ void WriteSft(const std::string& path, int from, int to) {
 void WritePreference(const std::string& path, int first, int last) {
   std::vector<TokenExample> ex;
   for (int p = first; p < last; ++p) {
-    ex.push_back({{uint32_t(2 + p % 12)}, {uint32_t(14 + p % 5), 1}, {uint32_t(19 + p % 5), 1}});
+    ex.push_back({{uint32_t(2 + p % 12)}, {uint32_t(14 + p % 5), 1}, {uint32_t(19 + p % 5), 1}, {}});
   }
   ASSERT_TRUE(WriteTokenDataset(path, DatasetKind::kPreference, ex).ok());
 }
@@ -280,7 +280,7 @@ TEST(TrainTest, PaddingFreeTrainsTheSameWeightsAsPaddedBatches) {
     std::vector<uint32_t> prompt, completion;
     for (uint32_t k = 0; k < 1 + i % 4; ++k) prompt.push_back(2 + (i + k) % 10);
     for (uint32_t k = 0; k < 1 + (i * 3) % 5; ++k) completion.push_back(12 + (i + k) % 10);
-    examples.push_back({prompt, completion, {}});
+    examples.push_back({prompt, completion, {}, {}});
   }
   ASSERT_TRUE(WriteTokenDataset(dir.Join("ragged.paftds"), DatasetKind::kSft, examples).ok());
   std::vector<double> losses[2];
@@ -308,7 +308,7 @@ TEST(TrainTest, PaddingFreeTrainsTheSameWeightsAsPaddedBatches) {
 TEST(TrainTest, TokenIdsOutsideTheVocabularyAreRefused) {
   testing::TempDir dir;
   const std::string base = MakeBase(dir);  // vocabulary 24
-  std::vector<TokenExample> examples = {{{2, 3}, {12, 1}, {}}, {{2, 3}, {24, 1}, {}}};
+  std::vector<TokenExample> examples = {{{2, 3}, {12, 1}, {}, {}}, {{2, 3}, {24, 1}, {}, {}}};
   ASSERT_TRUE(WriteTokenDataset(dir.Join("bad.paftds"), DatasetKind::kSft, examples).ok());
   TrainOptions options;
   options.task = MakeTask(base, dir.Join("ckpt"), true);

@@ -9,6 +9,7 @@
 #   ./setup.sh bench   run the training bench beside its PyTorch-Python peer (the same torch)
 #   ./setup.sh tsan    build the coordinator's unit tests under ThreadSanitizer and run them
 #   ./setup.sh images  also install podman, build the coordinator, merger and worker images
+#   ./setup.sh gpu-check  build, run the GPU check (bench/gpu_check.sh; exits 77 without a GPU)
 #
 # Environment: BUILD_DIR (default build), JOBS (default: number of cores), CMAKE_ARGS,
 # FUZZ_SECONDS (default 60), PAFT_IMAGE_TAG (default dev), PAFT_VENV_ROOT (where the venvs are
@@ -54,27 +55,36 @@ install_deps() {
 # The Python venv with the pinned PyPI packages (requirements/torch.txt: the torch wheel whose
 # LibTorch the build links). One venv per content of the requirements files and Python version,
 # kept under PAFT_VENV_ROOT, so a second checkout or CI run reuses it without downloading again;
-# ./.venv links to it (CMake finds torch through it). Built in a side folder and renamed when
-# complete: an interrupted install is never taken for a finished one.
+# ./.venv links to it (CMake finds torch through it). One installer at a time per venv (a lock
+# beside it); a venv counts once its marker is written, so an interrupted install is made again.
 ensure_venv() {
   local root=${PAFT_VENV_ROOT:-$HOME/.cache/paft}
   local key
   key=$( (python3 --version; cat requirements/torch.txt "$@") | sha256sum | cut -c1-16)
   local venv="$root/venv-$key"
-  if [ ! -x "$venv/bin/python" ]; then
+  mkdir -p "$root"
+  exec 9>"$venv.lock"
+  flock 9
+  if [ ! -f "$venv/.paft-complete" ]; then
     echo "setup: creating the Python venv $venv (PyPI: requirements/torch.txt $*)"
-    mkdir -p "$root"
-    rm -rf "$venv.partial"
-    python3 -m venv "$venv.partial"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
     local req
     for req in requirements/torch.txt "$@"; do
-      "$venv.partial/bin/python" -m pip install --quiet --no-deps -r "$req"
+      "$venv/bin/python" -m pip install --quiet --no-deps -r "$req"
     done
-    "$venv.partial/bin/python" -m pip check
-    mv "$venv.partial" "$venv"
+    "$venv/bin/python" -m pip check
+    touch "$venv/.paft-complete"
+  fi
+  exec 9>&-
+  if [ -e .venv ] && [ ! -L .venv ]; then
+    echo "setup: ./.venv exists and is not the link setup.sh makes; move it away" >&2
+    exit 1
   fi
   ln -sfn "$venv" .venv
-  echo "setup: Python venv .venv -> $venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+  local version
+  version=$(.venv/bin/python -c 'import torch; print(torch.__version__)')
+  echo "setup: Python venv .venv -> $venv (torch $version)"
 }
 
 build() {
@@ -99,9 +109,10 @@ case "$cmd" in
   bench) install_deps; build; exec bench/train_bench.sh "$BUILD_DIR" ;;
   tsan) install_deps; ensure_venv; exec tests/tsan/run.sh ;;
   images) exec deploy/images.sh ;;
+  gpu-check) install_deps; build; exec bench/gpu_check.sh "$BUILD_DIR" ;;
 
   *)
-    sed -n '2,16p' "$0"
+    sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"
     exit 2
     ;;
 esac

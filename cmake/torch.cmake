@@ -6,7 +6,9 @@
 #   -DTorch_DIR=...                 a LibTorch found some other way (PAFT_PYTHON is then not read)
 set(PAFT_PYTHON "${CMAKE_SOURCE_DIR}/.venv/bin/python" CACHE FILEPATH
     "Python whose torch package provides LibTorch (default: the venv ./setup.sh makes)")
-if(NOT Torch_DIR)
+# Asked again at every configure (unless Torch_DIR was given by hand), so that a changed
+# PAFT_PYTHON or venv is followed: find_package caches Torch_DIR, which is then dropped.
+if(NOT Torch_DIR OR PAFT_TORCH_PREFIX)
   if(NOT EXISTS "${PAFT_PYTHON}")
     message(FATAL_ERROR "No LibTorch: ${PAFT_PYTHON} does not exist. Run ./setup.sh deps (it makes "
                         "the venv with the pinned torch wheel), or set PAFT_PYTHON or Torch_DIR.")
@@ -18,13 +20,18 @@ if(NOT Torch_DIR)
   if(NOT _paft_torch_result EQUAL 0)
     message(FATAL_ERROR "${PAFT_PYTHON} cannot import torch: ${_paft_torch_error}")
   endif()
+  if(PAFT_TORCH_PREFIX AND NOT PAFT_TORCH_PREFIX STREQUAL _paft_torch_prefix)
+    unset(Torch_DIR CACHE)
+    unset(Caffe2_DIR CACHE)
+  endif()
+  set(PAFT_TORCH_PREFIX "${_paft_torch_prefix}" CACHE INTERNAL "torch.utils.cmake_prefix_path")
   list(APPEND CMAKE_PREFIX_PATH "${_paft_torch_prefix}")
 endif()
 
 # A CUDA wheel's CMake config needs a CUDA toolkit with nvcc, and without TORCH_CUDA_ARCH_LIST it
 # try-runs a program to detect the local GPU, which fails where there is none. paft compiles no
-# CUDA code of its own, so the list only has to be valid: the data-centre and workstation
-# architectures the wheel itself is built for.
+# CUDA code of its own, so the list only has to be valid (the wheel's kernels cover sm_75 to
+# sm_120 whatever it says).
 if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
   set(ENV{TORCH_CUDA_ARCH_LIST} "8.0;8.6;9.0")
 endif()

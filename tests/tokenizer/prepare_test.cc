@@ -3,6 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <map>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/token_dataset.h"
@@ -292,6 +296,40 @@ TEST(PrepareBinaryTest, TokenizesWithSentencepiece) {
                                 &out),
             2);
   EXPECT_THAT(out, HasSubstr("line 1: missing 'completion'"));
+  // --max_seq_len, the old name of --max_length, still works (the same file as --max_length);
+  // beside a different --max_length it is refused, naming both.
+  // The cap: one token less than the example (its completion has more than one token).
+  const size_t cap = (*ds)->prompt(0).size() + (*ds)->completion(0).size() - 1;
+  std::map<std::string, std::vector<std::vector<uint32_t>>> cut;  // prompt, completion, ...
+  for (const std::string& flag :
+       {absl::StrCat("--max_length=", cap), absl::StrCat("--max_seq_len=", cap)}) {
+    out.clear();
+    ASSERT_EQ(testing::RunCommand({PAFT_PREPARE, "--tokenizer=" + dir.Join("tok.model"),
+                                   "--input=" + dir.Join("sft.jsonl"),
+                                   "--output=" + dir.Join("cut.paftds"), flag},
+                                  &out),
+              0)
+        << flag << ": " << out;
+    auto ds6 = TokenDataset::Open(dir.Join("cut.paftds"));
+    ASSERT_TRUE(ds6.ok()) << ds6.status();
+    for (int64_t i = 0; i < (*ds6)->size(); ++i) {
+      EXPECT_EQ((*ds6)->prompt(i).size() + (*ds6)->completion(i).size(), cap) << flag;
+      const auto prompt = (*ds6)->prompt(i), completion = (*ds6)->completion(i);
+      cut[flag].emplace_back(prompt.begin(), prompt.end());
+      cut[flag].emplace_back(completion.begin(), completion.end());
+    }
+  }
+  ASSERT_EQ(cut.size(), 2u);
+  EXPECT_EQ(cut.begin()->second, cut.rbegin()->second);
+  EXPECT_FALSE(cut.begin()->second.empty());
+  out.clear();
+  EXPECT_EQ(testing::RunCommand({PAFT_PREPARE, "--tokenizer=" + dir.Join("tok.model"),
+                                 "--input=" + dir.Join("sft.jsonl"),
+                                 "--output=" + dir.Join("cut.paftds"), "--max_seq_len=4",
+                                 "--max_length=8"},
+                                &out),
+            2);
+  EXPECT_THAT(out, HasSubstr("--max_seq_len is the old name of --max_length"));
 }
 
 }  // namespace

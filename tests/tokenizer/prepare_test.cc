@@ -146,7 +146,7 @@ TEST(PrepareTest, BadRecordsNameTheLineAndKey) {
 
 TEST(TokenDatasetTest, RoundTripAndCorruption) {
   testing::TempDir dir;
-  std::vector<TokenExample> examples = {{{1, 2}, {3}, {4, 5, 6}}, {{}, {7, 8}, {9}}};
+  std::vector<TokenExample> examples = {{{1, 2}, {3}, {4, 5, 6}, {}}, {{}, {7, 8}, {9}, {}}};
   const std::string path = dir.Join("d.paftds");
   ASSERT_TRUE(WriteTokenDataset(path, DatasetKind::kPreference, examples, {{"source", "x"}}).ok());
   auto ds = TokenDataset::Open(path);

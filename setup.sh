@@ -58,7 +58,7 @@ install_deps() {
 # ./.venv links to it (CMake finds torch through it). One installer at a time per venv (a lock
 # beside it); a venv counts once its marker is written, so an interrupted install is made again.
 ensure_venv() {
-  local root=${PAFT_VENV_ROOT:-$HOME/.cache/paft}
+  local root=${PAFT_VENV_ROOT:-${HOME:-/root}/.cache/paft}
   local key
   key=$( (python3 --version; cat requirements/torch.txt "$@") | sha256sum | cut -c1-16)
   local venv="$root/venv-$key"

@@ -356,15 +356,13 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   }
   // Additive mask (B, 1, T, S): causal, plus padded keys; only where it changes the numbers
   // (AttentionLayout).
-  const bool eager = attention_kernel_ == AttentionKernel::kEager;
-  const bool window_cuts = config_.sliding_window > 0 && s > config_.sliding_window;
   const bool behind_cache = past > 0 && t > 1;
   // Evaluated last: RightPadded reads the mask back from the device.
   const auto padding_seen = [&] {
     return attention_mask.defined() && (past > 0 || !RightPadded(attention_mask));
   };
   torch::Tensor mask;
-  if (eager || window_cuts || behind_cache || padding_seen()) {
+  if (NeedsCausalMask(s) || behind_cache || padding_seen()) {
     auto float_options = torch::TensorOptions().dtype(torch::kFloat).device(input_ids.device());
     torch::Tensor query_pos = torch::arange(past, s, long_options).unsqueeze(1);  // (T, 1)
     torch::Tensor key_pos = torch::arange(0, s, long_options).unsqueeze(0);       // (1, S)
@@ -395,14 +393,18 @@ torch::Tensor LlamaForCausalLMImpl::ForwardPacked(const torch::Tensor& input_ids
   for (int64_t len : lengths) positions.push_back(torch::arange(0, len, long_options));
   const torch::Tensor position_ids = torch::cat(positions).unsqueeze(0);
   torch::Tensor causal;  // as in forward(): only where plain causal attention differs
-  if (attention_kernel_ == AttentionKernel::kEager ||
-      (config_.sliding_window > 0 && longest > config_.sliding_window)) {
+  if (NeedsCausalMask(longest)) {
     const torch::Tensor span = torch::arange(0, longest, long_options);
     causal = CausalMask(span.unsqueeze(1), span.unsqueeze(0), config_.sliding_window)
                  .view({1, 1, longest, longest});
   }
   return RunLayers(input_ids, position_ids, AttentionLayout{{}, lengths, causal, attention_kernel_},
                    nullptr);
+}
+
+bool LlamaForCausalLMImpl::NeedsCausalMask(int64_t keys) const {
+  return attention_kernel_ == AttentionKernel::kEager ||
+         (config_.sliding_window > 0 && keys > config_.sliding_window);
 }
 
 torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& input_ids,

@@ -216,6 +216,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
  private:
   std::vector<std::pair<std::string, Linear>> Linears() const;
+  // Whether causal attention over `keys` keys needs an explicit mask whatever the padding: always
+  // for the eager kernel, and where a sliding window is shorter than the keys.
+  bool NeedsCausalMask(int64_t keys) const;
   // Embeddings, decoder layers, final norm and head.
   torch::Tensor RunLayers(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
                           AttentionLayout layout, KVCache* cache);

@@ -21,6 +21,7 @@
 #include "common/grpc_server.h"
 #include "common/grpc_status.h"
 #include "common/logging.h"
+#include "worker/device_slots.h"
 #include "worker/exit_classifier.h"
 #include "worker/thread_guard.h"
 
@@ -131,14 +132,13 @@ bool Agent::Register() {
   request.set_name(options_.name);
   request.set_pool(options_.pool);
   request.set_devices(options_.devices);
+  // Slots described by the caller go with their descriptions; else they are CPU slots by name.
   const bool described = static_cast<int>(options_.device_info.size()) == options_.devices;
-  for (int d = 0; d < options_.devices; ++d) {
-    if (described) {
-      request.add_device_names(options_.device_info[d].name());
-      *request.add_device_info() = options_.device_info[d];
-    } else {
-      request.add_device_names(absl::StrCat("cpu:", d));
-    }
+  for (const auto& slot : described ? options_.device_info : CpuSlots(options_.devices)) {
+    request.add_device_names(slot.name());
+  }
+  if (described) {
+    request.mutable_device_info()->Add(options_.device_info.begin(), options_.device_info.end());
   }
   request.set_address(options_.address);
   {

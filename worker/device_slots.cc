@@ -1,5 +1,7 @@
 #include "worker/device_slots.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace paft::worker {
@@ -9,13 +11,8 @@ absl::StatusOr<std::vector<paft::v1::DeviceInfo>> ResolveDeviceSlots(
   if (requested < 0) {
     return absl::InvalidArgumentError(absl::StrCat("--devices must be >= 0, got ", requested));
   }
+  if (gpus.empty()) return CpuSlots(std::max(1, requested));
   std::vector<paft::v1::DeviceInfo> slots;
-  if (gpus.empty()) {
-    for (int i = 0; i < std::max(1, requested); ++i) {
-      slots.emplace_back().set_name(absl::StrCat("cpu:", i));
-    }
-    return slots;
-  }
   const int count = static_cast<int>(gpus.size());
   if (requested > count) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -28,6 +25,12 @@ absl::StatusOr<std::vector<paft::v1::DeviceInfo>> ResolveDeviceSlots(
     slot.set_model(gpus[i].model);
     slot.set_memory_bytes(gpus[i].memory_bytes);
   }
+  return slots;
+}
+
+std::vector<paft::v1::DeviceInfo> CpuSlots(int count) {
+  std::vector<paft::v1::DeviceInfo> slots(static_cast<size_t>(std::max(0, count)));
+  for (size_t i = 0; i < slots.size(); ++i) slots[i].set_name(absl::StrCat("cpu:", i));
   return slots;
 }
 

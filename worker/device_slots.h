@@ -16,6 +16,9 @@ namespace paft::worker {
 absl::StatusOr<std::vector<paft::v1::DeviceInfo>> ResolveDeviceSlots(
     int requested, const std::vector<paft::trainer::CudaDevice>& gpus);
 
+// `count` CPU slots, named "cpu:0", "cpu:1", ...
+std::vector<paft::v1::DeviceInfo> CpuSlots(int count);
+
 }  // namespace paft::worker
 
 #endif  // PAFT_WORKER_DEVICE_SLOTS_H_

@@ -110,7 +110,6 @@ case "$cmd" in
   tsan) install_deps; ensure_venv; exec tests/tsan/run.sh ;;
   images) exec deploy/images.sh ;;
   gpu-check) install_deps; build; exec bench/gpu_check.sh "$BUILD_DIR" ;;
-
   *)
     sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"
     exit 2

@@ -78,8 +78,10 @@ if [ "$gpus" -ge 2 ]; then
   fi
 fi
 
-$PY - "$WORK/devices.json" "$RESULTS" <<'EOF'
+$PY - "$WORK/devices.json" "$RESULTS" "$WORK/llama-1b/config.json" <<'EOF'
 import json, sys
+sys.path.insert(0, "bench")
+from flops import flops_per_token
 devices = json.load(open(sys.argv[1]))
 rows = [json.loads(l) for l in open(sys.argv[2]) if l.strip().startswith("{")]
 gpu = devices["devices"][0]
@@ -93,10 +95,6 @@ matmul = next((r for r in rows if r.get("check") == "matmul" and "tflops" in r),
 peak_source = "data sheet"
 if peak is None and matmul:
     peak, peak_source = matmul["tflops"], "measured matmul"
-# Llama-3.2-1B shape: parameters and FLOPs per trained token (PaLM's count: 6N + 12 L h T for full
-# fine-tuning; LoRA computes no gradient of the frozen weights: 4N + 12 L h T).
-V, h, i, L, kv = 128256, 2048, 8192, 16, 8 * 64
-N = V * h + L * (h * h * 2 + 2 * h * kv + 3 * h * i + 2 * h) + h
 T = 2048
 print()
 print(f"| {gpu['model']} ({len(devices['devices'])} GPU), torch {devices['torch']}, CUDA {devices['cuda']}, NCCL {devices['nccl']} | result |")
@@ -115,7 +113,7 @@ for r in rows:
         else:
             print(f"| NCCL all-reduce {r['gpus']} GPUs, {r['mib']} MiB bf16 | {r['ms']:.2f} ms, bus {r['busbw_gbps']:.0f} GB/s |")
     elif c == "train":
-        flops = (6 if r["mode"] == "full" else 4) * N + 12 * L * h * T
+        flops = flops_per_token(sys.argv[3], r["mode"], T)
         mfu = f"MFU {r['tokens_per_s'] * flops / (peak * 1e12):.1%} of {peak:.0f} TFLOP/s ({peak_source})" if peak else "MFU unknown (no peak)"
         print(f"| Llama-3.2-1B shape, {r['mode']}, bf16, seq {T}, {r['attn']} | {r['tokens_per_s']:.0f} tokens/s, {r['step_s']*1e3:.0f} ms/step, {mfu}, peak GPU memory {r.get('peak_gpu_mib', float('nan')):.0f} MiB |")
     elif c == "ddp":

@@ -101,15 +101,8 @@ $PY - "$RESULTS" "$WORK/tiny.size" "$WORK/peak.json" "$WORK" <<'PY'
 import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 peak = json.load(open(sys.argv[3]))
-def flops_per_token(shape, mode):
-    # PaLM's count from the model's config: 6N + 12 L h T (full), 4N + 12 L h T (LoRA: no gradient
-    # of the frozen weights); N counts the head once when tied.
-    c = json.load(open(os.path.join(sys.argv[4], shape, "config.json")))
-    h, i, L, V = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
-    kv = c["num_key_value_heads"] * h // c["num_attention_heads"]
-    n = V * h * (1 if c.get("tie_word_embeddings") else 2) + L * (2 * h * h + 2 * h * kv + 3 * h * i)
-    seq = 128 if shape == "vocab" else 256
-    return (6 if mode == "full" else 4) * n + 12 * L * h * seq
+sys.path.insert(0, "bench")
+from flops import flops_per_token
 def med(impl, shape, mode, precision, tag="", world=1, key="tokens_per_s"):
     v = [r[key] for r in rows if r["impl"] == impl and r["shape"] == shape and r["mode"] == mode
          and r["precision"] == precision and r["tag"] == tag and r["world"] == world]
@@ -124,7 +117,8 @@ for shape in ("vocab", "layers"):
         for p in ("fp32", "bf16"):
             a, b = med("paft", shape, mode, p), med("pytorch", shape, mode, p)
             c = med("pytorch", shape, mode, p, "malloc")
-            g = a * flops_per_token(shape, mode) / 1e9
+            seq = 128 if shape == "vocab" else 256
+            g = a * flops_per_token(os.path.join(sys.argv[4], shape, "config.json"), mode, seq) / 1e9
             print(f"| {shape} | {mode} | {p} | {a:.0f} | {b:.0f} | {c:.0f} | {a / b:.2f} | {a / c:.2f} | "
                   f"{g:.0f} ({g / peak[p]:.0%}) | {med('paft', shape, mode, p, key='peak_rss_mib'):.0f} | "
                   f"{med('pytorch', shape, mode, p, key='peak_rss_mib'):.0f} |")

@@ -15,7 +15,7 @@
 #include "absl/flags/parse.h"
 #include "trainer/distributed.h"
 #include "trainer/llama.h"
-#include "trainer/losses.h"
+#include "trainer/objectives.h"
 
 ABSL_FLAG(int, hidden, 256, "Hidden size");
 ABSL_FLAG(int, layers, 4, "Decoder layers");
@@ -49,15 +49,14 @@ double StepSeconds(paft::trainer::ProcessGroupHandle* group, int rank) {
   if (group != nullptr) sync = std::make_unique<paft::trainer::GradientSynchronizer>(group, params);
   torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(1e-4));
   torch::manual_seed(rank + 1);
-  torch::Tensor ids = torch::randint(0, config.vocab_size,
-                                     {absl::GetFlag(FLAGS_batch), absl::GetFlag(FLAGS_seq)});
-  torch::Tensor mask = torch::ones_like(ids);
+  torch::Tensor ids =
+      torch::randint(0, config.vocab_size, {absl::GetFlag(FLAGS_batch), absl::GetFlag(FLAGS_seq)});
   double total = 0;
   for (int step = 0; step <= absl::GetFlag(FLAGS_steps); ++step) {
     auto start = Clock::now();
     optimizer.zero_grad();
     if (sync) sync->Prepare(true);
-    paft::trainer::SftLoss(model->forward(ids), ids, mask).backward();
+    (-paft::trainer::NextTokenLogProbs(model, ids).mean()).backward();
     if (sync) sync->Finish();
     optimizer.step();
     if (step > 0) total += Since(start);

@@ -20,7 +20,7 @@
 #include "trainer/devices.h"
 #include "trainer/distributed.h"
 #include "trainer/llama.h"
-#include "trainer/losses.h"
+#include "trainer/objectives.h"
 #include "trainer/precision.h"
 
 namespace {
@@ -67,7 +67,7 @@ int LogProbs() {
     model->to(device);
     model->set_attention_kernel(kernel);
     paft::trainer::AutocastScope autocast(precision, device);
-    return paft::trainer::TokenLogProbs(model->forward(ids.to(device)), ids.to(device)).cpu();
+    return paft::trainer::NextTokenLogProbs(model, ids.to(device)).cpu();
   };
   const torch::Tensor reference = run(cpu, paft::trainer::Precision::kFp32, AttentionKernel::kEager);
   bool ok = true;

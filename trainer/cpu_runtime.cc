@@ -28,9 +28,8 @@ int DefaultThreads() {
 int ConfigureCpuRuntime(int threads) {
   const int n = threads > 0 ? threads : DefaultThreads();
   at::set_num_threads(n);
-  // glibc's largest mmap threshold (HEAP_MAX_SIZE / 2 on 64-bit); a trim threshold that keeps
-  // freed memory for reuse.
-  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  // The mmap threshold at its largest; a trim threshold that keeps freed memory for reuse.
+  ::mallopt(M_MMAP_THRESHOLD, static_cast<int>(kCpuHeapBlockBytes));
   ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
   return n;
 }

@@ -11,7 +11,14 @@
 #ifndef PAFT_TRAINER_CPU_RUNTIME_H_
 #define PAFT_TRAINER_CPU_RUNTIME_H_
 
+#include <cstdint>
+
 namespace paft::trainer {
+
+// Blocks up to this size come from the heap and are reused; larger ones are fresh mmaps, paid
+// for in page faults at every allocation (glibc's largest mmap threshold, HEAP_MAX_SIZE / 2 on
+// 64-bit). Buffers allocated again and again, such as the loss's chunks, stay below it.
+constexpr int64_t kCpuHeapBlockBytes = int64_t{32} << 20;
 
 // Sets LibTorch's intra-op threads to `threads` (0: OMP_NUM_THREADS when set, as a worker agent
 // sets it to share the host's cores among its slots, else every core) and the allocator as

@@ -56,7 +56,7 @@ absl::StatusOr<json> Evaluate(const std::string& base_model, const std::string& 
       int64_t exact = 0;
       for (int64_t i = 0; i < data->size(); ++i) {
         Batch b = MakeBatch(*data, {i}, pad_id);
-        auto seq = CompletionLogProbs(model->forward(b.input_ids), b.input_ids, b.completion_mask);
+        auto seq = BatchLogProbs(model, b);
         const double log_prob = seq.sum.item<double>();
         nll -= log_prob;
         tokens += seq.tokens.item<double>();
@@ -83,12 +83,10 @@ absl::StatusOr<json> Evaluate(const std::string& base_model, const std::string& 
       double margin = 0;
       for (int64_t i = 0; i < data->size(); ++i) {
         Batch b = MakeBatch(*data, {i}, pad_id);
-        auto policy = SplitPairs(CompletionLogProbs(model->forward(b.input_ids, b.attention_mask),
-                                               b.input_ids, b.completion_mask), 1);
+        auto policy = SplitPairs(BatchLogProbs(model, b), 1);
         LlamaForCausalLM& ref = reference_net ? reference_net : model;
         if (!reference_net) model->SetLoraEnabled(false);
-        auto reference = SplitPairs(CompletionLogProbs(ref->forward(b.input_ids, b.attention_mask),
-                                                  b.input_ids, b.completion_mask), 1);
+        auto reference = SplitPairs(BatchLogProbs(ref, b), 1);
         model->SetLoraEnabled(true);
         const double pc = policy.first.sum.item<double>(), pr = policy.second.sum.item<double>();
         const double rc = reference.first.sum.item<double>(), rr = reference.second.sum.item<double>();

@@ -343,6 +343,23 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& config, torch::Sca
 
 torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
                                             const torch::Tensor& attention_mask, KVCache* cache) {
+  return F::linear(HiddenStates(input_ids, attention_mask, cache), HeadWeight());
+}
+
+torch::Tensor LlamaForCausalLMImpl::ForwardPacked(const torch::Tensor& input_ids,
+                                                  const std::vector<int64_t>& lengths) {
+  return F::linear(HiddenStatesPacked(input_ids, lengths), HeadWeight());
+}
+
+const torch::Tensor& LlamaForCausalLMImpl::HeadWeight() const {
+  if (lm_head.is_empty()) return model->embed_tokens->weight;
+  TORCH_CHECK(!lm_head->has_lora(), "the LM head carries no adapter");
+  return lm_head->weight;
+}
+
+torch::Tensor LlamaForCausalLMImpl::HiddenStates(const torch::Tensor& input_ids,
+                                                 const torch::Tensor& attention_mask,
+                                                 KVCache* cache) {
   const int64_t b = input_ids.size(0), t = input_ids.size(1);
   const int64_t past = cache != nullptr ? cache->length() : 0;
   const int64_t s = past + t;
@@ -379,8 +396,8 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   return RunLayers(input_ids, position_ids, AttentionLayout{mask, {}, {}, attention_kernel_}, cache);
 }
 
-torch::Tensor LlamaForCausalLMImpl::ForwardPacked(const torch::Tensor& input_ids,
-                                                  const std::vector<int64_t>& lengths) {
+torch::Tensor LlamaForCausalLMImpl::HiddenStatesPacked(const torch::Tensor& input_ids,
+                                                       const std::vector<int64_t>& lengths) {
   TORCH_CHECK(input_ids.size(0) == 1, "packed sequences are one row");
   int64_t total = 0, longest = 0;
   for (int64_t len : lengths) {
@@ -392,7 +409,7 @@ torch::Tensor LlamaForCausalLMImpl::ForwardPacked(const torch::Tensor& input_ids
   std::vector<torch::Tensor> positions;
   for (int64_t len : lengths) positions.push_back(torch::arange(0, len, long_options));
   const torch::Tensor position_ids = torch::cat(positions).unsqueeze(0);
-  torch::Tensor causal;  // as in forward(): only where plain causal attention differs
+  torch::Tensor causal;  // as in HiddenStates(): only where plain causal attention differs
   if (NeedsCausalMask(longest)) {
     const torch::Tensor span = torch::arange(0, longest, long_options);
     causal = CausalMask(span.unsqueeze(1), span.unsqueeze(0), config_.sliding_window)
@@ -442,9 +459,7 @@ torch::Tensor LlamaForCausalLMImpl::RunLayers(const torch::Tensor& input_ids,
       h = layer->forward(h, cos, sin, layout, cache != nullptr ? &cache->layers[i] : nullptr);
     }
   }
-  h = model->norm(h);
-  if (lm_head.is_empty()) return F::linear(h, model->embed_tokens->weight);
-  return lm_head(h);
+  return model->norm(h);
 }
 
 std::vector<int64_t> LlamaForCausalLMImpl::Generate(const std::vector<int64_t>& prompt,

@@ -183,6 +183,15 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // one's positions start at 0 and it attends only to itself. Its logits equal those of the
   // same sequence in a padded batch.
   torch::Tensor ForwardPacked(const torch::Tensor& input_ids, const std::vector<int64_t>& lengths);
+  // The final (normed) hidden states those two compute before the head: (B, T, hidden_size).
+  // The losses apply the head to them chunk by chunk (trainer/target_log_probs.h).
+  torch::Tensor HiddenStates(const torch::Tensor& input_ids,
+                             const torch::Tensor& attention_mask = {}, KVCache* cache = nullptr);
+  torch::Tensor HiddenStatesPacked(const torch::Tensor& input_ids,
+                                   const std::vector<int64_t>& lengths);
+  // The LM head's weight (V, hidden_size): lm_head's, or the embeddings' when tied. The head
+  // has no bias and no adapter (LoRA never targets it).
+  const torch::Tensor& HeadWeight() const;
 
   // Greedy or nucleus sampling from one prompt with a KV cache; returns the new tokens.
   std::vector<int64_t> Generate(const std::vector<int64_t>& prompt, const GenerationOptions& options);
@@ -219,7 +228,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // Whether causal attention over `keys` keys needs an explicit mask whatever the padding: always
   // for the eager kernel, and where a sliding window is shorter than the keys.
   bool NeedsCausalMask(int64_t keys) const;
-  // Embeddings, decoder layers, final norm and head.
+  // Embeddings, decoder layers and final norm.
   torch::Tensor RunLayers(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
                           AttentionLayout layout, KVCache* cache);
 

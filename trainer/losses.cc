@@ -20,31 +20,6 @@ torch::Tensor Log1mExp(const torch::Tensor& x) {
 }
 namespace F = torch::nn::functional;
 
-torch::Tensor TokenLogProbs(const torch::Tensor& logits, const torch::Tensor& input_ids) {
-  const int64_t t = logits.size(1);
-  // fp32 at least (fp64 stays fp64, for gradient checks).
-  const auto dtype = at::promote_types(logits.scalar_type(), torch::kFloat);
-  torch::Tensor log_probs = torch::log_softmax(logits.narrow(1, 0, t - 1).to(dtype), -1);
-  torch::Tensor targets = input_ids.narrow(1, 1, t - 1).unsqueeze(-1);
-  return log_probs.gather(-1, targets).squeeze(-1);
-}
-
-SequenceLogProbs CompletionLogProbs(const torch::Tensor& logits, const torch::Tensor& input_ids,
-                                    const torch::Tensor& completion_mask) {
-  const int64_t t = logits.size(1);
-  torch::Tensor token = TokenLogProbs(logits, input_ids);
-  torch::Tensor mask = completion_mask.narrow(1, 1, t - 1).to(token.scalar_type());
-  return {(token * mask).sum(-1), mask.sum(-1)};
-}
-
-torch::Tensor SftLoss(const torch::Tensor& logits, const torch::Tensor& input_ids,
-                      const torch::Tensor& completion_mask) {
-  const int64_t t = logits.size(1);
-  torch::Tensor token = TokenLogProbs(logits, input_ids);
-  torch::Tensor mask = completion_mask.narrow(1, 1, t - 1).to(token.scalar_type());
-  return -(token * mask).sum() / mask.sum().clamp_min(1);
-}
-
 torch::Tensor L1Penalty(const std::vector<torch::Tensor>& params,
                         const std::vector<torch::Tensor>& reference) {
   torch::Tensor total = torch::zeros({}, torch::kFloat);

@@ -1,7 +1,4 @@
 // Training objectives with TRL's conventions. Pure functions of tensors.
-//
-// Shapes: logits (B, T, V); input_ids (B, T); completion_mask (B, T), 1 where the token at t is a
-// completion token (a target). Position t's logits predict token t + 1.
 #ifndef PAFT_TRAINER_LOSSES_H_
 #define PAFT_TRAINER_LOSSES_H_
 
@@ -14,20 +11,12 @@
 
 namespace paft::trainer {
 
-// log p(token_{t+1} | ...) for t in [0, T-1), fp32: (B, T-1).
-torch::Tensor TokenLogProbs(const torch::Tensor& logits, const torch::Tensor& input_ids);
-
+// Completion log-probs of sequences (computed by BatchLogProbs, trainer/objectives.h).
 struct SequenceLogProbs {
   torch::Tensor sum;     // (B) sum over completion tokens
   torch::Tensor tokens;  // (B) number of completion tokens
   torch::Tensor mean() const { return sum / tokens.clamp_min(1); }
 };
-SequenceLogProbs CompletionLogProbs(const torch::Tensor& logits, const torch::Tensor& input_ids,
-                                    const torch::Tensor& completion_mask);
-
-// SFT: token-mean negative log-likelihood over completion tokens of the whole batch.
-torch::Tensor SftLoss(const torch::Tensor& logits, const torch::Tensor& input_ids,
-                      const torch::Tensor& completion_mask);
 
 // PAFT's sparsity penalty: sum |p - reference| over `params` (reference empty: sum |p|).
 torch::Tensor L1Penalty(const std::vector<torch::Tensor>& params,

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "trainer/target_log_probs.h"
 
 namespace paft::trainer {
 
@@ -10,20 +11,33 @@ std::pair<SequenceLogProbs, SequenceLogProbs> SplitPairs(const SequenceLogProbs&
           {all.sum.narrow(0, b, b), all.tokens.narrow(0, b, b)}};
 }
 
-torch::Tensor BatchLogits(LlamaForCausalLM& model, const Batch& b) {
-  return b.packed() ? model->ForwardPacked(b.input_ids, b.lengths)
-                    : model->forward(b.input_ids, b.attention_mask);
+SequenceLogProbs BatchLogProbs(LlamaForCausalLM& model, const Batch& b) {
+  const torch::Tensor hidden = b.packed() ? model->HiddenStatesPacked(b.input_ids, b.lengths)
+                                          : model->HiddenStates(b.input_ids, b.attention_mask);
+  const int64_t rows = hidden.size(0), t = hidden.size(1);
+  // Position p predicts the token at p + 1: the positions that matter are those followed by a
+  // completion token (flat over the (rows, t) grid; a row's last position is never one).
+  auto long_options = torch::TensorOptions().dtype(torch::kLong).device(b.input_ids.device());
+  const torch::Tensor predicts = torch::zeros({rows, t}, long_options);
+  predicts.narrow(1, 0, t - 1).copy_(b.completion_mask.narrow(1, 1, t - 1));
+  const torch::Tensor positions = predicts.view(-1).nonzero().squeeze(1);
+  const torch::Tensor targets = b.input_ids.reshape(-1).index_select(0, positions + 1);
+  // The sequence each target belongs to: its row, or in a packed row its sequence.
+  const torch::Tensor owner =
+      b.packed() ? b.sequence_ids.index_select(0, positions + 1) : positions.div(t, "floor");
+  const torch::Tensor token =
+      TargetLogProbs(hidden.reshape({rows * t, hidden.size(2)}).index_select(0, positions),
+                     model->HeadWeight(), targets);
+  const torch::Tensor zeros = torch::zeros({b.sequences()}, token.options());
+  return {zeros.index_add(0, owner, token), zeros.index_add(0, owner, torch::ones_like(token))};
 }
 
-SequenceLogProbs BatchLogProbs(const torch::Tensor& logits, const Batch& b) {
-  if (!b.packed()) return CompletionLogProbs(logits, b.input_ids, b.completion_mask);
-  // Per token, then summed into the sequence of the token predicted (position t + 1).
-  const int64_t t = logits.size(1);
-  torch::Tensor token = TokenLogProbs(logits, b.input_ids).squeeze(0);  // (T - 1)
-  torch::Tensor mask = b.completion_mask.narrow(1, 1, t - 1).squeeze(0).to(token.scalar_type());
-  torch::Tensor owner = b.sequence_ids.narrow(0, 1, t - 1);
-  auto zeros = torch::zeros({b.sequences()}, token.options());
-  return {zeros.index_add(0, owner, token * mask), zeros.index_add(0, owner, mask)};
+torch::Tensor NextTokenLogProbs(LlamaForCausalLM& model, const torch::Tensor& input_ids) {
+  const int64_t b = input_ids.size(0), t = input_ids.size(1);
+  const torch::Tensor hidden = model->HiddenStates(input_ids).narrow(1, 0, t - 1);
+  return TargetLogProbs(hidden.reshape({b * (t - 1), hidden.size(2)}), model->HeadWeight(),
+                        input_ids.narrow(1, 1, t - 1).reshape(-1))
+      .view({b, t - 1});
 }
 
 absl::StatusOr<BranchObjective> BranchObjective::FromSpec(const paft::v1::BranchSpec& spec) {
@@ -82,28 +96,28 @@ std::pair<SequenceLogProbs, SequenceLogProbs> BranchObjective::ReferenceLogProbs
             {torch::tensor(rs).to(options), torch::tensor(rt).to(options)}};
   }
   torch::NoGradGuard no_grad;
-  torch::Tensor logits;
+  SequenceLogProbs all;
   if (reference_.is_empty()) {  // LoRA: the base with adapters off is the reference
     model->SetLoraEnabled(false);
-    logits = BatchLogits(model, b);
+    all = BatchLogProbs(model, b);
     model->SetLoraEnabled(true);
   } else {
-    logits = BatchLogits(reference_, b);
+    all = BatchLogProbs(reference_, b);
   }
-  return SplitPairs(BatchLogProbs(logits, b), b.pairs);
+  return SplitPairs(all, b.pairs);
 }
 
 torch::Tensor BranchObjective::MicroBatchLoss(LlamaForCausalLM& model, const Batch& b,
                                               const StepCounts& counts, StepMetrics* metrics) {
   const double targets = static_cast<double>(std::max<int64_t>(1, counts.targets));
-  torch::Tensor logits = BatchLogits(model, b);
+  const SequenceLogProbs all = BatchLogProbs(model, b);
   if (sft_) {
-    torch::Tensor share = -BatchLogProbs(logits, b).sum.sum() / targets;
+    torch::Tensor share = -all.sum.sum() / targets;
     metrics->loss += share.item<double>();
     return share;
   }
   const int64_t pairs = b.pairs;
-  auto [chosen, rejected] = SplitPairs(BatchLogProbs(logits, b), pairs);
+  auto [chosen, rejected] = SplitPairs(all, pairs);
   SideLogProbs c{chosen, {}}, r{rejected, {}};
   if (needs_reference()) std::tie(c.reference, r.reference) = ReferenceLogProbsOf(model, b);
   PreferenceOutput out = PreferenceLoss(preference_, c, r, torch::zeros({}, chosen.sum.options()));

@@ -83,10 +83,13 @@ class BranchObjective {
   ReferenceLogProbs cache_;
 };
 
-// The logits of a batch, padded or packed: (R, T, V), or (1, total, V) packed.
-torch::Tensor BatchLogits(LlamaForCausalLM& model, const Batch& batch);
-// Completion log-probs of each sequence of a batch (rows, or a packed row's sequences).
-SequenceLogProbs BatchLogProbs(const torch::Tensor& logits, const Batch& batch);
+// Completion log-probs of each sequence of a batch (rows, or a packed row's sequences), fp32:
+// the head is applied only at the positions that predict a completion token, a chunk of them at
+// a time (TargetLogProbs), so no (tokens × vocabulary) logits are ever held.
+SequenceLogProbs BatchLogProbs(LlamaForCausalLM& model, const Batch& batch);
+// log p(token t + 1 | tokens ≤ t) at every position of unpadded rows input_ids (B, T): (B, T - 1),
+// fp32, chunked as above.
+torch::Tensor NextTokenLogProbs(LlamaForCausalLM& model, const torch::Tensor& input_ids);
 
 // Splits log-probs of 2B rows into chosen (first B) and rejected.
 std::pair<SequenceLogProbs, SequenceLogProbs> SplitPairs(const SequenceLogProbs& all, int64_t b);

@@ -3,10 +3,10 @@
 // window shorter than the sequence, KV-cached decoding), grouped-query attention, activation
 // checkpointing, log-probs and gradients, fp32 and bf16. The eager path itself is checked against
 // formulas written out in double in model_test.cc; the default path is what those tests run too.
+#include <ATen/ops/_fused_sdp_choice.h>
 #include <gtest/gtest.h>
 
-#include <ATen/ops/_fused_sdp_choice.h>
-
+#include "tests/testing/full_logits.h"
 #include "trainer/llama.h"
 #include "trainer/losses.h"
 #include "trainer/precision.h"
@@ -36,7 +36,7 @@ LlamaForCausalLM Model(const ModelConfig& config, uint64_t seed = 3) {
 torch::Tensor LogProbs(LlamaForCausalLM& model, AttentionKernel kernel, const torch::Tensor& ids,
                        const torch::Tensor& mask = {}) {
   model->set_attention_kernel(kernel);
-  return TokenLogProbs(model->forward(ids, mask), ids);
+  return testing::TokenLogProbs(model->forward(ids, mask), ids);
 }
 
 double MaxDiff(const torch::Tensor& a, const torch::Tensor& b) {
@@ -141,11 +141,11 @@ TEST(AttentionTest, SdpaGradientsEqualEagerWithAndWithoutCheckpointing) {
     if (layout == kPacked) {
       // The same rows' 24 + 17 real tokens in one row.
       const torch::Tensor row = ids.view({1, 48}).narrow(1, 0, 41);
-      loss = TokenLogProbs(model->ForwardPacked(row, {24, 17}), row).sum();
+      loss = testing::TokenLogProbs(model->ForwardPacked(row, {24, 17}), row).sum();
     } else {
       const torch::Tensor mask = layout == kLeft ? right.flip({1}) : right;
       const torch::Tensor targets = (mask.narrow(1, 0, 23) * mask.narrow(1, 1, 23)).to(torch::kFloat);
-      loss = (TokenLogProbs(model->forward(ids, mask), ids) * targets).sum();
+      loss = (testing::TokenLogProbs(model->forward(ids, mask), ids) * targets).sum();
     }
     loss.backward();
     std::vector<torch::Tensor> grads;

@@ -7,6 +7,7 @@
 
 #include <set>
 
+#include "tests/testing/full_logits.h"
 #include "tests/testing/temp_dir.h"
 #include "trainer/llama.h"
 #include "trainer/losses.h"
@@ -133,9 +134,9 @@ TEST(GlobalNormalisationTest, SftSharesAddUpToTheTokenMeanOfTheGlobalBatch) {
   ASSERT_TRUE(objective.ok());
   DataSchedule whole(data.get(), 1, 8, 1, 1);
   Batch all = MakeBatch(*data, whole.MicroBatch(0, 0, 0), 0);
-  const double expected =
-      SftLoss(model->forward(all.input_ids, all.attention_mask), all.input_ids, all.completion_mask)
-          .item<double>();
+  const double expected = testing::SftLoss(model->forward(all.input_ids, all.attention_mask),
+                                           all.input_ids, all.completion_mask)
+                              .item<double>();
   DataSchedule ranks(data.get(), 1, 2, 1, 4), accumulated(data.get(), 1, 2, 4, 1);
   EXPECT_NEAR(SumOfShares(*objective, model, *data, ranks, 4, 1), expected, 1e-12);
   EXPECT_NEAR(SumOfShares(*objective, model, *data, accumulated, 1, 4), expected, 1e-12);
@@ -143,10 +144,10 @@ TEST(GlobalNormalisationTest, SftSharesAddUpToTheTokenMeanOfTheGlobalBatch) {
   double mean_of_means = 0;
   for (int64_t micro = 0; micro < 4; ++micro) {
     Batch b = MakeBatch(*data, accumulated.MicroBatch(0, micro, 0), 0);
-    mean_of_means +=
-        SftLoss(model->forward(b.input_ids, b.attention_mask), b.input_ids, b.completion_mask)
-            .item<double>() /
-        4;
+    mean_of_means += testing::SftLoss(model->forward(b.input_ids, b.attention_mask), b.input_ids,
+                                      b.completion_mask)
+                         .item<double>() /
+                     4;
   }
   EXPECT_GT(std::abs(mean_of_means - expected), 1e-4);
 }
@@ -160,7 +161,7 @@ TEST(GlobalNormalisationTest, PreferenceSharesAddUpToTheGlobalBatchLoss) {
   Batch all = MakeBatch(*data, whole.MicroBatch(0, 0, 0), 0);
   torch::Tensor logits = model->forward(all.input_ids, all.attention_mask);
   auto [chosen, rejected] =
-      SplitPairs(CompletionLogProbs(logits, all.input_ids, all.completion_mask), 8);
+      SplitPairs(testing::CompletionLogProbs(logits, all.input_ids, all.completion_mask), 8);
   for (const char* kind : {"orpo", "simpo"}) {
     paft::v1::BranchSpec spec;
     PreferenceParams params;
@@ -170,8 +171,8 @@ TEST(GlobalNormalisationTest, PreferenceSharesAddUpToTheGlobalBatchLoss) {
       params.kind = PreferenceKind::kOrpo;
       params.beta = 0.3;
       // ORPO's NLL: token mean over every chosen completion of the global batch.
-      chosen_nll = SftLoss(logits.narrow(0, 0, 8), all.input_ids.narrow(0, 0, 8),
-                           all.completion_mask.narrow(0, 0, 8));
+      chosen_nll = testing::SftLoss(logits.narrow(0, 0, 8), all.input_ids.narrow(0, 0, 8),
+                                    all.completion_mask.narrow(0, 0, 8));
     } else {
       spec.mutable_simpo()->set_beta(2.0);
       spec.mutable_simpo()->set_gamma(0.4);
@@ -222,7 +223,7 @@ TEST(PackedBatchTest, SameLossAndGradientsAsThePaddedBatch) {
         model->train();
         model->set_activation_checkpointing(checkpointing);
         const Batch& b = layout == 0 ? padded : packed;
-        lp[layout] = BatchLogProbs(BatchLogits(model, b), b);
+        lp[layout] = BatchLogProbs(model, b);
         (-lp[layout].sum.sum() / lp[layout].tokens.sum()).backward();
         for (auto& [name, p] : model->TrainableParameters())
           grads[layout].push_back(p.grad().clone());

@@ -5,25 +5,33 @@
 
 #include <cmath>
 
+#include "trainer/target_log_probs.h"
+
 namespace paft::trainer {
 namespace {
 
 double LogSigmoid(double x) { return -std::log1p(std::exp(-x)); }
 
-TEST(LossesTest, SftIsTokenMeanNllOverCompletionTokens) {
-  // One sequence [0, 1, 1], vocab 2. Position 0 predicts token 1, position 1 predicts token 1.
-  torch::Tensor logits = torch::tensor({{{0.0, 1.0}, {2.0, 0.0}, {0.0, 0.0}}});
-  torch::Tensor ids = torch::tensor({{0, 1, 1}});
+TEST(LossesTest, TargetLogProbsAreTheLogSoftmaxOfTheHeadAtTheTarget) {
+  // With the identity as the head, the hidden states are the logits: rows [0, 1] and [2, 0] of a
+  // vocabulary of 2, both predicting token 1; one row at a time (two chunks) and both at once.
+  const torch::Tensor hidden = torch::tensor({{0.0, 1.0}, {2.0, 0.0}});
+  const torch::Tensor targets = torch::tensor({1, 1});
   const double lp0 = 1.0 - std::log(1 + std::exp(1.0));   // log softmax([0,1])[1]
   const double lp1 = 0.0 - std::log(std::exp(2.0) + 1.0);  // log softmax([2,0])[1]
-  // Only the last token is a completion token.
-  EXPECT_NEAR(SftLoss(logits, ids, torch::tensor({{0, 0, 1}})).item<double>(), -lp1, 1e-6);
-  EXPECT_NEAR(SftLoss(logits, ids, torch::tensor({{0, 1, 1}})).item<double>(), -(lp0 + lp1) / 2,
-              1e-6);
-  auto seq = CompletionLogProbs(logits, ids, torch::tensor({{0, 1, 1}}));
-  EXPECT_NEAR(seq.sum.item<double>(), lp0 + lp1, 1e-6);
-  EXPECT_EQ(seq.tokens.item<double>(), 2);
-  EXPECT_NEAR(seq.mean().item<double>(), (lp0 + lp1) / 2, 1e-6);
+  for (int64_t rows : {1, 2}) {
+    const torch::Tensor lp = TargetLogProbs(hidden, torch::eye(2), targets, rows);
+    EXPECT_EQ(lp.scalar_type(), torch::kFloat);
+    EXPECT_NEAR(lp[0].item<double>(), lp0, 1e-6);
+    EXPECT_NEAR(lp[1].item<double>(), lp1, 1e-6);
+  }
+  // d log p / d logits = onehot(target) - softmax: row 0's is (-s, s) with s = softmax([0,1])[0].
+  const torch::Tensor h = hidden.clone().requires_grad_(true);
+  TargetLogProbs(h, torch::eye(2), targets, 1)[0].backward();
+  const double s = 1 / (1 + std::exp(1.0));
+  EXPECT_NEAR(h.grad()[0][0].item<double>(), -s, 1e-6);
+  EXPECT_NEAR(h.grad()[0][1].item<double>(), s, 1e-6);
+  EXPECT_EQ(h.grad()[1].abs().sum().item<double>(), 0.0);
 }
 
 TEST(LossesTest, L1Penalty) {

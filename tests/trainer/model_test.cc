@@ -8,10 +8,11 @@
 
 #include "common/file_util.h"
 #include "common/safetensors.h"
+#include "tests/testing/full_logits.h"
 #include "tests/testing/temp_dir.h"
 #include "trainer/llama.h"
-#include "trainer/model_io.h"
 #include "trainer/losses.h"
+#include "trainer/model_io.h"
 
 namespace paft::trainer {
 namespace {
@@ -343,7 +344,9 @@ TEST(GradientTest, BackwardMatchesFiniteDifferences) {
   }
   torch::Tensor ids = torch::tensor({1, 3, 5, 7, 9}).unsqueeze(0);
   torch::Tensor mask = torch::tensor({0, 0, 1, 1, 1}).unsqueeze(0);
-  auto loss_of = [&] { return SftLoss(model->forward(ids), ids, mask).to(torch::kDouble); };
+  auto loss_of = [&] {
+    return testing::SftLoss(model->forward(ids), ids, mask).to(torch::kDouble);
+  };
   for (auto& [name, p] : model->TrainableParameters()) {
     p.mutable_grad() = torch::Tensor();
   }
@@ -384,7 +387,7 @@ TEST(GradientTest, ActivationCheckpointingGivesTheSameGradients) {
       model->train();
       model->set_activation_checkpointing(checkpointing == 1);
       torch::Tensor ids = torch::tensor({1, 3, 5, 7, 9, 2}).unsqueeze(0);
-      SftLoss(model->forward(ids), ids, torch::ones_like(ids)).backward();
+      testing::SftLoss(model->forward(ids), ids, torch::ones_like(ids)).backward();
       for (auto& [name, p] : model->TrainableParameters()) grads[checkpointing].push_back(p.grad().clone());
     }
     ASSERT_EQ(grads[0].size(), grads[1].size());

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/testing/full_logits.h"
 #include "tests/testing/temp_dir.h"
 #include "trainer/llama.h"
 #include "trainer/losses.h"
@@ -73,7 +74,8 @@ TEST(PrecisionTest, Fp32ScopeChangesNothingAndBf16StaysWithinBf16Rounding) {
   EXPECT_EQ(bf16.scalar_type(), torch::kBFloat16);  // the head's matmul ran in bf16
   // Log-probs (computed in fp32 from the bf16 logits) within bf16's rounding of the fp32 ones:
   // 8 mantissa bits, a few roundings deep.
-  const torch::Tensor a = TokenLogProbs(plain, kIds), b = TokenLogProbs(bf16, kIds);
+  const torch::Tensor a = testing::TokenLogProbs(plain, kIds),
+                      b = testing::TokenLogProbs(bf16, kIds);
   EXPECT_EQ(b.scalar_type(), torch::kFloat);
   const double diff = (a - b).abs().max().item<double>();
   EXPECT_GT(diff, 0.0);  // autocast took effect
@@ -118,7 +120,7 @@ TEST(PrecisionTest, Bf16HeldBaseEqualsFp32BaseUnderAutocast) {
     model->train();
     AutocastScope scope(Precision::kBf16, torch::Device(torch::kCPU));
     torch::Tensor out = model->forward(kIds);
-    SftLoss(out, kIds, torch::ones_like(kIds)).backward();
+    testing::SftLoss(out, kIds, torch::ones_like(kIds)).backward();
     logits.push_back(out.detach());
     torch::Tensor flat;
     for (auto& [name, p] : model->TrainableParameters()) {
@@ -164,7 +166,7 @@ TEST(PrecisionTest, ActivationCheckpointingRecomputesInBf16) {
     torch::Tensor loss;
     {
       AutocastScope scope(Precision::kBf16, torch::Device(torch::kCPU));
-      loss = SftLoss(model->forward(kIds), kIds, torch::ones_like(kIds));
+      loss = testing::SftLoss(model->forward(kIds), kIds, torch::ones_like(kIds));
     }
     loss.backward();
     for (auto& [name, p] : model->TrainableParameters())

@@ -8,18 +8,21 @@
 # 2. bf16 matmul TFLOP/s (8192^3).
 # 3. A tiny model's log-probs on the GPU against the CPU's: fp32 (<= 1e-4) and bf16 autocast,
 #    SDPA and eager attention.
-# 4. NCCL all-reduce bus bandwidth over every local GPU (with 2 or more).
-# 5. Training steps of a Llama-3.2-1B-shaped model (random weights, vocab 128,256, tied
+# 4. The loss at Llama-3's vocabulary (paft-loss-bench): the chunked log-probs beside the full
+#    logits, LoRA in bf16, V 128,256, 2 x 4,096 tokens, hidden 2048: the loss's extra GPU memory
+#    and the step time of each.
+# 5. NCCL all-reduce bus bandwidth over every local GPU (with 2 or more).
+# 6. Training steps of a Llama-3.2-1B-shaped model (random weights, vocab 128,256, tied
 #    embeddings) in bf16, LoRA (all linear layers, r 16) and full fine-tuning, through the real
 #    trainer (paft-train-bench): tokens/s and MFU against the GPU's dense bf16 peak.
-# 6. With 2 or more GPUs: the data-parallel test (2 ranks over NCCL equal to 1 rank).
+# 7. With 2 or more GPUs: the data-parallel test (2 ranks over NCCL equal to 1 rank).
 # One table at the end; the exit code is non-zero when a check failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
 PY=.venv/bin/python
-for b in worker/paft-worker bench/paft-gpu-check bench/paft-train-bench examples/paft-make-toy-model \
-    tests/ddp_test; do
+for b in worker/paft-worker bench/paft-gpu-check bench/paft-train-bench bench/paft-loss-bench \
+    examples/paft-make-toy-model tests/ddp_test; do
   [ -x "$BUILD_DIR/$b" ] || { echo "gpu-check: $BUILD_DIR/$b missing: build first (./setup.sh build)" >&2; exit 2; }
 done
 WORK=$(mktemp -d /tmp/paft-gpu-check.XXXXXX)
@@ -47,6 +50,10 @@ check() {  # name, timeout seconds, command...: its JSON lines go to RESULTS
 }
 check matmul 60 "$BUILD_DIR/bench/paft-gpu-check" matmul
 check logprobs 120 "$BUILD_DIR/bench/paft-gpu-check" logprobs
+for path in chunked full; do
+  check "loss-$path" 120 "$BUILD_DIR/bench/paft-loss-bench" --device=cuda --path="$path" --mode=lora \
+    --precision=bf16 --vocab=128256 --seq=4096 --batch=2 --hidden=2048 --layers=2
+done
 check allreduce 120 "$BUILD_DIR/bench/paft-gpu-check" allreduce "$gpus"
 
 # Llama-3.2-1B's shape: hidden 2048, MLP 8192, 16 layers, 32 heads over 8 KV heads, vocab 128,256.
@@ -107,6 +114,8 @@ for r in rows:
         print(f"| bf16 matmul {r['n']}^3 | {r['tflops']:.0f} TFLOP/s |")
     elif c == "logprobs":
         print(f"| log-probs GPU vs CPU, {r['attention']} {r['precision']} | max abs diff {r['gpu_max_abs_diff']:.2e} (CPU's own {r['cpu_max_abs_diff']:.2e}; tolerance {r['tolerance']}) {'ok' if r['passed'] else '**FAILED**'} |")
+    elif r.get("path") in ("chunked", "full"):
+        print(f"| loss, {r['path']} log-probs: LoRA bf16, V {r['vocab']:,}, {r['batch']} x {r['seq']:,} tokens, hidden {r['hidden']} | loss {r['loss']:.4f}, extra GPU memory {r['loss_extra_mib']:,.0f} MiB, step {r['step_s']*1e3:.0f} ms (chunk rows {r['chunk_rows']}) |")
     elif c == "allreduce":
         if "skipped" in r:
             print(f"| NCCL all-reduce | skipped: {r['skipped']} |")

@@ -5,12 +5,13 @@
 //
 //   paft-loss-bench --path=chunked|full [--vocab=128256] [--seq=1024] [--batch=1] [--hidden=64]
 //                   [--layers=2] [--mode=lora|full] [--precision=fp32|bf16] [--steps=4]
-//                   [--chunk_rows=0] [--threads=0]
+//                   [--chunk_rows=0] [--threads=0] [--device=cpu|cuda]
 //
 // Every position is a target (the most the loss can cost). The process first runs one step
 // whose loss needs no head (the mean square of the hidden states); the loss's extra memory is the
-// peak resident memory of the real steps above that step's. Prints one JSON line: the median
-// step time (forward, loss, backward) of the steps after the first, the peaks, and the loss.
+// peak memory of the real steps above that step's: resident memory on CPU, the CUDA caching
+// allocator's peak allocation on a GPU. Prints one JSON line: the median step time (forward, loss,
+// backward) of the steps after the first, the peaks, and the loss.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/testing/full_logits.h"
 #include "trainer/cpu_runtime.h"
+#include "trainer/devices.h"
 #include "trainer/llama.h"
 #include "trainer/precision.h"
 #include "trainer/target_log_probs.h"
@@ -40,10 +42,12 @@ ABSL_FLAG(std::string, precision, "fp32", "fp32 or bf16");
 ABSL_FLAG(int, steps, 4, "Steps (the first is a warm-up)");
 ABSL_FLAG(int, chunk_rows, 0, "Rows per chunk (0: the trainer's default)");
 ABSL_FLAG(int, threads, 0, "Intra-op threads (0: all cores)");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda (the first GPU)");
 
 namespace {
 
-double PeakRssMib() {
+double PeakMib(const torch::Device& device) {
+  if (device.is_cuda()) return paft::trainer::CudaPeakAllocatedBytes(0) / 1048576.0;
   struct rusage usage;
   ::getrusage(RUSAGE_SELF, &usage);
   return usage.ru_maxrss / 1024.0;
@@ -56,17 +60,21 @@ int main(int argc, char** argv) {
   namespace trainer = paft::trainer;
   const int threads = trainer::ConfigureCpuRuntime(absl::GetFlag(FLAGS_threads));
   const std::string path = absl::GetFlag(FLAGS_path), mode = absl::GetFlag(FLAGS_mode);
-  if ((path != "chunked" && path != "full") || (mode != "lora" && mode != "full")) {
-    std::fprintf(stderr, "--path is chunked or full, --mode lora or full\n");
+  const std::string device_name = absl::GetFlag(FLAGS_device);
+  if ((path != "chunked" && path != "full") || (mode != "lora" && mode != "full") ||
+      (device_name != "cpu" && device_name != "cuda")) {
+    std::fprintf(stderr, "--path is chunked or full, --mode lora or full, --device cpu or cuda\n");
     return 2;
   }
+  const torch::Device device = device_name == "cuda" ? torch::Device(torch::kCUDA, 0)
+                                                     : torch::Device(torch::kCPU);
   const int hidden = absl::GetFlag(FLAGS_hidden), vocab = absl::GetFlag(FLAGS_vocab);
   auto config = paft::ParseModelConfig(
       absl::StrCat(R"({"model_type": "llama", "vocab_size": )", vocab, R"(, "hidden_size": )",
                    hidden, R"(, "intermediate_size": )", 4 * hidden, R"(, "num_hidden_layers": )",
                    absl::GetFlag(FLAGS_layers), R"(, "num_attention_heads": )",
                    std::max(1, hidden / 16), R"(, "tie_word_embeddings": false})"));
-  auto precision = trainer::ResolvePrecision(absl::GetFlag(FLAGS_precision), torch::kCPU);
+  auto precision = trainer::ResolvePrecision(absl::GetFlag(FLAGS_precision), device);
   if (!config.ok() || !precision.ok()) {
     std::fprintf(
         stderr, "%s\n",
@@ -75,6 +83,7 @@ int main(int argc, char** argv) {
   }
   torch::manual_seed(0);
   trainer::LlamaForCausalLM model(*config);
+  model->to(device);
   if (mode == "lora") {
     trainer::LoraOptions lora;
     lora.r = 16;
@@ -84,15 +93,15 @@ int main(int argc, char** argv) {
   }
   model->train();
   const int64_t b = absl::GetFlag(FLAGS_batch), t = absl::GetFlag(FLAGS_seq);
-  const torch::Tensor ids = torch::randint(0, vocab, {b, t});
-  const torch::Tensor all = torch::ones({b, t}, torch::kLong);
+  const torch::Tensor ids = torch::randint(0, vocab, {b, t}).to(device);
+  const torch::Tensor all = torch::ones({b, t}, ids.options());
   auto zero_grads = [&] {
     for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
   };
-  trainer::AutocastScope autocast(*precision, torch::kCPU);
+  trainer::AutocastScope autocast(*precision, device);
   model->HiddenStates(ids).square().mean().backward();  // the step without the head
   zero_grads();
-  const double baseline = PeakRssMib();
+  const double baseline = PeakMib(device);
 
   std::vector<double> seconds;
   double loss_value = 0;
@@ -109,14 +118,14 @@ int main(int argc, char** argv) {
                   .mean();
     }
     loss.backward();
-    loss_value = loss.item<double>();
+    loss_value = loss.item<double>();  // waits for the GPU
     zero_grads();
     seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   std::vector<double> timed(seconds.begin() + (seconds.size() > 1 ? 1 : 0), seconds.end());
   std::sort(timed.begin(), timed.end());
-  const double peak = PeakRssMib();
+  const double peak = PeakMib(device);
   nlohmann::json out = {
       {"path", path},
       {"vocab", vocab},
@@ -128,7 +137,7 @@ int main(int argc, char** argv) {
       {"threads", threads},
       {"chunk_rows", path == "chunked" ? (absl::GetFlag(FLAGS_chunk_rows) > 0
                                               ? absl::GetFlag(FLAGS_chunk_rows)
-                                              : trainer::TargetLogProbChunkRows(vocab, torch::kCPU))
+                                              : trainer::TargetLogProbChunkRows(vocab, device))
                                        : 0},
       {"step_s", timed[timed.size() / 2]},
       {"baseline_peak_mib", baseline},

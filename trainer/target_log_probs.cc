@@ -34,26 +34,37 @@ torch::Tensor LogProbGradient(const torch::Tensor& logits, const torch::Tensor& 
   return d.scatter_add_(1, targets.unsqueeze(1), torch::ones({targets.size(0), 1}, d.options()));
 }
 
-// The log-probs, chunk by chunk. `lse` (if not null) receives each row's log-sum-exp; `unit`
-// (if not null) each row's d log p / d hidden, made while the chunk's logits exist.
+// What the forward pass keeps for backward, each made while a chunk's logits exist (null: not
+// wanted): each row's log-sum-exp; d log p / d logits (N × V: only when N fits one chunk);
+// d log p / d hidden (N × H).
+struct Kept {
+  torch::Tensor* lse = nullptr;
+  torch::Tensor* logit_grad = nullptr;
+  torch::Tensor* unit = nullptr;
+};
+
+// The log-probs, chunk by chunk.
 torch::Tensor ForwardChunks(const torch::Tensor& hidden, const torch::Tensor& weight,
                             const torch::Tensor& targets, int64_t chunk_rows,
-                            const HeadDtypes& dtypes, torch::Tensor* lse, torch::Tensor* unit) {
+                            const HeadDtypes& dtypes, Kept kept) {
   const int64_t n = hidden.size(0);
   const torch::Tensor h = hidden.to(dtypes.matmul), w = weight.to(dtypes.matmul);
   torch::Tensor out = torch::empty({n}, hidden.options().dtype(dtypes.softmax));
-  if (lse != nullptr) *lse = torch::empty({n}, out.options());
-  if (unit != nullptr) *unit = torch::empty_like(hidden);
+  if (kept.lse != nullptr) *kept.lse = torch::empty({n}, out.options());
+  if (kept.logit_grad != nullptr) *kept.logit_grad = torch::empty({n, w.size(0)}, out.options());
+  if (kept.unit != nullptr) *kept.unit = torch::empty_like(hidden);
   for (int64_t s = 0; s < n; s += chunk_rows) {
     const int64_t m = std::min(chunk_rows, n - s);
     const torch::Tensor t = targets.narrow(0, s, m);
     const torch::Tensor logits = ChunkLogits(h.narrow(0, s, m), w, dtypes);
     const torch::Tensor chunk_lse = torch::logsumexp(logits, 1);
     out.narrow(0, s, m).copy_(logits.gather(1, t.unsqueeze(1)).squeeze(1) - chunk_lse);
-    if (lse != nullptr) lse->narrow(0, s, m).copy_(chunk_lse);
-    if (unit != nullptr) {
-      unit->narrow(0, s, m).copy_(
-          torch::matmul(LogProbGradient(logits, chunk_lse, t).to(dtypes.matmul), w));
+    if (kept.lse != nullptr) kept.lse->narrow(0, s, m).copy_(chunk_lse);
+    if (kept.logit_grad == nullptr && kept.unit == nullptr) continue;
+    const torch::Tensor logit_grad = LogProbGradient(logits, chunk_lse, t);
+    if (kept.logit_grad != nullptr) kept.logit_grad->narrow(0, s, m).copy_(logit_grad);
+    if (kept.unit != nullptr) {
+      kept.unit->narrow(0, s, m).copy_(torch::matmul(logit_grad.to(dtypes.matmul), w));
     }
   }
   return out;
@@ -61,7 +72,9 @@ torch::Tensor ForwardChunks(const torch::Tensor& hidden, const torch::Tensor& we
 
 // Frozen head: forward keeps only each row's d log p / d hidden (N × H), and backward scales it
 // by the incoming gradient. Trainable head: forward keeps each row's log-sum-exp, and backward
-// recomputes the logits a chunk at a time for both gradients.
+// recomputes the logits a chunk at a time for both gradients; when all the rows fit in one
+// chunk, forward keeps that chunk's d log p / d logits instead (no larger than a chunk), and
+// backward repeats no matmul.
 struct TargetLogProbsFunction : public torch::autograd::Function<TargetLogProbsFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor hidden,
                                torch::Tensor weight, torch::Tensor targets, int64_t chunk_rows) {
@@ -71,13 +84,22 @@ struct TargetLogProbsFunction : public torch::autograd::Function<TargetLogProbsF
     ctx->saved_data["hidden_trains"] = hidden.requires_grad();
     ctx->saved_data["chunk_rows"] = chunk_rows;
     ctx->saved_data["matmul"] = static_cast<int64_t>(dtypes.matmul);
-    torch::Tensor lse, unit;
-    torch::Tensor out = ForwardChunks(hidden, weight, targets, chunk_rows, dtypes,
-                                      head_trains ? &lse : nullptr, head_trains ? nullptr : &unit);
-    if (head_trains) {
-      ctx->save_for_backward({hidden, weight, targets, lse});
+    const bool one_chunk = hidden.size(0) <= chunk_rows;
+    ctx->saved_data["one_chunk"] = one_chunk;
+    torch::Tensor lse, logit_grad, unit;
+    Kept kept;
+    if (!head_trains) {
+      kept.unit = &unit;
+    } else if (one_chunk) {
+      kept.logit_grad = &logit_grad;
     } else {
+      kept.lse = &lse;
+    }
+    torch::Tensor out = ForwardChunks(hidden, weight, targets, chunk_rows, dtypes, kept);
+    if (!head_trains) {
       ctx->save_for_backward({unit});
+    } else {
+      ctx->save_for_backward({hidden, weight, targets, one_chunk ? logit_grad : lse});
     }
     return out;
   }
@@ -89,10 +111,11 @@ struct TargetLogProbsFunction : public torch::autograd::Function<TargetLogProbsF
       const torch::Tensor& unit = saved[0];
       return {(unit * grad_out[0].unsqueeze(1)).to(unit.scalar_type()), {}, {}, {}};
     }
-    const torch::Tensor &hidden = saved[0], &weight = saved[1], &targets = saved[2],
-                        &lse = saved[3];
+    const torch::Tensor &hidden = saved[0], &weight = saved[1], &targets = saved[2];
+    const bool one_chunk = ctx->saved_data["one_chunk"].toBool();
+    const torch::Tensor& lse_or_logit_grad = saved[3];
     const HeadDtypes dtypes{static_cast<torch::ScalarType>(ctx->saved_data["matmul"].toInt()),
-                            lse.scalar_type()};
+                            lse_or_logit_grad.scalar_type()};
     const int64_t n = hidden.size(0), chunk_rows = ctx->saved_data["chunk_rows"].toInt();
     const bool hidden_trains = ctx->saved_data["hidden_trains"].toBool();
     const torch::Tensor h = hidden.to(dtypes.matmul), w = weight.to(dtypes.matmul);
@@ -105,11 +128,11 @@ struct TargetLogProbsFunction : public torch::autograd::Function<TargetLogProbsF
     for (int64_t s = 0; s < n; s += chunk_rows) {
       const int64_t m = std::min(chunk_rows, n - s);
       const torch::Tensor hc = h.narrow(0, s, m);
-      const torch::Tensor logits = ChunkLogits(hc, w, dtypes);
-      const torch::Tensor d =
-          (LogProbGradient(logits, lse.narrow(0, s, m), targets.narrow(0, s, m)) *
-           g.narrow(0, s, m).unsqueeze(1))
-              .to(dtypes.matmul);
+      const torch::Tensor logit_grad =
+          one_chunk ? lse_or_logit_grad
+                    : LogProbGradient(ChunkLogits(hc, w, dtypes), lse_or_logit_grad.narrow(0, s, m),
+                                      targets.narrow(0, s, m));
+      const torch::Tensor d = (logit_grad * g.narrow(0, s, m).unsqueeze(1)).to(dtypes.matmul);
       if (hidden_trains) grad_hidden.narrow(0, s, m).copy_(torch::matmul(d, w));
       if (dtypes.matmul == dtypes.softmax) {
         grad_weight.addmm_(d.t(), hc);
@@ -141,7 +164,7 @@ torch::Tensor TargetLogProbs(const torch::Tensor& hidden, const torch::Tensor& w
     return TargetLogProbsFunction::apply(hidden, weight, targets, rows);
   }
   torch::NoGradGuard no_grad;
-  return ForwardChunks(hidden, weight, targets, rows, DtypesOf(weight), nullptr, nullptr);
+  return ForwardChunks(hidden, weight, targets, rows, DtypesOf(weight), Kept{});
 }
 
 }  // namespace paft::trainer

@@ -1,7 +1,8 @@
 // Log-probabilities of target tokens through the LM head, without the (tokens × vocabulary)
 // logits: the head is applied to a chunk of rows at a time, each chunk's logits live only while
 // that chunk is computed, and backward recomputes them chunk by chunk (or, with a frozen head,
-// uses the hidden states' gradient per unit of log-prob made in forward).
+// uses the hidden states' gradient per unit of log-prob made in forward; or, when all the rows
+// fit one chunk, that chunk's gradient of the logits, kept from forward).
 //
 // The numbers are the full path's, log_softmax(hidden Wᵀ)[target] in fp32 (fp64 stays fp64), with
 // the head's matmul in the dtype it has there: autocast's lower precision under autocast, else the

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -25,7 +26,8 @@ std::string Resolve(const std::string& path, const std::string& base_dir) {
 absl::Status CheckKeys(const YAML::Node& node, const std::string& where,
                        const std::set<std::string>& allowed) {
   for (const auto& kv : node) {
-    if (!kv.first.IsScalar()) return Bad(where.empty() ? "(top level)" : where, "a key is not a string");
+    if (!kv.first.IsScalar())
+      return Bad(where.empty() ? "(top level)" : where, "a key is not a string");
     const std::string key = kv.first.as<std::string>();
     if (!allowed.count(key)) return Bad(where.empty() ? key : where + "." + key, "unknown key");
   }
@@ -59,7 +61,7 @@ absl::StatusOr<bool> Bool(const YAML::Node& node, const std::string& key) {
 }  // namespace
 
 static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& yaml_text,
-                                                    const std::string& base_dir) {
+                                                           const std::string& base_dir) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -67,9 +69,10 @@ static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& ya
     return absl::InvalidArgumentError(absl::StrCat("merge config is not valid YAML: ", e.what()));
   }
   if (!root.IsMap()) return absl::InvalidArgumentError("merge config must be a mapping");
-  PAFT_RETURN_IF_ERROR(CheckKeys(root, "", {"merge_method", "base_model", "models", "parameters",
-                                            "dtype", "tokenizer_source", "name", "merge_space",
-                                            "output", "svd_rank", "svd_clamp"}));
+  PAFT_RETURN_IF_ERROR(
+      CheckKeys(root, "",
+                {"merge_method", "base_model", "models", "parameters", "dtype", "tokenizer_source",
+                 "name", "merge_space", "output", "svd_rank", "svd_clamp"}));
   paft::v1::MergeRequest request;
   auto* spec = request.mutable_spec();
   if (!root["merge_method"] || !root["merge_method"].IsScalar()) {
@@ -89,7 +92,8 @@ static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& ya
   }
   if (root["svd_rank"]) {
     PAFT_ASSIGN_OR_RETURN(double v, Number(root["svd_rank"], "svd_rank"));
-    if (!(v >= 1 && v <= 4096 && v == std::floor(v))) return Bad("svd_rank", "must be an integer in [1, 4096]");
+    if (!(v >= 1 && v <= 4096 && v == std::floor(v)))
+      return Bad("svd_rank", "must be an integer in [1, 4096]");
     spec->set_svd_rank(static_cast<int32_t>(v));
   }
   if (root["svd_clamp"]) {
@@ -114,8 +118,10 @@ static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& ya
   }
   if (const YAML::Node params = root["parameters"]) {
     if (!params.IsMap()) return Bad("parameters", "must be a mapping");
-    PAFT_RETURN_IF_ERROR(
-        CheckKeys(params, "parameters", {"normalize", "lambda", "rescale", "int8_mask", "seed"}));
+    // Besides the method's own parameters, the defaults of every model's (below).
+    PAFT_RETURN_IF_ERROR(CheckKeys(
+        params, "parameters",
+        {"normalize", "lambda", "rescale", "int8_mask", "seed", "weight", "density", "gamma"}));
     if (params["normalize"]) {
       PAFT_ASSIGN_OR_RETURN(bool v, Bool(params["normalize"], "parameters.normalize"));
       spec->set_normalize(v);
@@ -151,23 +157,38 @@ static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& ya
     const std::string path = m["model"].as<std::string>();
     const YAML::Node params = m["parameters"];
     if (path == base_name && !params) continue;  // the base listed among the models
+    if (params && !params.IsMap()) return Bad(where + ".parameters", "must be a mapping");
+    if (params) {
+      PAFT_RETURN_IF_ERROR(
+          CheckKeys(params, where + ".parameters", {"weight", "density", "gamma"}));
+    }
+    // As mergekit's ConfigReader.parameter: the model's own value, else the top-level one.
+    const YAML::Node global = root["parameters"];
+    using Found = std::optional<std::pair<YAML::Node, std::string>>;  // the value and its key
+    auto lookup = [&](const std::string& name) -> Found {
+      if (params && params[name])
+        return std::make_pair(params[name], where + ".parameters." + name);
+      if (global && global[name]) return std::make_pair(global[name], "parameters." + name);
+      return std::nullopt;
+    };
     auto* input = request.add_inputs();
     input->set_path(Resolve(path, base_dir));
-    if (!params || !params.IsMap() || !params["weight"]) {
-      return Bad(where + ".parameters.weight", "is required");
+    const Found weight_value = lookup("weight");
+    if (!weight_value) {
+      return Bad(where + ".parameters.weight",
+                 "is required (there or in the top-level parameters)");
     }
-    PAFT_RETURN_IF_ERROR(CheckKeys(params, where + ".parameters", {"weight", "density", "gamma"}));
-    PAFT_ASSIGN_OR_RETURN(double weight, Number(params["weight"], where + ".parameters.weight"));
+    PAFT_ASSIGN_OR_RETURN(double weight, Number(weight_value->first, weight_value->second));
     input->mutable_params()->set_weight(weight);
     input->mutable_params()->set_density(1.0);
-    if (params["density"]) {
-      PAFT_ASSIGN_OR_RETURN(double d, Number(params["density"], where + ".parameters.density"));
-      if (!(d > 0 && d <= 1)) return Bad(where + ".parameters.density", "must be in (0, 1]");
+    if (const Found density = lookup("density")) {
+      PAFT_ASSIGN_OR_RETURN(double d, Number(density->first, density->second));
+      if (!(d > 0 && d <= 1)) return Bad(density->second, "must be in (0, 1]");
       input->mutable_params()->set_density(d);
     }
-    if (params["gamma"]) {
-      PAFT_ASSIGN_OR_RETURN(double g, Number(params["gamma"], where + ".parameters.gamma"));
-      if (!(g >= 0 && g < 1)) return Bad(where + ".parameters.gamma", "must be in [0, 1)");
+    if (const Found gamma = lookup("gamma")) {
+      PAFT_ASSIGN_OR_RETURN(double g, Number(gamma->first, gamma->second));
+      if (!(g >= 0 && g < 1)) return Bad(gamma->second, "must be in [0, 1)");
       input->mutable_params()->set_gamma(g);
     }
   }

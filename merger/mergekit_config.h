@@ -9,6 +9,8 @@
 //       parameters: {weight: 1.0, density: 0.5, gamma: 0.01}
 //     - model: models/base           # the base may be listed without parameters; it is skipped
 //   parameters: {normalize: true, lambda: 1.0, rescale: false, int8_mask: true, seed: 0}
+//   # the top-level parameters may also hold weight, density and gamma: the default of every
+//   # model that does not set its own (mergekit's ConfigReader.parameter)
 //   dtype: bfloat16
 //   merge_space: delta     # paft's: delta (default), adapter, adapter_svd (docs/merger.md)
 //   output: model          # paft's: model, adapter, both

@@ -46,6 +46,38 @@ dtype: bfloat16
   EXPECT_EQ(r->spec().dtype(), "bfloat16");
 }
 
+// mergekit's global `parameters` hold every model's defaults (ConfigReader.parameter reads the
+// model's own value first): here density for both, weight for the one that sets none.
+TEST(MergekitConfigTest, TopLevelParametersAreEveryModelsDefaults) {
+  auto r = ParseMergekitConfig(R"yaml(
+merge_method: ties
+base_model: base
+models:
+  - model: sft
+    parameters: {weight: 0.7}
+  - model: dpo
+  - model: base
+parameters: {density: 0.5, weight: 0.3, gamma: 0.05, normalize: false}
+)yaml",
+                               "");
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->inputs_size(), 2);
+  EXPECT_DOUBLE_EQ(r->inputs(0).params().weight(), 0.7);
+  EXPECT_DOUBLE_EQ(r->inputs(1).params().weight(), 0.3);
+  for (const auto& input : r->inputs()) {
+    EXPECT_DOUBLE_EQ(input.params().density(), 0.5);
+    EXPECT_DOUBLE_EQ(input.params().gamma(), 0.05);
+  }
+  EXPECT_TRUE(r->spec().has_normalize() && !r->spec().normalize());
+  // A bad global default is reported under its own key.
+  auto bad = ParseMergekitConfig(
+      "merge_method: ties\nbase_model: b\nmodels: [{model: a, parameters: {weight: 1}}]\n"
+      "parameters: {density: 2}\n",
+      "");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("parameters.density: must be in (0, 1]"));
+}
+
 TEST(MergekitConfigTest, ErrorsNameTheKey) {
   auto expect = [](const std::string& yaml, const std::string& fragment) {
     auto r = ParseMergekitConfig(yaml, "");

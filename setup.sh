@@ -4,7 +4,8 @@
 #   ./setup.sh demo    install what is missing, build, run a PAFT job on a local cluster
 #   ./setup.sh test    install what is missing, build, run every test (what CI runs)
 #   ./setup.sh build   install what is missing and build
-#   ./setup.sh deps    only install the Debian packages and the Python venv (PyTorch from PyPI)
+#   ./setup.sh deps    only install the Debian packages and the Python venv (PyTorch and the
+#                      Hugging Face tools the tests compare against, from PyPI)
 #   ./setup.sh fuzz    also install clang and libFuzzer, run every fuzz target (FUZZ_SECONDS each)
 #   ./setup.sh bench   run the training bench beside its PyTorch-Python peer (the same torch)
 #   ./setup.sh tsan    build the coordinator's unit tests under ThreadSanitizer and run them
@@ -52,25 +53,28 @@ install_deps() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# The Python venv with the pinned PyPI packages (requirements/torch.txt: the torch wheel whose
-# LibTorch the build links). One venv per content of the requirements files and Python version,
-# kept under PAFT_VENV_ROOT, so a second checkout or CI run reuses it without downloading again;
+# The Python venv with the pinned PyPI packages: requirements/torch.txt (the torch wheel whose
+# LibTorch the build links) and requirements/test.txt (the Hugging Face tools the ecosystem tests
+# compare against). One venv per content of the requirements files and Python version, kept
+# under PAFT_VENV_ROOT, so a second checkout or CI run reuses it without downloading again;
 # ./.venv links to it (CMake finds torch through it). One installer at a time per venv (a lock
 # beside it); a venv counts once its marker is written, so an interrupted install is made again.
+REQUIREMENTS="requirements/torch.txt requirements/test.txt"
 ensure_venv() {
   local root=${PAFT_VENV_ROOT:-${HOME:-/root}/.cache/paft}
   local key
-  key=$( (python3 --version; cat requirements/torch.txt "$@") | sha256sum | cut -c1-16)
+  # shellcheck disable=SC2086
+  key=$( (python3 --version; cat $REQUIREMENTS) | sha256sum | cut -c1-16)
   local venv="$root/venv-$key"
   mkdir -p "$root"
   exec 9>"$venv.lock"
   flock 9
   if [ ! -f "$venv/.paft-complete" ]; then
-    echo "setup: creating the Python venv $venv (PyPI: requirements/torch.txt $*)"
+    echo "setup: creating the Python venv $venv (PyPI: $REQUIREMENTS)"
     rm -rf "$venv"
     python3 -m venv "$venv"
     local req
-    for req in requirements/torch.txt "$@"; do
+    for req in $REQUIREMENTS; do
       "$venv/bin/python" -m pip install --quiet --no-deps -r "$req"
     done
     "$venv/bin/python" -m pip check

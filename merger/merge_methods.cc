@@ -250,14 +250,15 @@ absl::StatusOr<KeepRule> PlanKeep(const MergeOptions& options, const InputWeight
     rule.threshold = static_cast<uint64_t>(std::ldexp(w.density, 53));
     rule.stream = SplitMix64(stream);
   } else {
-    const int64_t target = KeptCount(n, w.density);
+    const bool outliers = method == Sparsification::kMagnitudeOutliers;
+    const int64_t target = KeptCount(n, w.density, /*at_least_one=*/!outliers);
     if (target == 0) {
       rule.kind = KeepRule::kNone;
       return rule;
     }
     int64_t top = 0;  // largest entries dropped (breadcrumbs)
-    if (method == Sparsification::kMagnitudeOutliers) {
-      top = static_cast<int64_t>(std::floor(w.gamma * static_cast<double>(n) + 1e-9));
+    if (outliers) {
+      top = static_cast<int64_t>(w.gamma * static_cast<double>(n));
       if (n - target - top < 0) top = n - target;
     }
     const int64_t bottom = n - target - top;  // smallest entries dropped
@@ -356,9 +357,10 @@ absl::StatusOr<MethodTraits> LookupMergeMethod(const std::string& name) {
       absl::StrCat("unknown merge method '", name, "' (known: ", known, ")"));
 }
 
-int64_t KeptCount(int64_t n, double density) {
-  // floor, with slack so that e.g. 0.3 * 10 = 2.9999999999999996 keeps 3.
-  const auto k = static_cast<int64_t>(std::floor(density * static_cast<double>(n) + 1e-9));
+int64_t KeptCount(int64_t n, double density, bool at_least_one) {
+  // Python's int(density * n), as mergekit: truncated, so 0.57 * 100 = 56.99999999999999 keeps 56.
+  auto k = static_cast<int64_t>(density * static_cast<double>(n));
+  if (at_least_one && density > 0 && n > 0) k = std::max<int64_t>(k, 1);
   return std::clamp<int64_t>(k, 0, n);
 }
 

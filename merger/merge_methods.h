@@ -64,8 +64,10 @@ struct InputWeights {
   double gamma = 0.01;   // breadcrumbs: fraction of the largest entries dropped
 };
 
-// How many of n entries a density keeps: floor(density * n), as mergekit.
-int64_t KeptCount(int64_t n, double density);
+// How many of n entries a density keeps, as mergekit 0.1's sparsify: int(density * n), and at
+// least one of a non-empty tensor where `at_least_one` (magnitude; breadcrumbs' outliers
+// variant has no such floor).
+int64_t KeptCount(int64_t n, double density, bool at_least_one);
 
 // A stable 64-bit key of a tensor name (FNV-1a), for DARE's per-tensor random stream.
 uint64_t TensorKey(const std::string& name);
@@ -105,14 +107,15 @@ absl::Status MergeTensor(const MergeOptions& options, const std::vector<InputWei
 
 // In-memory conveniences over the same code (tests, small tensors). Entries are ranked by
 // (|value|, index): equal magnitudes keep the later indices.
-// magnitude: keep the KeptCount largest; rescale: scale the kept ones to the original L1 norm.
+// magnitude: keep the KeptCount(n, density, true) largest; rescale: scale the kept ones to the
+// original L1 norm.
 void SparsifyMagnitude(float* delta, int64_t n, double density, bool rescale);
 // random (DARE): keep each entry with probability `density` from a counter-based stream keyed by
 // `stream`; rescale: scale the kept ones to the original L1 norm (mergekit 0.1; 0.0.x divided
 // them by density).
 void SparsifyRandom(float* delta, int64_t n, double density, bool rescale, uint64_t stream);
-// outliers (breadcrumbs): drop the floor(gamma * n) largest and the smallest, keeping
-// KeptCount(n, density) entries (fewer outliers dropped if both do not fit); rescale as
+// outliers (breadcrumbs): drop the int(gamma * n) largest and the smallest, keeping
+// KeptCount(n, density, false) entries (fewer outliers dropped if both do not fit); rescale as
 // magnitude.
 void SparsifyMagnitudeOutliers(float* delta, int64_t n, double density, double gamma,
                                bool rescale);

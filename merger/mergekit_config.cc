@@ -71,7 +71,7 @@ static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& ya
   if (!root.IsMap()) return absl::InvalidArgumentError("merge config must be a mapping");
   PAFT_RETURN_IF_ERROR(
       CheckKeys(root, "",
-                {"merge_method", "base_model", "models", "parameters", "dtype", "tokenizer_source",
+                {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source",
                  "name", "merge_space", "output", "svd_rank", "svd_clamp"}));
   paft::v1::MergeRequest request;
   auto* spec = request.mutable_spec();
@@ -109,12 +109,15 @@ static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& ya
   if (root["tokenizer_source"] && root["tokenizer_source"].as<std::string>() != "base") {
     return absl::UnimplementedError("merge config: tokenizer_source: only 'base' is supported");
   }
-  if (root["dtype"]) {
-    const std::string dtype = root["dtype"].as<std::string>();
+  // mergekit: `dtype` is what it computes in, `out_dtype` (default: dtype) what it writes. paft
+  // always computes in fp32 and writes out_dtype, else dtype (docs/merger.md).
+  for (const char* key : {"dtype", "out_dtype"}) {
+    if (!root[key]) continue;
+    const std::string dtype = root[key].as<std::string>();
     if (dtype != "float32" && dtype != "bfloat16" && dtype != "float16") {
-      return Bad("dtype", "must be float32, bfloat16 or float16");
+      return Bad(key, "must be float32, bfloat16 or float16");
     }
-    spec->set_dtype(dtype);
+    if (std::string(key) == "out_dtype" || !root["out_dtype"]) spec->set_dtype(dtype);
   }
   if (const YAML::Node params = root["parameters"]) {
     if (!params.IsMap()) return Bad("parameters", "must be a mapping");

@@ -108,11 +108,14 @@ TEST(MergeMethodsTest, TiesWeightsEnterTheElection) {
 }
 
 TEST(MergeMethodsTest, DensityZeroAndOne) {
-  // Density 1 keeps everything; a density below 1/n keeps nothing (floor(density * n) = 0).
-  EXPECT_EQ(KeptCount(4, 1.0), 4);
-  EXPECT_EQ(KeptCount(4, 0.2), 0);
-  EXPECT_EQ(KeptCount(10, 0.3), 3);
-  EXPECT_EQ(Merge(Options("ties"), {1, 1}, {{2, 3}}, {{1, 0.4}}), (V{1, 1}));
+  // Density 1 keeps everything; below 1/n magnitude keeps one entry and breadcrumbs none;
+  // int(density * n) truncates 0.57 * 100 = 56.99999999999999 to 56 (mergekit's sparsify.py).
+  EXPECT_EQ(KeptCount(4, 1.0, true), 4);
+  EXPECT_EQ(KeptCount(4, 0.2, true), 1);
+  EXPECT_EQ(KeptCount(4, 0.2, false), 0);
+  EXPECT_EQ(KeptCount(100, 0.57, true), 56);
+  EXPECT_EQ(KeptCount(0, 0.5, true), 0);
+  EXPECT_EQ(Merge(Options("ties"), {1, 1}, {{2, 3}}, {{1, 0.4}}), (V{1, 3}));
   EXPECT_EQ(Merge(Options("magnitude_prune"), {0, 0, 0, 0}, {{1, -4, 2, 3}}, {{1, 0.5}}),
             (V{0, -4, 0, 3}));
 }
@@ -169,7 +172,9 @@ TEST(MergeMethodsTest, DareKeepsDensityFractionAndRescales) {
   const double ratio = sum_before / kept_before;
   EXPECT_NEAR(ratio, 1 / density, 0.02 / density);
   for (int64_t j = 0; j < n; ++j) {
-    if (d[j] != 0) ASSERT_NEAR(d[j], original[j] * ratio, 1e-5 * original[j] * ratio);
+    if (d[j] != 0) {
+      ASSERT_NEAR(d[j], original[j] * ratio, 1e-5 * original[j] * ratio);
+    }
   }
   EXPECT_NEAR(sum_after / sum_before, 1.0, 1e-5);
   // The same stream gives the same mask; another stream another one.
@@ -227,8 +232,8 @@ TEST(MergeMethodsTest, StreamingSelectionMatchesASort) {
         const float fa = std::fabs(d[a]), fb = std::fabs(d[b]);
         return fa != fb ? fa < fb : a < b;
       });
-      const int64_t target = KeptCount(n, density);
-      int64_t top = static_cast<int64_t>(std::floor(gamma * n + 1e-9));
+      const int64_t target = KeptCount(n, density, /*at_least_one=*/gamma == 0);
+      int64_t top = static_cast<int64_t>(gamma * n);
       if (n - target - top < 0) top = n - target;
       V expected(n, 0.0f);
       for (int64_t r = n - target - top; r < n - top; ++r) expected[order[r]] = d[order[r]];

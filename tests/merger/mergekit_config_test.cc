@@ -78,6 +78,20 @@ parameters: {density: 0.5, weight: 0.3, gamma: 0.05, normalize: false}
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("parameters.density: must be in (0, 1]"));
 }
 
+TEST(MergekitConfigTest, OutDtypeIsTheOutputsDtype) {
+  const std::string models =
+      "merge_method: ties\nbase_model: b\nmodels: [{model: a, parameters: {weight: 1}}]\n";
+  auto both = ParseMergekitConfig(models + "dtype: float32\nout_dtype: bfloat16\n", "");
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_EQ(both->spec().dtype(), "bfloat16");
+  auto only = ParseMergekitConfig(models + "out_dtype: float16\n", "");
+  ASSERT_TRUE(only.ok()) << only.status();
+  EXPECT_EQ(only->spec().dtype(), "float16");
+  auto bad = ParseMergekitConfig(models + "out_dtype: int8\n", "");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("out_dtype"));
+}
+
 TEST(MergekitConfigTest, ErrorsNameTheKey) {
   auto expect = [](const std::string& yaml, const std::string& fragment) {
     auto r = ParseMergekitConfig(yaml, "");

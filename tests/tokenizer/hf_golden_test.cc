@@ -1,7 +1,8 @@
-// Real tokenizers (Llama-3, Qwen3, Gemma-3 and a Llama-2-family model) against goldens made by an
-// independent implementation: tests/tokenizer/golden/*.golden.json were written by
-// make_goldens.mjs with @lenml/tokenizers (a JavaScript port of transformers.js) from the same
-// tokenizer files, on corpus.json's hard cases. Ids must be equal. The tokenizer files are not
+// Real tokenizers (Llama-3, Qwen3, Gemma-3 and a Llama-2-family model) against goldens made by
+// Hugging Face's own tokenizers: tests/tokenizer/golden/*.golden.json were written by
+// make_goldens.py (the pinned PyPI tokenizers) from the same tokenizer files, on corpus.json's hard
+// cases, so that this check runs without Python. Ids must be equal. (The larger generated corpus
+// is tests/ecosystem/tokenizers_test.py, against tokenizers itself.) The tokenizer files are not
 // committed: fetch_tokenizers.sh puts them in a cache ($PAFT_TOKENIZER_CACHE, else
 // ~/.cache/paft/tokenizers; `./setup.sh test` runs it), and without them these tests skip.
 #include <gmock/gmock.h>

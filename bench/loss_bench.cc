@@ -28,6 +28,7 @@
 #include "trainer/cpu_runtime.h"
 #include "trainer/devices.h"
 #include "trainer/llama.h"
+#include "trainer/objectives.h"
 #include "trainer/precision.h"
 #include "trainer/target_log_probs.h"
 
@@ -111,11 +112,7 @@ int main(int argc, char** argv) {
     if (path == "full") {
       loss = paft::testing::SftLoss(model->forward(ids), ids, all);
     } else {
-      const torch::Tensor h = model->HiddenStates(ids).narrow(1, 0, t - 1);
-      loss = -trainer::TargetLogProbs(h.reshape({b * (t - 1), hidden}), model->HeadWeight(),
-                                      ids.narrow(1, 1, t - 1).reshape(-1),
-                                      absl::GetFlag(FLAGS_chunk_rows))
-                  .mean();
+      loss = -trainer::NextTokenLogProbs(model, ids, absl::GetFlag(FLAGS_chunk_rows)).mean();
     }
     loss.backward();
     loss_value = loss.item<double>();  // waits for the GPU

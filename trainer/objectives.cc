@@ -32,11 +32,12 @@ SequenceLogProbs BatchLogProbs(LlamaForCausalLM& model, const Batch& b) {
   return {zeros.index_add(0, owner, token), zeros.index_add(0, owner, torch::ones_like(token))};
 }
 
-torch::Tensor NextTokenLogProbs(LlamaForCausalLM& model, const torch::Tensor& input_ids) {
+torch::Tensor NextTokenLogProbs(LlamaForCausalLM& model, const torch::Tensor& input_ids,
+                                int64_t chunk_rows) {
   const int64_t b = input_ids.size(0), t = input_ids.size(1);
   const torch::Tensor hidden = model->HiddenStates(input_ids).narrow(1, 0, t - 1);
   return TargetLogProbs(hidden.reshape({b * (t - 1), hidden.size(2)}), model->HeadWeight(),
-                        input_ids.narrow(1, 1, t - 1).reshape(-1))
+                        input_ids.narrow(1, 1, t - 1).reshape(-1), chunk_rows)
       .view({b, t - 1});
 }
 

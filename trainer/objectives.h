@@ -88,8 +88,9 @@ class BranchObjective {
 // a time (TargetLogProbs), so no (tokens × vocabulary) logits are ever held.
 SequenceLogProbs BatchLogProbs(LlamaForCausalLM& model, const Batch& batch);
 // log p(token t + 1 | tokens ≤ t) at every position of unpadded rows input_ids (B, T): (B, T - 1),
-// fp32, chunked as above.
-torch::Tensor NextTokenLogProbs(LlamaForCausalLM& model, const torch::Tensor& input_ids);
+// fp32, chunked as above (`chunk_rows` 0: TargetLogProbs' default).
+torch::Tensor NextTokenLogProbs(LlamaForCausalLM& model, const torch::Tensor& input_ids,
+                                int64_t chunk_rows = 0);
 
 // Splits log-probs of 2B rows into chosen (first B) and rejected.
 std::pair<SequenceLogProbs, SequenceLogProbs> SplitPairs(const SequenceLogProbs& all, int64_t b);

@@ -1,11 +1,13 @@
 """Shared by the ecosystem tests: Hugging Face model folders with random weights written as
 transformers reads them (config.json, model.safetensors, Llama 3's tokenizer files), the token ids
 of a .paftds file (common/token_dataset.h) read back, `paft-worker eval` run on a folder, and the
-completion log-probs a transformers or PEFT model gives the same ids."""
+completion log-probs a transformers or PEFT model gives the same ids; where the tools are, and the
+skip without Llama 3's tokenizer."""
 import json
 import os
 import struct
 import subprocess
+import sys
 
 import torch
 from safetensors.torch import save_file
@@ -16,6 +18,19 @@ LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_si
          "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
          "max_position_embeddings": 256, "torch_dtype": "float32", "hidden_act": "silu",
          "tie_word_embeddings": False, "rope_theta": 10000.0}
+
+
+def build_tools(argv):
+    """paft-worker and paft-merger in the build folder argv[1]."""
+    build = os.path.abspath(argv[1])
+    return os.path.join(build, "worker", "paft-worker"), os.path.join(build, "merger", "paft-merger")
+
+
+def require_llama3_tokenizer(cache):
+    """Exits 77 (skipped) where the cache lacks Llama 3's tokenizer files."""
+    if not os.path.isfile(os.path.join(cache, "llama3", "tokenizer.json")):
+        print(f"skipped: no Llama 3 tokenizer in {cache} (tests/tokenizer/golden/fetch_tokenizers.sh)")
+        sys.exit(77)
 
 
 def tokenizer_cache(argv):

@@ -25,15 +25,14 @@ try:
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from ecosystem_common import LLAMA, completion_log_probs, paft_eval, tokenizer_cache, write_model
+    from ecosystem_common import (LLAMA, build_tools, completion_log_probs, paft_eval,
+                                  require_llama3_tokenizer, tokenizer_cache, write_model)
 except ImportError as e:
     print(f"skipped: {e}; ./setup.sh deps installs requirements/test.txt into the venv")
     sys.exit(77)
 
-BUILD = os.path.abspath(sys.argv[1])
 CACHE = tokenizer_cache(sys.argv)
-WORKER = os.path.join(BUILD, "worker", "paft-worker")
-MERGER = os.path.join(BUILD, "merger", "paft-merger")
+WORKER, MERGER = build_tools(sys.argv)
 LOG_PROB_TOLERANCE = 1e-4  # nats, on each example's summed completion log-prob (fp32)
 TENSOR_TOLERANCE = 1e-6
 EXAMPLES = [
@@ -107,9 +106,7 @@ def effective_deltas(peft_model, adapter):
 
 
 def main():
-    if not os.path.isfile(os.path.join(CACHE, "llama3", "tokenizer.json")):
-        print(f"skipped: no Llama 3 tokenizer in {CACHE} (tests/tokenizer/golden/fetch_tokenizers.sh)")
-        return 77
+    require_llama3_tokenizer(CACHE)
     torch.set_num_threads(1)
     failures = []
 

@@ -22,15 +22,14 @@ try:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ecosystem_common import LLAMA, completion_log_probs, paft_eval, tokenizer_cache, write_model
+    from ecosystem_common import (LLAMA, build_tools, completion_log_probs, paft_eval,
+                                  require_llama3_tokenizer, tokenizer_cache, write_model)
 except ImportError as e:
     print(f"skipped: {e}; ./setup.sh deps installs requirements/test.txt into the venv")
     sys.exit(77)
 
-BUILD = os.path.abspath(sys.argv[1])
 CACHE = tokenizer_cache(sys.argv)
-WORKER = os.path.join(BUILD, "worker", "paft-worker")
-MERGER = os.path.join(BUILD, "merger", "paft-merger")
+WORKER, MERGER = build_tools(sys.argv)
 TOLERANCE = 1e-4  # on each example's summed completion log-prob, fp32
 
 BASE = {k: v for k, v in LLAMA.items() if k not in ("architectures", "model_type", "rope_theta")}
@@ -68,9 +67,7 @@ def compare(label, ours, examples, model_dir, failures):
 
 
 def main():
-    if not os.path.isfile(os.path.join(CACHE, "llama3", "tokenizer.json")):
-        print(f"skipped: no Llama 3 tokenizer in {CACHE} (tests/tokenizer/golden/fetch_tokenizers.sh)")
-        return 77
+    require_llama3_tokenizer(CACHE)
     torch.set_num_threads(1)
     failures = []
     with tempfile.TemporaryDirectory(prefix="paft-transformers-") as work:

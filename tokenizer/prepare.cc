@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status.h"
+#include "tokenizer/sequence_split.h"
 
 namespace paft::tokenizer {
 namespace {
@@ -100,32 +101,6 @@ bool Fit(std::vector<uint32_t>& prompt, std::vector<std::vector<uint32_t>*> comp
   return true;
 }
 
-// A prompt and its completion(s) as one sequence each, split where the prompt's own tokens end
-// (TRL's SFT tokenization). `bos`/`eos` < 0: none.
-struct Split {
-  std::vector<uint32_t> prompt, completion;
-  bool mismatch = false;
-};
-absl::StatusOr<Split> SplitAtPrompt(const Tokenizer& tokenizer, const std::string& prompt,
-                                    const std::string& whole, int64_t bos, int64_t eos) {
-  PAFT_ASSIGN_OR_RETURN(std::vector<uint32_t> prompt_ids, tokenizer.Encode(prompt));
-  PAFT_ASSIGN_OR_RETURN(std::vector<uint32_t> all, tokenizer.Encode(whole));
-  if (bos >= 0) {
-    prompt_ids.insert(prompt_ids.begin(), static_cast<uint32_t>(bos));
-    all.insert(all.begin(), static_cast<uint32_t>(bos));
-  }
-  if (eos >= 0 && (all.empty() || all.back() != static_cast<uint32_t>(eos))) {
-    all.push_back(static_cast<uint32_t>(eos));
-  }
-  Split s;
-  const size_t boundary = std::min(prompt_ids.size(), all.size());
-  s.mismatch = !std::equal(prompt_ids.begin(), prompt_ids.begin() + boundary, all.begin()) ||
-               boundary < prompt_ids.size();
-  s.prompt.assign(all.begin(), all.begin() + boundary);
-  s.completion.assign(all.begin() + boundary, all.end());
-  return s;
-}
-
 // A message's role ("" when absent or not a string).
 std::string Role(const json& message) {
   if (!message.is_object()) return "";
@@ -199,6 +174,25 @@ absl::Status SplitAllTurns(const Tokenizer& tokenizer, const RenderChatFn& rende
 const json* Conversation(const json& record, const char* key) {
   auto it = record.find(key);
   return it != record.end() && it->is_array() ? &*it : nullptr;
+}
+
+// A conversational record's prompt and answers with the model's chat template, as TRL: the
+// prompt rendered with the generation prompt, prompt + each answer without; no BOS or EOS added
+// (the template writes its own).
+absl::StatusOr<PromptSplit> SplitConversation(const Tokenizer* tokenizer, const RenderChatFn& render,
+                                              const json& record,
+                                              const std::vector<const char*>& answers) {
+  if (tokenizer == nullptr) return absl::FailedPreconditionError("conversations need a tokenizer");
+  const json& prompt = record["prompt"];
+  PAFT_ASSIGN_OR_RETURN(std::string prompt_text, render(prompt, true));
+  std::vector<std::string> wholes;
+  for (const char* key : answers) {
+    json whole = prompt;
+    for (const json& message : record[key]) whole.push_back(message);
+    PAFT_ASSIGN_OR_RETURN(std::string text, render(whole, false));
+    wholes.push_back(std::move(text));
+  }
+  return SplitAtPrompt(*tokenizer, prompt_text, wholes, -1, -1);
 }
 
 }  // namespace
@@ -278,61 +272,38 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
       result.kind = preference ? DatasetKind::kPreference : DatasetKind::kSft;
     }
     TokenExample e;
-    bool special_tokens_added = false;  // BOS/EOS placed already (TRL's single sequence)
+    bool special_tokens_added = false;  // BOS/EOS placed already (TRL's whole sequences)
     auto error_at = [&](const absl::Status& status) {
       return absl::InvalidArgumentError(absl::StrCat("line ", line_number, ": ", status.message()));
     };
-    const bool text_pair = format == "prompt_completion" && tokenizer != nullptr &&
-                           record.contains("prompt") && record["prompt"].is_string() &&
-                           record.contains("completion") && record["completion"].is_string();
-    const bool chat_preference = preference && options.render_chat && Conversation(record, "prompt") &&
-                                 Conversation(record, "chosen") && Conversation(record, "rejected");
-    if (text_pair) {
-      // TRL: [BOS] + encode(prompt + completion) + [EOS], split after [BOS] + encode(prompt).
-      const std::string prompt = record["prompt"], completion = record["completion"];
-      auto split = SplitAtPrompt(*tokenizer, prompt, prompt + completion,
-                                 options.add_bos ? tokenizer->bos_id() : -1,
-                                 options.add_eos ? tokenizer->eos_id() : -1);
-      if (!split.ok()) return error_at(split.status());
-      e.prompt = std::move(split->prompt);
-      e.completion = std::move(split->completion);
-      result.boundary_mismatches += split->mismatch ? 1 : 0;
-      special_tokens_added = true;
-    } else if (chat_preference) {
-      // TRL: the prompt rendered with the generation prompt; each answer is the rest of the
-      // rendering of prompt + answer; each side encoded on its own, EOS after the answers.
-      const json& prompt = *Conversation(record, "prompt");
-      auto prompt_text = options.render_chat(prompt, true);
-      if (!prompt_text.ok()) return error_at(prompt_text.status());
-      PAFT_ASSIGN_OR_RETURN(e.prompt, tokenizer->Encode(*prompt_text));
-      for (const char* key : {"chosen", "rejected"}) {
-        json whole = prompt;
-        for (const auto& m : *Conversation(record, key)) whole.push_back(m);
-        auto text = options.render_chat(whole, false);
-        if (!text.ok()) return error_at(text.status());
-        if (text->compare(0, prompt_text->size(), *prompt_text) != 0) {
-          return error_at(absl::InvalidArgumentError(absl::StrCat(
-              "the chat template's rendering of prompt + ", key,
-              " does not start with its rendering of the prompt")));
-        }
-        PAFT_ASSIGN_OR_RETURN(std::vector<uint32_t> ids, tokenizer->Encode(text->substr(prompt_text->size())));
-        (std::string(key) == "chosen" ? e.completion : e.rejected) = std::move(ids);
+    if (preference && !record.contains("prompt") && !record.contains("prompt_ids") &&
+        record.contains("chosen") && record.contains("rejected")) {
+      // TRL's implicit prompt: the beginning both answers share.
+      auto parts = ExtractPrompt(record["chosen"], record["rejected"]);
+      if (!parts.ok()) return error_at(parts.status());
+      record["prompt"] = (*parts)[0];
+      record["chosen"] = (*parts)[1];
+      record["rejected"] = (*parts)[2];
+    }
+    if (format == "messages" && options.assistant_turns == "last") {
+      // TRL's conversational prompt-completion: the last assistant message is the completion.
+      const json& messages = record.value("messages", json());
+      if (!messages.is_array() || messages.empty() || Role(messages.back()) != "assistant") {
+        return error_at(absl::InvalidArgumentError(
+            "'messages' must be a list ending with an 'assistant' message"));
       }
-      if (options.add_eos && tokenizer->eos_id() >= 0) {
-        e.completion.push_back(static_cast<uint32_t>(tokenizer->eos_id()));
-        e.rejected.push_back(static_cast<uint32_t>(tokenizer->eos_id()));
-      }
-      special_tokens_added = true;
-    } else if (format == "prompt_completion" || preference) {
-      PAFT_ASSIGN_OR_RETURN(e.prompt,
-                            Field(record, "prompt", tokenizer, vocab_limit, line_number, !preference));
-      PAFT_ASSIGN_OR_RETURN(e.completion, Field(record, preference ? "chosen" : "completion",
-                                                tokenizer, vocab_limit, line_number, true));
-      if (preference) {
-        PAFT_ASSIGN_OR_RETURN(e.rejected,
-                              Field(record, "rejected", tokenizer, vocab_limit, line_number, true));
-      }
-    } else if (format == "messages" && options.render_chat && options.assistant_turns == "all") {
+      record["prompt"] = json(messages.begin(), messages.end() - 1);
+      record["completion"] = json::array({messages.back()});
+    }
+    const std::vector<const char*> answers =
+        preference ? std::vector<const char*>{"chosen", "rejected"} : std::vector<const char*>{"completion"};
+    bool text = tokenizer != nullptr && record.contains("prompt") && record["prompt"].is_string();
+    bool chat = Conversation(record, "prompt") != nullptr;
+    for (const char* key : answers) {
+      text = text && record.contains(key) && record[key].is_string();
+      chat = chat && Conversation(record, key) != nullptr;
+    }
+    if (format == "messages" && options.assistant_turns == "all") {
       const json& messages = record.value("messages", json());
       if (!messages.is_array() || messages.empty()) {
         return error_at(absl::InvalidArgumentError("'messages' must be a non-empty list"));
@@ -341,37 +312,50 @@ absl::StatusOr<PrepareResult> PrepareJsonl(const std::string& jsonl, const Prepa
                                          &result.boundary_mismatches);
       if (!split.ok()) return error_at(split);
       special_tokens_added = true;
-    } else if (format == "messages" && options.render_chat) {
-      // TRL's conversational prompt-completion: the model's template renders both, the template
-      // places any BOS and end-of-turn tokens itself.
-      const json& messages = record.value("messages", json());
-      if (!messages.is_array() || messages.empty() || !messages.back().is_object() ||
-          Role(messages.back()) != "assistant") {
-        return error_at(absl::InvalidArgumentError(
-            "'messages' must be a list ending with an 'assistant' message"));
+    } else if (chat && !options.render_chat) {
+      // No model template: a built-in one, prompt and completion encoded on their own.
+      if (preference || record["completion"].size() != 1) {
+        return error_at(absl::FailedPreconditionError(
+            preference ? "conversational preference records need the model's chat template "
+                         "(tokenizer_config.json)"
+                       : "a conversational completion of several messages needs the model's chat "
+                         "template (tokenizer_config.json)"));
       }
-      const json prompt(messages.begin(), messages.end() - 1);
-      auto prompt_text = options.render_chat(prompt, true);
-      if (!prompt_text.ok()) return error_at(prompt_text.status());
-      auto whole_text = options.render_chat(messages, false);
-      if (!whole_text.ok()) return error_at(whole_text.status());
-      auto split = SplitAtPrompt(*tokenizer, *prompt_text, *whole_text, -1, -1);
-      if (!split.ok()) return error_at(split.status());
-      e.prompt = std::move(split->prompt);
-      e.completion = std::move(split->completion);
-      result.boundary_mismatches += split->mismatch ? 1 : 0;
-      special_tokens_added = true;
-    } else if (format == "messages") {
-      if (tokenizer == nullptr) {
-        return absl::FailedPreconditionError("'messages' need a tokenizer");
-      }
-      auto rendered = RenderChat(record.value("messages", json()), options.chat_template);
-      if (!rendered.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("line ", line_number, ": ", rendered.status().message()));
-      }
+      if (tokenizer == nullptr) return error_at(absl::FailedPreconditionError("conversations need a tokenizer"));
+      json messages = record["prompt"];
+      messages.push_back(record["completion"][0]);
+      auto rendered = RenderChat(messages, options.chat_template);
+      if (!rendered.ok()) return error_at(rendered.status());
       PAFT_ASSIGN_OR_RETURN(e.prompt, tokenizer->Encode(rendered->first));
       PAFT_ASSIGN_OR_RETURN(e.completion, tokenizer->Encode(rendered->second));
+    } else if (text || chat) {
+      // TRL: the prompt alone and prompt + each answer tokenized as whole sequences, the answers
+      // starting where those diverge. Text gets BOS and EOS; a chat template places its own.
+      absl::StatusOr<PromptSplit> split;
+      if (text) {
+        const std::string prompt = record["prompt"];
+        std::vector<std::string> wholes;
+        for (const char* key : answers) wholes.push_back(prompt + record[key].get<std::string>());
+        split = SplitAtPrompt(*tokenizer, prompt, wholes, options.add_bos ? tokenizer->bos_id() : -1,
+                              options.add_eos ? tokenizer->eos_id() : -1);
+      } else {
+        split = SplitConversation(tokenizer, options.render_chat, record, answers);
+      }
+      if (!split.ok()) return error_at(split.status());
+      e.prompt = std::move(split->prompt);
+      e.completion = std::move(split->completions[0]);
+      if (preference) e.rejected = std::move(split->completions[1]);
+      result.boundary_mismatches += split->mismatch ? 1 : 0;
+      special_tokens_added = true;
+    } else if (format == "prompt_completion" || preference) {
+      PAFT_ASSIGN_OR_RETURN(e.prompt,
+                            Field(record, "prompt", tokenizer, vocab_limit, line_number, !preference));
+      PAFT_ASSIGN_OR_RETURN(e.completion, Field(record, answers[0], tokenizer, vocab_limit,
+                                                line_number, true));
+      if (preference) {
+        PAFT_ASSIGN_OR_RETURN(e.rejected,
+                              Field(record, "rejected", tokenizer, vocab_limit, line_number, true));
+      }
     } else if (format == "text") {
       PAFT_ASSIGN_OR_RETURN(e.completion,
                             Field(record, "text", tokenizer, vocab_limit, line_number, true));

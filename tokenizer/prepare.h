@@ -1,16 +1,18 @@
 // JSONL datasets in TRL's formats -> tokenized examples (common/token_dataset.h).
 //
-// SFT records:   {"prompt", "completion"} | {"messages": [{"role", "content"}...]} | {"text"}
-//                | {"prompt_ids", "completion_ids"}
-// Preference:    {"prompt", "chosen", "rejected"} | {"prompt_ids", "chosen_ids", "rejected_ids"}
-// Tokenization follows TRL: a prompt-completion pair is tokenized as one sequence,
-// [BOS] + encode(prompt + completion) + [EOS], and the completion starts where [BOS] +
-// encode(prompt) ends (so a tokenizer cannot put an extra token at the boundary). Conversations
-// ("messages") are rendered with the model's chat template when there is one (`render_chat`),
-// else with a built-in one (`chat_template`): the prompt is the conversation before the last
-// assistant turn rendered with the generation prompt, the completion the rest of the whole
-// conversation's rendering. Preference records whose prompt/chosen/rejected are lists of
-// messages need the model's template.
+// SFT records:   {"prompt", "completion"} (strings, or lists of messages) | {"messages": [...]}
+//                | {"text"} | {"prompt_ids", "completion_ids"}
+// Preference:    {"prompt", "chosen", "rejected"} (strings, or lists of messages) | the same
+//                without "prompt" (TRL's implicit prompt: what both answers begin with)
+//                | {"prompt_ids", "chosen_ids", "rejected_ids"}
+// Tokenization follows TRL 1.16 (tokenizer/sequence_split.h): the prompt alone and prompt + each
+// answer are tokenized as whole sequences -- text with BOS (the tokenizer's post-processor) and
+// EOS, conversations rendered with the model's chat template (the prompt with the generation
+// prompt), which places its own special tokens -- and the answers start where the prompt's
+// tokens and the whole sequences' diverge. A "messages" conversation is TRL's conversational
+// prompt-completion: the last assistant message is the completion (or, with assistant_turns
+// "all", every assistant turn is trained). Without the model's template, SFT conversations use a
+// built-in one (`chat_template`), prompt and completion encoded on their own.
 // This code knows no tokenizer library: the tokenizer is an interface (sentencepiece lives in
 // the paft-prepare binary only, since it cannot share a process with torch or gRPC).
 #ifndef PAFT_TOKENIZER_PREPARE_H_
@@ -68,8 +70,8 @@ struct PrepareResult {
   std::vector<TokenExample> examples;
   int64_t truncated = 0;
   int64_t dropped = 0;
-  // Examples whose prompt tokens are not a prefix of the whole sequence's tokens (TRL warns and
-  // keeps the prompt's length as the boundary, as here).
+  // Examples whose prompt tokens are not all a prefix of the whole sequences' tokens (TRL warns;
+  // the answers start where they diverge, as here).
   int64_t boundary_mismatches = 0;
 };
 

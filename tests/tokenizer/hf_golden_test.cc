@@ -53,8 +53,8 @@ INSTANTIATE_TEST_SUITE_P(Families, HfGoldenTest,
                          ::testing::Values("llama3", "qwen3", "gemma3", "llama2"));
 
 // TRL's tokenization with real tokenizers: a prompt-completion pair is one sequence split where
-// the prompt's own tokens end; a conversation's prompt is its rendering up to the last assistant
-// turn with the generation prompt.
+// it and the prompt's own tokens diverge (here: where the prompt ends); a conversation's prompt
+// is its rendering up to the last assistant turn with the generation prompt.
 TEST(HfPrepareTest, PromptAndCompletionAreOneSequenceAsInTrl) {
   const std::string llama2 = JoinPath(testing::TokenizerCacheDir(), "llama2"), qwen3 = JoinPath(testing::TokenizerCacheDir(), "qwen3");
   if (!IsRegularFile(JoinPath(llama2, "tokenizer.json")) ||

@@ -140,7 +140,7 @@ TEST(PrepareTest, BadRecordsNameTheLineAndKey) {
   expect("{\"prompt\": \"p\", \"chosen\": \"c\"}", "line 1: missing 'rejected'");
   expect("{\"prompt_ids\": [1, -2], \"completion_ids\": [3]}", "'prompt_ids' holds a non-token");
   expect("{\"prompt_ids\": [1], \"completion_ids\": [300]}", "outside the vocabulary");
-  expect("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "role 'assistant'");
+  expect("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "ending with an 'assistant' message");
   expect("", "no usable example");
 }
 

@@ -151,7 +151,10 @@ void DefaultBranch(BranchSpec* b, bool is_sft) {
     if (!b->dpo().has_beta()) b->mutable_dpo()->set_beta(0.1);
     if (b->dpo().loss_type().empty()) b->mutable_dpo()->set_loss_type("sigmoid");
   }
-  if (b->has_orpo() && !b->orpo().has_beta()) b->mutable_orpo()->set_beta(0.1);
+  if (b->has_orpo()) {
+    if (!b->orpo().has_beta()) b->mutable_orpo()->set_beta(0.1);
+    if (!b->orpo().has_prompt_loss()) b->mutable_orpo()->set_prompt_loss(true);
+  }
   if (b->has_simpo()) {
     if (!b->simpo().has_beta()) b->mutable_simpo()->set_beta(2.0);
     if (!b->simpo().has_gamma()) b->mutable_simpo()->set_gamma(0.5);

@@ -151,6 +151,8 @@ StepCounts DataSchedule::Counts(int64_t step) {
   for (int64_t k = 0; k < examples_per_step(); ++k) {
     const int64_t i = Example(first + k);
     counts.targets += TargetTokens(data_->prompt(i), data_->completion(i), data_->loss_runs(i));
+    const int64_t sequence = static_cast<int64_t>(data_->prompt(i).size() + data_->completion(i).size());
+    counts.chosen_sequence_targets += std::max<int64_t>(0, sequence - 1);
   }
   return counts;
 }

@@ -57,6 +57,9 @@ int64_t TargetTokens(absl::Span<const uint32_t> prompt, absl::Span<const uint32_
 // sequence-level losses are normalised by (transformers' num_items_in_batch).
 struct StepCounts {
   int64_t targets = 0;    // SFT: completion targets; preference: chosen targets (ORPO's NLL)
+  // Preference: every token of prompt + chosen that has one before it (ORPO's NLL with its
+  // prompt loss).
+  int64_t chosen_sequence_targets = 0;
   int64_t sequences = 0;  // SFT rows, or preference pairs
 };
 

@@ -32,6 +32,7 @@ struct PreferenceParams {
   double beta = 0.1;
   double label_smoothing = 0.0;  // sigmoid, robust
   double gamma = 0.5;            // SimPO's margin
+  bool prompt_loss = true;       // ORPO: the NLL term covers the chosen prompt's tokens too
 };
 
 // Maps a spec's loss_type ("sigmoid", "ipo", "hinge", "robust") to a kind.

@@ -11,25 +11,61 @@ std::pair<SequenceLogProbs, SequenceLogProbs> SplitPairs(const SequenceLogProbs&
           {all.sum.narrow(0, b, b), all.tokens.narrow(0, b, b)}};
 }
 
-SequenceLogProbs BatchLogProbs(LlamaForCausalLM& model, const Batch& b) {
+namespace {
+
+// 1 at each position of the flat (rows × t) grid whose next token is a completion target
+// (`prompt` false) or a prompt token of the same sequence (`prompt` true).
+torch::Tensor PredictsNext(const Batch& b, int64_t rows, int64_t t, bool prompt) {
+  auto long_options = torch::TensorOptions().dtype(torch::kLong).device(b.input_ids.device());
+  torch::Tensor next = b.completion_mask.narrow(1, 1, t - 1);
+  if (prompt) {
+    // Not a target, and still inside the sequence: a real token of the same row (padded), or of
+    // the same sequence of the packed row (a sequence's first token is never a target).
+    const torch::Tensor inside =
+        b.packed() ? b.sequence_ids.narrow(0, 1, t - 1).eq(b.sequence_ids.narrow(0, 0, t - 1)).unsqueeze(0)
+                   : b.attention_mask.narrow(1, 1, t - 1).eq(1);
+    next = (inside & next.eq(0)).to(torch::kLong);
+  }
+  const torch::Tensor predicts = torch::zeros({rows, t}, long_options);
+  predicts.narrow(1, 0, t - 1).copy_(next);
+  return predicts.view(-1);
+}
+
+}  // namespace
+
+SequenceLogProbs BatchLogProbs(LlamaForCausalLM& model, const Batch& b, int64_t prompt_sequences,
+                               torch::Tensor* prompt_sums) {
   const torch::Tensor hidden = b.packed() ? model->HiddenStatesPacked(b.input_ids, b.lengths)
                                           : model->HiddenStates(b.input_ids, b.attention_mask);
   const int64_t rows = hidden.size(0), t = hidden.size(1);
   // Position p predicts the token at p + 1: the positions that matter are those followed by a
   // completion token (flat over the (rows, t) grid; a row's last position is never one).
-  auto long_options = torch::TensorOptions().dtype(torch::kLong).device(b.input_ids.device());
-  const torch::Tensor predicts = torch::zeros({rows, t}, long_options);
-  predicts.narrow(1, 0, t - 1).copy_(b.completion_mask.narrow(1, 1, t - 1));
-  const torch::Tensor positions = predicts.view(-1).nonzero().squeeze(1);
-  const torch::Tensor targets = b.input_ids.reshape(-1).index_select(0, positions + 1);
-  // The sequence each target belongs to: its row, or in a packed row its sequence.
-  const torch::Tensor owner =
-      b.packed() ? b.sequence_ids.index_select(0, positions + 1) : positions.div(t, "floor");
+  const auto owner_of = [&](const torch::Tensor& positions) {  // its row, or packed: its sequence
+    return b.packed() ? b.sequence_ids.index_select(0, positions + 1) : positions.div(t, "floor");
+  };
+  const torch::Tensor positions = PredictsNext(b, rows, t, false).nonzero().squeeze(1);
+  const int64_t completion_targets = positions.size(0);
+  torch::Tensor scored = positions, prompt_owner;
+  if (prompt_sums != nullptr) {  // also the prompt tokens of the first `prompt_sequences`
+    torch::Tensor prompt_positions = PredictsNext(b, rows, t, true).nonzero().squeeze(1);
+    prompt_owner = owner_of(prompt_positions);
+    const torch::Tensor keep = prompt_owner.lt(prompt_sequences);
+    prompt_positions = prompt_positions.masked_select(keep);
+    prompt_owner = prompt_owner.masked_select(keep);
+    scored = torch::cat({positions, prompt_positions});
+  }
+  const torch::Tensor targets = b.input_ids.reshape(-1).index_select(0, scored + 1);
   const torch::Tensor token =
-      TargetLogProbs(hidden.reshape({rows * t, hidden.size(2)}).index_select(0, positions),
+      TargetLogProbs(hidden.reshape({rows * t, hidden.size(2)}).index_select(0, scored),
                      model->HeadWeight(), targets);
+  const torch::Tensor completion = token.narrow(0, 0, completion_targets);
+  const torch::Tensor owner = owner_of(positions);
   const torch::Tensor zeros = torch::zeros({b.sequences()}, token.options());
-  return {zeros.index_add(0, owner, token), zeros.index_add(0, owner, torch::ones_like(token))};
+  if (prompt_sums != nullptr) {
+    *prompt_sums = zeros.index_add(
+        0, prompt_owner, token.narrow(0, completion_targets, token.size(0) - completion_targets));
+  }
+  return {zeros.index_add(0, owner, completion), zeros.index_add(0, owner, torch::ones_like(completion))};
 }
 
 torch::Tensor NextTokenLogProbs(LlamaForCausalLM& model, const torch::Tensor& input_ids,
@@ -63,6 +99,7 @@ absl::StatusOr<BranchObjective> BranchObjective::FromSpec(const paft::v1::Branch
   } else if (spec.has_orpo()) {
     p.kind = PreferenceKind::kOrpo;
     p.beta = spec.orpo().has_beta() ? spec.orpo().beta() : 0.1;
+    p.prompt_loss = spec.orpo().prompt_loss();  // true unless said (ApplyJobSpecDefaults)
   } else if (spec.has_simpo()) {
     p.kind = PreferenceKind::kSimpo;
     p.beta = spec.simpo().has_beta() ? spec.simpo().beta() : 2.0;
@@ -111,7 +148,11 @@ std::pair<SequenceLogProbs, SequenceLogProbs> BranchObjective::ReferenceLogProbs
 torch::Tensor BranchObjective::MicroBatchLoss(LlamaForCausalLM& model, const Batch& b,
                                               const StepCounts& counts, StepMetrics* metrics) {
   const double targets = static_cast<double>(std::max<int64_t>(1, counts.targets));
-  const SequenceLogProbs all = BatchLogProbs(model, b);
+  const bool orpo = preference_.kind == PreferenceKind::kOrpo;
+  // ORPO's NLL with its prompt loss: the chosen sequences' prompt tokens are scored too.
+  torch::Tensor prompt_sums;
+  const SequenceLogProbs all = BatchLogProbs(model, b, b.pairs,
+                                             orpo && preference_.prompt_loss ? &prompt_sums : nullptr);
   if (sft_) {
     torch::Tensor share = -all.sum.sum() / targets;
     metrics->loss += share.item<double>();
@@ -124,7 +165,13 @@ torch::Tensor BranchObjective::MicroBatchLoss(LlamaForCausalLM& model, const Bat
   PreferenceOutput out = PreferenceLoss(preference_, c, r, torch::zeros({}, chosen.sum.options()));
   torch::Tensor share =
       out.per_pair.sum() / static_cast<double>(std::max<int64_t>(1, counts.sequences));
-  if (preference_.kind == PreferenceKind::kOrpo) share = share - chosen.sum.sum() / targets;
+  if (orpo && preference_.prompt_loss) {  // over every token of prompt + chosen after the first
+    const double sequence_targets =
+        static_cast<double>(std::max<int64_t>(1, counts.chosen_sequence_targets));
+    share = share - (chosen.sum.sum() + prompt_sums.narrow(0, 0, pairs).sum()) / sequence_targets;
+  } else if (orpo) {
+    share = share - chosen.sum.sum() / targets;
+  }
   metrics->loss += share.item<double>();
   metrics->chosen_reward += out.chosen_rewards.mean().item<double>();
   metrics->rejected_reward += out.rejected_rewards.mean().item<double>();

@@ -85,8 +85,11 @@ class BranchObjective {
 
 // Completion log-probs of each sequence of a batch (rows, or a packed row's sequences), fp32:
 // the head is applied only at the positions that predict a completion token, a chunk of them at
-// a time (TargetLogProbs), so no (tokens × vocabulary) logits are ever held.
-SequenceLogProbs BatchLogProbs(LlamaForCausalLM& model, const Batch& batch);
+// a time (TargetLogProbs), so no (tokens × vocabulary) logits are ever held. With `prompt_sums`,
+// also the summed log-probs of the prompt tokens (each after the first) of the first
+// `prompt_sequences` sequences (ORPO's prompt loss; zero for the others), in the same pass.
+SequenceLogProbs BatchLogProbs(LlamaForCausalLM& model, const Batch& batch,
+                               int64_t prompt_sequences = 0, torch::Tensor* prompt_sums = nullptr);
 // log p(token t + 1 | tokens ≤ t) at every position of unpadded rows input_ids (B, T): (B, T - 1),
 // fp32, chunked as above (`chunk_rows` 0: TargetLogProbs' default).
 torch::Tensor NextTokenLogProbs(LlamaForCausalLM& model, const torch::Tensor& input_ids,

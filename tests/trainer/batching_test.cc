@@ -162,17 +162,27 @@ TEST(GlobalNormalisationTest, PreferenceSharesAddUpToTheGlobalBatchLoss) {
   torch::Tensor logits = model->forward(all.input_ids, all.attention_mask);
   auto [chosen, rejected] =
       SplitPairs(testing::CompletionLogProbs(logits, all.input_ids, all.completion_mask), 8);
-  for (const char* kind : {"orpo", "simpo"}) {
+  for (const std::string kind : {"orpo", "orpo with prompt loss", "simpo"}) {
     paft::v1::BranchSpec spec;
     PreferenceParams params;
     torch::Tensor chosen_nll = torch::zeros({}, torch::kDouble);
-    if (std::string(kind) == "orpo") {
+    if (kind == "orpo") {
       spec.mutable_orpo()->set_beta(0.3);
+      spec.mutable_orpo()->set_prompt_loss(false);
       params.kind = PreferenceKind::kOrpo;
       params.beta = 0.3;
       // ORPO's NLL: token mean over every chosen completion of the global batch.
       chosen_nll = testing::SftLoss(logits.narrow(0, 0, 8), all.input_ids.narrow(0, 0, 8),
                                     all.completion_mask.narrow(0, 0, 8));
+    } else if (kind == "orpo with prompt loss") {
+      spec.mutable_orpo()->set_beta(0.3);
+      spec.mutable_orpo()->set_prompt_loss(true);
+      params.kind = PreferenceKind::kOrpo;
+      params.beta = 0.3;
+      // TRL's and the ORPO authors' NLL: token mean over every token of every chosen sequence
+      // (prompt and completion) that has a token before it, from the full logits.
+      chosen_nll = testing::SftLoss(logits.narrow(0, 0, 8), all.input_ids.narrow(0, 0, 8),
+                                    all.attention_mask.narrow(0, 0, 8));
     } else {
       spec.mutable_simpo()->set_beta(2.0);
       spec.mutable_simpo()->set_gamma(0.4);
@@ -185,6 +195,8 @@ TEST(GlobalNormalisationTest, PreferenceSharesAddUpToTheGlobalBatchLoss) {
     const double expected =
         PreferenceLoss(params, {chosen, {}}, {rejected, {}}, chosen_nll).loss.item<double>();
     EXPECT_NEAR(SumOfShares(*objective, model, *data, ranks, 4, 1), expected, 1e-10) << kind;
+    DataSchedule accumulated(data.get(), 1, 2, 4, 1);
+    EXPECT_NEAR(SumOfShares(*objective, model, *data, accumulated, 1, 4), expected, 1e-10) << kind;
   }
 }
 
@@ -209,6 +221,7 @@ TEST(PackedBatchTest, SameLossAndGradientsAsThePaddedBatch) {
     for (const bool checkpointing : {false, true}) {
       std::vector<torch::Tensor> grads[2];
       SequenceLogProbs lp[2];
+      torch::Tensor prompt[2];  // preference: ORPO's prompt sums of the 3 chosen sequences
       for (int layout = 0; layout < 2; ++layout) {
         LlamaForCausalLM model = SmallModel();
         LoraOptions lora;
@@ -223,13 +236,21 @@ TEST(PackedBatchTest, SameLossAndGradientsAsThePaddedBatch) {
         model->train();
         model->set_activation_checkpointing(checkpointing);
         const Batch& b = layout == 0 ? padded : packed;
-        lp[layout] = BatchLogProbs(model, b);
-        (-lp[layout].sum.sum() / lp[layout].tokens.sum()).backward();
+        lp[layout] = BatchLogProbs(model, b, preference ? 3 : 0, preference ? &prompt[layout] : nullptr);
+        torch::Tensor loss = -lp[layout].sum.sum() / lp[layout].tokens.sum();
+        if (preference) loss = loss - prompt[layout].sum() / 50;
+        loss.backward();
         for (auto& [name, p] : model->TrainableParameters())
           grads[layout].push_back(p.grad().clone());
       }
       EXPECT_TRUE(torch::allclose(lp[0].sum, lp[1].sum, 0, 1e-10)) << lp[0].sum << lp[1].sum;
       EXPECT_TRUE(torch::equal(lp[0].tokens, lp[1].tokens)) << lp[0].tokens << lp[1].tokens;
+      if (preference) {
+        EXPECT_TRUE(torch::allclose(prompt[0], prompt[1], 0, 1e-10)) << prompt[0] << prompt[1];
+        EXPECT_TRUE(torch::equal(prompt[0].narrow(0, 3, 3), torch::zeros({3}, prompt[0].options())));
+        // Examples 1 and 2 have prompts of 2 and 3 tokens (example 0's one token predicts nothing).
+        EXPECT_TRUE(prompt[0].narrow(0, 1, 2).lt(0).all().item<bool>()) << prompt[0];
+      }
       ASSERT_EQ(grads[0].size(), grads[1].size());
       for (size_t i = 0; i < grads[0].size(); ++i) {
         EXPECT_TRUE(torch::allclose(grads[0][i], grads[1][i], 0, 1e-10))

@@ -39,7 +39,8 @@ def tokenizer_cache(argv):
         "PAFT_TOKENIZER_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "paft", "tokenizers"))
 
 
-def write_model(path, config, seed, cache):
+def write_model(path, config, seed, cache, tokenizer="llama3"):
+    """A model folder with random weights and the tokenizer files of `tokenizer` in `cache`."""
     g = torch.Generator().manual_seed(seed)
     h, mlp, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
     hd = h // config["num_attention_heads"]
@@ -64,13 +65,15 @@ def write_model(path, config, seed, cache):
         json.dump(config, f, indent=1)
     save_file(t, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
     for name in ("tokenizer.json", "tokenizer_config.json"):
-        with open(os.path.join(cache, "llama3", name), "rb") as src, \
+        with open(os.path.join(cache, tokenizer, name), "rb") as src, \
                 open(os.path.join(path, name), "wb") as dst:
             dst.write(src.read())
 
 
-def read_paftds(path):
-    """The examples of a prepared dataset (common/token_dataset.h): (prompt, completion) ids."""
+def read_paftds_segments(path):
+    """A prepared dataset (common/token_dataset.h): its kind ("sft" or "preference") and each
+    example's three segments -- sft: prompt, completion, loss runs; preference: prompt, chosen,
+    rejected."""
     with open(path, "rb") as f:
         data = f.read()
     assert data[:8] == b"PAFTDS01", path
@@ -80,9 +83,14 @@ def read_paftds(path):
     out = []
     for i in range(header["examples"]):
         first, a, b, c = struct.unpack_from("<QIII", data, index + 24 * i)
-        ids = struct.unpack_from(f"<{a + b + c}I", data, tokens + 4 * first)
-        out.append((list(ids[:a]), list(ids[a:a + b])))
-    return out
+        ids = list(struct.unpack_from(f"<{a + b + c}I", data, tokens + 4 * first))
+        out.append((ids[:a], ids[a:a + b], ids[a + b:]))
+    return header["kind"], out
+
+
+def read_paftds(path):
+    """The examples of a prepared dataset: (prompt, completion) ids."""
+    return [(prompt, completion) for prompt, completion, _ in read_paftds_segments(path)[1]]
 
 
 def paft_eval(worker, model, dataset, adapter=None):

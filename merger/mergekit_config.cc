@@ -101,11 +101,13 @@ static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& ya
     if (!(v >= 0 && v <= 1)) return Bad("svd_clamp", "must be in [0, 1]");
     spec->set_svd_clamp(v);
   }
-  if (!root["base_model"] || !root["base_model"].IsScalar()) {
-    return Bad("base_model", "is required (every method here works on task vectors)");
+  const YAML::Node base = root["base_model"];
+  if (base && !base.IsScalar()) return Bad("base_model", "must be one model's path");
+  if (!base && spec->method() != "linear") {
+    return Bad("base_model", "is required (every method but linear works on task vectors)");
   }
-  const std::string base_name = root["base_model"].as<std::string>();
-  request.set_base_model(Resolve(base_name, base_dir));
+  const std::string base_name = base ? base.as<std::string>() : "";
+  if (base) request.set_base_model(Resolve(base_name, base_dir));
   if (root["tokenizer_source"] && root["tokenizer_source"].as<std::string>() != "base") {
     return absl::UnimplementedError("merge config: tokenizer_source: only 'base' is supported");
   }
@@ -196,6 +198,9 @@ static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& ya
     }
   }
   if (request.inputs().empty()) return Bad("models", "no model other than the base");
+  // linear without a base_model (mergekit's usual form): the first model is the template whose
+  // config.json and tokenizer files the output gets, as in mergekit; linear reads no base tensor.
+  if (!base) request.set_base_model(request.inputs(0).path());
   return request;
 }
 

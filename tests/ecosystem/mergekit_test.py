@@ -73,6 +73,24 @@ def make_models(root):
 # are the config folder's.
 MODELS = "base_model: base\nmodels:\n"
 CASES = [
+    ("linear without a base_model (a weighted average; normalize by default)", """models:
+  - model: sft
+    parameters: {weight: 0.3}
+  - model: dpo
+    parameters: {weight: 0.9}
+merge_method: linear
+dtype: float32
+""", 1e-6),
+    ("linear, the base listed among the models, normalize off", MODELS + """  - model: base
+    parameters: {weight: 0.5}
+  - model: sft
+    parameters: {weight: 0.3}
+  - model: dpo
+    parameters: {weight: 0.4}
+merge_method: linear
+parameters: {normalize: false}
+dtype: float32
+""", 1e-6),
     ("task_arithmetic", MODELS + """  - model: sft
     parameters: {weight: 0.7}
   - model: dpo

@@ -9,11 +9,15 @@ random weights (Llama 3's tokenizer), `paft-worker train` trains two adapters fo
   3. the adapters merged in adapter space by paft-merger (`merge_space: adapter`, ties at density
      0.5, and linear) equal PEFT's own add_weighted_adapter of the same two adapters (the
      effective deltas scaling · B · A of every module), and PEFT loads the folder paft wrote with
-     the log-probs `paft-worker eval` gives it.
+     the log-probs `paft-worker eval` gives it;
+  4. `merge_space: adapter_svd` (linear, and ties at density 0.5) equals PEFT's `svd` and
+     `ties_svd` combinations, on copies of the two adapters rescaled to scaling 1 (PEFT's SVD
+     path applies each adapter's scaling twice; with scaling 1 both read the same deltas).
 
   peft_test.py BUILD_DIR [CACHE]     exit 0: equal; 1: a difference; 77: PEFT or the tokenizer
                                      files missing"""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -22,7 +26,7 @@ import tempfile
 try:
     import torch
     from peft import PeftModel
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM
 
     from ecosystem_common import (LLAMA, build_tools, completion_log_probs, paft_eval,
@@ -35,6 +39,7 @@ CACHE = tokenizer_cache(sys.argv)
 WORKER, MERGER = build_tools(sys.argv)
 LOG_PROB_TOLERANCE = 1e-4  # nats, on each example's summed completion log-prob (fp32)
 TENSOR_TOLERANCE = 1e-6
+SVD_TOLERANCE = 1e-5  # relative to the largest entry: PEFT's SVD runs in fp32, paft's in fp64
 EXAMPLES = [
     {"prompt": "Question: what comes after five? Answer:", "completion": " six."},
     {"prompt": "Name a colour of the sky:", "completion": " blue, or grey when it rains."},
@@ -105,6 +110,22 @@ def effective_deltas(peft_model, adapter):
     return out
 
 
+def unit_scaling_copy(adapter, out):
+    """A copy of a PEFT adapter folder with scaling 1 (lora_alpha = r, no rsLoRA) and the same
+    effective deltas: every lora_B scaled by the adapter's scaling."""
+    config = json.load(open(os.path.join(adapter, "adapter_config.json")))
+    r = config["r"]
+    scaling = config["lora_alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
+    tensors = load_file(os.path.join(adapter, "adapter_model.safetensors"))
+    tensors = {k: (v * scaling if "lora_B" in k else v).contiguous() for k, v in tensors.items()}
+    config.update(lora_alpha=r, use_rslora=False)
+    os.makedirs(out)
+    save_file(tensors, os.path.join(out, "adapter_model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(out, "adapter_config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    return out
+
+
 def main():
     require_llama3_tokenizer(CACHE)
     torch.set_num_threads(1)
@@ -169,6 +190,32 @@ def main():
             check(f"{method} adapter written by paft-merger: PeftModel log-probs vs paft-worker eval",
                   max(abs(o["log_prob"] - t) for o, t in zip(ours_eval, theirs_lp)),
                   LOG_PROB_TOLERANCE)
+
+        # adapter_svd against PEFT's svd / ties_svd, on scaling-1 copies.
+        unit = {name: unit_scaling_copy(path, os.path.join(work, f"{name}-unit"))
+                for name, path in adapters.items()}
+        peft_model = PeftModel.from_pretrained(base_model(work), unit["plain"], adapter_name="plain")
+        peft_model.load_adapter(unit["rslora"], adapter_name="rslora")
+        for method, extra, combination in (("linear", "", "svd"), ("ties", "density: 0.5, ", "ties_svd")):
+            merged = merge(work, f"adapter-svd-{method}",
+                           f"merge_method: {method}\nbase_model: base\nmerge_space: adapter_svd\n"
+                           f"output: adapter\nmodels:\n"
+                           f"  - model: {unit['plain']}\n    parameters: {{{extra}weight: 1.0}}\n"
+                           f"  - model: {unit['rslora']}\n    parameters: {{{extra}weight: 0.7}}\n")
+            kwargs = {"density": 0.5} if method == "ties" else {}
+            peft_model.add_weighted_adapter(["plain", "rslora"], [1.0, 0.7], f"peft-svd-{method}",
+                                            combination_type=combination, **kwargs)
+            theirs = effective_deltas(peft_model, f"peft-svd-{method}")
+            peft_model.load_adapter(merged, adapter_name=f"paft-svd-{method}")
+            ours = effective_deltas(peft_model, f"paft-svd-{method}")
+            if sorted(theirs) != sorted(ours):
+                failures.append(f"{method} in adapter_svd space: modules differ")
+                continue
+            largest = max(d.abs().max().item() for d in theirs.values())
+            check(f"{method} in adapter_svd space: paft-merger vs PEFT {combination} (scaling B A, "
+                  f"relative to the largest entry {largest:.3g})",
+                  max((theirs[k] - ours[k]).abs().max().item() for k in theirs) / largest,
+                  SVD_TOLERANCE)
     for f in failures:
         print("FAILED:", f)
     return 1 if failures else 0

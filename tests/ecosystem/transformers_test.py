@@ -6,8 +6,9 @@ Hugging Face folders (config.json, model.safetensors, Llama 3's tokenizer files)
   1. `paft-worker eval` on a prompt/completion dataset: each example's completion log-prob must
      equal transformers' (AutoModelForCausalLM, fp32) on the very token ids paft trained on, read
      back from the prepared .paftds;
-  2. a task_arithmetic merge of two such models by `paft-merger merge`: transformers loads the
-     folder paft wrote, and its log-probs equal `paft-worker eval`'s on it.
+  2. for each family, a merge of two such models by `paft-merger merge` (task_arithmetic, or
+     ties for Qwen2 and Mistral): transformers loads the folder paft wrote, and its log-probs equal
+     `paft-worker eval`'s on it.
 
   transformers_test.py BUILD_DIR [CACHE]    exit 0: equal; 1: a difference; 77: transformers or
                                             the tokenizer files missing"""
@@ -79,22 +80,26 @@ def main():
             write_model(model, config, seed, CACHE)
             ours, examples = paft_eval(WORKER, model, dataset)
             compare(family, ours, examples, model, failures)
-        # A merge paft writes, loaded by transformers.
-        write_model(os.path.join(work, "other"), FAMILIES["llama-rope-scaling"], 99, CACHE)
-        with open(os.path.join(work, "merge.yaml"), "w") as f:
-            f.write("merge_method: task_arithmetic\nbase_model: llama-rope-scaling\nmodels:\n"
-                    "  - model: other\n    parameters: {weight: 0.5}\ndtype: float32\n")
-        merged = os.path.join(work, "merged")
-        r = subprocess.run([MERGER, "merge", os.path.join(work, "merge.yaml"), merged],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            failures.append(f"paft-merger merge failed: {r.stderr[-2000:]}")
-        else:
+            # A merge paft writes of this family, loaded by transformers.
+            write_model(os.path.join(work, f"{family}-other"), config, 50 + seed, CACHE)
+            method = "ties" if family in ("qwen2", "mistral-sliding-window") else "task_arithmetic"
+            density = ", density: 0.5" if method == "ties" else ""
+            with open(os.path.join(work, f"{family}-merge.yaml"), "w") as f:
+                f.write(f"merge_method: {method}\nbase_model: {family}\nmodels:\n"
+                        f"  - model: {family}-other\n    parameters: {{weight: 0.5{density}}}\n"
+                        f"dtype: float32\n")
+            merged = os.path.join(work, f"{family}-merged")
+            r = subprocess.run([MERGER, "merge", os.path.join(work, f"{family}-merge.yaml"), merged],
+                               capture_output=True, text=True, cwd=work)
+            if r.returncode != 0:
+                failures.append(f"paft-merger merge of {family} failed: {r.stderr[-2000:]}")
+                continue
             for name in glob.glob(os.path.join(CACHE, "llama3", "tokenizer*.json")):
                 if not os.path.exists(os.path.join(merged, os.path.basename(name))):
-                    failures.append(f"the merged folder lacks {os.path.basename(name)}")
+                    failures.append(f"the merged {family} folder lacks {os.path.basename(name)}")
             ours, examples = paft_eval(WORKER, merged, dataset)
-            compare("task_arithmetic merge written by paft-merger", ours, examples, merged, failures)
+            compare(f"{family}: {method} merge written by paft-merger", ours, examples, merged,
+                    failures)
     for f in failures:
         print("FAILED:", f)
     return 1 if failures else 0

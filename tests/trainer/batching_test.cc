@@ -166,23 +166,18 @@ TEST(GlobalNormalisationTest, PreferenceSharesAddUpToTheGlobalBatchLoss) {
     paft::v1::BranchSpec spec;
     PreferenceParams params;
     torch::Tensor chosen_nll = torch::zeros({}, torch::kDouble);
-    if (kind == "orpo") {
+    if (kind != "simpo") {
+      const bool prompt_loss = kind == "orpo with prompt loss";
       spec.mutable_orpo()->set_beta(0.3);
-      spec.mutable_orpo()->set_prompt_loss(false);
+      spec.mutable_orpo()->set_prompt_loss(prompt_loss);
       params.kind = PreferenceKind::kOrpo;
       params.beta = 0.3;
-      // ORPO's NLL: token mean over every chosen completion of the global batch.
+      // ORPO's NLL, from the full logits: token mean over every chosen completion of the global
+      // batch, or (TRL's and the ORPO authors') over every token of every chosen sequence, prompt
+      // included, that has a token before it.
+      const torch::Tensor& targets = prompt_loss ? all.attention_mask : all.completion_mask;
       chosen_nll = testing::SftLoss(logits.narrow(0, 0, 8), all.input_ids.narrow(0, 0, 8),
-                                    all.completion_mask.narrow(0, 0, 8));
-    } else if (kind == "orpo with prompt loss") {
-      spec.mutable_orpo()->set_beta(0.3);
-      spec.mutable_orpo()->set_prompt_loss(true);
-      params.kind = PreferenceKind::kOrpo;
-      params.beta = 0.3;
-      // TRL's and the ORPO authors' NLL: token mean over every token of every chosen sequence
-      // (prompt and completion) that has a token before it, from the full logits.
-      chosen_nll = testing::SftLoss(logits.narrow(0, 0, 8), all.input_ids.narrow(0, 0, 8),
-                                    all.attention_mask.narrow(0, 0, 8));
+                                    targets.narrow(0, 0, 8));
     } else {
       spec.mutable_simpo()->set_beta(2.0);
       spec.mutable_simpo()->set_gamma(0.4);

@@ -2,8 +2,10 @@
 // with two fine-tuned inputs: a dense delta ("sft") and a sparse one ("dpo").
 //
 //   paft-merge-bench --dir=/tmp/paft-merge-bench [--layers=22] [--threads=2]
-//                    [--methods=task_arithmetic,ties,dare_ties]
+//                    [--methods=task_arithmetic,ties,dare_ties]   (--methods=: only the models)
 //
+// The model folders (config.json as transformers reads it) are also the inputs of
+// bench/mergekit_bench.sh, which runs paft-merger and mergekit on the same YAML.
 // Reports, side by side in one run: a plain sequential read() of the three models' files (the
 // I/O ceiling on this machine; warm page cache, like the merges after it), then each merge in a
 // child process: wall time, input GB/s (bytes of base + inputs read / time), and the child's peak
@@ -76,10 +78,13 @@ std::vector<paft::TensorSpec> Specs(int layers) {
 // kind 0: base; 1: base + dense delta; 2: base + delta on ~5% of entries.
 absl::Status WriteModel(const std::string& dir, int layers, int kind) {
   PAFT_RETURN_IF_ERROR(paft::MakeDirs(dir));
-  nlohmann::json config = {{"model_type", "llama"},       {"vocab_size", kVocab},
+  nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
+                           {"model_type", "llama"},       {"vocab_size", kVocab},
                            {"hidden_size", kHidden},      {"intermediate_size", kInter},
                            {"num_hidden_layers", layers}, {"num_attention_heads", kHeads},
-                           {"num_key_value_heads", kKvHeads}, {"torch_dtype", "bfloat16"}};
+                           {"num_key_value_heads", kKvHeads}, {"torch_dtype", "bfloat16"},
+                           {"rms_norm_eps", 1e-5},        {"max_position_embeddings", 2048},
+                           {"tie_word_embeddings", false}};
   PAFT_RETURN_IF_ERROR(paft::WriteFileAtomic(paft::JoinPath(dir, "config.json"), config.dump()));
   auto specs = Specs(layers);
   auto writer = paft::SafetensorsWriter::Create(paft::JoinPath(dir, "model.safetensors"), specs);
@@ -165,7 +170,7 @@ int main(int argc, char** argv) {
   const double write_seconds = SequentialWriteSeconds(paft::JoinPath(dir, "write-test"), bytes / 3);
   std::printf("| sequential write + fsync of one model (%.2f GB) | %.2f | - | - | - |\n",
               bytes / 3 / 1e9, write_seconds);
-  for (const auto& method : absl::StrSplit(absl::GetFlag(FLAGS_methods), ',')) {
+  for (const auto& method : absl::StrSplit(absl::GetFlag(FLAGS_methods), ',', absl::SkipEmpty())) {
     const std::string out = paft::JoinPath(dir, absl::StrCat("out-", method));
     (void)paft::RemoveAll(out);
     int fds[2];

@@ -92,6 +92,20 @@ TEST(MergekitConfigTest, OutDtypeIsTheOutputsDtype) {
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("out_dtype"));
 }
 
+// mergekit's linear needs no base_model: the first model is the output's template.
+TEST(MergekitConfigTest, LinearWithoutABaseModel) {
+  auto r = ParseMergekitConfig(
+      "merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 0.3}\n"
+      "  - model: b\n    parameters: {weight: 0.7}\n",
+      "/cfg");
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->inputs_size(), 2);
+  EXPECT_EQ(r->base_model(), "/cfg/a");
+  EXPECT_EQ(r->inputs(0).path(), "/cfg/a");
+  auto ties = ParseMergekitConfig("merge_method: ties\nmodels: [{model: a, parameters: {weight: 1}}]\n", "");
+  EXPECT_THAT(std::string(ties.status().message()), HasSubstr("every method but linear"));
+}
+
 TEST(MergekitConfigTest, ErrorsNameTheKey) {
   auto expect = [](const std::string& yaml, const std::string& fragment) {
     auto r = ParseMergekitConfig(yaml, "");

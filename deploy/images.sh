@@ -7,9 +7,11 @@
 #   deploy/images.sh [TARGET...]      (targets: coordinator merger worker; default all three)
 #
 # Environment: PAFT_IMAGE_TAG (default dev): images are localhost/paft-TARGET:TAG.
-# The build stage compiles the project (Release) inside the image build: ~25 min on 2 cores the
-# first time; the three targets share it through podman's layer cache. Checked per image: it
-# answers --help, runs as uid 10001, and holds no compiler or build tool.
+# The build stage installs the pinned PyPI torch wheel (LibTorch, a CUDA 13 build) and compiles the
+# project (Release) inside the image build, with this machine's CUDA toolkit (/usr/local/cuda, which
+# the wheel's CMake configuration needs) mounted read-only; the three targets share it through
+# podman's layer cache. Checked per image: it answers --help, runs as uid 10001, finds every
+# library its binaries link, and holds no compiler or build tool.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/podman_env.sh
@@ -60,12 +62,21 @@ EOF
 fi
 podman image exists "$BASE-slim" || podman tag "$BASE" "$BASE-slim"
 
+CUDA_HOME=$(readlink -f /usr/local/cuda 2>/dev/null || true)
+if [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
+  log "no CUDA toolkit at /usr/local/cuda: the torch wheel's CMake configuration needs one (nvcc)"
+  exit 1
+fi
+# pip in the build trusts the CAs this machine trusts (the Dockerfile's PIP_CERT).
+CA_MOUNT=()
+[ -s /etc/ssl/certs/ca-certificates.crt ] &&
+  CA_MOUNT=(-v /etc/ssl/certs/ca-certificates.crt:/run/host-ca-certificates.crt:ro)
 for target in "${TARGETS[@]}"; do
   image=localhost/paft-$target:$TAG
   log "building $image"
   start=$(date +%s)
-  podman build --network=host --pull=never -f deploy/docker/Dockerfile --target "$target" \
-    -t "$image" .
+  podman build --network=host --pull=never -v "$CUDA_HOME:/usr/local/cuda:ro" "${CA_MOUNT[@]}" \
+    -f deploy/docker/Dockerfile --target "$target" -t "$image" .
   log "$image built in $(($(date +%s) - start)) s"
   # Checks: --help answers (absl exits 1 after printing it), a non-root user, no toolchain.
   help=$(podman run --rm --network=host "$image" --help 2>&1 || true)
@@ -75,7 +86,10 @@ for target in "${TARGETS[@]}"; do
   tools=$(podman run --rm --entrypoint /bin/sh "$image" -c \
     'for t in cc c++ gcc g++ clang cmake make ld as; do command -v $t; done; true')
   [ -z "$tools" ] || { log "$image holds build tools: $tools"; exit 1; }
-  log "$image: --help answers, runs as uid 10001, no compiler or build tool"
+  missing_libs=$(podman run --rm --entrypoint /bin/sh "$image" -c \
+    'for b in /usr/local/bin/*; do ldd "$b" | grep "not found" | sed "s|^|$b: |"; done; true')
+  [ -z "$missing_libs" ] || { log "$image lacks libraries: $missing_libs"; exit 1; }
+  log "$image: --help answers, runs as uid 10001, every library found, no compiler or build tool"
 done
 log "sizes:"
 podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'paft-|debian' | sort

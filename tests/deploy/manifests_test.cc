@@ -282,7 +282,7 @@ TEST_F(ManifestsTest, OverlaysRenderWithKustomize) {
     if (std::string(overlay) == "gpu") {
       EXPECT_THAT(out, HasSubstr("nvidia.com/gpu: \"8\""));
       EXPECT_THAT(out, HasSubstr("kind: PrometheusRule"));
-      EXPECT_THAT(out, HasSubstr("worker-cuda"));
+      EXPECT_THAT(out, HasSubstr("registry.example.com/paft/worker:"));  // the one worker image
     } else {
       EXPECT_THAT(out, Not(HasSubstr("nvidia.com/gpu")));
       EXPECT_THAT(out, HasSubstr("--devices=2"));

@@ -161,29 +161,36 @@ def main():
                   max((unloaded[k].double() - written[k].double()).abs().max().item() for k in written),
                   TENSOR_TOLERANCE)
 
-        peft_model = PeftModel.from_pretrained(base_model(work), adapters["plain"], adapter_name="plain")
-        peft_model.load_adapter(adapters["rslora"], adapter_name="rslora")
-        for method, extra, combination in (("ties", "density: 0.5, ", "ties"),
-                                           ("linear", "", "linear")):
-            merged = merge(work, f"adapter-{method}",
-                           f"merge_method: {method}\nbase_model: base\nmerge_space: adapter\n"
+        def merged_both_ways(inputs, space, method, combination):
+            """paft-merger's and PEFT's merge of the two adapters `inputs` (weights 1 and 0.7,
+            ties at density 0.5): the merged folder paft wrote and both sides' s·B·A by module."""
+            extra = "density: 0.5, " if method == "ties" else ""
+            merged = merge(work, f"{space}-{method}",
+                           f"merge_method: {method}\nbase_model: base\nmerge_space: {space}\n"
                            f"output: adapter\nmodels:\n"
-                           f"  - model: {adapters['plain']}\n    parameters: {{{extra}weight: 1.0}}\n"
-                           f"  - model: {adapters['rslora']}\n    parameters: {{{extra}weight: 0.7}}\n")
+                           f"  - model: {inputs['plain']}\n    parameters: {{{extra}weight: 1.0}}\n"
+                           f"  - model: {inputs['rslora']}\n    parameters: {{{extra}weight: 0.7}}\n")
+            model = PeftModel.from_pretrained(base_model(work), inputs["plain"], adapter_name="plain")
+            model.load_adapter(inputs["rslora"], adapter_name="rslora")
             kwargs = {"density": 0.5} if method == "ties" else {}
-            peft_model.add_weighted_adapter(["plain", "rslora"], [1.0, 0.7], f"peft-{method}",
-                                            combination_type=combination, **kwargs)
-            theirs = effective_deltas(peft_model, f"peft-{method}")
-            peft_model.load_adapter(merged, adapter_name=f"paft-{method}")
-            ours = effective_deltas(peft_model, f"paft-{method}")
+            model.add_weighted_adapter(["plain", "rslora"], [1.0, 0.7], "peft",
+                                       combination_type=combination, **kwargs)
+            model.load_adapter(merged, adapter_name="paft")
+            theirs, ours = effective_deltas(model, "peft"), effective_deltas(model, "paft")
             if sorted(theirs) != sorted(ours):
-                failures.append(f"{method} in adapter space: modules differ")
+                failures.append(f"{method} in {space} space: modules differ")
+                return merged, None
+            largest = max(d.abs().max().item() for d in theirs.values())
+            if largest < 1e-4:
+                failures.append(f"{method} in {space} space: the merged deltas are all but zero")
+            return merged, (max((theirs[k] - ours[k]).abs().max().item() for k in theirs), largest)
+
+        for method, combination in (("ties", "ties"), ("linear", "linear")):
+            merged, worst = merged_both_ways(adapters, "adapter", method, combination)
+            if worst is None:
                 continue
-            if max(d.abs().max().item() for d in theirs.values()) < 1e-4:
-                failures.append(f"{method} in adapter space: the merged deltas are all but zero")
             check(f"{method} in adapter space: paft-merger vs PEFT add_weighted_adapter "
-                  f"(scaling B A)", max((theirs[k] - ours[k]).abs().max().item() for k in theirs),
-                  TENSOR_TOLERANCE)
+                  f"(scaling B A)", worst[0], TENSOR_TOLERANCE)
             loaded = PeftModel.from_pretrained(base_model(work), merged).eval()
             ours_eval, examples = paft_eval(WORKER, os.path.join(work, "base"), dataset, merged)
             theirs_lp = completion_log_probs(loaded, examples)
@@ -194,28 +201,12 @@ def main():
         # adapter_svd against PEFT's svd / ties_svd, on scaling-1 copies.
         unit = {name: unit_scaling_copy(path, os.path.join(work, f"{name}-unit"))
                 for name, path in adapters.items()}
-        peft_model = PeftModel.from_pretrained(base_model(work), unit["plain"], adapter_name="plain")
-        peft_model.load_adapter(unit["rslora"], adapter_name="rslora")
-        for method, extra, combination in (("linear", "", "svd"), ("ties", "density: 0.5, ", "ties_svd")):
-            merged = merge(work, f"adapter-svd-{method}",
-                           f"merge_method: {method}\nbase_model: base\nmerge_space: adapter_svd\n"
-                           f"output: adapter\nmodels:\n"
-                           f"  - model: {unit['plain']}\n    parameters: {{{extra}weight: 1.0}}\n"
-                           f"  - model: {unit['rslora']}\n    parameters: {{{extra}weight: 0.7}}\n")
-            kwargs = {"density": 0.5} if method == "ties" else {}
-            peft_model.add_weighted_adapter(["plain", "rslora"], [1.0, 0.7], f"peft-svd-{method}",
-                                            combination_type=combination, **kwargs)
-            theirs = effective_deltas(peft_model, f"peft-svd-{method}")
-            peft_model.load_adapter(merged, adapter_name=f"paft-svd-{method}")
-            ours = effective_deltas(peft_model, f"paft-svd-{method}")
-            if sorted(theirs) != sorted(ours):
-                failures.append(f"{method} in adapter_svd space: modules differ")
-                continue
-            largest = max(d.abs().max().item() for d in theirs.values())
-            check(f"{method} in adapter_svd space: paft-merger vs PEFT {combination} (scaling B A, "
-                  f"relative to the largest entry {largest:.3g})",
-                  max((theirs[k] - ours[k]).abs().max().item() for k in theirs) / largest,
-                  SVD_TOLERANCE)
+        for method, combination in (("linear", "svd"), ("ties", "ties_svd")):
+            _, worst = merged_both_ways(unit, "adapter_svd", method, combination)
+            if worst is not None:
+                check(f"{method} in adapter_svd space: paft-merger vs PEFT {combination} (scaling "
+                      f"B A, relative to the largest entry {worst[1]:.3g})", worst[0] / worst[1],
+                      SVD_TOLERANCE)
     for f in failures:
         print("FAILED:", f)
     return 1 if failures else 0

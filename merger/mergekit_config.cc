@@ -199,7 +199,8 @@ static absl::StatusOr<paft::v1::MergeRequest> ParseOrThrow(const std::string& ya
   }
   if (request.inputs().empty()) return Bad("models", "no model other than the base");
   // linear without a base_model (mergekit's usual form): the first model is the template whose
-  // config.json and tokenizer files the output gets, as in mergekit; linear reads no base tensor.
+  // config.json and tokenizer files the output gets, as in mergekit. The merge reads each input
+  // as base + (input - base), so any model of the same shapes serves as the base here.
   if (!base) request.set_base_model(request.inputs(0).path());
   return request;
 }

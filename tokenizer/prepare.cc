@@ -113,7 +113,8 @@ std::string Role(const json& message) {
 // ends to where the rendering up to it ends. Each of those renderings must be a prefix of the
 // whole one (a template that renders a turn differently once the conversation goes on, like
 // Qwen3's reasoning blocks, is refused); a token boundary that falls inside a merged token is
-// counted as a mismatch and kept at the prefix's token count, as for the last turn.
+// counted as a mismatch and kept at the prefix's token count (the prompt/answer split of the
+// other forms starts the answer where the tokens diverge instead: sequence_split.h).
 absl::Status SplitAllTurns(const Tokenizer& tokenizer, const RenderChatFn& render,
                            const json& messages, TokenExample* e, int64_t* mismatches) {
   PAFT_ASSIGN_OR_RETURN(std::string whole, render(messages, false));

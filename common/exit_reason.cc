@@ -15,6 +15,7 @@ constexpr Pair kPairs[] = {
     {Failure::kOutOfMemory, paft::v1::EXIT_REASON_OOM},
     {Failure::kDiskFull, paft::v1::EXIT_REASON_DISK_FULL},
     {Failure::kPeerLost, paft::v1::EXIT_REASON_PEER_LOST},
+    {Failure::kPortInUse, paft::v1::EXIT_REASON_PORT_IN_USE},
     {Failure::kStopped, paft::v1::EXIT_REASON_STOPPED},
     {Failure::kSignal, paft::v1::EXIT_REASON_SIGNAL},
     {Failure::kFailedToStart, paft::v1::EXIT_REASON_FAILED_TO_START},

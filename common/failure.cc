@@ -9,25 +9,28 @@ namespace {
 
 constexpr char kPayloadUrl[] = "type.paft.dev/failure";
 
-constexpr std::array<FailureInfo, 10> kTable = {{
-    {Failure::kNone, "Completed", 0, false, "the rank completed"},
-    {Failure::kUserError, "UserError", 2, true,
+constexpr std::array<FailureInfo, 11> kTable = {{
+    {Failure::kNone, "Completed", 0, false, true, "the rank completed"},
+    {Failure::kUserError, "UserError", 2, true, true,
      "the spec, dataset, model or checkpoint is wrong; fix it and resubmit"},
-    {Failure::kInfrastructure, "Infrastructure", 3, false,
+    {Failure::kInfrastructure, "Infrastructure", 3, false, true,
      "an I/O error or another transient fault; restarted from the newest checkpoint"},
-    {Failure::kOutOfMemory, "OutOfMemory", 4, true,
+    {Failure::kOutOfMemory, "OutOfMemory", 4, true, true,
      "device or host memory ran out (the trainer's allocator, or the kernel's OOM killer); "
      "lower batch.micro_batch_size or max_length, or use more ranks"},
-    {Failure::kDiskFull, "DiskFull", 5, true,
+    {Failure::kDiskFull, "DiskFull", 5, true, true,
      "no room for a checkpoint after retention removed what it could; the message names the "
      "folder and the bytes needed"},
-    {Failure::kPeerLost, "PeerLost", 6, false,
+    {Failure::kPeerLost, "PeerLost", 6, false, true,
      "a collective failed because another rank died or hung; restarted"},
-    {Failure::kStopped, "Stopped", -1, false, "stopped on request"},
-    {Failure::kSignal, "Signal", -1, false, "killed by a signal; restarted"},
-    {Failure::kFailedToStart, "FailedToStart", 127, false,
+    {Failure::kPortInUse, "PortInUse", 7, false, false,
+     "rank 0 could not listen on its rendezvous port (another process on its host holds it); "
+     "restarted on another port"},
+    {Failure::kStopped, "Stopped", -1, false, true, "stopped on request"},
+    {Failure::kSignal, "Signal", -1, false, true, "killed by a signal; restarted"},
+    {Failure::kFailedToStart, "FailedToStart", 127, false, true,
      "the trainer could not be started; restarted"},
-    {Failure::kUnknown, "Unknown", -1, false, "an exit code outside the table; restarted"},
+    {Failure::kUnknown, "Unknown", -1, false, true, "an exit code outside the table; restarted"},
 }};
 
 }  // namespace

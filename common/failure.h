@@ -22,6 +22,7 @@ enum class Failure {
   kOutOfMemory,     // device or host memory: the same configuration would fail again
   kDiskFull,        // no room for a checkpoint, even after retention freed what it could
   kPeerLost,        // a collective failed because another rank died or hung: restart
+  kPortInUse,       // rank 0's rendezvous port is taken on its host: restart on another port
   kStopped,         // stopped on request (the coordinator's, or its agent shutting down)
   kSignal,          // killed by a signal that is not evidence of anything above
   kFailedToStart,   // the trainer could not be started (exec, log folder)
@@ -33,6 +34,7 @@ struct FailureInfo {
   const char* name;  // "DiskFull": events, conditions, metric labels
   int exit_code;     // what the trainer exits with (-1: decided by the agent, not the trainer)
   bool permanent;    // the branch fails instead of restarting
+  bool uses_budget;  // a restart counts against the job's restart_budget
   const char* meaning;
 };
 

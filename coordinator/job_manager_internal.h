@@ -12,6 +12,9 @@ namespace paft::coordinator::internal {
 inline constexpr paft::v1::BranchKind kBranches[] = {paft::v1::BRANCH_KIND_SFT,
                                                      paft::v1::BRANCH_KIND_ALIGNMENT};
 
+// Attempts that may end with PortInUse and restart without using the job's restart budget.
+inline constexpr int kFreePortConflicts = 8;
+
 inline paft::v1::BranchStatus* MutableBranch(paft::v1::Job& job, paft::v1::BranchKind kind) {
   return kind == paft::v1::BRANCH_KIND_SFT ? job.mutable_sft() : job.mutable_alignment();
 }

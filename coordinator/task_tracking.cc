@@ -41,10 +41,18 @@ void JobManager::QueueStopsLocked(Change& change, BranchKind kind, const std::st
 
 void JobManager::AddFailureLocked(Change& change, BranchKind kind, const PendingFailure& failure) {
   Job& job = change.job;
+  bool count_against_budget = failure.count_against_budget;
+  if (failure.reason == InfoOf(Failure::kPortInUse).name) {
+    // Another process holds the port on rank 0's host: the next attempt gets another port. Free
+    // a few times; a host where port after port is taken uses the budget like any fault.
+    BranchStatus* branch = MutableBranch(job, kind);
+    branch->set_port_conflicts(branch->port_conflicts() + 1);
+    count_against_budget = branch->port_conflicts() > internal::kFreePortConflicts;
+  }
   const bool can_restart =
       !failure.permanent &&
-      (!failure.count_against_budget || job.restarts_used() < job.spec().restart_budget());
-  if (can_restart && !failure.count_against_budget) {
+      (!count_against_budget || job.restarts_used() < job.spec().restart_budget());
+  if (can_restart && !count_against_budget) {
     SetBranchState(change, kind, paft::v1::BRANCH_STATE_RESTARTING, failure.reason,
                    failure.message);
   } else if (can_restart) {
@@ -136,7 +144,8 @@ absl::Status JobManager::ReportExit(const paft::v1::ReportExitRequest& request) 
     return absl::OkStatus();
   }
   HandleTaskEndLocked(*task, success, permanent, reason,
-                      absl::StrCat("rank ", task->rank, ": ", message));
+                      absl::StrCat("rank ", task->rank, ": ", message),
+                      InfoOf(failure).uses_budget);
   return absl::OkStatus();
 }
 

@@ -24,14 +24,26 @@ if ! command -v podman >/dev/null; then
   echo "SKIPPED: podman is not installed (./setup.sh images installs it and builds the images)"
   exit 77
 fi
+DIGEST=$(deploy/source_digest.sh)
 for component in coordinator merger worker; do
   if ! podman image exists "paft-$component:$TAG"; then
     echo "SKIPPED: image paft-$component:$TAG is not built (./setup.sh images)"
     exit 77
   fi
+  built=$(podman image inspect --format '{{ index .Config.Labels "paft.source-digest" }}' \
+    "paft-$component:$TAG")
+  if [ "$built" != "$DIGEST" ]; then
+    echo "SKIPPED: image paft-$component:$TAG was built from other sources (digest '$built'," \
+      "this tree: $DIGEST); ./setup.sh images rebuilds it"
+    exit 77
+  fi
 done
 
 ROOT=$(mktemp -d /tmp/paft-containers-XXXXXX)
+# The containers share the host's network with whatever else runs (other tests' clusters hand
+# out c10d ports from 29500): this cluster's rendezvous ports start elsewhere, below the
+# ephemeral range. A port still taken restarts the branch on the next one (PortInUse).
+RENDEZVOUS_PORT_BASE=$((20000 + RANDOM % 80 * 100))
 PREFIX=paft-e2e-$$
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 cleanup() {
@@ -108,7 +120,8 @@ MERGER=$(port grpc "$ROOT/merger.ports")
 "${RUN[@]}" --name "$PREFIX-coordinator" "paft-coordinator:$TAG" --plaintext \
   --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --port_file="$ROOT/coordinator.ports" \
   --state_db="$ROOT/coordinator.db" --merger="127.0.0.1:$MERGER" --storage_roots="$ROOT" \
-  --lease_ttl=5s --heartbeat_interval=500ms --tick_interval=100ms --adoption_grace=10s >/dev/null
+  --lease_ttl=5s --heartbeat_interval=500ms --tick_interval=100ms --adoption_grace=10s \
+  --rendezvous_port_base="$RENDEZVOUS_PORT_BASE" >/dev/null
 COORDINATOR=127.0.0.1:$(port grpc "$ROOT/coordinator.ports")
 for pool in sft align; do
   "${RUN[@]}" --name "$PREFIX-w-$pool" "paft-worker:$TAG" --coordinator="$COORDINATOR" \

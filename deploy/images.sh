@@ -71,12 +71,15 @@ fi
 CA_MOUNT=()
 [ -s /etc/ssl/certs/ca-certificates.crt ] &&
   CA_MOUNT=(-v /etc/ssl/certs/ca-certificates.crt:/run/host-ca-certificates.crt:ro)
+# Which sources the images hold: containers_e2e.sh runs only on images of the tree under test.
+DIGEST=$(deploy/source_digest.sh)
 for target in "${TARGETS[@]}"; do
   image=localhost/paft-$target:$TAG
   log "building $image"
   start=$(date +%s)
   podman build --network=host --pull=never -v "$CUDA_HOME:/usr/local/cuda:ro" "${CA_MOUNT[@]}" \
-    -f deploy/docker/Dockerfile --target "$target" -t "$image" .
+    --label "paft.source-digest=$DIGEST" -f deploy/docker/Dockerfile --target "$target" \
+    -t "$image" .
   log "$image built in $(($(date +%s) - start)) s"
   # Checks: --help answers (absl exits 1 after printing it), a non-root user, no toolchain.
   help=$(podman run --rm --network=host "$image" --help 2>&1 || true)

@@ -7,9 +7,48 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/failure.h"
 
 namespace paft::trainer {
+
+namespace {
+
+// Whether another process listens on `port` on this host: the bind c10d's store server is about to
+// make (all addresses, SO_REUSEADDR as libuv sets it), made and released first. The store's own
+// bind can still lose a race; its EADDRINUSE is told below.
+bool PortTaken(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool taken =
+      ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0 && errno == EADDRINUSE;
+  ::close(fd);
+  return taken;
+}
+
+absl::Status PortInUse(const RendezvousOptions& options, absl::string_view detail) {
+  return MarkFailure(
+      absl::UnavailableError(absl::StrCat("rank 0 cannot listen on rendezvous port ",
+                                          options.master_port, " of ", options.master_addr,
+                                          ": another process on this host holds it", detail)),
+      Failure::kPortInUse);
+}
+
+}  // namespace
 
 struct ProcessGroupHandle::Impl {
   c10::intrusive_ptr<c10d::Store> store;
@@ -30,6 +69,7 @@ absl::StatusOr<std::unique_ptr<ProcessGroupHandle>> ProcessGroupHandle::Connect(
   handle->impl_ = std::make_unique<Impl>();
   handle->rank_ = options.rank;
   handle->world_size_ = options.world_size;
+  if (options.rank == 0 && PortTaken(options.master_port)) return PortInUse(options, "");
   try {
     c10d::TCPStoreOptions store_options;
     store_options.port = static_cast<uint16_t>(options.master_port);
@@ -59,9 +99,14 @@ absl::StatusOr<std::unique_ptr<ProcessGroupHandle>> ProcessGroupHandle::Connect(
         handle->impl_->store, options.rank, options.world_size, gloo_options);
     handle->backend_ = "gloo";
   } catch (const std::exception& e) {
+    const std::string what = e.what();
+    if (options.rank == 0 && (absl::StrContains(what, "EADDRINUSE") ||
+                              absl::StrContains(what, "address already in use"))) {
+      return PortInUse(options, absl::StrCat(" (", what.substr(0, what.find('\n')), ")"));
+    }
     return absl::UnavailableError(absl::StrCat("rendezvous of rank ", options.rank, " of ",
                                                options.world_size, " at ", options.master_addr,
-                                               ":", options.master_port, " failed: ", e.what()));
+                                               ":", options.master_port, " failed: ", what));
   }
   return handle;
 }

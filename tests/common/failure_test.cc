@@ -23,7 +23,7 @@ TEST(FailureTest, ExitCodesAndNamesAreUniqueAndRoundTrip) {
     EXPECT_TRUE(codes.insert(info.exit_code).second) << info.exit_code;
     EXPECT_EQ(FailureOfExitCode(info.exit_code), info.failure);
   }
-  EXPECT_EQ(AllFailures().size(), 10u);
+  EXPECT_EQ(AllFailures().size(), 11u);
   // The trainer's codes of the protocol (worker/trainer_protocol.h), as agents expect them.
   EXPECT_EQ(ExitCodeOf(Failure::kNone), 0);
   EXPECT_EQ(ExitCodeOf(Failure::kUserError), 2);
@@ -31,6 +31,7 @@ TEST(FailureTest, ExitCodesAndNamesAreUniqueAndRoundTrip) {
   EXPECT_EQ(ExitCodeOf(Failure::kOutOfMemory), 4);
   EXPECT_EQ(ExitCodeOf(Failure::kDiskFull), 5);
   EXPECT_EQ(ExitCodeOf(Failure::kPeerLost), 6);
+  EXPECT_EQ(ExitCodeOf(Failure::kPortInUse), 7);
   EXPECT_EQ(FailureOfExitCode(1), Failure::kUnknown);
   EXPECT_EQ(FailureOfExitCode(143), Failure::kUnknown);
 }
@@ -59,7 +60,11 @@ TEST(FailureTest, PolicyOfEachClass) {
   for (Failure f : {Failure::kInfrastructure, Failure::kPeerLost, Failure::kSignal,
                     Failure::kFailedToStart, Failure::kUnknown, Failure::kStopped}) {
     EXPECT_FALSE(InfoOf(f).permanent) << InfoOf(f).name;
+    EXPECT_TRUE(InfoOf(f).uses_budget) << InfoOf(f).name;
   }
+  // Another process's port on rank 0's host is no fault of the job: restarted on another port.
+  EXPECT_FALSE(InfoOf(Failure::kPortInUse).permanent);
+  EXPECT_FALSE(InfoOf(Failure::kPortInUse).uses_budget);
 }
 
 TEST(FailureTest, TheClassTravelsOnAStatusThroughAnnotations) {

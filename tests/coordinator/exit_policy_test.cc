@@ -1,5 +1,9 @@
 // What the coordinator does with each class of rank exit (common/failure.h): the reason in the
 // branch, the job and its events, and whether the branch restarts.
+#include <algorithm>
+#include <set>
+
+#include "coordinator/job_manager_internal.h"
 #include "tests/coordinator/job_manager_fixture.h"
 
 namespace paft::coordinator {
@@ -62,6 +66,41 @@ TEST_F(ExitPolicyTest, AnUnknownExitCodeRestartsUnderItsOwnName) {
   const Job job = EndRank0(paft::v1::EXIT_REASON_UNKNOWN, 1, "Traceback ...");
   EXPECT_EQ(job.sft().state(), paft::v1::BRANCH_STATE_RESTARTING);
   EXPECT_EQ(job.sft().reason(), "Unknown");
+}
+
+TEST_F(ExitPolicyTest, ATakenRendezvousPortRestartsOnAnotherPortWithoutUsingTheBudget) {
+  const std::string message =
+      "rank 0 cannot listen on rendezvous port 29500 of 10.0.0.1: another process on this host "
+      "holds it";
+  Job job = EndRank0(paft::v1::EXIT_REASON_PORT_IN_USE, 7, message);
+  EXPECT_EQ(job.sft().state(), paft::v1::BRANCH_STATE_RESTARTING);
+  EXPECT_EQ(job.sft().reason(), "PortInUse");
+  EXPECT_EQ(job.sft().port_conflicts(), 1);
+  EXPECT_EQ(job.restarts_used(), 0);
+  EXPECT_EQ(Metric("paft_branch_restarts_total", {{"reason", "PortInUse"}}), 1.0);
+  // The next attempts get other ports; after kFreePortConflicts free ones they use the budget.
+  std::set<int> ports = {starts_[0].start().master_port()};
+  for (int conflict = 2; conflict <= internal::kFreePortConflicts + 3; ++conflict) {
+    const auto stops = Take(sft_worker_);
+    ASSERT_EQ(stops.size(), 1u);  // rank 1 of the attempt that ended
+    ASSERT_TRUE(Exit(stops[0].stop().task_id(), 143, paft::v1::EXIT_REASON_STOPPED).ok());
+    const auto starts = Take(sft_worker_);
+    ASSERT_EQ(starts.size(), 2u) << "conflict " << conflict;
+    EXPECT_EQ(starts[0].start().master_port(), starts[1].start().master_port());
+    EXPECT_TRUE(ports.insert(starts[0].start().master_port()).second) << "a port handed out again";
+    ASSERT_TRUE(Exit(starts[0].start().task_id(), 7, paft::v1::EXIT_REASON_PORT_IN_USE).ok());
+    job = Get(job.job_id());
+    EXPECT_EQ(job.sft().port_conflicts(), conflict);
+    const int counted = std::max(0, conflict - internal::kFreePortConflicts);
+    if (counted <= 2) {  // the job's budget is 2
+      EXPECT_EQ(job.sft().state(), paft::v1::BRANCH_STATE_RESTARTING) << "conflict " << conflict;
+      EXPECT_EQ(job.restarts_used(), counted) << "conflict " << conflict;
+    } else {
+      EXPECT_EQ(job.sft().state(), paft::v1::BRANCH_STATE_FAILED);
+      EXPECT_EQ(job.sft().reason(), "PortInUse");
+      EXPECT_THAT(job.message(), HasSubstr("restart budget of 2 used up"));
+    }
+  }
 }
 
 }  // namespace

@@ -3,7 +3,9 @@
 #include <gmock/gmock.h>
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -266,6 +268,32 @@ TEST_F(DdpTest, ADeadPeerFailsTheSurvivorWithinTheTimeout) {
   EXPECT_EQ(FailureOfExitCode(WEXITSTATUS(*status)), Failure::kPeerLost);
   EXPECT_FALSE(InfoOf(Failure::kPeerLost).permanent);
   EXPECT_THAT(*ReadFileToString(dir_.Join("r0.log")), HasSubstr("a peer rank died or timed out"));
+}
+
+// Another process listening on the rendezvous port of rank 0's host: rank 0 exits at once with
+// its own class (the coordinator restarts the branch on another port without using the budget).
+TEST_F(DdpTest, ATakenRendezvousPortIsItsOwnFailureNamingThePort) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = ntohs(addr.sin_port);
+  const std::string t0 = WriteTask("taken", 0, 2, 2, port, 5);
+  testing::ChildProcess r0({PAFT_WORKER, "train", "--threads=1", "--collective_timeout_s=30",
+                            "--task_file=" + t0},
+                           {}, dir_.Join("r0.log"));
+  auto status = r0.Wait(absl::Seconds(20));
+  ::close(fd);
+  ASSERT_TRUE(status.has_value()) << "rank 0 waited on a port it could not hold";
+  ASSERT_TRUE(WIFEXITED(*status));
+  EXPECT_EQ(FailureOfExitCode(WEXITSTATUS(*status)), Failure::kPortInUse);
+  EXPECT_THAT(*ReadFileToString(dir_.Join("r0.log")),
+              HasSubstr(absl::StrCat("cannot listen on rendezvous port ", port)));
 }
 
 // SIGTERM to one rank (as when its agent stops it or its pod goes away): both ranks stop after the

@@ -101,7 +101,9 @@ class EndToEndTest : public ::testing::Test {
                          "--heartbeat_interval=500ms",
                          "--tick_interval=100ms",
                          "--adoption_grace=10s",
-                         "--storage_roots=" + root_};
+                         "--storage_roots=" + root_,
+                         // c10d ports of its own, apart from other tests' clusters (29500 up).
+                         absl::StrCat("--rendezvous_port_base=", 10000 + getpid() % 80 * 100)};
     for (const auto& flag : ExtraCoordinatorFlags()) coordinator_argv_.push_back(flag);
     coordinator_ = std::make_unique<ChildProcess>(coordinator_argv_, std::vector<std::string>{},
                                                   root_ + "/coordinator.log");

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "merger/interference.h"
 
 namespace paft::merger {
 
@@ -40,18 +41,27 @@ struct TensorReport {
   std::vector<DeltaStats> factors;  // A and B together (numel 0: not a LoRA module of it)
   // Entries where one input's delta is above its threshold and another's below minus its own.
   int64_t sign_conflicts = 0;
+  Interference interference;  // empty unless measured (InterferenceOptions)
 };
 
 struct InspectReport {
   std::vector<TensorReport> tensors;  // float tensors, in name order
+  // Sums per decoder layer ("layer N" for the tensors named *layers.N.*, in layer order), then
+  // "other" (embeddings, final norm, head) when any.
+  std::vector<TensorReport> layers;
   TensorReport total;                 // sums over all tensors (name "total")
+  InterferenceOptions interference;   // what the interference was measured with
 };
 
+// `interference`: also measure TIES-style interference (interference.h) per tensor, which
+// reads each tensor whole (one tensor per input in memory at a time).
 absl::StatusOr<InspectReport> InspectDeltas(const std::string& base_model,
                                             const std::vector<std::string>& inputs,
-                                            const Threshold& threshold);
+                                            const Threshold& threshold,
+                                            const InterferenceOptions& interference = {});
 
-// Human-readable table (per tensor unless `summary_only`, then the total).
+// Human-readable tables: per tensor unless `summary_only`, per layer, the total; then, when
+// measured, the interference per layer and in total.
 std::string FormatReport(const InspectReport& report, const std::vector<std::string>& inputs,
                          bool summary_only);
 std::string ReportToJson(const InspectReport& report, const std::vector<std::string>& inputs,

@@ -3,7 +3,7 @@
 //   paft-merger serve [--listen=0.0.0.0:50053] [--metrics_listen=0.0.0.0:9093]
 //   paft-merger merge CONFIG.yaml OUT [--adapter_out=DIR] [--threads=N] [--max_shard_bytes=B]
 //   paft-merger inspect --base=BASE INPUT... [--relative_threshold=1e-3] [--epsilon=0]
-//                       [--summary] [--json]
+//                       [--summary] [--json] [--density=D [--weights=W,...]]
 #include <csignal>
 #include <filesystem>
 #include <iostream>
@@ -11,6 +11,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 #include "common/file_util.h"
 #include "common/grpc_server.h"
@@ -41,7 +42,11 @@ ABSL_FLAG(std::string, base, "", "inspect: base model folder");
 ABSL_FLAG(double, epsilon, 0.0, "inspect: |x| above this counts as nonzero (absolute)");
 ABSL_FLAG(double, relative_threshold, 1e-3,
           "inspect: |x| above this times the tensor's largest |x| counts as nonzero");
-ABSL_FLAG(bool, summary, false, "inspect: only the totals");
+ABSL_FLAG(bool, summary, false, "inspect: only the per-layer sums and the totals");
+ABSL_FLAG(double, density, 0,
+          "inspect: also measure interference as ties merges at this density (0: not measured)");
+ABSL_FLAG(std::vector<std::string>, weights, {},
+          "inspect: the inputs' weights for the interference's sign election (default 1 each)");
 ABSL_FLAG(bool, json, false, "inspect: JSON output");
 
 namespace {
@@ -142,7 +147,18 @@ int MergeOnce(const std::string& config_path, const std::string& out) {
 int Inspect(const std::vector<std::string>& inputs) {
   const paft::merger::Threshold threshold{absl::GetFlag(FLAGS_epsilon),
                                           absl::GetFlag(FLAGS_relative_threshold)};
-  auto report = paft::merger::InspectDeltas(absl::GetFlag(FLAGS_base), inputs, threshold);
+  paft::merger::InterferenceOptions interference;
+  interference.density = absl::GetFlag(FLAGS_density);
+  for (const std::string& w : absl::GetFlag(FLAGS_weights)) {
+    double value = 0;
+    if (!absl::SimpleAtod(w, &value)) {
+      std::cerr << "error: --weights: '" << w << "' is not a number\n";
+      return 2;
+    }
+    interference.weights.push_back(value);
+  }
+  auto report =
+      paft::merger::InspectDeltas(absl::GetFlag(FLAGS_base), inputs, threshold, interference);
   if (!report.ok()) {
     std::cerr << "error: " << report.status() << "\n";
     return 1;
@@ -161,7 +177,7 @@ int main(int argc, char** argv) {
       "paft-merger serve [--listen=ADDR] [--metrics_listen=ADDR]\n"
       "paft-merger merge CONFIG.yaml OUT [--adapter_out=DIR] [--threads=N] [--max_shard_bytes=B]\n"
       "paft-merger inspect --base=BASE INPUT... [--relative_threshold=R] [--epsilon=E] [--summary] "
-      "[--json]");
+      "[--json] [--density=D [--weights=W,...]]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   paft::SetLogTag("merger");
   const std::string command = args.size() >= 2 ? args[1] : "";

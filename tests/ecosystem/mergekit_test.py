@@ -10,7 +10,8 @@ Inputs: a Llama-shaped base with random weights, an "SFT" model (a dense delta) 
 model (a sparse delta whose signs often disagree with the SFT's), fp32 safetensors written here.
 DARE's masks are random and the two tools draw them from different generators: at density 1
 (nothing dropped) they must be equal; below it the kept fraction and the rescaled magnitude are
-compared instead (docs/merger.md#checked-against-mergekit)."""
+compared instead (docs/merger.md#checked-against-mergekit). `paft-merger inspect --density`'s
+interference report is checked against mergekit's own sparsify and get_mask on the same inputs."""
 import os
 import subprocess
 import sys
@@ -214,6 +215,76 @@ def run_both(work, name, config, mergekit_config=None):
     return out["mergekit"], out["paft"]
 
 
+def inspect_against_mergekit(work, failures, density=0.3, weights=(1.0, 0.7, 0.5)):
+    """paft-merger inspect's interference (trim, elect, conflicts) against mergekit's own ties
+    steps: sparsify(..., magnitude) per delta, then get_mask(weighted deltas, "sum"). Inputs: the
+    SFT and DPO models (opposed wherever both moved) and a third whose delta's signs are random."""
+    from mergekit.merge_methods.generalized_task_arithmetic import get_mask
+    from mergekit.sparsify import SparsificationMethod, sparsify
+    before = len(failures)
+    names = ("sft", "dpo", "other")
+    g = torch.Generator().manual_seed(1)
+    base = load_file(os.path.join(work, "base", "model.safetensors"))
+    write_model(os.path.join(work, "other"),
+                {k: v + torch.randn(v.shape, generator=g) * 0.01 for k, v in base.items()})
+    r = subprocess.run([MERGER, "inspect", f"--base={work}/base"] + [f"{work}/{m}" for m in names]
+                       + [f"--density={density}", "--weights=" + ",".join(map(str, weights)),
+                          "--json"], capture_output=True, text=True)
+    if r.returncode != 0:
+        failures.append(f"inspect failed: {r.stderr[-2000:]}")
+        return
+    import json
+    report = json.loads(r.stdout)
+    inputs = [load_file(os.path.join(work, m, "model.safetensors")) for m in names]
+    w = torch.tensor(weights, dtype=torch.float32).unsqueeze(-1)
+
+    def expected(name):
+        deltas = [m[name].float() - base[name].float() for m in inputs]
+        trimmed = torch.stack([sparsify(d.flatten(), density, SparsificationMethod.magnitude)
+                               for d in deltas]) * w
+        mask = get_mask(trimmed, method="sum")  # kept sign == elected sign (zeros never)
+        kept = trimmed != 0
+        shared = kept.sum(0) >= 2
+        conflict = shared & (trimmed > 0).any(0) & (trimmed < 0).any(0)
+        mass = torch.stack([d.flatten().abs().double() for d in deltas])
+        return {"shared": int(shared.sum()), "conflicts": int(conflict.sum()),
+                "mass": mass.sum(1), "kept_mass": (mass * kept).sum(1),
+                "elected_mass": (mass * (kept & mask)).sum(1),
+                "conflicts_won": (conflict & kept & mask).sum(1)}
+
+    def compare(scope, got, want):
+        x = got["interference"]
+        if (x["shared"], x["conflicts"]) != (want["shared"], want["conflicts"]):
+            failures.append(f"inspect {scope}: shared/conflicts {x['shared']}/{x['conflicts']}, "
+                            f"mergekit's {want['shared']}/{want['conflicts']}")
+        for i, row in enumerate(x["inputs"]):
+            if row["conflicts_won"] != int(want["conflicts_won"][i]):
+                failures.append(f"inspect {scope} input {i}: {row['conflicts_won']} conflicts won, "
+                                f"mergekit's {int(want['conflicts_won'][i])}")
+            for key in ("mass", "kept_mass", "elected_mass"):
+                a, b = row[key], float(want[key][i])
+                if abs(a - b) > 1e-9 + 1e-6 * abs(b):
+                    failures.append(f"inspect {scope} input {i} {key}: {a}, mergekit's {b}")
+
+    def summed(parts):
+        out = dict(parts[0])
+        for p in parts[1:]:
+            out = {k: out[k] + p[k] for k in out}
+        return out
+
+    per_tensor = {t["name"]: expected(t["name"]) for t in report["tensors"]}
+    for t in report["tensors"]:
+        compare(t["name"], t, per_tensor[t["name"]])
+    layer0 = [v for k, v in per_tensor.items() if k.startswith("model.layers.0.")]
+    compare("layer 0", next(l for l in report["layers"] if l["name"] == "layer 0"), summed(layer0))
+    compare("total", report["total"], summed(list(per_tensor.values())))
+    x = report["total"]["interference"]
+    print(f"inspect --density={density} --weights={weights}: {len(report['tensors'])} tensors, "
+          f"{x['shared']} shared entries, conflict rate {x['conflict_rate']:.4f}, elected share "
+          + ", ".join(f"{i['elected_share']:.4f}" for i in x["inputs"]) + ": "
+          + ("as mergekit's sparsify and get_mask" if len(failures) == before else "DIFFERENT"))
+
+
 def main():
     failures = []
     with tempfile.TemporaryDirectory(prefix="paft-mergekit-") as work:
@@ -248,6 +319,7 @@ def main():
             print(f"{name}: worst |mergekit - paft| {worst:.3g} ({where or 'all equal'}) {verdict}")
             if worst > tolerance:
                 failures.append(f"{name}: {worst:.3g} at {where} (tolerance {tolerance})")
+        inspect_against_mergekit(work, failures)
         theirs, ours = run_both(work, "dare", DARE)
         base = load_file(os.path.join(work, "base", "model.safetensors"))
         for tool, merged in (("mergekit", theirs), ("paft", ours)):

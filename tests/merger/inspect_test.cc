@@ -50,6 +50,46 @@ TEST(InspectTest, DensityNormsAndSignConflicts) {
   EXPECT_NE(ReportToJson(*report, {"a", "b"}, {}).find("\"sign_conflicts\": 1"), std::string::npos);
 }
 
+// Interference as ties merges, by hand: density 0.6 keeps 3 of 5 entries per delta.
+//   dense  deltas 1, -1, 0.5, -0.5, 2  -> trimmed 1, -1, 0, 0, 2      (mass 5)
+//   sparse deltas 0,  1, 0, -0.75, 0   -> trimmed 0,  1, 0, -0.75, 0  (mass 1.75)
+// Only entry 1 is kept by both, with opposite signs: one shared entry, one conflict, which the
+// weights decide (weights 1, 2: sum +1, sparse wins; weights 3, 1: sum -2, dense wins).
+TEST(InspectTest, InterferenceTrimsElectsAndCountsConflicts) {
+  testing::TempDir dir;
+  Write(dir.Join("base"), {1, 1, 1, 1, 1});
+  Write(dir.Join("dense"), {2, 0, 1.5, 0.5, 3});
+  Write(dir.Join("sparse"), {1, 2, 1, 0.25, 1});
+  const std::vector<std::string> inputs = {dir.Join("dense"), dir.Join("sparse")};
+  auto report = InspectDeltas(dir.Join("base"), inputs, {}, {0.6, {1, 2}});
+  ASSERT_TRUE(report.ok()) << report.status();
+  const Interference& x = report->tensors[0].interference;
+  EXPECT_EQ(x.shared, 1);
+  EXPECT_EQ(x.conflicts, 1);
+  EXPECT_EQ(x.conflicts_won, (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(x.mass, (std::vector<double>{5, 1.75}));
+  EXPECT_EQ(x.kept_mass, (std::vector<double>{4, 1.75}));
+  // Elected signs +, +, + (a zero sum elects +), -, +: dense loses entry 1, sparse keeps both.
+  EXPECT_EQ(x.elected_mass, (std::vector<double>{3, 1.75}));
+  auto flipped = InspectDeltas(dir.Join("base"), inputs, {}, {0.6, {3, 1}});
+  ASSERT_TRUE(flipped.ok());
+  EXPECT_EQ(flipped->total.interference.conflicts_won, (std::vector<int64_t>{1, 0}));
+  EXPECT_EQ(flipped->total.interference.elected_mass, (std::vector<double>{4, 0.75}));
+  // The tensor "w" is no decoder layer's: its sums are "other", and the total's.
+  ASSERT_EQ(report->layers.size(), 1u);
+  EXPECT_EQ(report->layers[0].name, "other");
+  EXPECT_EQ(report->layers[0].interference.elected_mass, x.elected_mass);
+  EXPECT_NE(FormatReport(*report, {"a", "b"}, true).find("interference as ties merges"),
+            std::string::npos);
+  EXPECT_NE(ReportToJson(*report, {"a", "b"}, {}).find("\"conflicts_won\""), std::string::npos);
+  // Not measured unless asked; refused when it cannot be.
+  auto plain = InspectDeltas(dir.Join("base"), inputs, {});
+  EXPECT_TRUE(plain->total.interference.empty());
+  EXPECT_FALSE(InspectDeltas(dir.Join("base"), inputs, {}, {1.5, {}}).ok());
+  EXPECT_FALSE(InspectDeltas(dir.Join("base"), inputs, {}, {0.5, {1}}).ok());
+  EXPECT_FALSE(InspectDeltas(dir.Join("base"), {inputs[0]}, {}, {0.5, {}}).ok());
+}
+
 // A LoRA adapter: the density of its factors and of its delta s B A are reported apart.
 TEST(InspectTest, AdapterFactorsAndDeltaDensities) {
   testing::TempDir dir;
@@ -76,6 +116,9 @@ TEST(InspectTest, AdapterFactorsAndDeltaDensities) {
   // Delta [[3, 0.0003, 0, -6], [0, 0, 0, 0]]: 2 of 8 above 1e-3 * 6.
   EXPECT_DOUBLE_EQ(report->total.inputs[0].density(), 0.25);
   EXPECT_NE(ReportToJson(*report, {"x"}, {0, 1e-3}).find("\"factors\""), std::string::npos);
+  ASSERT_EQ(report->layers.size(), 1u);  // model.layers.0.*: layer 0, no "other"
+  EXPECT_EQ(report->layers[0].name, "layer 0");
+  EXPECT_EQ(report->layers[0].factors[0].numel, 6);
 }
 
 }  // namespace

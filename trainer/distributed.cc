@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -78,7 +77,7 @@ absl::StatusOr<std::unique_ptr<ProcessGroupHandle>> ProcessGroupHandle::Connect(
     store_options.waitWorkers = true;
     store_options.timeout = options.timeout;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(options.master_addr, store_options);
-    handle->impl_->store = c10::make_intrusive<c10d::PrefixStore>("paft", tcp);
+    handle->impl_->store = c10::make_intrusive<c10d::PrefixStore>(options.store_prefix, tcp);
 #ifdef USE_C10D_NCCL
     if (options.cuda) {
       auto nccl_options = c10d::ProcessGroupNCCL::Options::create();

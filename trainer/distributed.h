@@ -24,6 +24,9 @@ struct RendezvousOptions {
   // Bounds the rendezvous and every collective: a lost peer surfaces as an error this soon.
   std::chrono::milliseconds timeout{60000};
   bool cuda = false;  // use NCCL (CUDA builds only)
+  // Every key of the rendezvous lives under it: one per gang attempt, so that a rank which finds
+  // another gang's store on its port (rank 0's port taken) cannot mix its keys into that gang's.
+  std::string store_prefix = "paft";
 };
 
 // A connected process group of world_size ranks.

@@ -220,6 +220,8 @@ class BranchTrainer {
     rendezvous.master_port = options_.task.master_port() > 0 ? options_.task.master_port() : 29500;
     rendezvous.timeout = std::chrono::seconds(options_.collective_timeout_seconds);
     rendezvous.cuda = device_.is_cuda();
+    rendezvous.store_prefix = absl::StrCat("paft/", options_.task.job_id(), "/",
+                                           options_.task.branch(), "/", options_.task.attempt());
     PAFT_ASSIGN_OR_RETURN(group_, ProcessGroupHandle::Connect(rendezvous));
     // Every rank starts from rank-identical weights (same seed); averaging makes it certain.
     torch::NoGradGuard no_grad;

@@ -1,7 +1,10 @@
 # Shared by examples/run_local_demo.sh and examples/tune_demo.sh (sourced, not run).
 #
 #   demo_init BUILD_DIR     paths, binaries, the run folder $RUN with data/ (the committed splits)
-#   demo_base               the pre-trained base model in $BASE (cached by its inputs' content)
+#   demo_base               the base model in $BASE: the committed examples/demo-base (checked
+#                           against its SHA256SUMS), or with PAFT_DEMO_BASE=pretrain (or
+#                           PAFT_DEMO_PRETRAIN_STEPS set) one pre-trained here, cached by its inputs
+#   demo_machine            prints the CPU and LibTorch's CPU kernels and BLAS
 #   demo_eval OUT MODEL [ADAPTER] SPLIT
 #                           OUT.sft.json, OUT.pref.json (paft-worker eval on the SPLIT files) and,
 #                           unless MODEL is the base without adapter, OUT.delta.json (inspect)
@@ -21,7 +24,6 @@ demo_init() {
   mkdir -p "$ROOT"
   ROOT=$(cd "$ROOT" && pwd)
   RUN=$ROOT/run-$(date +%Y%m%d-%H%M%S)-$$
-  PRETRAIN_STEPS=${PAFT_DEMO_PRETRAIN_STEPS:-1500}
   BIN_WORKER=$BUILD_DIR/worker/paft-worker
   BIN_MERGER=$BUILD_DIR/merger/paft-merger
   PAFTCTL=$BUILD_DIR/cli/paftctl
@@ -33,38 +35,55 @@ demo_init() {
 stage() { echo; echo "== [$(($(date +%s) - START))s] $*"; }
 
 demo_base() {
-  # The tokenizer learns from the pre-training text and the *training* splits only: validation
-  # and test text is seen by nothing before it is evaluated.
-  local inputs=("$SRC/examples/data/pretrain.jsonl" "$SRC/examples/data/sft_train.jsonl"
-                "$SRC/examples/data/pref_train.jsonl")
-  local key
-  key=$(cat "${inputs[@]}" "$SRC/examples/pretrain.yaml" | sha256sum | cut -c1-12)-$PRETRAIN_STEPS
-  BASE=$ROOT/models/demo-base-$key
-  if [ ! -f "$BASE/model.safetensors" ]; then
-    stage "pre-training the demo base model ($PRETRAIN_STEPS steps; cached in $BASE)"
-    local work=$ROOT/pretrain-$key
-    rm -rf "$work" && mkdir -p "$work/data"
-    "$BUILD_DIR/examples/paft-make-toy-model" --out="$work/init" --vocab_size=256 \
-      --hidden_size=128 --intermediate_size=384 --layers=4 --heads=4 --kv_heads=2 --dtype=float32
-    sed -E 's/"(text|prompt|completion|chosen|rejected)"://g; s/^\{|\}$//g' "${inputs[@]}" |
-      sed -E 's/","/\n/g; s/"//g' >"$work/corpus.txt"
-    spm_train --input="$work/corpus.txt" --model_prefix="$work/init/tokenizer" --vocab_size=256 \
-      --model_type=bpe --character_coverage=1.0 --bos_id=1 --eos_id=2 --unk_id=0 --pad_id=-1 \
-      >"$work/spm_train.log" 2>&1
-    cp "$SRC/examples/data/pretrain.jsonl" "$SRC/examples/data/pref_train.jsonl" "$work/data/"
-    sed -E "s/^  max_steps: .*/  max_steps: $PRETRAIN_STEPS/" "$SRC/examples/pretrain.yaml" \
-      >"$work/pretrain.yaml"
-    "$BIN_WORKER" train "$work/pretrain.yaml" --branch=sft --threads=2 2>"$work/pretrain.log" |
-      sed -nE 's/^PAFT_EVENT \{.*"loss":([0-9.]+).*"step":([0-9]+).*"tokens_per_second":([0-9.]+).*/\2 \1 \3/p' |
-      awk -v total="$PRETRAIN_STEPS" '$1 % 50 == 0 || $1 == total {
-        printf "  pre-training step %d/%d  loss %.3f  %.0f tok/s\n", $1, total, $2, $3; fflush() }'
-    local final=$work/pretrain/sft/checkpoints/checkpoint-$PRETRAIN_STEPS
-    [ -f "$final/model.safetensors" ] || { echo "demo: pre-training failed; see $work/pretrain.log" >&2; exit 1; }
-    mkdir -p "$BASE.tmp"
-    cp "$final/config.json" "$final/model.safetensors" "$work/init/tokenizer.model" "$BASE.tmp/"
-    rm -rf "$BASE" && mv "$BASE.tmp" "$BASE"
+  local mode=${PAFT_DEMO_BASE:-}
+  if [ -z "$mode" ]; then  # setting the step count alone asks for pre-training, as it always did
+    mode=committed
+    [ -n "${PAFT_DEMO_PRETRAIN_STEPS:-}" ] && mode=pretrain
   fi
+  case $mode in
+  committed)
+    if [ -n "${PAFT_DEMO_PRETRAIN_STEPS:-}" ]; then
+      echo "demo: PAFT_DEMO_PRETRAIN_STEPS applies to PAFT_DEMO_BASE=pretrain, not committed" >&2
+      exit 2
+    fi
+    # The committed base (examples/make_demo_base.sh made it): every machine fine-tunes the same
+    # weights. Checked against its SHA256SUMS, so a damaged copy is named, not used.
+    BASE=$SRC/examples/demo-base
+    if ! (cd "$BASE" && sha256sum --quiet -c SHA256SUMS); then
+      echo "demo: $BASE does not match its SHA256SUMS (a damaged checkout?)" >&2
+      exit 1
+    fi
+    stage "the committed base model examples/demo-base (model.safetensors sha256 $(grep model.safetensors "$BASE/SHA256SUMS" | cut -c1-16)...)"
+    ;;
+  pretrain)
+    # Pre-trained on this machine (cached by its inputs' content and the step count).
+    local key steps=${PAFT_DEMO_PRETRAIN_STEPS:-1500}
+    key=$(cat "$SRC/examples/data/pretrain.jsonl" "$SRC/examples/data/sft_train.jsonl" \
+      "$SRC/examples/data/pref_train.jsonl" "$SRC/examples/pretrain.yaml" | sha256sum | cut -c1-12)
+    BASE=$ROOT/models/demo-base-$key-$steps
+    if [ ! -f "$BASE/model.safetensors" ]; then
+      stage "pre-training a base model here ($steps steps; cached in $BASE)"
+      PAFT_DEMO_PRETRAIN_STEPS=$steps "$SRC/examples/make_demo_base.sh" "$BASE" "$BUILD_DIR"
+    fi
+    ;;
+  *)
+    echo "demo: PAFT_DEMO_BASE is '$mode'; it takes 'committed' (default) or 'pretrain'" >&2
+    exit 2
+    ;;
+  esac
   ln -sfn "$BASE" "$RUN/models/demo-base"
+}
+
+# What the numbers were computed on: the CPU, and the kernels LibTorch picked for it (fine-tuning
+# on other kernels moves the numbers a little; docs/demo.md).
+demo_machine() {
+  local cpu torch="unknown"
+  cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+  if [ -x "$SRC/.venv/bin/python" ]; then
+    torch=$("$SRC/.venv/bin/python" -c 'import torch; print("torch", torch.__version__, "with",
+      torch.backends.cpu.get_cpu_capability(), "CPU kernels, BLAS", "MKL" if torch.backends.mkl.is_available() else "other")' 2>/dev/null || echo unknown)
+  fi
+  echo "demo: machine: ${cpu:-unknown CPU}, $(nproc) cores; $torch"
 }
 
 demo_eval() {  # OUT MODEL [ADAPTER] SPLIT

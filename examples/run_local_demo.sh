@@ -3,9 +3,11 @@
 #
 #   examples/run_local_demo.sh [BUILD_DIR]      (./setup.sh demo builds first, then runs this)
 #
-# 1. A tiny Llama-architecture base model is pre-trained here on examples/data/pretrain.jsonl
-#    (sequences and greeting exchanges; no evaluation text) with a BPE tokenizer trained on the
-#    pre-training text and the training splits only; cached under .paft/local/models/.
+# 1. The base model is the committed examples/demo-base (a tiny Llama-architecture model that
+#    examples/make_demo_base.sh pre-trained on examples/data/pretrain.jsonl, with a BPE tokenizer
+#    trained on the pre-training text and the training splits only), checked against its
+#    SHA256SUMS: every machine fine-tunes the same weights. PAFT_DEMO_BASE=pretrain pre-trains one
+#    here instead (cached under .paft/local/models/).
 # 2. `paftctl local up` starts a local cluster: the merger, the coordinator (SQLite state in the
 #    run folder) and one worker agent per pool ("sft" and "align", 2 CPU slots each).
 # 3. For each seed, examples/paft-job.yaml runs through paftctl: LoRA SFT with PAFT's L1 penalty
@@ -17,14 +19,16 @@
 #    (also in the run folder as results.md/.json). The merge was chosen on the validation
 #    splits (examples/tune_demo.sh); the test splits are read only here.
 #
-# Environment: PAFT_DEMO_SEEDS (default "1 2 3"), PAFT_DEMO_PRETRAIN_STEPS (default 300),
+# Environment: PAFT_DEMO_SEEDS (default "1 2 3 4 5"), PAFT_DEMO_BASE (committed or pretrain),
+# PAFT_DEMO_PRETRAIN_STEPS (pretrain's steps, default 1500; set alone, it asks for pretrain),
 # PAFT_DEMO_ROOT (default .paft/local), PAFT_DEMO_JOB (the job spec, default
 # examples/paft-job.yaml; its paths are relative to the run folder; its "seed: 1" lines are set
 # to each seed).
 set -euo pipefail
 source "$(dirname "$0")/demo_lib.sh"
 demo_init "${1:-build}"
-SEEDS=${PAFT_DEMO_SEEDS:-1 2 3}
+SEEDS=${PAFT_DEMO_SEEDS:-1 2 3 4 5}
+demo_machine
 
 CLUSTER=$RUN/cluster
 cleanup() {
@@ -97,4 +101,5 @@ COMPARE+=",paft-sequential:reward_accuracy,sft_l1-sft:factor_density,sft_l1-sft:
 "$BUILD_DIR/examples/paft-demo-report" --dir="$RUN/eval" --rows="$ROWS" --compare="$COMPARE"
 echo
 echo "demo: merged models in $RUN/jobs/seed-*/merged; the run's state, logs and outputs in $RUN"
+demo_machine
 echo "demo: done in $(($(date +%s) - START)) s"

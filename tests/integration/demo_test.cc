@@ -1,6 +1,7 @@
-// Runs the README's demo (examples/run_local_demo.sh) reduced to a few steps and two seeds:
-// pre-training of the base, a PAFT job per seed through paftctl on a local cluster of real
-// processes, the sequential baselines, the test-split evaluations and the mean ± sd table.
+// Runs the README's demo (examples/run_local_demo.sh) reduced to a few steps and two seeds, from
+// the committed base as users run it: a PAFT job per seed through paftctl on a local cluster of
+// real processes, the sequential baselines, the test-split evaluations and the mean ± sd table.
+// Then the script that made the committed base, briefly.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -31,9 +32,10 @@ TEST(DemoTest, ReducedDemoSucceedsAndReportsEveryModel) {
   const int code = testing::RunCommand(
       {"/bin/bash", std::string(PAFT_SOURCE_DIR) + "/examples/run_local_demo.sh", PAFT_BUILD_DIR},
       &output,
-      {"PAFT_DEMO_ROOT=" + dir.path(), "PAFT_DEMO_PRETRAIN_STEPS=60", "PAFT_DEMO_SEEDS=1 2",
-       "PAFT_DEMO_JOB=" + dir.Join("job.yaml")});
+      {"PAFT_DEMO_ROOT=" + dir.path(), "PAFT_DEMO_SEEDS=1 2", "PAFT_DEMO_JOB=" + dir.Join("job.yaml")});
   ASSERT_EQ(code, 0) << output;
+  EXPECT_THAT(output, HasSubstr("the committed base model examples/demo-base"));
+  EXPECT_THAT(output, HasSubstr("demo: machine: "));
   EXPECT_THAT(output, HasSubstr("job SUCCEEDED"));
   EXPECT_THAT(output, HasSubstr("| PAFT: SFT with L1 ∥ DPO merged | 2 |"));
   EXPECT_THAT(output, HasSubstr("exact_match sequential vs sft"));
@@ -83,6 +85,27 @@ TEST(DemoTest, ReducedDemoSucceedsAndReportsEveryModel) {
   EXPECT_LT(rows["sft"]["metrics"]["sft_nll"]["mean"].get<double>(),
             rows["base"]["metrics"]["sft_nll"]["mean"].get<double>());
   EXPECT_GT(rows["dpo"]["metrics"]["reward_accuracy"]["mean"].get<double>(), 0.5);
+}
+
+// examples/make_demo_base.sh, which made examples/demo-base, makes a model folder of the same
+// architecture and tokenizer kind (a few steps here; its weights depend on the CPU's kernels).
+TEST(DemoTest, TheBaseScriptMakesAModelOfTheCommittedShape) {
+  testing::TempDir dir;
+  std::string output;
+  const int code = testing::RunCommand(
+      {"/bin/bash", std::string(PAFT_SOURCE_DIR) + "/examples/make_demo_base.sh",
+       dir.Join("base"), PAFT_BUILD_DIR},
+      &output, {"PAFT_DEMO_PRETRAIN_STEPS=10"});
+  ASSERT_EQ(code, 0) << output;
+  EXPECT_THAT(output, HasSubstr("pre-training step 10/10"));
+  const std::string committed = std::string(PAFT_SOURCE_DIR) + "/examples/demo-base/";
+  EXPECT_EQ(*ReadFileToString(dir.Join("base/config.json")),
+            *ReadFileToString(committed + "config.json"));
+  // The same tensors (names, shapes, fp32), other values.
+  EXPECT_EQ(std::filesystem::file_size(dir.Join("base/model.safetensors")),
+            std::filesystem::file_size(committed + "model.safetensors"));
+  EXPECT_GT(std::filesystem::file_size(dir.Join("base/tokenizer.model")), 0u);
+  EXPECT_FALSE(PathExists(dir.Join("base.work")));
 }
 
 }  // namespace

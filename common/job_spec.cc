@@ -134,7 +134,9 @@ void CheckPath(Errors& e, const std::string& field, const std::string& path, boo
   }
 }
 
-void DefaultBranch(BranchSpec* b, bool is_sft) {
+}  // namespace
+
+void ApplyBranchDefaults(BranchSpec* b, bool is_sft) {
   if (b->dataset().format().empty()) b->mutable_dataset()->set_format("auto");
   if (b->dataset().assistant_turns().empty()) b->mutable_dataset()->set_assistant_turns("last");
   if (is_sft && b->objective_case() == BranchSpec::OBJECTIVE_NOT_SET) b->mutable_sft();
@@ -189,6 +191,8 @@ void DefaultBranch(BranchSpec* b, bool is_sft) {
   if (b->precision().empty()) b->set_precision("auto");
   if (b->attn_implementation().empty()) b->set_attn_implementation("sdpa");
 }
+
+namespace {
 
 void ValidateBranch(Errors& e, const BranchSpec& b, const std::string& p, bool is_sft) {
   if (b.pool().empty()) e.Add(p + ".pool", "is required");
@@ -363,8 +367,8 @@ absl::StatusOr<JobSpec> LoadJobSpecFile(const std::string& path) {
 }
 
 void ApplyJobSpecDefaults(JobSpec* spec) {
-  DefaultBranch(spec->mutable_sft(), /*is_sft=*/true);
-  DefaultBranch(spec->mutable_alignment(), /*is_sft=*/false);
+  ApplyBranchDefaults(spec->mutable_sft(), /*is_sft=*/true);
+  ApplyBranchDefaults(spec->mutable_alignment(), /*is_sft=*/false);
   auto* merge = spec->mutable_merge();
   if (merge->method().empty()) merge->set_method(kPaftMergeMethod);
   for (auto* input : {merge->mutable_sft(), merge->mutable_alignment()}) {

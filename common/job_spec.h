@@ -25,20 +25,18 @@ inline constexpr const char* kPaftMergeMethod = "ties";
 inline constexpr double kPaftSftDensity = 0.2;
 inline constexpr double kPaftAlignmentDensity = 0.2;
 
-// A batch's TRL max_length: max_length, else its old name max_seq_len, else 1024.
-inline int32_t MaxLength(const paft::v1::BatchSpec& batch) {
-  return batch.max_length() > 0 ? batch.max_length()
-                                : (batch.max_seq_len() > 0 ? batch.max_seq_len() : 1024);
-}
-
 // Parses a job spec from YAML or JSON text (JSON is YAML, so one parser serves both). Unknown
 // fields are errors. Does not apply defaults or validate.
 absl::StatusOr<paft::v1::JobSpec> ParseJobSpec(const std::string& text);
 // Reads and parses a spec file.
 absl::StatusOr<paft::v1::JobSpec> LoadJobSpecFile(const std::string& path);
 
-// Fills unset fields with their documented defaults. Idempotent.
+// Fills unset fields with their documented defaults. Idempotent. The one place a job's defaults
+// are decided: admission stores the result, and whatever reads a branch reads its fields as set.
 void ApplyJobSpecDefaults(paft::v1::JobSpec* spec);
+// The same for one branch (what ApplyJobSpecDefaults does to `sft` and `alignment`): a trainer
+// given a Task whose spec was not resolved (a hand-written task file) resolves it with this.
+void ApplyBranchDefaults(paft::v1::BranchSpec* branch, bool is_sft);
 
 // Checks every field of a defaulted spec. InvalidArgument listing each bad field by its path
 // ("sft.world_size: must be between 1 and 1024, got 0"), all of them, separated by "; ".

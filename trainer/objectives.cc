@@ -86,7 +86,7 @@ absl::StatusOr<BranchObjective> BranchObjective::FromSpec(const paft::v1::Branch
     const std::string& target = spec.sft().l1_target();
     if (target == "delta") {
       o.l1_target_ = L1Target::kDelta;
-    } else if (!target.empty() && target != "adapter") {
+    } else if (target != "adapter") {
       return absl::InvalidArgumentError(
           absl::StrCat("sft.l1_target '", target, "' is not adapter or delta"));
     }
@@ -94,16 +94,16 @@ absl::StatusOr<BranchObjective> BranchObjective::FromSpec(const paft::v1::Branch
   }
   if (spec.has_dpo()) {
     PAFT_ASSIGN_OR_RETURN(p.kind, DpoKind(spec.dpo().loss_type()));
-    p.beta = spec.dpo().has_beta() ? spec.dpo().beta() : 0.1;
+    p.beta = spec.dpo().beta();
     p.label_smoothing = spec.dpo().label_smoothing();
   } else if (spec.has_orpo()) {
     p.kind = PreferenceKind::kOrpo;
-    p.beta = spec.orpo().has_beta() ? spec.orpo().beta() : 0.1;
-    p.prompt_loss = spec.orpo().prompt_loss();  // true unless said (ApplyJobSpecDefaults)
+    p.beta = spec.orpo().beta();
+    p.prompt_loss = spec.orpo().prompt_loss();
   } else if (spec.has_simpo()) {
     p.kind = PreferenceKind::kSimpo;
-    p.beta = spec.simpo().has_beta() ? spec.simpo().beta() : 2.0;
-    p.gamma = spec.simpo().has_gamma() ? spec.simpo().gamma() : 0.5;
+    p.beta = spec.simpo().beta();
+    p.gamma = spec.simpo().gamma();
   } else {
     return absl::InvalidArgumentError("the branch has no training objective");
   }

@@ -31,7 +31,7 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::
   }
   const std::string settings =
       absl::StrCat(spec.dataset().format(), "|", spec.dataset().chat_template(), "|",
-                   spec.dataset().assistant_turns(), "|", MaxLength(spec.batch()), "|",
+                   spec.dataset().assistant_turns(), "|", spec.batch().max_length(), "|",
                    spec.batch().truncation_mode(), "|",
                    config.vocab_size);
   const std::string key = Fingerprint(absl::Span<const uint8_t>(
@@ -42,7 +42,7 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::
   PAFT_RETURN_IF_ERROR(MakeDirs(cache_dir));
   std::vector<std::string> argv = {prepare_binary, "--input=" + input, "--output=" + out,
                                    absl::StrCat("--vocab_size=", config.vocab_size),
-                                   absl::StrCat("--max_length=", MaxLength(spec.batch()))};
+                                   absl::StrCat("--max_length=", spec.batch().max_length())};
   if (!spec.batch().truncation_mode().empty()) {
     argv.push_back("--truncation_mode=" + spec.batch().truncation_mode());
   }

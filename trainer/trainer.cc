@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/failure.h"
 #include "common/file_util.h"
+#include "common/job_spec.h"
 #include "common/sha256.h"
 #include "common/status.h"
 #include "common/token_dataset.h"
@@ -52,16 +53,24 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const paft::v1::Optimizer
   }
   return std::make_unique<FusedAdamW>(
       params, torch::optim::AdamWOptions(lr)
-                  .betas({opt.has_beta1() ? opt.beta1() : 0.9, opt.has_beta2() ? opt.beta2() : 0.999})
-                  .eps(opt.has_epsilon() ? opt.epsilon() : 1e-8)
+                  .betas({opt.beta1(), opt.beta2()})
+                  .eps(opt.epsilon())
                   .weight_decay(opt.weight_decay()));
+}
+
+// The task's branch with every default applied (common/job_spec.h, the one place defaults are
+// decided): a no-op for the coordinator's and the CLI's tasks, which are resolved already.
+paft::v1::BranchSpec ResolvedSpec(const paft::v1::Task& task) {
+  paft::v1::BranchSpec spec = task.spec();
+  ApplyBranchDefaults(&spec, task.branch() == paft::v1::BRANCH_KIND_SFT);
+  return spec;
 }
 
 class BranchTrainer {
  public:
   explicit BranchTrainer(const TrainOptions& options)
-      : options_(options), spec_(options.task.spec()), world_(std::max(1, options.task.world_size())),
-        rank_(options.task.rank()) {}
+      : options_(options), spec_(ResolvedSpec(options.task)),
+        world_(std::max(1, options.task.world_size())), rank_(options.task.rank()) {}
 
   absl::Status Run() {
     PAFT_RETURN_IF_ERROR(SetUp());
@@ -139,8 +148,8 @@ class BranchTrainer {
     }
     optimizer_ = MakeOptimizer(spec_.optimizer(), trainable_, PeakLearningRate());
     if (!resume_dir_.empty()) PAFT_RETURN_IF_ERROR(LoadTrainingState(*optimizer_, resume_dir_));
-    const int64_t batch = std::max(1, spec_.batch().per_device_batch_size());
-    const int64_t accum = std::max(1, spec_.batch().gradient_accumulation_steps());
+    const int64_t batch = spec_.batch().per_device_batch_size();
+    const int64_t accum = spec_.batch().gradient_accumulation_steps();
     schedule_ = std::make_unique<DataSchedule>(data_.get(), spec_.seed(), batch, accum, world_);
     std::cerr << "training " << (model_->has_lora() ? "LoRA" : "all weights") << " in "
               << PrecisionName(precision_) << " on " << device_ << std::endl;
@@ -170,14 +179,12 @@ class BranchTrainer {
       }
     } else {
       LoraOptions options;
-      options.r = spec_.lora().r() > 0 ? spec_.lora().r() : 8;
-      options.alpha = spec_.lora().has_alpha() ? spec_.lora().alpha() : 2.0 * options.r;
+      options.r = spec_.lora().r();
+      options.alpha = spec_.lora().alpha();
       options.dropout = spec_.lora().dropout();
       options.use_rslora = spec_.lora().use_rslora();
-      if (spec_.lora().target_modules_size() > 0) {
-        options.target_modules = {spec_.lora().target_modules().begin(),
-                                  spec_.lora().target_modules().end()};
-      }
+      options.target_modules = {spec_.lora().target_modules().begin(),
+                                spec_.lora().target_modules().end()};
       model_->AddLora(options);
       if (precision_ == Precision::kBf16) model_->CastFrozenLinears(torch::kBFloat16);
     }
@@ -232,9 +239,7 @@ class BranchTrainer {
     return absl::OkStatus();
   }
 
-  double PeakLearningRate() const {
-    return spec_.optimizer().has_learning_rate() ? spec_.optimizer().learning_rate() : 2e-4;
-  }
+  double PeakLearningRate() const { return spec_.optimizer().learning_rate(); }
 
   int64_t TotalSteps() const {
     if (spec_.max_steps() > 0) return spec_.max_steps();
@@ -249,10 +254,10 @@ class BranchTrainer {
     const auto& opt = spec_.optimizer();
     const double lr = PeakLearningRate() *
                       LearningRateFactor(step, total, opt.warmup_steps(),
-                                         opt.lr_schedule().empty() ? "cosine" : opt.lr_schedule());
+                                         opt.lr_schedule());
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
     optimizer_->zero_grad();
-    const int64_t accum = std::max(1, spec_.batch().gradient_accumulation_steps());
+    const int64_t accum = spec_.batch().gradient_accumulation_steps();
     const StepCounts counts = schedule_->Counts(step);
     const int64_t pad_id = PadId(model_->config());
     StepMetrics metrics;
@@ -361,7 +366,7 @@ class BranchTrainer {
   }
 
   const TrainOptions& options_;
-  const paft::v1::BranchSpec& spec_;
+  const paft::v1::BranchSpec spec_;  // the task's, resolved (ResolvedSpec)
   const int world_, rank_;
   torch::Device device_{torch::kCPU};
   Precision precision_ = Precision::kFp32;

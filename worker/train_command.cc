@@ -101,6 +101,10 @@ int RunTrainCommand(const TrainCommandOptions& options) {
   } else {
     return fail(absl::InvalidArgumentError("give --task_file, or a job spec and --branch"));
   }
+  // Resolved once, here: the dataset's preparation and the trainer read its fields as set (a
+  // spec file's and the coordinator's tasks are resolved already; a hand-written task file may
+  // not be).
+  ApplyBranchDefaults(task.mutable_spec(), task.branch() == paft::v1::BRANCH_KIND_SFT);
   const std::string cache = JoinPath(task.checkpoint_dir(), "../data");
   auto dataset = trainer::PrepareDataset(task.spec().dataset().path(), task.base_model(),
                                          task.spec(), cache, options.prepare_binary);
@@ -124,7 +128,10 @@ int RunTrainCommand(const TrainCommandOptions& options) {
 }
 
 int RunEvalCommand(const EvalCommandOptions& options) {
-  paft::v1::BranchSpec spec;  // defaults: format auto, the model's template, max_length 1024
+  // The dataset's defaults (format auto, the model's template, max_length 1024): only the dataset
+  // and batch fields of this spec are read.
+  paft::v1::BranchSpec spec;
+  ApplyBranchDefaults(&spec, /*is_sft=*/true);
   const std::string cache =
       options.cache_dir.empty()
           ? std::filesystem::absolute(options.dataset).parent_path().string()

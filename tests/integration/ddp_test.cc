@@ -270,6 +270,31 @@ TEST_F(DdpTest, ADeadPeerFailsTheSurvivorWithinTheTimeout) {
   EXPECT_THAT(*ReadFileToString(dir_.Join("r0.log")), HasSubstr("a peer rank died or timed out"));
 }
 
+// A task file with neither a learning rate nor a tuning method set, as a hand-written one may be:
+// the trainer resolves it with the job spec's defaults (common/job_spec.h), so full fine-tuning
+// trains at 2e-5 and LoRA at 2e-4 (the trainer once fell back to 2e-4 for both on its own).
+TEST_F(DdpTest, AnUnresolvedTaskTrainsAtTheJobSpecsDefaultLearningRate) {
+  for (const bool full : {true, false}) {
+    v1::Task task = MakeTask(full ? "full" : "lora", 0, 1, 2, 0, 2);
+    task.mutable_spec()->clear_optimizer();
+    task.mutable_spec()->mutable_optimizer()->set_lr_schedule("constant");
+    if (full) task.mutable_spec()->mutable_full();  // replaces the lora oneof member
+    std::string out;
+    ASSERT_EQ(testing::RunCommand(
+                  {PAFT_WORKER, "train", "--threads=1", "--task_file=" + SaveTask(task)}, &out),
+              0)
+        << out;
+    std::vector<double> rates;
+    for (absl::string_view line : absl::StrSplit(out, '\n')) {
+      if (line.substr(0, 11) != "PAFT_EVENT ") continue;
+      auto j = nlohmann::json::parse(line.substr(11), nullptr, false);
+      if (!j.is_discarded() && j["type"] == "progress") rates.push_back(j["learning_rate"]);
+    }
+    ASSERT_EQ(rates.size(), 2u) << out;
+    for (double rate : rates) EXPECT_DOUBLE_EQ(rate, full ? 2e-5 : 2e-4) << (full ? "full" : "lora");
+  }
+}
+
 // Another process listening on the rendezvous port of rank 0's host: rank 0 exits at once with
 // its own class (the coordinator restarts the branch on another port without using the budget).
 TEST_F(DdpTest, ATakenRendezvousPortIsItsOwnFailureNamingThePort) {

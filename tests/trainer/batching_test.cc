@@ -1,6 +1,7 @@
 // The data schedule (which examples each rank and micro-step see) and the global normalisation
 // of loss shares: the shares of a step's micro-batches add up to the loss of the whole global
 // batch computed in one piece by the plain loss functions.
+#include "common/job_spec.h"
 #include "trainer/batching.h"
 
 #include <gtest/gtest.h>
@@ -130,6 +131,7 @@ TEST(GlobalNormalisationTest, SftSharesAddUpToTheTokenMeanOfTheGlobalBatch) {
   torch::NoGradGuard no_grad;
   paft::v1::BranchSpec spec;
   spec.mutable_sft();
+  ApplyBranchDefaults(&spec, /*is_sft=*/true);  // as every spec the trainer reads
   auto objective = BranchObjective::FromSpec(spec);
   ASSERT_TRUE(objective.ok());
   DataSchedule whole(data.get(), 1, 8, 1, 1);

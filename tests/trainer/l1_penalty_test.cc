@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "common/hf_config.h"
+#include "common/job_spec.h"
 #include "trainer/llama.h"
 #include "trainer/objectives.h"
 
@@ -95,6 +96,7 @@ TEST(L1PenaltyTest, ZeroLambdaIsNoPenaltyAndAnUnknownTargetIsRefused) {
   LlamaForCausalLM model = LoraModel();
   paft::v1::BranchSpec spec;
   spec.mutable_sft()->set_l1_lambda(0);
+  ApplyBranchDefaults(&spec, /*is_sft=*/true);  // as every spec the trainer reads
   auto objective = BranchObjective::FromSpec(spec);
   ASSERT_TRUE(objective.ok());
   EXPECT_EQ(objective->BackwardPenalty(model), 0);

@@ -32,6 +32,7 @@
 #include "absl/time/clock.h"
 #include "common/grpc_server.h"
 #include "common/grpc_status.h"
+#include "common/job_layout.h"
 #include "common/job_spec.h"
 #include "common/time_util.h"
 #include "cli/local_cluster.h"
@@ -92,9 +93,7 @@ std::string CoordinatorAddress() {
 }
 
 paft::v1::BranchKind ParseBranch(const std::string& name) {
-  if (name == "sft") return paft::v1::BRANCH_KIND_SFT;
-  if (name == "alignment" || name == "align") return paft::v1::BRANCH_KIND_ALIGNMENT;
-  return paft::v1::BRANCH_KIND_UNSPECIFIED;
+  return paft::BranchKindNamed(name).value_or(paft::v1::BRANCH_KIND_UNSPECIFIED);
 }
 
 std::string Short(const std::string& enum_name, const std::string& prefix) {
@@ -112,7 +111,7 @@ std::string EventLine(const paft::v1::JobEvent& event) {
   if (event.type() == "JobState") {
     what = "job " + JobStateName(event.job_state());
   } else if (event.type() == "BranchState") {
-    what = absl::StrCat(event.branch() == paft::v1::BRANCH_KIND_SFT ? "sft" : "alignment", " ",
+    what = absl::StrCat(paft::BranchName(event.branch()), " ",
                         BranchStateName(event.branch_state()));
   } else {
     what = event.type();
@@ -265,8 +264,8 @@ void PrintJob(const Job& job) {
   if (!job.reason().empty()) std::cout << " - " << job.reason() << ": " << job.message();
   std::cout << "\n";
   if (job.queue_position() > 0) std::cout << "  queue position " << job.queue_position() << "\n";
-  PrintBranch("sft", job.sft());
-  PrintBranch("alignment", job.alignment());
+  PrintBranch(paft::BranchName(paft::v1::BRANCH_KIND_SFT), job.sft());
+  PrintBranch(paft::BranchName(paft::v1::BRANCH_KIND_ALIGNMENT), job.alignment());
   std::cout << "  restarts used " << job.restarts_used() << " of " << job.spec().restart_budget()
             << "\n";
   if (!job.merged_adapter_path().empty()) {
@@ -291,7 +290,7 @@ std::string FormatEta(double seconds) {
 
 std::string ProgressLine(const paft::v1::BranchStatus& b) {
   return absl::StrFormat("%-9s %s %lld/%lld  loss %.4f  %.0f tok/s  ETA %s",
-                         b.kind() == paft::v1::BRANCH_KIND_SFT ? "sft" : "alignment",
+                         paft::BranchName(b.kind()),
                          ProgressBar(b.step(), b.total_steps()), static_cast<long long>(b.step()),
                          static_cast<long long>(b.total_steps()), b.loss(),
                          b.tokens_per_second(), FormatEta(b.eta_seconds()));
@@ -580,7 +579,7 @@ int main(int argc, char** argv) {
       auto loss = c.metrics().find("loss");
       std::cout << absl::StrFormat(
           "%-10s %8d %8d %12d %10s  %s%s%s\n",
-          c.branch() == paft::v1::BRANCH_KIND_SFT ? "sft" : "alignment", c.step(), c.attempt(),
+          paft::BranchName(c.branch()), c.step(), c.attempt(),
           c.size_bytes(),
           loss == c.metrics().end() ? "-" : absl::StrFormat("%.4f", loss->second), c.path(),
           c.pinned() ? " (final, pinned)" : c.final() ? " (final)" : "",

@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
 #include "common/hf_config.h"
+#include "common/job_layout.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -496,8 +497,8 @@ absl::Status CheckJobInputs(const JobSpec& spec) {
                                                      "output_dir or set overwrite_output"));
     }
   }
-  for (const char* folder : {"merged", "merged-adapter"}) {
-    const std::string merged = JoinPath(spec.output_dir(), folder);
+  const JobLayout layout(spec.output_dir());
+  for (const std::string& merged : {layout.MergedModelDir(), layout.MergedAdapterDir()}) {
     if (PathExists(merged)) {
       return precondition("output_dir", absl::StrCat("'", merged, "' already exists; choose a "
                                                      "new output_dir or remove it"));

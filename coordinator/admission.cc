@@ -151,7 +151,7 @@ absl::Status JobManager::AdmitPoolsLocked(const paft::v1::JobSpec& spec) const {
   const auto& capacities = declared ? options_.pool_capacity : pool_high_water_;
   for (BranchKind kind : kBranches) {
     const BranchSpec& branch = kind == paft::v1::BRANCH_KIND_SFT ? spec.sft() : spec.alignment();
-    const std::string field = kind == paft::v1::BRANCH_KIND_SFT ? "sft" : "alignment";
+    const std::string field = BranchName(kind);
     auto it = capacities.find(branch.pool());
     if (it == capacities.end()) {
       std::vector<std::string> known;

@@ -403,9 +403,9 @@ std::vector<JobManager::PendingMerge> JobManager::PendingMerges() {
     *align->mutable_params() = job.spec().merge().alignment();
     *request.mutable_spec() = job.spec().merge();
     const std::string& output = job.spec().merge().output();
-    if (output != "adapter") request.set_output_dir(JoinPath(job.spec().output_dir(), "merged"));
+    if (output != "adapter") request.set_output_dir(JobLayout(job.spec().output_dir()).MergedModelDir());
     if (output == "adapter" || output == "both") {
-      request.set_adapter_output_dir(JoinPath(job.spec().output_dir(), "merged-adapter"));
+      request.set_adapter_output_dir(JobLayout(job.spec().output_dir()).MergedAdapterDir());
     }
     out.push_back(PendingMerge{id, std::move(request)});
   }

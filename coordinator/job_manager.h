@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "common/auth.h"
 #include "common/clock.h"
+#include "common/job_layout.h"
 #include "coordinator/job_store.h"
 #include "coordinator/metrics.h"
 #include "coordinator/watch_hub.h"
@@ -303,7 +304,6 @@ class JobManager {
 };
 
 bool IsTerminal(paft::v1::JobState state);
-const char* BranchName(paft::v1::BranchKind kind);  // "sft", "alignment"
 std::string TaskId(const std::string& job_id, paft::v1::BranchKind kind, int attempt, int rank);
 // The parts of a TaskId(); nullopt for anything else.
 struct TaskKey {

@@ -114,7 +114,7 @@ bool JobManager::StartBranchLocked(JobRecord& record, BranchKind kind) {
   }
   const std::string resume_from = branch->checkpoint_path();
   const std::string job_id = record.job.job_id();
-  const std::string branch_dir = JoinPath(record.job.spec().output_dir(), BranchName(kind));
+  const JobLayout layout(record.job.spec().output_dir());
   for (int rank = 0; rank < static_cast<int>(slots->size()); ++rank) {
     const Slot& slot = (*slots)[rank];
     TaskRecord task;
@@ -138,8 +138,8 @@ bool JobManager::StartBranchLocked(JobRecord& record, BranchKind kind) {
     t->set_master_port(port);
     t->set_base_model(record.job.spec().base_model());
     *t->mutable_spec() = spec;
-    t->set_checkpoint_dir(JoinPath(branch_dir, "checkpoints"));
-    t->set_log_dir(JoinPath(branch_dir, absl::StrCat("logs/attempt-", attempt)));
+    t->set_checkpoint_dir(layout.CheckpointDir(kind));
+    t->set_log_dir(layout.LogDir(kind, attempt));
     t->set_resume_from(resume_from);
     change.new_tasks.push_back(std::move(task));
     change.outbox.emplace_back(slot.worker_id, std::move(assignment));

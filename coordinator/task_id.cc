@@ -15,10 +15,6 @@ bool IsTerminal(JobState state) {
          state == paft::v1::JOB_STATE_CANCELLED;
 }
 
-const char* BranchName(BranchKind kind) {
-  return kind == paft::v1::BRANCH_KIND_SFT ? "sft" : "alignment";
-}
-
 std::string TaskId(const std::string& job_id, BranchKind kind, int attempt, int rank) {
   return absl::StrCat(job_id, ".", BranchName(kind), ".a", attempt, ".r", rank);
 }
@@ -31,9 +27,7 @@ std::optional<TaskKey> ParseTaskId(const std::string& task_id) {
   const std::string& branch_part = parts[parts.size() - 3];
   TaskKey key;
   key.job_id = absl::StrJoin(parts.begin(), parts.end() - 3, ".");
-  key.branch = branch_part == "sft"         ? paft::v1::BRANCH_KIND_SFT
-               : branch_part == "alignment" ? paft::v1::BRANCH_KIND_ALIGNMENT
-                                            : paft::v1::BRANCH_KIND_UNSPECIFIED;
+  key.branch = BranchKindNamed(branch_part).value_or(paft::v1::BRANCH_KIND_UNSPECIFIED);
   if (key.branch == paft::v1::BRANCH_KIND_UNSPECIFIED || attempt_part.size() < 2 ||
       rank_part.size() < 2 || attempt_part[0] != 'a' || rank_part[0] != 'r' ||
       !absl::SimpleAtoi(attempt_part.substr(1), &key.attempt) ||

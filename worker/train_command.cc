@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/failure.h"
 #include "common/file_util.h"
+#include "common/job_layout.h"
 #include "common/job_spec.h"
 #include "common/status.h"
 #include "trainer/trainer.h"
@@ -32,18 +33,18 @@ absl::StatusOr<paft::v1::Task> TaskFromSpec(const std::string& spec_file, const 
   ResolveRelativePaths(&spec, std::filesystem::absolute(spec_file, ec).parent_path().string());
   ApplyJobSpecDefaults(&spec);
   PAFT_RETURN_IF_ERROR(ValidateJobSpec(spec));
-  if (branch != "sft" && branch != "alignment") {
-    return absl::InvalidArgumentError("--branch must be sft or alignment");
-  }
+  const std::optional<paft::v1::BranchKind> kind = BranchKindNamed(branch);
+  if (!kind) return absl::InvalidArgumentError("--branch must be sft or alignment");
+  const JobLayout layout(spec.output_dir());
   paft::v1::Task task;
-  task.set_task_id(absl::StrCat("standalone.", branch));
-  task.set_branch(branch == "sft" ? paft::v1::BRANCH_KIND_SFT : paft::v1::BRANCH_KIND_ALIGNMENT);
+  task.set_task_id(absl::StrCat("standalone.", BranchName(*kind)));
+  task.set_branch(*kind);
   task.set_attempt(1);
   task.set_world_size(1);
   task.set_base_model(spec.base_model());
-  *task.mutable_spec() = branch == "sft" ? spec.sft() : spec.alignment();
-  task.set_checkpoint_dir(JoinPath(spec.output_dir(), branch + "/checkpoints"));
-  task.set_log_dir(JoinPath(spec.output_dir(), branch + "/logs"));
+  *task.mutable_spec() = *kind == paft::v1::BRANCH_KIND_SFT ? spec.sft() : spec.alignment();
+  task.set_checkpoint_dir(layout.CheckpointDir(*kind));
+  task.set_log_dir(layout.LogDir(*kind, 1));
   return task;
 }
 
@@ -105,7 +106,7 @@ int RunTrainCommand(const TrainCommandOptions& options) {
   // spec file's and the coordinator's tasks are resolved already; a hand-written task file may
   // not be).
   ApplyBranchDefaults(task.mutable_spec(), task.branch() == paft::v1::BRANCH_KIND_SFT);
-  const std::string cache = JoinPath(task.checkpoint_dir(), "../data");
+  const std::string cache = JobLayout::DataDirOfCheckpointDir(task.checkpoint_dir());
   auto dataset = trainer::PrepareDataset(task.spec().dataset().path(), task.base_model(),
                                          task.spec(), cache, options.prepare_binary);
   if (!dataset.ok()) return fail(dataset.status());

@@ -9,7 +9,8 @@
 #
 #   deploy/fresh_machine_check.sh [COMMAND...]   (default: demo test tsan fuzz bench gpu-check)
 #
-# Prints, per command, PASSED/FAILED (exit status) and its time; the logs are kept under
+# Each command gets its own clean clone. Prints, per command, PASSED/FAILED (exit status) and its
+# time; the logs are kept under
 # .paft/fresh/<date>/<command>.log. gpu-check passes with exit 77 (no GPU: "skipped") as
 # setup.sh documents. The Python venv (PyPI, 3.5 GB) is made by the first command into a cache
 # that starts empty for this run and is shared by the later commands (ensure_venv is one code
@@ -36,13 +37,12 @@ SHARED=$(cd .. && pwd)/shared
 CUDA_HOME=$(readlink -f /usr/local/cuda 2>/dev/null || true)
 
 RUN_DIR=.paft/fresh/$(date +%Y%m%d-%H%M%S)
-mkdir -p "$RUN_DIR/src" "$RUN_DIR/venv-cache"
+mkdir -p "$RUN_DIR/venv-cache"
 RUN_DIR=$(cd "$RUN_DIR" && pwd)
-git clone -q --no-hardlinks . "$RUN_DIR/src/main"
-echo "fresh: HEAD $(git rev-parse --short HEAD), logs in $RUN_DIR"
+COMMIT=$(git rev-parse --short HEAD)
+echo "fresh: HEAD $COMMIT, logs in $RUN_DIR"
 
-MOUNTS=(-v "$RUN_DIR/src/main:/work/main" -v "$SHARED:/work/shared:ro"
-  -v "$RUN_DIR/venv-cache:/root/.cache/paft")
+MOUNTS=(-v "$SHARED:/work/shared:ro" -v "$RUN_DIR/venv-cache:/root/.cache/paft")
 [ -n "$CUDA_HOME" ] && MOUNTS+=(-v "$CUDA_HOME:/usr/local/cuda:ro")
 CA=()
 if [ -s /etc/ssl/certs/ca-certificates.crt ]; then  # a proxy's CA, as this host trusts it
@@ -55,10 +55,13 @@ for cmd in "${COMMANDS[@]}"; do
   log="$RUN_DIR/$cmd.log"
   name=paft-fresh-$$-$cmd
   echo "fresh: $cmd ..."
+  # A clean clone per command: no build folder or venv link carries over from another.
+  git clone -q --no-hardlinks . "$RUN_DIR/src-$cmd/main"
   start=$(date +%s)
   status=0
   # The promised base: python3, ca-certificates, git. Then the command, as the README says.
   podman run --name "$name" --network=host --pull=never --shm-size=2g "${MOUNTS[@]}" "${CA[@]}" \
+    -v "$RUN_DIR/src-$cmd/main:/work/main" \
     -e FUZZ_SECONDS="${FUZZ_SECONDS:-10}" -w /work/main "$BASE" bash -c '
       set -e
       apt-get update -qq
@@ -81,7 +84,7 @@ for cmd in "${COMMANDS[@]}"; do
 done
 
 echo
-echo "fresh-machine check of $(git rev-parse --short HEAD) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'):"
+echo "fresh-machine check of $COMMIT on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'):"
 failed=0
 for cmd in "${COMMANDS[@]}"; do
   echo "  ./setup.sh $cmd: ${RESULT[$cmd]%%$'\n'*}"

@@ -403,9 +403,10 @@ std::vector<JobManager::PendingMerge> JobManager::PendingMerges() {
     *align->mutable_params() = job.spec().merge().alignment();
     *request.mutable_spec() = job.spec().merge();
     const std::string& output = job.spec().merge().output();
-    if (output != "adapter") request.set_output_dir(JobLayout(job.spec().output_dir()).MergedModelDir());
+    const JobLayout layout(job.spec().output_dir());
+    if (output != "adapter") request.set_output_dir(layout.MergedModelDir());
     if (output == "adapter" || output == "both") {
-      request.set_adapter_output_dir(JobLayout(job.spec().output_dir()).MergedAdapterDir());
+      request.set_adapter_output_dir(layout.MergedAdapterDir());
     }
     out.push_back(PendingMerge{id, std::move(request)});
   }

@@ -44,10 +44,11 @@ void JobManager::AddFailureLocked(Change& change, BranchKind kind, const Pending
   bool count_against_budget = failure.count_against_budget;
   if (failure.reason == InfoOf(Failure::kPortInUse).name) {
     // Another process holds the port on rank 0's host: the next attempt gets another port. Free
-    // a few times; a host where port after port is taken uses the budget like any fault.
+    // (the class's uses_budget) a few times; a host where port after port is taken uses the
+    // budget like any fault.
     BranchStatus* branch = MutableBranch(job, kind);
     branch->set_port_conflicts(branch->port_conflicts() + 1);
-    count_against_budget = branch->port_conflicts() > internal::kFreePortConflicts;
+    count_against_budget |= branch->port_conflicts() > internal::kFreePortConflicts;
   }
   const bool can_restart =
       !failure.permanent &&

@@ -42,17 +42,14 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& input, const std::
   PAFT_RETURN_IF_ERROR(MakeDirs(cache_dir));
   std::vector<std::string> argv = {prepare_binary, "--input=" + input, "--output=" + out,
                                    absl::StrCat("--vocab_size=", config.vocab_size),
-                                   absl::StrCat("--max_length=", spec.batch().max_length())};
-  if (!spec.batch().truncation_mode().empty()) {
-    argv.push_back("--truncation_mode=" + spec.batch().truncation_mode());
-  }
+                                   absl::StrCat("--max_length=", spec.batch().max_length()),
+                                   "--truncation_mode=" + spec.batch().truncation_mode(),
+                                   "--format=" + spec.dataset().format(),
+                                   "--assistant_turns=" + spec.dataset().assistant_turns()};
   if (has_tokenizer) argv.push_back("--tokenizer=" + base_model);
-  if (!spec.dataset().format().empty()) argv.push_back("--format=" + spec.dataset().format());
+  // Empty (the default): the base model's own chat template, else chatml (docs/job-spec.md).
   if (!spec.dataset().chat_template().empty()) {
     argv.push_back("--chat_template=" + spec.dataset().chat_template());
-  }
-  if (!spec.dataset().assistant_turns().empty()) {
-    argv.push_back("--assistant_turns=" + spec.dataset().assistant_turns());
   }
   PAFT_ASSIGN_OR_RETURN(auto result, RunProcess(argv));
   if (result.first != 0) {

@@ -43,7 +43,8 @@ absl::Status Train(const TrainOptions& options);
 
 // Returns a prepared dataset for `jsonl_or_paftds`: the file itself when it is one, else the
 // output of `prepare_binary` (paft-prepare, a separate process: sentencepiece cannot live with
-// torch) with the base model's tokenizer.model, cached under `cache_dir` by content.
+// torch) with the base model's tokenizer.model, cached under `cache_dir` by content. `spec` is
+// resolved (ApplyBranchDefaults): its dataset and batch fields are passed on as set.
 absl::StatusOr<std::string> PrepareDataset(const std::string& jsonl_or_paftds,
                                            const std::string& base_model,
                                            const paft::v1::BranchSpec& spec,

@@ -78,7 +78,7 @@ for target in "${TARGETS[@]}"; do
   log "building $image"
   start=$(date +%s)
   podman build --network=host --pull=never -v "$CUDA_HOME:/usr/local/cuda:ro" "${CA_MOUNT[@]}" \
-    --label "paft.source-digest=$DIGEST" -f deploy/docker/Dockerfile --target "$target" \
+    --build-arg "PAFT_SOURCE_DIGEST=$DIGEST" -f deploy/docker/Dockerfile --target "$target" \
     -t "$image" .
   log "$image built in $(($(date +%s) - start)) s"
   # Checks: --help answers (absl exits 1 after printing it), a non-root user, no toolchain.

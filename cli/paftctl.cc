@@ -3,7 +3,9 @@
 //   paftctl [--coordinator=HOST:PORT] [--json] COMMAND ...
 //     submit SPEC.yaml [--request_id=ID] [--watch]
 //     get JOB_ID | list [--state=RUNNING] | watch JOB_ID | cancel JOB_ID [--reason=...]
-//     events JOB_ID [--after=SEQ] | logs JOB_ID sft|alignment [--rank=R] [--attempt=N] [--follow]
+//     merges JOB_ID                    the merge search's table (merge.search)
+//     events JOB_ID [--after=SEQ] | logs JOB_ID sft|alignment|merge-search [--rank=R] [--attempt=N]
+//       [--follow]
 //     workers [--pool=P] | checkpoints JOB_ID [--all] | health
 //     local up [--pools=sft:2,align:2] | local down | local status      [--local_dir=DIR]
 //
@@ -36,6 +38,7 @@
 #include "common/job_spec.h"
 #include "common/time_util.h"
 #include "cli/local_cluster.h"
+#include "cli/merge_table.h"
 #include "common/auth.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -266,6 +269,14 @@ void PrintJob(const Job& job) {
   if (job.queue_position() > 0) std::cout << "  queue position " << job.queue_position() << "\n";
   PrintBranch(paft::BranchName(paft::v1::BRANCH_KIND_SFT), job.sft());
   PrintBranch(paft::BranchName(paft::v1::BRANCH_KIND_ALIGNMENT), job.alignment());
+  if (job.spec().merge().has_search() && job.merge_search().state() != 0) {
+    PrintBranch("search", job.merge_search());
+    if (job.merge_search_result().candidates_size() > 0) {
+      const auto& result = job.merge_search_result();
+      std::cout << "             chose " << result.candidates(result.chosen()).label() << " of "
+                << result.candidates_size() << " (paftctl merges " << job.job_id() << ")\n";
+    }
+  }
   std::cout << "  restarts used " << job.restarts_used() << " of " << job.spec().restart_budget()
             << "\n";
   if (!job.merged_adapter_path().empty()) {
@@ -407,8 +418,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "paftctl [--coordinator=HOST:PORT] [--json] COMMAND\n"
       "  submit SPEC.yaml [--request_id=ID] [--watch]\n"
-      "  get JOB_ID | list [--state=S] | watch JOB_ID | cancel JOB_ID [--reason=R]\n"
-      "  events JOB_ID [--after=SEQ] | logs JOB_ID sft|alignment [--rank=R] [--attempt=N] "
+      "  get JOB_ID | list [--state=S] | watch JOB_ID | cancel JOB_ID [--reason=R] | merges JOB_ID\n"
+      "  events JOB_ID [--after=SEQ] | logs JOB_ID sft|alignment|merge-search [--rank=R] [--attempt=N] "
       "[--follow]\n"
       "  workers [--pool=P] | checkpoints JOB_ID [--all] | health\n"
       "  local up [--pools=sft:2,align:2] | local down | local status   [--local_dir=DIR]");
@@ -481,6 +492,30 @@ int main(int argc, char** argv) {
     grpc::Status status = stub->GetJob(context.get(), request, &job);
     if (!status.ok()) return RpcError(status);
     PrintJob(job);
+    return kExitOk;
+  }
+  if (command == "merges") {
+    need(1);
+    paft::v1::GetJobRequest request;
+    request.set_job_id(args[2]);
+    Job job;
+    auto context = Context();
+    grpc::Status status = stub->GetJob(context.get(), request, &job);
+    if (!status.ok()) return RpcError(status);
+    if (absl::GetFlag(FLAGS_json)) {
+      std::cout << ToJson(job.merge_search_result()) << "\n";
+      return kExitOk;
+    }
+    if (!job.spec().merge().has_search()) {
+      std::cerr << "job " << job.job_id() << " has no merge search (merge.search)\n";
+      return kExitUsage;
+    }
+    if (job.merge_search_result().candidates_size() == 0) {
+      std::cout << "job " << job.job_id() << ": the merge search has not finished ("
+                << BranchStateName(job.merge_search().state()) << ")\n";
+      return kExitOk;
+    }
+    std::cout << paft::cli::FormatMergeSearch(job.merge_search_result());
     return kExitOk;
   }
   if (command == "list") {

@@ -20,6 +20,7 @@
 #include "common/file_util.h"
 #include "common/hf_config.h"
 #include "common/job_layout.h"
+#include "common/merge_search.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -89,6 +90,7 @@ class Errors {
   void Add(const std::string& field, const std::string& what) {
     errors_.push_back(absl::StrCat(field, ": ", what));
   }
+  void AddLine(const std::string& field_and_what) { errors_.push_back(field_and_what); }
   absl::Status ToStatus() const {
     if (errors_.empty()) return absl::OkStatus();
     return absl::InvalidArgumentError(
@@ -382,6 +384,7 @@ void ApplyJobSpecDefaults(JobSpec* spec) {
   if (!merge->has_lambda()) merge->set_lambda(1.0);
   if (merge->merge_space().empty()) merge->set_merge_space("delta");
   if (merge->output().empty()) merge->set_output(merge->merge_space() == "delta" ? "model" : "both");
+  ApplyMergeSearchDefaults(spec);
 }
 
 absl::Status ValidateJobSpec(const JobSpec& spec) {
@@ -452,6 +455,7 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
   }
   const auto kDtypes = {"", "float32", "bfloat16", "float16"};
   if (!OneOf(merge.dtype(), kDtypes)) e.Add("merge.dtype", Allowed(kDtypes));
+  for (const std::string& error : MergeSearchErrors(spec)) e.AddLine(error);
   if (spec.restart_budget() < 0 || spec.restart_budget() > kMaxRestartBudget) {
     e.Add("restart_budget", absl::StrCat("must be between 0 and ", kMaxRestartBudget, ", got ",
                                          spec.restart_budget()));

@@ -149,9 +149,16 @@ absl::Status JobManager::AdmitLocked(const paft::v1::JobSpec& spec, const std::s
 absl::Status JobManager::AdmitPoolsLocked(const paft::v1::JobSpec& spec) const {
   const bool declared = !options_.pool_capacity.empty();
   const auto& capacities = declared ? options_.pool_capacity : pool_high_water_;
-  for (BranchKind kind : kBranches) {
-    const BranchSpec& branch = kind == paft::v1::BRANCH_KIND_SFT ? spec.sft() : spec.alignment();
-    const std::string field = BranchName(kind);
+  // The gangs the job will ask for: its branches, and its merge search's.
+  std::vector<std::pair<std::string, BranchSpec>> gangs = {{"sft", spec.sft()},
+                                                           {"alignment", spec.alignment()}};
+  if (spec.merge().has_search()) {
+    BranchSpec search;
+    search.set_pool(spec.merge().search().pool());
+    search.set_world_size(spec.merge().search().world_size());
+    gangs.emplace_back("merge.search", search);
+  }
+  for (const auto& [field, branch] : gangs) {
     auto it = capacities.find(branch.pool());
     if (it == capacities.end()) {
       std::vector<std::string> known;

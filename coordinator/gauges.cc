@@ -31,7 +31,7 @@ void JobManager::UpdateGaugesLocked() {
   std::map<std::pair<int, int>, int> branch_counts;  // (kind, state) -> count
   std::set<std::pair<std::string, std::string>> series;
   for (const auto& [id, record] : jobs_) {
-    for (BranchKind kind : kBranches) {
+    for (BranchKind kind : kGangs) {
       const BranchStatus& b = Branch(record.job, kind);
       branch_counts[{kind, b.state()}] += 1;
       if (BranchWaiting(b.state()) && !IsTerminal(record.job.state())) {
@@ -61,7 +61,7 @@ void JobManager::UpdateGaugesLocked() {
     }
   }
   branch_series_ = std::move(series);
-  for (BranchKind kind : kBranches) {
+  for (BranchKind kind : kGangs) {
     for (int s = paft::v1::BRANCH_STATE_PENDING; s <= paft::v1::BRANCH_STATE_CANCELLED; ++s) {
       metrics_->branches
           .Add({{"branch", BranchName(kind)},

@@ -80,8 +80,11 @@ void JobManager::SetBranchState(Change& change, BranchKind kind, BranchState sta
     *b->mutable_start_time() = now;
   }
   if (BranchTerminal(state)) *b->mutable_end_time() = now;
-  SetCondition(change.job, BranchTitle(kind) + "Trained", state == paft::v1::BRANCH_STATE_SUCCEEDED,
-               reason, message);
+  // SftTrained, AlignmentTrained; MergeSearched for the merge search.
+  const std::string condition = kind == paft::v1::BRANCH_KIND_MERGE_SEARCH
+                                    ? "MergeSearched"
+                                    : BranchTitle(kind) + "Trained";
+  SetCondition(change.job, condition, state == paft::v1::BRANCH_STATE_SUCCEEDED, reason, message);
   AddEvent(change, "BranchState", kind, reason, message);
 }
 

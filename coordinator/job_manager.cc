@@ -13,6 +13,7 @@
 #include "common/failure.h"
 #include "common/file_util.h"
 #include "common/logging.h"
+#include "common/merge_search.h"
 #include "common/status.h"
 #include "common/time_util.h"
 #include "coordinator/job_manager_internal.h"
@@ -67,7 +68,7 @@ absl::Status JobManager::Recover() {
     if (IsTerminal(record.job.state())) continue;
     // Running gangs keep running: their agents re-register and report their ranks, which are
     // adopted; a gang not fully adopted within the grace period restarts from its checkpoint.
-    for (BranchKind kind : kBranches) {
+    for (BranchKind kind : kGangs) {
       BranchState s = Branch(record.job, kind).state();
       if (s == paft::v1::BRANCH_STATE_SCHEDULED || s == paft::v1::BRANCH_STATE_RUNNING) {
         awaiting_adoption_[{record.job.job_id(), kind}] = clock_->Now() + options_.adoption_grace;
@@ -191,13 +192,13 @@ absl::StatusOr<Job> JobManager::CancelLocked(JobRecord& record_ref,
   const std::string message =
       request.reason().empty() ? "cancelled by the client" : request.reason();
   Change change = BeginChange(*record);
-  for (BranchKind kind : kBranches) {
-    if (!BranchTerminal(Branch(change.job, kind).state())) {
+  for (BranchKind kind : kGangs) {
+    if (GangActive(change.job, kind) && !BranchTerminal(Branch(change.job, kind).state())) {
       SetBranchState(change, kind, paft::v1::BRANCH_STATE_CANCELLED, "JobCancelled", message);
     }
   }
   SetJobState(change, paft::v1::JOB_STATE_CANCELLED, "Cancelled", message);
-  for (BranchKind kind : kBranches) QueueStopsLocked(change, kind, "JobCancelled");
+  for (BranchKind kind : kGangs) QueueStopsLocked(change, kind, "JobCancelled");
   PAFT_RETURN_IF_ERROR(CommitLocked(*record, std::move(change)));
   PAFT_LOG(INFO) << "job " << request.job_id() << " cancelled: " << message;
   ScheduleLocked();
@@ -226,8 +227,13 @@ absl::StatusOr<JobManager::LogTarget> JobManager::LogFile(
     const paft::v1::StreamLogsRequest& request) {
   PAFT_ASSIGN_OR_RETURN(const Job job, LookupJob(request.job_id()));
   const BranchKind kind = request.branch();
-  if (kind != paft::v1::BRANCH_KIND_SFT && kind != paft::v1::BRANCH_KIND_ALIGNMENT) {
-    return absl::InvalidArgumentError("branch: must be BRANCH_KIND_SFT or BRANCH_KIND_ALIGNMENT");
+  if (kind != paft::v1::BRANCH_KIND_SFT && kind != paft::v1::BRANCH_KIND_ALIGNMENT &&
+      kind != paft::v1::BRANCH_KIND_MERGE_SEARCH) {
+    return absl::InvalidArgumentError(
+        "branch: must be BRANCH_KIND_SFT, BRANCH_KIND_ALIGNMENT or BRANCH_KIND_MERGE_SEARCH");
+  }
+  if (kind == paft::v1::BRANCH_KIND_MERGE_SEARCH && !job.spec().merge().has_search()) {
+    return absl::FailedPreconditionError("the job has no merge search (merge.search)");
   }
   const BranchStatus& branch = Branch(job, kind);
   const int world_size = Spec(job, kind).world_size();
@@ -248,9 +254,8 @@ absl::StatusOr<JobManager::LogTarget> JobManager::LogFile(
   if (request.offset() < 0) return absl::InvalidArgumentError("offset: must be >= 0");
   LogTarget target;
   target.attempt = request.attempt() == 0 ? branch.attempt() : request.attempt();
-  target.path = JoinPath(job.spec().output_dir(),
-                         absl::StrCat(BranchName(kind), "/logs/attempt-", target.attempt, "/rank-",
-                                      request.rank(), ".log"));
+  target.path = JoinPath(JobLayout(job.spec().output_dir()).LogDir(kind, target.attempt),
+                         absl::StrCat("rank-", request.rank(), ".log"));
   // The attempt has ended when a later one exists, or the branch is over and none of its
   // ranks still runs.
   bool running = false;
@@ -283,7 +288,7 @@ std::vector<JobEvent> JobManager::ProgressEvents(const std::string& job_id,
   if (it == jobs_.end() || it->second.progress_version <= *progress_version) return events;
   const JobRecord& record = it->second;
   *progress_version = record.progress_version;
-  for (BranchKind kind : kBranches) {
+  for (BranchKind kind : kGangs) {
     const BranchStatus& b = Branch(record.job, kind);
     if (b.state() != paft::v1::BRANCH_STATE_RUNNING || b.total_steps() == 0) continue;
     JobEvent event;
@@ -376,7 +381,7 @@ void JobManager::EvictFinishedLocked(absl::Time now) {
     }
     job_by_request_.erase(job.request_id());
     evicted_requests_.insert(job.request_id());
-    for (BranchKind kind : kBranches) {
+    for (BranchKind kind : kGangs) {
       pending_failures_.erase({it->first, kind});
       awaiting_adoption_.erase({it->first, kind});
     }
@@ -392,17 +397,26 @@ std::vector<JobManager::PendingMerge> JobManager::PendingMerges() {
   for (const auto& [id, record] : jobs_) {
     const Job& job = record.job;
     if (job.state() != paft::v1::JOB_STATE_MERGING) continue;
+    // With a search, the merge is the candidate it chose, once it has.
+    paft::v1::MergeSpec merge = job.spec().merge();
+    if (merge.has_search()) {
+      if (job.merge_search().state() != paft::v1::BRANCH_STATE_SUCCEEDED) continue;
+      const std::vector<paft::v1::MergeSpec> candidates = MergeCandidates(merge);
+      const int chosen = job.merge_search_result().chosen();
+      if (chosen < 0 || chosen >= static_cast<int>(candidates.size())) continue;
+      merge = candidates[chosen];
+    }
     paft::v1::MergeRequest request;
     request.set_merge_id(absl::StrCat(id, "-merge"));
     request.set_base_model(job.spec().base_model());
     auto* sft = request.add_inputs();
     sft->set_path(job.sft().checkpoint_path());
-    *sft->mutable_params() = job.spec().merge().sft();
+    *sft->mutable_params() = merge.sft();
     auto* align = request.add_inputs();
     align->set_path(job.alignment().checkpoint_path());
-    *align->mutable_params() = job.spec().merge().alignment();
-    *request.mutable_spec() = job.spec().merge();
-    const std::string& output = job.spec().merge().output();
+    *align->mutable_params() = merge.alignment();
+    *request.mutable_spec() = merge;
+    const std::string& output = merge.output();
     const JobLayout layout(job.spec().output_dir());
     if (output != "adapter") request.set_output_dir(layout.MergedModelDir());
     if (output == "adapter" || output == "both") {

@@ -221,6 +221,10 @@ class JobManager {
   // current attempt has exited 0.
   void CompleteBranchIfDoneLocked(JobRecord& record, paft::v1::BranchKind kind)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The merge search's gang exited 0: its table becomes the job's merge_search_result (or the
+  // search fails when the table is missing or not the job's grid).
+  void CompleteMergeSearchLocked(JobRecord& record, std::vector<std::string> ranks)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleTaskEndLocked(TaskRecord& task, bool success, bool permanent,
                            const std::string& reason, const std::string& message,
                            bool count_against_budget = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

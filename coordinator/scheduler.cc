@@ -14,8 +14,11 @@ namespace paft::coordinator {
 namespace {
 
 bool Queued(const Job& job) {
-  return !IsTerminal(job.state()) &&
-         (BranchWaiting(job.sft().state()) || BranchWaiting(job.alignment().state()));
+  if (IsTerminal(job.state())) return false;
+  for (BranchKind kind : kGangs) {
+    if (BranchWaiting(Branch(job, kind).state())) return true;
+  }
+  return false;
 }
 
 std::tuple<int, int64_t, std::string> QueueKey(const Job& job) {
@@ -28,7 +31,7 @@ std::tuple<int, int64_t, std::string> QueueKey(const Job& job) {
 void JobManager::UpdateQueueLocked(JobRecord* record, const Job* before, const Job& after) {
   auto count_waiting = [&](const Job& job, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (IsTerminal(job.state())) return;
-    for (BranchKind kind : kBranches) {
+    for (BranchKind kind : kGangs) {
       if (!BranchWaiting(Branch(job, kind).state())) continue;
       auto it = waiting_per_pool_.emplace(Spec(job, kind).pool(), 0).first;
       if ((it->second += delta) == 0) waiting_per_pool_.erase(it);
@@ -65,9 +68,9 @@ void JobManager::ScheduleLocked() {
   for (JobRecord* record : QueueOrderLocked()) {
     // Every pool with a waiting branch is blocked: nothing further down can start.
     if (blocked_pools.size() >= waiting_per_pool_.size()) break;
-    for (BranchKind kind : kBranches) {
+    for (BranchKind kind : kGangs) {
       if (!BranchWaiting(Branch(record->job, kind).state())) continue;
-      const std::string& pool = Spec(record->job, kind).pool();
+      const std::string pool = Spec(record->job, kind).pool();
       if (blocked_pools.count(pool)) continue;
       if (!StartBranchLocked(*record, kind)) blocked_pools.insert(pool);
     }
@@ -90,7 +93,7 @@ bool JobManager::StartBranchLocked(JobRecord& record, BranchKind kind) {
   std::set<int> in_use;
   for (const auto& [id, r] : jobs_) {
     if (IsTerminal(r.job.state())) continue;
-    for (BranchKind k : kBranches) {
+    for (BranchKind k : kGangs) {
       const BranchStatus& b = Branch(r.job, k);
       if (b.state() == paft::v1::BRANCH_STATE_SCHEDULED ||
           b.state() == paft::v1::BRANCH_STATE_RUNNING) {
@@ -137,10 +140,22 @@ bool JobManager::StartBranchLocked(JobRecord& record, BranchKind kind) {
     t->set_master_addr((*slots)[0].address);
     t->set_master_port(port);
     t->set_base_model(record.job.spec().base_model());
-    *t->mutable_spec() = spec;
-    t->set_checkpoint_dir(layout.CheckpointDir(kind));
+    if (kind == paft::v1::BRANCH_KIND_MERGE_SEARCH) {
+      // The search reads the branches' final checkpoints and validation sets; it has no
+      // checkpoints of its own (checkpoint_dir is its work folder).
+      paft::v1::MergeSearchTask* search = t->mutable_merge_search();
+      *search->mutable_merge() = record.job.spec().merge();
+      search->set_sft_checkpoint(record.job.sft().checkpoint_path());
+      search->set_alignment_checkpoint(record.job.alignment().checkpoint_path());
+      *search->mutable_sft() = record.job.spec().sft();
+      *search->mutable_alignment() = record.job.spec().alignment();
+      t->set_checkpoint_dir(layout.MergeSearchDir());
+    } else {
+      *t->mutable_spec() = spec;
+      t->set_checkpoint_dir(layout.CheckpointDir(kind));
+      t->set_resume_from(resume_from);
+    }
     t->set_log_dir(layout.LogDir(kind, attempt));
-    t->set_resume_from(resume_from);
     change.new_tasks.push_back(std::move(task));
     change.outbox.emplace_back(slot.worker_id, std::move(assignment));
   }

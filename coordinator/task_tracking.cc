@@ -9,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/exit_reason.h"
 #include "common/failure.h"
+#include "common/job_layout.h"
+#include "common/merge_search.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "coordinator/job_manager.h"
@@ -69,15 +71,15 @@ void JobManager::AddFailureLocked(Change& change, BranchKind kind, const Pending
                               : absl::StrCat(failure.message, " (restart budget of ",
                                              job.spec().restart_budget(), " used up)");
   SetBranchState(change, kind, paft::v1::BRANCH_STATE_FAILED, failure.reason, why);
-  for (BranchKind other : kBranches) {
-    if (other != kind && !BranchTerminal(Branch(job, other).state())) {
+  for (BranchKind other : kGangs) {
+    if (other != kind && GangActive(job, other) && !BranchTerminal(Branch(job, other).state())) {
       SetBranchState(change, other, paft::v1::BRANCH_STATE_CANCELLED, "OtherBranchFailed",
                      absl::StrCat("the ", BranchName(kind), " branch failed"));
     }
   }
   SetJobState(change, paft::v1::JOB_STATE_FAILED, absl::StrCat(BranchTitle(kind), "BranchFailed"),
               why);
-  for (BranchKind other : kBranches) QueueStopsLocked(change, other, "JobFailed");
+  for (BranchKind other : kGangs) QueueStopsLocked(change, other, "JobFailed");
 }
 
 void JobManager::FailAttemptLocked(JobRecord& record, BranchKind kind, bool permanent,
@@ -187,6 +189,10 @@ void JobManager::CompleteBranchIfDoneLocked(JobRecord& record, BranchKind kind) 
     }
   }
   if (done < total || total < Spec(record.job, kind).world_size()) return;
+  if (kind == paft::v1::BRANCH_KIND_MERGE_SEARCH) {
+    CompleteMergeSearchLocked(record, std::move(ranks));
+    return;
+  }
   if (branch.checkpoint_path().empty()) {
     // Nothing to merge: a failure of the trainer.
     FailAttemptLocked(record, kind, /*permanent=*/true, "NoFinalCheckpoint",
@@ -199,13 +205,51 @@ void JobManager::CompleteBranchIfDoneLocked(JobRecord& record, BranchKind kind) 
                  absl::StrCat("final checkpoint ", branch.checkpoint_path()));
   if (change.job.sft().state() == paft::v1::BRANCH_STATE_SUCCEEDED &&
       change.job.alignment().state() == paft::v1::BRANCH_STATE_SUCCEEDED) {
-    SetJobState(change, paft::v1::JOB_STATE_MERGING, "BranchesSucceeded",
-                "both branches succeeded; merging");
+    if (change.job.spec().merge().has_search()) {
+      // The merge is chosen on validation first: the search's gang queues like a branch.
+      const size_t candidates = MergeCandidates(change.job.spec().merge()).size();
+      SetJobState(change, paft::v1::JOB_STATE_MERGING, "BranchesSucceeded",
+                  absl::StrCat("both branches succeeded; searching ", candidates,
+                               " merge candidate(s) on the validation sets"));
+      MutableBranch(change.job, paft::v1::BRANCH_KIND_MERGE_SEARCH)
+          ->set_kind(paft::v1::BRANCH_KIND_MERGE_SEARCH);
+      SetBranchState(change, paft::v1::BRANCH_KIND_MERGE_SEARCH, paft::v1::BRANCH_STATE_PENDING,
+                     "BranchesSucceeded", absl::StrCat(candidates, " candidate(s) to evaluate"));
+    } else {
+      SetJobState(change, paft::v1::JOB_STATE_MERGING, "BranchesSucceeded",
+                  "both branches succeeded; merging");
+    }
   }
   if (absl::Status s = CommitLocked(record, std::move(change)); !s.ok()) {
     PAFT_LOG(ERROR) << "cannot persist the success of the " << BranchName(kind) << " branch of job "
                     << record.job.job_id() << ", retrying: " << s;
   }
+}
+
+void JobManager::CompleteMergeSearchLocked(JobRecord& record, std::vector<std::string> ranks) {
+  const JobLayout layout(record.job.spec().output_dir());
+  auto table = ReadMergeSearchTable(layout.MergeSearchTable(), record.job.spec().merge());
+  if (!table.ok()) {
+    FailAttemptLocked(record, paft::v1::BRANCH_KIND_MERGE_SEARCH, /*permanent=*/true,
+                      "NoSearchTable", std::string(table.status().message()));
+    return;
+  }
+  const paft::v1::MergeSearchRow& chosen = table->candidates(table->chosen());
+  Change change = BeginChange(record);
+  change.ended_tasks = std::move(ranks);
+  *change.job.mutable_merge_search_result() = *table;
+  const std::string message =
+      absl::StrCat("chose ", chosen.label(), " (score ", chosen.score(), ") of ",
+                   table->candidates_size(), " candidate(s); table ", table->table_path());
+  SetBranchState(change, paft::v1::BRANCH_KIND_MERGE_SEARCH, paft::v1::BRANCH_STATE_SUCCEEDED,
+                 "Completed", message);
+  AddEvent(change, "Merge", paft::v1::BRANCH_KIND_MERGE_SEARCH, "MergeChosen", message);
+  if (absl::Status s = CommitLocked(record, std::move(change)); !s.ok()) {
+    PAFT_LOG(ERROR) << "cannot persist the merge search of job " << record.job.job_id()
+                    << ", retrying: " << s;
+    return;
+  }
+  PAFT_LOG(INFO) << "job " << record.job.job_id() << ": merge search " << message;
 }
 
 void JobManager::CompleteBranchesLocked() {

@@ -165,8 +165,10 @@ absl::Status JobManager::ReportProgress(const paft::v1::ReportProgressRequest& r
   task->last_progress = clock_->Now();
   if (Branch(record->job, task->branch).state() == paft::v1::BRANCH_STATE_SCHEDULED) {
     Change change = BeginChange(*record);
-    SetBranchState(change, task->branch, paft::v1::BRANCH_STATE_RUNNING, "Training",
-                   "ranks started training");
+    const bool search = task->branch == paft::v1::BRANCH_KIND_MERGE_SEARCH;
+    SetBranchState(change, task->branch, paft::v1::BRANCH_STATE_RUNNING,
+                   search ? "Searching" : "Training",
+                   search ? "ranks started evaluating merge candidates" : "ranks started training");
     PAFT_RETURN_IF_ERROR(CommitLocked(*record, std::move(change)));
   }
   if (task->rank != 0) return absl::OkStatus();  // rank 0 speaks for the gang

@@ -8,10 +8,12 @@
 #   demo_eval OUT MODEL [ADAPTER] SPLIT
 #                           OUT.sft.json, OUT.pref.json (paft-worker eval on the SPLIT files) and,
 #                           unless MODEL is the base without adapter, OUT.delta.json (inspect)
-#   demo_merge_like_job JOB_YAML SFT_ADAPTER DPO_ADAPTER OUT
-#                           the job's merge (method and densities) of two adapters into OUT
+#   demo_merge_as_chosen TABLE SFT_ADAPTER DPO_ADAPTER OUT
+#                           the merge a job's merge search chose (its table.json) of two adapters
 #   demo_merge METHOD SFT SFT_DENSITY DPO DPO_DENSITY OUT
-#                           a merge of two adapters into OUT (OUT.yaml its config, OUT.log)
+#                           a merge of two adapters with weights 1 into OUT
+#   demo_merge_weighted METHOD SFT_WEIGHT SFT_DENSITY DPO_WEIGHT DPO_DENSITY SFT DPO OUT
+#                           the same with weights (OUT.yaml its config, OUT.log)
 #   demo_sequential SEED JOB_YAML SFT_ADAPTER
 #                           the sequential baseline: the SFT adapter merged into the base, then
 #                           the job's DPO branch trained on that model; its model in
@@ -127,30 +129,36 @@ YAML
     >"$RUN/logs/sequential-merge-$seed.log" 2>&1
 }
 
-demo_merge_like_job() {  # JOB_YAML SFT_ADAPTER DPO_ADAPTER OUT: the job's merge of two adapters
-  local job=$1 sft=$2 dpo=$3 out=$4
-  local method sft_density dpo_density
-  method=$(sed -nE 's/^  method: ([a-z_]+).*/\1/p' "$job")
-  sft_density=$(sed -nE '/^merge:/,$ s/^  sft: \{weight: 1.0, density: ([0-9.]+)\}.*/\1/p' "$job")
-  dpo_density=$(sed -nE '/^merge:/,$ s/^  alignment: \{weight: 1.0, density: ([0-9.]+)\}.*/\1/p' "$job")
-  if [ -z "$method" ] || [ -z "$sft_density" ] || [ -z "$dpo_density" ]; then
-    echo "demo: cannot read the merge of $job (method, sft and alignment density)" >&2
-    exit 2
-  fi
-  demo_merge "$method" "$sft" "$sft_density" "$dpo" "$dpo_density" "$out"
+demo_merge_as_chosen() {  # TABLE SFT_ADAPTER DPO_ADAPTER OUT: the merge a job's search chose
+  local table=$1 sft=$2 dpo=$3 out=$4 chosen
+  # method, sft weight and density, alignment weight and density of the chosen candidate
+  chosen=$("$SRC/.venv/bin/python" -c '
+import json, sys
+t = json.load(open(sys.argv[1]))
+m = t["candidates"][t.get("chosen", 0)]["merge"]
+print(m["method"], m["sft"]["weight"], m["sft"]["density"], m["alignment"]["weight"], m["alignment"]["density"])
+' "$table") || { echo "demo: cannot read the chosen merge of $table" >&2; exit 2; }
+  # shellcheck disable=SC2086
+  demo_merge_weighted $chosen "$sft" "$dpo" "$out"
 }
 
 demo_merge() {  # METHOD SFT SFT_DENSITY DPO DPO_DENSITY OUT: two adapters merged (weights 1)
-  cat >"$6.yaml" <<YAML
+  demo_merge_weighted "$1" 1.0 "$3" 1.0 "$5" "$2" "$4" "$6"
+}
+
+# METHOD SFT_WEIGHT SFT_DENSITY DPO_WEIGHT DPO_DENSITY SFT DPO OUT: two adapters merged (OUT.yaml
+# its config, OUT.log)
+demo_merge_weighted() {
+  cat >"$8.yaml" <<YAML
 merge_method: $1
 base_model: $BASE
 models:
-  - model: $2
-    parameters: {weight: 1.0, density: $3}
-  - model: $4
-    parameters: {weight: 1.0, density: $5}
+  - model: $6
+    parameters: {weight: $2, density: $3}
+  - model: $7
+    parameters: {weight: $4, density: $5}
 YAML
-  "$BIN_MERGER" merge "$6.yaml" "$6" >"$6.log" 2>&1
+  "$BIN_MERGER" merge "$8.yaml" "$8" >"$8.log" 2>&1
 }
 
 last_checkpoint() { ls -d "$1"/checkpoints/checkpoint-* | sort -t- -k2 -n | tail -1; }

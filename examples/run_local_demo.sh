@@ -11,13 +11,16 @@
 # 2. `paftctl local up` starts a local cluster: the merger, the coordinator (SQLite state in the
 #    run folder) and one worker agent per pool ("sft" and "align", 2 CPU slots each).
 # 3. For each seed, examples/paft-job.yaml runs through paftctl: LoRA SFT with PAFT's L1 penalty
-#    and LoRA DPO in parallel, 2 data-parallel ranks each (Gloo), then the TIES merge. Beside it,
-#    with the same settings and seed: plain SFT (no L1), its merge with the DPO adapter
-#    ("parallel, no L1"), and the sequential baseline (plain SFT, then DPO on the SFT model).
+#    and LoRA DPO in parallel, 2 data-parallel ranks each (Gloo), then the job's merge search
+#    scores its candidate merges on the validation splits and the merger makes the chosen one.
+#    Beside it, with the same settings and seed: plain SFT (no L1), its merge with the DPO adapter
+#    the same way ("parallel, no L1"), and the sequential baseline (plain SFT, then DPO on the SFT
+#    model).
 # 4. Every model is evaluated on the *test* splits (100 SFT questions, 120 preference pairs) and
 #    reported as mean ± sd over the seeds, with the differences that exceed the spread named
 #    (also in the run folder as results.md/.json). The merge was chosen on the validation
-#    splits (examples/tune_demo.sh); the test splits are read only here.
+#    splits (the job's merge.search; the L1 strength by examples/tune_demo.sh); the test splits
+#    are read only here.
 #
 # Environment: PAFT_DEMO_SEEDS (default "1 2 3 4 5"), PAFT_DEMO_BASE (committed or pretrain),
 # PAFT_DEMO_PRETRAIN_STEPS (pretrain's steps, default 1500; set alone, it asks for pretrain),
@@ -56,13 +59,15 @@ for seed in $SEEDS; do
     "$JOB_TEMPLATE" >"$JOB_YAML"
   stage "seed $seed: the PAFT job (SFT and DPO in parallel, then the merge)"
   set +e
-  "$PAFTCTL" --progress_every_s=5 submit "$JOB_YAML" --request_id="demo-$(basename "$RUN")-$seed" --watch
-  status=$?
+  "$PAFTCTL" --progress_every_s=5 submit "$JOB_YAML" --request_id="demo-$(basename "$RUN")-$seed" --watch \
+    | tee "$RUN/logs/job-seed-$seed.watch"
+  status=${PIPESTATUS[0]}
   set -e
   if [ $status -ne 0 ]; then
     echo "demo: the job did not succeed (exit $status); logs in $CLUSTER/logs and $RUN/jobs" >&2
     exit $status
   fi
+  sed -nE 's/^submitted job ([^ ]+) .*/\1/p' "$RUN/logs/job-seed-$seed.watch" | head -1 >"$RUN/job-id-$seed"
   JOB=$RUN/jobs/seed-$seed
   SFT_L1_ADAPTER=$(last_checkpoint "$JOB/sft")
   DPO_ADAPTER=$(last_checkpoint "$JOB/alignment")
@@ -73,7 +78,10 @@ for seed in $SEEDS; do
   "$BIN_WORKER" train "$RUN/plain-sft-$seed.yaml" --branch=sft --threads=2 \
     >"$RUN/logs/plain-sft-$seed.events" 2>"$RUN/logs/plain-sft-$seed.log"
   SFT_ADAPTER=$(last_checkpoint "$RUN/jobs/plain-sft-$seed/sft")
-  demo_merge_like_job "$JOB_YAML" "$SFT_ADAPTER" "$DPO_ADAPTER" "$RUN/models/parallel-$seed"
+  # The merge the job's search chose for this seed (on the validation splits), for a like-for-like
+  # comparison.
+  "$PAFTCTL" merges "$(cat "$RUN/job-id-$seed")"
+  demo_merge_as_chosen "$JOB/merge-search/table.json" "$SFT_ADAPTER" "$DPO_ADAPTER" "$RUN/models/parallel-$seed"
 
   stage "seed $seed: the sequential baseline (DPO on the plain SFT model, the job's DPO settings)"
   demo_sequential "$seed" "$JOB_YAML" "$SFT_ADAPTER"

@@ -2,8 +2,12 @@
 //
 //   paft-merger serve [--listen=0.0.0.0:50053] [--metrics_listen=0.0.0.0:9093]
 //   paft-merger merge CONFIG.yaml OUT [--adapter_out=DIR] [--threads=N] [--max_shard_bytes=B]
+//   paft-merger merge --request=REQUEST.json    a paft.v1.MergeRequest as JSON, run as the service
+//                                               runs it (the merge search's candidates)
 //   paft-merger inspect --base=BASE INPUT... [--relative_threshold=1e-3] [--epsilon=0]
 //                       [--summary] [--json] [--density=D [--weights=W,...]]
+#include <google/protobuf/util/json_util.h>
+
 #include <csignal>
 #include <filesystem>
 #include <iostream>
@@ -38,6 +42,9 @@ ABSL_FLAG(int, threads, 0, "merge: tensors merged in parallel (default: cores)")
 ABSL_FLAG(int64_t, max_shard_bytes, 0, "merge: largest output shard (default 5 GiB)");
 ABSL_FLAG(std::string, adapter_out, "",
           "merge: where the merged adapter goes when a model is written too (default OUT-adapter)");
+ABSL_FLAG(std::string, request, "",
+          "merge: a paft.v1.MergeRequest as JSON (instead of CONFIG.yaml OUT): its outputs, "
+          "threads and shard size as it says");
 ABSL_FLAG(std::string, base, "", "inspect: base model folder");
 ABSL_FLAG(double, epsilon, 0.0, "inspect: |x| above this counts as nonzero (absolute)");
 ABSL_FLAG(double, relative_threshold, 1e-3,
@@ -95,6 +102,44 @@ int Serve() {
   return 0;
 }
 
+int RunAndReport(const paft::v1::MergeRequest& request) {
+  paft::merger::MergeProgress progress;
+  const absl::Time start = absl::Now();
+  absl::Status status = paft::merger::RunMerge(request, &progress);
+  if (!status.ok()) {
+    std::cerr << "merge failed: " << status << "\n";
+    return 1;
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (!request.adapter_output_dir().empty()) {
+    std::cout << "merged adapter (" << request.spec().method() << ", "
+              << request.spec().merge_space() << " space) in " << request.adapter_output_dir()
+              << "\n";
+  }
+  if (request.output_dir().empty()) return 0;
+  std::cout << "merged " << progress.tensors_done << " tensors (" << request.spec().method()
+            << ") into " << request.output_dir() << ": read " << progress.bytes_read / 1e9
+            << " GB, wrote " << progress.bytes_written / 1e9 << " GB in " << seconds << " s\n";
+  return 0;
+}
+
+int MergeRequestFile(const std::string& path) {
+  auto text = paft::ReadFileToString(path);
+  if (!text.ok()) {
+    std::cerr << "error: " << text.status() << "\n";
+    return 2;
+  }
+  paft::v1::MergeRequest request;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  if (auto parsed = google::protobuf::util::JsonStringToMessage(*text, &request, options);
+      !parsed.ok()) {
+    std::cerr << "error: " << path << ": " << parsed.message().as_string() << "\n";
+    return 2;
+  }
+  return RunAndReport(request);
+}
+
 int MergeOnce(const std::string& config_path, const std::string& out) {
   auto text = paft::ReadFileToString(config_path);
   if (!text.ok()) {
@@ -124,24 +169,7 @@ int MergeOnce(const std::string& config_path, const std::string& out) {
   }
   request->set_threads(absl::GetFlag(FLAGS_threads));
   request->set_max_shard_bytes(absl::GetFlag(FLAGS_max_shard_bytes));
-  paft::merger::MergeProgress progress;
-  const absl::Time start = absl::Now();
-  absl::Status status = paft::merger::RunMerge(*request, &progress);
-  if (!status.ok()) {
-    std::cerr << "merge failed: " << status << "\n";
-    return 1;
-  }
-  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  if (!request->adapter_output_dir().empty()) {
-    std::cout << "merged adapter (" << request->spec().method() << ", "
-              << request->spec().merge_space() << " space) in " << request->adapter_output_dir()
-              << "\n";
-  }
-  if (request->output_dir().empty()) return 0;
-  std::cout << "merged " << progress.tensors_done << " tensors (" << request->spec().method()
-            << ") into " << out << ": read " << progress.bytes_read / 1e9 << " GB, wrote "
-            << progress.bytes_written / 1e9 << " GB in " << seconds << " s\n";
-  return 0;
+  return RunAndReport(*request);
 }
 
 int Inspect(const std::vector<std::string>& inputs) {
@@ -176,13 +204,19 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "paft-merger serve [--listen=ADDR] [--metrics_listen=ADDR]\n"
       "paft-merger merge CONFIG.yaml OUT [--adapter_out=DIR] [--threads=N] [--max_shard_bytes=B]\n"
+      "paft-merger merge --request=REQUEST.json\n"
       "paft-merger inspect --base=BASE INPUT... [--relative_threshold=R] [--epsilon=E] [--summary] "
       "[--json] [--density=D [--weights=W,...]]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   paft::SetLogTag("merger");
   const std::string command = args.size() >= 2 ? args[1] : "";
   if (command == "serve" && args.size() == 2) return Serve();
-  if (command == "merge" && args.size() == 4) return MergeOnce(args[2], args[3]);
+  if (command == "merge" && args.size() == 2 && !absl::GetFlag(FLAGS_request).empty()) {
+    return MergeRequestFile(absl::GetFlag(FLAGS_request));
+  }
+  if (command == "merge" && args.size() == 4 && absl::GetFlag(FLAGS_request).empty()) {
+    return MergeOnce(args[2], args[3]);
+  }
   if (command == "inspect" && args.size() >= 3 && !absl::GetFlag(FLAGS_base).empty()) {
     return Inspect(std::vector<std::string>(args.begin() + 2, args.end()));
   }

@@ -60,22 +60,24 @@ absl::StatusOr<json> Evaluate(const std::string& base_model, const std::string& 
         const double log_prob = seq.sum.item<double>();
         nll -= log_prob;
         tokens += seq.tokens.item<double>();
-        // Greedy generation from the prompt must reproduce the completion exactly.
-        std::vector<int64_t> prompt(data->prompt(i).begin(), data->prompt(i).end());
-        auto reference = data->completion(i);
-        g.max_new_tokens = std::min<int64_t>(max_new_tokens, reference.size());
-        auto generated = model->Generate(prompt, g);
-        const bool match = generated.size() == reference.size() &&
-                           std::equal(generated.begin(), generated.end(), reference.begin());
-        exact += match ? 1 : 0;
-        per_example.push_back({{"log_prob", log_prob},
-                               {"tokens", seq.tokens.item<int64_t>()},
-                               {"exact_match", match},
-                               {"generated", generated}});
+        json example = {{"log_prob", log_prob}, {"tokens", seq.tokens.item<int64_t>()}};
+        if (max_new_tokens > 0) {
+          // Greedy generation from the prompt must reproduce the completion exactly.
+          std::vector<int64_t> prompt(data->prompt(i).begin(), data->prompt(i).end());
+          auto reference = data->completion(i);
+          g.max_new_tokens = std::min<int64_t>(max_new_tokens, reference.size());
+          auto generated = model->Generate(prompt, g);
+          const bool match = generated.size() == reference.size() &&
+                             std::equal(generated.begin(), generated.end(), reference.begin());
+          exact += match ? 1 : 0;
+          example["exact_match"] = match;
+          example["generated"] = generated;
+        }
+        per_example.push_back(std::move(example));
       }
       report["loss"] = nll / std::max(1.0, tokens);
       report["perplexity"] = std::exp(nll / std::max(1.0, tokens));
-      report["exact_match"] = static_cast<double>(exact) / data->size();
+      if (max_new_tokens > 0) report["exact_match"] = static_cast<double>(exact) / data->size();
       report["per_example"] = per_example;
     } else {
       json per_example = json::array();

@@ -54,7 +54,7 @@ absl::StatusOr<std::string> PrepareDataset(const std::string& jsonl_or_paftds,
 // Evaluation of a model (base folder, optionally + PEFT adapter) on a prepared dataset:
 // SFT data: mean completion loss, perplexity, greedy exact-match accuracy, and per example the
 // completion's log-prob (sum over its tokens), its token count and whether greedy decoding
-// reproduced it. Decoding stops at generation_config.json's eos tokens (else config.json's) and
+// reproduced it (no generation, and no exact match, with max_new_tokens 0). Decoding stops at generation_config.json's eos tokens (else config.json's) and
 // applies its repetition_penalty; its sampling settings are reported, not applied; a setting that
 // would change a greedy decode and is not implemented is refused by name.
 // Preference data: per-example policy and reference (adapter off) log-probs, reward accuracy

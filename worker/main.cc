@@ -27,6 +27,7 @@
 #include "trainer/devices.h"
 #include "worker/agent.h"
 #include "worker/device_slots.h"
+#include "worker/merge_search_run.h"
 #include "worker/train_command.h"
 
 ABSL_FLAG(std::string, coordinator, "localhost:50051", "Coordinator address");
@@ -40,6 +41,8 @@ ABSL_FLAG(std::string, trainer, "",
 ABSL_FLAG(std::string, task_file, "", "train: the Task as JSON (agent mode)");
 ABSL_FLAG(std::string, branch, "", "train: sft or alignment (standalone mode)");
 ABSL_FLAG(std::string, prepare, "", "train/eval: paft-prepare (default: found beside this binary)");
+ABSL_FLAG(std::string, merger, "",
+          "train: paft-merger, for merge search tasks (default: found beside this binary)");
 ABSL_FLAG(int, threads, 0, "train/eval: intra-op threads (0: OMP_NUM_THREADS, else all cores)");
 ABSL_FLAG(int, collective_timeout_s, 120,
           "train: rendezvous and collective timeout; a dead peer fails the rank this soon");
@@ -94,6 +97,9 @@ int main(int argc, char** argv) {
     if (args.size() >= 3) options.spec_file = args[2];
     options.branch = absl::GetFlag(FLAGS_branch);
     options.prepare_binary = prepare;
+    options.merger_binary = absl::GetFlag(FLAGS_merger).empty()
+                                ? paft::worker::FindMergerBinary(SelfPath())
+                                : absl::GetFlag(FLAGS_merger);
     options.threads = absl::GetFlag(FLAGS_threads);
     options.collective_timeout_seconds = absl::GetFlag(FLAGS_collective_timeout_s);
     return paft::worker::RunTrainCommand(options);

@@ -15,6 +15,7 @@
 #include "common/job_spec.h"
 #include "common/status.h"
 #include "trainer/trainer.h"
+#include "worker/merge_search_run.h"
 #include "worker/trainer_protocol.h"
 
 namespace paft::worker {
@@ -34,7 +35,9 @@ absl::StatusOr<paft::v1::Task> TaskFromSpec(const std::string& spec_file, const 
   ApplyJobSpecDefaults(&spec);
   PAFT_RETURN_IF_ERROR(ValidateJobSpec(spec));
   const std::optional<paft::v1::BranchKind> kind = BranchKindNamed(branch);
-  if (!kind) return absl::InvalidArgumentError("--branch must be sft or alignment");
+  if (!kind || *kind == paft::v1::BRANCH_KIND_MERGE_SEARCH) {
+    return absl::InvalidArgumentError("--branch must be sft or alignment");
+  }
   const JobLayout layout(spec.output_dir());
   paft::v1::Task task;
   task.set_task_id(absl::StrCat("standalone.", BranchName(*kind)));
@@ -102,6 +105,22 @@ int RunTrainCommand(const TrainCommandOptions& options) {
   } else {
     return fail(absl::InvalidArgumentError("give --task_file, or a job spec and --branch"));
   }
+  static std::atomic<bool> terminate_requested{false};
+  if (task.branch() == paft::v1::BRANCH_KIND_MERGE_SEARCH) {
+    // The job's merge search (worker/merge_search_run.h), run by the agent like a branch's rank.
+    MergeSearchRunOptions search;
+    search.prepare_binary = options.prepare_binary;
+    search.merger_binary = options.merger_binary;
+    search.threads = options.threads;
+    search.emit = [](const nlohmann::json& event) { std::cout << FormatEvent(event) << std::flush; };
+    std::signal(SIGTERM, [](int) { terminate_requested.store(true); });
+    search.stop_requested = [] { return terminate_requested.load(); };
+    std::cerr << "paft-worker train: " << task.task_id() << ", merge search rank " << task.rank()
+              << "/" << task.world_size() << std::endl;
+    absl::Status status = RunMergeSearch(task, search);
+    if (!status.ok()) return fail(status);
+    return ExitCodeOf(Failure::kNone);
+  }
   // Resolved once, here: the dataset's preparation and the trainer read its fields as set (a
   // spec file's and the coordinator's tasks are resolved already; a hand-written task file may
   // not be).
@@ -118,7 +137,6 @@ int RunTrainCommand(const TrainCommandOptions& options) {
   train.emit = [](const nlohmann::json& event) { std::cout << FormatEvent(event) << std::flush; };
   // SIGTERM (the agent stopping the rank, or the pod going away): finish the step, checkpoint,
   // exit 3 (retryable).
-  static std::atomic<bool> terminate_requested{false};
   std::signal(SIGTERM, [](int) { terminate_requested.store(true); });
   train.stop_requested = [] { return terminate_requested.load(); };
   std::cerr << "paft-worker train: " << task.task_id() << ", rank " << task.rank() << "/"

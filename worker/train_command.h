@@ -13,6 +13,7 @@ struct TrainCommandOptions {
   std::string spec_file;  // standalone: a job spec ...
   std::string branch;     // ... and which branch ("sft" or "alignment")
   std::string prepare_binary;  // paft-prepare; default: found beside this binary
+  std::string merger_binary;   // paft-merger (merge search tasks); found likewise
   int threads = 0;
   int collective_timeout_seconds = 120;
 };

@@ -1,6 +1,7 @@
 #include "merger/merger.h"
 
 #include <gmock/gmock.h>
+#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,6 +12,7 @@
 #include "common/dtype.h"
 #include "common/file_util.h"
 #include "common/safetensors.h"
+#include "tests/testing/process.h"
 #include "tests/testing/temp_dir.h"
 
 namespace paft::merger {
@@ -313,6 +315,45 @@ TEST(MergerTest, MissingTensorIsNamed) {
   absl::Status status = RunMerge(Request(dir, "linear"), &progress);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(status.message()), HasSubstr("missing: [b, ids]"));
+}
+
+}  // namespace
+}  // namespace paft::merger
+
+namespace paft::merger {
+namespace {
+
+// `paft-merger merge --request=FILE`: the request as JSON, run as the service runs it (what the
+// merge search uses), equal to RunMerge's result; a bad file is refused naming it.
+TEST(MergerCliTest, ARequestFileMergesAsTheServiceDoes) {
+  testing::TempDir dir;
+  WriteModel(dir.Join("base"), DType::kF32, {1, 2}, {0, 0});
+  WriteModel(dir.Join("x"), DType::kF32, {1.5, 2}, {1, 0});
+  WriteModel(dir.Join("y"), DType::kF32, {1, 1}, {0, -0.5});
+  auto request = Request(dir, "ties");
+  for (auto& input : *request.mutable_inputs()) input.mutable_params()->set_density(0.5);
+  MergeProgress progress;
+  ASSERT_TRUE(RunMerge(request, &progress).ok());
+  request.set_output_dir(dir.Join("out/cli"));
+  std::string json;
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(request, &json).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("request.json"), json).ok());
+  std::string out;
+  ASSERT_EQ(testing::RunCommand({PAFT_MERGER, "merge", "--request=" + dir.Join("request.json")}, &out),
+            0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("into " + dir.Join("out/cli")));
+  EXPECT_EQ(*ReadFileToString(dir.Join("out/cli/model.safetensors")),
+            *ReadFileToString(dir.Join("out/merged/model.safetensors")));
+
+  ASSERT_TRUE(WriteFileAtomic(dir.Join("bad.json"), R"({"mergeId": "m", "colour": 1})").ok());
+  EXPECT_EQ(testing::RunCommand({PAFT_MERGER, "merge", "--request=" + dir.Join("bad.json")}, &out), 2);
+  EXPECT_THAT(out, HasSubstr(dir.Join("bad.json")));
+  // A request file and CONFIG OUT are two forms, not one.
+  EXPECT_EQ(testing::RunCommand({PAFT_MERGER, "merge", "--request=" + dir.Join("request.json"),
+                                 "config.yaml", "out"},
+                                &out),
+            2);
 }
 
 }  // namespace

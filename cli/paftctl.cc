@@ -483,7 +483,7 @@ int main(int argc, char** argv) {
     }
     return absl::GetFlag(FLAGS_watch) ? Watch(*stub, job.job_id()) : kExitOk;
   }
-  if (command == "get") {
+  if (command == "get" || command == "merges") {
     need(1);
     paft::v1::GetJobRequest request;
     request.set_job_id(args[2]);
@@ -491,17 +491,10 @@ int main(int argc, char** argv) {
     auto context = Context();
     grpc::Status status = stub->GetJob(context.get(), request, &job);
     if (!status.ok()) return RpcError(status);
-    PrintJob(job);
-    return kExitOk;
-  }
-  if (command == "merges") {
-    need(1);
-    paft::v1::GetJobRequest request;
-    request.set_job_id(args[2]);
-    Job job;
-    auto context = Context();
-    grpc::Status status = stub->GetJob(context.get(), request, &job);
-    if (!status.ok()) return RpcError(status);
+    if (command == "get") {
+      PrintJob(job);
+      return kExitOk;
+    }
     if (absl::GetFlag(FLAGS_json)) {
       std::cout << ToJson(job.merge_search_result()) << "\n";
       return kExitOk;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/allowed_values.h"
 #include "common/file_util.h"
 #include "common/hf_config.h"
 #include "common/job_layout.h"
@@ -100,17 +101,6 @@ class Errors {
  private:
   std::vector<std::string> errors_;
 };
-
-bool OneOf(const std::string& value, std::initializer_list<const char*> allowed) {
-  for (const char* a : allowed) {
-    if (value == a) return true;
-  }
-  return false;
-}
-
-std::string Allowed(std::initializer_list<const char*> allowed) {
-  return absl::StrCat("one of ", absl::StrJoin(allowed, ", "));
-}
 
 void CheckRange(Errors& e, const std::string& field, double value, double lo, double hi,
                 bool lo_open = false) {

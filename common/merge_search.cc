@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/allowed_values.h"
 #include "common/file_util.h"
 #include "common/status.h"
 
@@ -23,17 +24,6 @@ constexpr std::initializer_list<const char*> kRules = {"min", "weighted"};
 constexpr std::initializer_list<const char*> kSftMetrics = {"answer_nll", "exact_match"};
 constexpr std::initializer_list<const char*> kAlignmentMetrics = {"reward_accuracy",
                                                                   "reward_margin"};
-
-bool OneOf(const std::string& value, std::initializer_list<const char*> allowed) {
-  for (const char* a : allowed) {
-    if (value == a) return true;
-  }
-  return false;
-}
-
-std::string Allowed(std::initializer_list<const char*> allowed) {
-  return absl::StrCat("one of ", absl::StrJoin(allowed, ", "));
-}
 
 // Methods that keep only a density's share of each delta (the others ignore density).
 bool Sparsifies(const std::string& method) {

@@ -27,7 +27,6 @@
 #include "trainer/devices.h"
 #include "worker/agent.h"
 #include "worker/device_slots.h"
-#include "worker/merge_search_run.h"
 #include "worker/train_command.h"
 
 ABSL_FLAG(std::string, coordinator, "localhost:50051", "Coordinator address");
@@ -87,9 +86,10 @@ int main(int argc, char** argv) {
       "paft-worker devices");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string command = args.size() >= 2 ? args[1] : "";
-  const std::string prepare = absl::GetFlag(FLAGS_prepare).empty()
-                                  ? paft::worker::FindPrepareBinary(SelfPath())
-                                  : absl::GetFlag(FLAGS_prepare);
+  const std::string prepare =
+      absl::GetFlag(FLAGS_prepare).empty()
+          ? paft::worker::FindSiblingBinary(SelfPath(), "paft-prepare", "tokenizer")
+          : absl::GetFlag(FLAGS_prepare);
   if (command == "train" || command == "eval") paft::UnblockTerminationSignals();
   if (command == "train") {
     paft::worker::TrainCommandOptions options;
@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
     options.branch = absl::GetFlag(FLAGS_branch);
     options.prepare_binary = prepare;
     options.merger_binary = absl::GetFlag(FLAGS_merger).empty()
-                                ? paft::worker::FindMergerBinary(SelfPath())
+                                ? paft::worker::FindSiblingBinary(SelfPath(), "paft-merger", "merger")
                                 : absl::GetFlag(FLAGS_merger);
     options.threads = absl::GetFlag(FLAGS_threads);
     options.collective_timeout_seconds = absl::GetFlag(FLAGS_collective_timeout_s);

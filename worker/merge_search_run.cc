@@ -1,10 +1,8 @@
 #include "worker/merge_search_run.h"
 
 #include <google/protobuf/util/json_util.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <filesystem>
 #include <iostream>
 #include <map>
 #include <thread>
@@ -146,14 +144,6 @@ absl::StatusOr<MergeSearchRow> ReadRow(const std::string& path) {
 }
 
 }  // namespace
-
-std::string FindMergerBinary(const std::string& self) {
-  const std::filesystem::path dir = std::filesystem::path(self).parent_path();
-  for (const auto& candidate : {dir / "paft-merger", dir / ".." / "merger" / "paft-merger"}) {
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate.lexically_normal().string();
-  }
-  return "paft-merger";
-}
 
 absl::Status RunMergeSearch(const paft::v1::Task& task, const MergeSearchRunOptions& options) {
   const auto& search_task = task.merge_search();

@@ -30,9 +30,6 @@ struct MergeSearchRunOptions {
 
 absl::Status RunMergeSearch(const paft::v1::Task& task, const MergeSearchRunOptions& options);
 
-// paft-merger next to `self` (installed layout) or in ../merger/ (build tree).
-std::string FindMergerBinary(const std::string& self);
-
 }  // namespace paft::worker
 
 #endif  // PAFT_WORKER_MERGE_SEARCH_RUN_H_

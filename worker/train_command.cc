@@ -53,12 +53,13 @@ absl::StatusOr<paft::v1::Task> TaskFromSpec(const std::string& spec_file, const 
 
 }  // namespace
 
-std::string FindPrepareBinary(const std::string& self) {
+std::string FindSiblingBinary(const std::string& self, const std::string& name,
+                              const std::string& build_folder) {
   const std::filesystem::path dir = std::filesystem::path(self).parent_path();
-  for (const auto& candidate : {dir / "paft-prepare", dir / ".." / "tokenizer" / "paft-prepare"}) {
+  for (const auto& candidate : {dir / name, dir / ".." / build_folder / name}) {
     if (::access(candidate.c_str(), X_OK) == 0) return candidate.lexically_normal().string();
   }
-  return "paft-prepare";
+  return name;
 }
 
 int RunTrainCommand(const TrainCommandOptions& options) {

@@ -33,8 +33,10 @@ struct EvalCommandOptions {
 };
 int RunEvalCommand(const EvalCommandOptions& options);
 
-// paft-prepare next to `self` (installed layout) or in ../tokenizer/ (build tree).
-std::string FindPrepareBinary(const std::string& self);
+// The executable `name` next to `self` (installed layout) or in ../`build_folder`/ (the build
+// tree: paft-prepare in tokenizer/, paft-merger in merger/), else `name` itself (PATH).
+std::string FindSiblingBinary(const std::string& self, const std::string& name,
+                              const std::string& build_folder);
 
 }  // namespace paft::worker
 

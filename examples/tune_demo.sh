@@ -4,7 +4,8 @@
 # process each with the job's global batch), merges each SFT adapter with the DPO adapter in
 # each way, evaluates every result on sft_val/pref_val, then prints the mean ± sd table and the
 # best setting by the mean of SFT exact match and preference reward accuracy. docs/demo.md
-# records its output and examples/paft-job.yaml holds the choice.
+# records its output and examples/paft-job.yaml holds the chosen l1_lambda (the job chooses its
+# merge itself with merge.search; this script compares merges by hand across λ values).
 #
 #   examples/tune_demo.sh [BUILD_DIR]
 #

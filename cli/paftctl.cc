@@ -644,7 +644,7 @@ int main(int argc, char** argv) {
     request.set_job_id(args[2]);
     request.set_branch(ParseBranch(args[3]));
     if (request.branch() == paft::v1::BRANCH_KIND_UNSPECIFIED) {
-      std::cerr << "logs: the branch is sft or alignment, not '" << args[3] << "'\n";
+      std::cerr << "logs: the branch is sft, alignment or merge-search, not '" << args[3] << "'\n";
       return kExitUsage;
     }
     request.set_rank(absl::GetFlag(FLAGS_rank));

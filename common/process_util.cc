@@ -7,7 +7,9 @@
 
 #include <cerrno>
 
+#include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/status.h"
 #include "nlohmann/json.hpp"
 
 namespace paft {
@@ -64,7 +66,7 @@ absl::StatusOr<pid_t> StartProcess(const std::vector<std::string>& argv, int in_
     ::execv(cargv[0], cargv.data());
     ::_exit(127);
   }
-  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid < 0) return ErrnoToStatus(errno, absl::StrCat("fork of ", argv[0]));
   return pid;
 }
 

@@ -24,7 +24,10 @@ absl::Status ErrnoToStatus(int errno_value, absl::string_view context) {
     case EDQUOT:
       return MarkFailure(absl::ResourceExhaustedError(message), Failure::kDiskFull);
     case ENOMEM:
-      return MarkFailure(absl::ResourceExhaustedError(message), Failure::kOutOfMemory);
+      // A system call's ENOMEM (mmap, fork, a read's buffer) is the host's memory or address
+      // space at that moment, not the job's need: retryable, unlike a training step's out of
+      // memory (LibTorch's, or the kernel's OOM kill), which would fail again.
+      return MarkFailure(absl::ResourceExhaustedError(message), Failure::kInfrastructure);
     case EINVAL:
     case EISDIR:
       return absl::InvalidArgumentError(message);

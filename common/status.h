@@ -45,7 +45,8 @@ inline absl::Status Annotate(const absl::Status& status, absl::string_view conte
 
 // errno-based error: code chosen from the errno value (ENOENT -> NotFound, ENOSPC ->
 // ResourceExhausted, EACCES -> PermissionDenied, else Internal). ENOSPC and EDQUOT are marked
-// as a full disk, ENOMEM as out of memory (common/failure.h).
+// as a full disk; ENOMEM as infrastructure (retryable: the host's memory at that moment, not the
+// job's need; common/failure.h).
 absl::Status ErrnoToStatus(int errno_value, absl::string_view context);
 
 }  // namespace paft

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -257,13 +258,11 @@ absl::StatusOr<JobManager::LogTarget> JobManager::LogFile(
   target.path = JoinPath(JobLayout(job.spec().output_dir()).LogDir(kind, target.attempt),
                          absl::StrCat("rank-", request.rank(), ".log"));
   // The attempt has ended when a later one exists, or the branch is over and none of its
-  // ranks still runs.
-  bool running = false;
+  // ranks still runs (a look at that attempt's range of tasks_, not at every rank).
+  const std::string prefix = TaskIdPrefix(request.job_id(), kind, target.attempt);
   MutexLock lock(&mu_);
-  for (const auto& [id, task] : tasks_) {
-    running = running || (task.job_id == request.job_id() && task.branch == kind &&
-                          task.attempt == target.attempt);
-  }
+  const auto first = tasks_.lower_bound(prefix);
+  const bool running = first != tasks_.end() && absl::StartsWith(first->first, prefix);
   target.attempt_ended =
       target.attempt < branch.attempt() ||
       (!running && (BranchTerminal(branch.state()) || BranchWaiting(branch.state())));

@@ -309,6 +309,9 @@ class JobManager {
 
 bool IsTerminal(paft::v1::JobState state);
 std::string TaskId(const std::string& job_id, paft::v1::BranchKind kind, int attempt, int rank);
+// What every TaskId of one gang attempt starts with (tasks_ is ordered by id: its ranks are one
+// contiguous range).
+std::string TaskIdPrefix(const std::string& job_id, paft::v1::BranchKind kind, int attempt);
 // The parts of a TaskId(); nullopt for anything else.
 struct TaskKey {
   std::string job_id;

@@ -15,8 +15,12 @@ bool IsTerminal(JobState state) {
          state == paft::v1::JOB_STATE_CANCELLED;
 }
 
+std::string TaskIdPrefix(const std::string& job_id, BranchKind kind, int attempt) {
+  return absl::StrCat(job_id, ".", BranchName(kind), ".a", attempt, ".r");
+}
+
 std::string TaskId(const std::string& job_id, BranchKind kind, int attempt, int rank) {
-  return absl::StrCat(job_id, ".", BranchName(kind), ".a", attempt, ".r", rank);
+  return absl::StrCat(TaskIdPrefix(job_id, kind, attempt), rank);
 }
 
 std::optional<TaskKey> ParseTaskId(const std::string& task_id) {

@@ -68,7 +68,8 @@ TEST(FailureTest, PolicyOfEachClass) {
 }
 
 TEST(FailureTest, TheClassTravelsOnAStatusThroughAnnotations) {
-  // Both RESOURCE_EXHAUSTED: only the mark tells a full disk from an exhausted memory.
+  // Both RESOURCE_EXHAUSTED: only the mark tells a full disk from a system call's ENOMEM, which
+  // is the host's memory at that moment (retryable), not a training step's out of memory.
   const absl::Status disk = ErrnoToStatus(ENOSPC, "writing /ckpt/optimizer.pt");
   const absl::Status quota = ErrnoToStatus(EDQUOT, "writing /ckpt/optimizer.pt");
   const absl::Status memory = ErrnoToStatus(ENOMEM, "mmap");
@@ -76,7 +77,8 @@ TEST(FailureTest, TheClassTravelsOnAStatusThroughAnnotations) {
   EXPECT_EQ(memory.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(FailureOf(disk), Failure::kDiskFull);
   EXPECT_EQ(FailureOf(quota), Failure::kDiskFull);
-  EXPECT_EQ(FailureOf(memory), Failure::kOutOfMemory);
+  EXPECT_EQ(FailureOf(memory), Failure::kInfrastructure);
+  EXPECT_FALSE(InfoOf(FailureOf(memory)).permanent);
   const absl::Status annotated = Annotate(Annotate(disk, "checkpoint 10"), "saving");
   EXPECT_EQ(FailureOf(annotated), Failure::kDiskFull);
   EXPECT_EQ(annotated.message(),

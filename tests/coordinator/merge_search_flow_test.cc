@@ -125,6 +125,19 @@ TEST_F(MergeSearchFlowTest, AFailedSearchRankRestartsTheSearchWithinTheBudget) {
   Job job = SubmitWithSearch();
   const auto starts = TrainBranches(job);
   ASSERT_EQ(starts.size(), 2u);
+  // The search's rank logs are served like a branch's.
+  auto log = [&](int attempt) {
+    paft::v1::StreamLogsRequest request;
+    request.set_job_id(job.job_id());
+    request.set_branch(paft::v1::BRANCH_KIND_MERGE_SEARCH);
+    request.set_rank(1);
+    request.set_attempt(attempt);
+    auto target = manager_->LogFile(request);
+    EXPECT_TRUE(target.ok()) << target.status();
+    return target.ok() ? *target : JobManager::LogTarget{};
+  };
+  EXPECT_EQ(log(0).path, dir_.Join("out/merge-search/logs/attempt-1/rank-1.log"));
+  EXPECT_FALSE(log(0).attempt_ended);
   ASSERT_TRUE(Exit(starts[1].start().task_id(), 3, paft::v1::EXIT_REASON_INFRASTRUCTURE).ok());
   job = Get(job.job_id());
   EXPECT_EQ(job.merge_search().state(), paft::v1::BRANCH_STATE_RESTARTING);
@@ -139,6 +152,9 @@ TEST_F(MergeSearchFlowTest, AFailedSearchRankRestartsTheSearchWithinTheBudget) {
   ASSERT_EQ(restarted.size(), 2u);
   EXPECT_EQ(restarted[0].start().attempt(), 2);
   EXPECT_EQ(restarted[0].start().log_dir(), dir_.Join("out/merge-search/logs/attempt-2"));
+  EXPECT_TRUE(log(1).attempt_ended);
+  EXPECT_EQ(log(0).attempt, 2);
+  EXPECT_FALSE(log(0).attempt_ended);
 }
 
 TEST_F(MergeSearchFlowTest, TheSearchsPoolIsCheckedAtAdmission) {

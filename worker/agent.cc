@@ -21,6 +21,7 @@
 #include "common/grpc_server.h"
 #include "common/grpc_status.h"
 #include "common/logging.h"
+#include "common/utf8.h"
 #include "worker/device_slots.h"
 #include "worker/exit_classifier.h"
 #include "worker/thread_guard.h"
@@ -457,7 +458,9 @@ void Agent::ReportExitFor(const paft::v1::Task& task, const ExitFacts& facts,
   if (exit_class.failure == Failure::kOutOfMemory && facts.signal != 0) {
     message = exit_class.explanation;  // the kernel's verdict outranks the trainer's last words
   }
-  request.set_message(message);
+  // A log's tail is whatever bytes the trainer wrote, possibly cut inside a character: a
+  // string field takes valid UTF-8 only, or the report never parses.
+  request.set_message(ToValidUtf8(message));
   exits_->Add({{"reason", paft::v1::ExitReason_Name(request.reason())}}).Increment();
   for (int attempt = 0; attempt < kReportAttempts; ++attempt) {
     paft::v1::Ack ack;

@@ -276,6 +276,18 @@ exit 5
             "not enough free space for a checkpoint in /ckpt: 1 bytes free, 9 needed");
 }
 
+// A trainer whose last words are not UTF-8 (binary noise, or a log tail cut inside a character):
+// the exit report still arrives, the stray bytes replaced, so the rank's slot is freed.
+TEST_F(AgentTest, AnExitReportArrivesWhateverBytesTheTrainerLeftInItsLog) {
+  StartAgent("printf 'failed: \\377\\376 caf\\303\\251 \\344\\270' >&2\nexit 3\n");
+  coordinator_.Send(Start("job.sft.a1.r0"));
+  ASSERT_TRUE(coordinator_.WaitUntil([&] { return !coordinator_.exits.empty(); }));
+  std::lock_guard<std::mutex> lock(coordinator_.mu);
+  EXPECT_EQ(coordinator_.exits[0].reason(), paft::v1::EXIT_REASON_INFRASTRUCTURE);
+  EXPECT_EQ(coordinator_.exits[0].message(),
+            "failed: \xEF\xBF\xBD\xEF\xBF\xBD caf\xC3\xA9 \xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
 TEST_F(AgentTest, ReRegistersWithItsRunningRanksWhenForgotten) {
   StartAgent("trap 'exit 143' TERM\nwhile :; do sleep 0.05; done\n");
   coordinator_.Send(Start("job.sft.a1.r0"));

@@ -14,15 +14,11 @@
 //
 // Exit codes: 0 success (for watch/submit --watch: the job SUCCEEDED), 1 the job FAILED or was
 // CANCELLED, 2 usage or spec errors, 3 the coordinator could not be reached or refused the call.
-#include <google/protobuf/util/json_util.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
-#include <map>
 #include <random>
 #include <thread>
 
@@ -31,19 +27,17 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/time/clock.h"
+#include "cli/exit_codes.h"
+#include "cli/local_cluster.h"
+#include "cli/local_command.h"
+#include "cli/printers.h"
+#include "common/auth.h"
 #include "common/grpc_server.h"
 #include "common/grpc_status.h"
 #include "common/job_layout.h"
 #include "common/job_spec.h"
-#include "common/time_util.h"
-#include "cli/local_cluster.h"
-#include "cli/merge_table.h"
-#include "common/auth.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
-#include "paft/v1/job.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "paft/v1/job.grpc.pb.h"
 
 ABSL_FLAG(std::string, coordinator, "",
           "Coordinator address (default: $PAFT_COORDINATOR or localhost:50051)");
@@ -75,10 +69,15 @@ ABSL_FLAG(int, progress_every_s, 10,
 
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitJobFailed = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitRpc = 3;
+using paft::cli::BranchStateName;
+using paft::cli::EventLine;
+using paft::cli::JobStateName;
+using paft::cli::kExitJobFailed;
+using paft::cli::kExitOk;
+using paft::cli::kExitRpc;
+using paft::cli::kExitUsage;
+using paft::cli::PrintJob;
+using paft::cli::ToJson;
 
 using paft::v1::Job;
 
@@ -97,101 +96,6 @@ std::string CoordinatorAddress() {
 
 paft::v1::BranchKind ParseBranch(const std::string& name) {
   return paft::BranchKindNamed(name).value_or(paft::v1::BRANCH_KIND_UNSPECIFIED);
-}
-
-std::string Short(const std::string& enum_name, const std::string& prefix) {
-  return enum_name.rfind(prefix, 0) == 0 ? enum_name.substr(prefix.size()) : enum_name;
-}
-std::string JobStateName(paft::v1::JobState s) {
-  return Short(paft::v1::JobState_Name(s), "JOB_STATE_");
-}
-std::string BranchStateName(paft::v1::BranchState s) {
-  return Short(paft::v1::BranchState_Name(s), "BRANCH_STATE_");
-}
-
-std::string EventLine(const paft::v1::JobEvent& event) {
-  std::string what;
-  if (event.type() == "JobState") {
-    what = "job " + JobStateName(event.job_state());
-  } else if (event.type() == "BranchState") {
-    what = absl::StrCat(paft::BranchName(event.branch()), " ",
-                        BranchStateName(event.branch_state()));
-  } else {
-    what = event.type();
-  }
-  return absl::StrFormat(
-      "%s  %-24s %s%s",
-      absl::FormatTime("%H:%M:%S", paft::FromProtoTime(event.time()), absl::LocalTimeZone()),
-      what, event.reason(), event.message().empty() ? "" : ": " + event.message());
-}
-
-int LocalCommand(const std::string& action, const char* argv0) {
-  const std::string dir = absl::GetFlag(FLAGS_local_dir);
-  if (action == "up") {
-    paft::cli::LocalClusterOptions options;
-    options.dir = dir;
-    options.bin_dir = absl::GetFlag(FLAGS_bin_dir);
-    options.pools.clear();
-    for (absl::string_view item :
-         absl::StrSplit(absl::GetFlag(FLAGS_pools), ',', absl::SkipWhitespace())) {
-      std::pair<std::string, std::string> kv = absl::StrSplit(item, absl::MaxSplits(':', 1));
-      int slots = 0;
-      if (kv.first.empty() || !absl::SimpleAtoi(kv.second, &slots) || slots < 1) {
-        std::cerr << "--pools: '" << item << "' is not POOL:SLOTS with SLOTS >= 1\n";
-        return kExitUsage;
-      }
-      options.pools[kv.first] = slots;
-    }
-    if (options.pools.empty()) {
-      std::cerr << "--pools: at least one pool is needed\n";
-      return kExitUsage;
-    }
-    auto cluster = paft::cli::LocalUp(options, argv0);
-    if (!cluster.ok()) {
-      std::cerr << "error: " << cluster.status() << "\n";
-      return cluster.status().code() == absl::StatusCode::kFailedPrecondition ? kExitUsage
-                                                                               : kExitRpc;
-    }
-    std::cout << "local cluster up in " << cluster->dir << "\n  coordinator "
-              << cluster->coordinator << " (metrics :" << cluster->coordinator_metrics_port
-              << "), merger " << cluster->merger << "\n";
-    for (const auto& p : cluster->processes) {
-      std::cout << "  " << std::left << std::setw(14) << p.name << " pid " << p.pid << "\n";
-    }
-    std::cout << "paftctl finds it from this folder; elsewhere: export PAFT_COORDINATOR="
-              << cluster->coordinator << "\n";
-    return kExitOk;
-  }
-  if (action == "down") {
-    absl::Status s = paft::cli::LocalDown(dir, absl::GetFlag(FLAGS_grace_s));
-    if (!s.ok()) {
-      std::cerr << "error: " << s << "\n";
-      return s.code() == absl::StatusCode::kNotFound ? kExitUsage : kExitRpc;
-    }
-    std::cout << "local cluster in " << dir << " stopped (state and logs kept)\n";
-    return kExitOk;
-  }
-  if (action == "status") {
-    auto cluster = paft::cli::LocalStatus(dir);
-    if (!cluster.ok()) {
-      std::cerr << "error: " << cluster.status() << "\n";
-      return kExitUsage;
-    }
-    if (absl::GetFlag(FLAGS_json)) {
-      std::cout << "{\"coordinator\": \"" << cluster->coordinator
-                << "\", \"coordinator_metrics_port\": " << cluster->coordinator_metrics_port
-                << ", \"merger\": \"" << cluster->merger
-                << "\", \"running\": " << cluster->processes.size() << "}\n";
-      return kExitOk;
-    }
-    std::cout << "coordinator " << cluster->coordinator << ", merger " << cluster->merger << "\n";
-    for (const auto& p : cluster->processes) {
-      std::cout << "  " << std::left << std::setw(14) << p.name << " pid " << p.pid << "\n";
-    }
-    return cluster->processes.empty() ? kExitRpc : kExitOk;
-  }
-  std::cerr << "local: up, down or status\n";
-  return kExitUsage;
 }
 
 std::string FlagOrEnv(const std::string& flag, const char* env) {
@@ -229,143 +133,13 @@ int RpcError(const grpc::Status& status) {
   return kExitRpc;
 }
 
-std::string ToJson(const google::protobuf::Message& message) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions options;
-  options.add_whitespace = true;
-  options.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
-  return out;
-}
-
-std::string ProgressBar(int64_t step, int64_t total, int width = 24) {
-  const int filled = total > 0 ? static_cast<int>(width * std::min<int64_t>(step, total) / total) : 0;
-  return "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
-}
-
-void PrintBranch(const char* name, const paft::v1::BranchStatus& b) {
-  std::cout << absl::StrFormat("  %-10s %-11s attempt %d  %s %lld/%lld  loss %.4f", name,
-                               BranchStateName(b.state()), b.attempt(),
-                               ProgressBar(b.step(), b.total_steps()),
-                               static_cast<long long>(b.step()),
-                               static_cast<long long>(b.total_steps()), b.loss());
-  if (!b.reason().empty()) std::cout << "  (" << b.reason() << ")";
-  std::cout << "\n";
-  if (!b.checkpoint_path().empty()) {
-    std::cout << "             checkpoint step " << b.checkpoint_step() << ": "
-              << b.checkpoint_path() << "\n";
-  }
-}
-
-void PrintJob(const Job& job) {
-  if (absl::GetFlag(FLAGS_json)) {
-    std::cout << ToJson(job) << "\n";
-    return;
-  }
-  std::cout << "job " << job.job_id() << (job.spec().name().empty() ? "" : " (" + job.spec().name() + ")")
-            << ": " << JobStateName(job.state());
-  if (!job.reason().empty()) std::cout << " - " << job.reason() << ": " << job.message();
-  std::cout << "\n";
-  if (job.queue_position() > 0) std::cout << "  queue position " << job.queue_position() << "\n";
-  PrintBranch(paft::BranchName(paft::v1::BRANCH_KIND_SFT), job.sft());
-  PrintBranch(paft::BranchName(paft::v1::BRANCH_KIND_ALIGNMENT), job.alignment());
-  if (job.spec().merge().has_search() && job.merge_search().state() != 0) {
-    PrintBranch("search", job.merge_search());
-    if (job.merge_search_result().candidates_size() > 0) {
-      const auto& result = job.merge_search_result();
-      std::cout << "             chose " << result.candidates(result.chosen()).label() << " of "
-                << result.candidates_size() << " (paftctl merges " << job.job_id() << ")\n";
-    }
-  }
-  std::cout << "  restarts used " << job.restarts_used() << " of " << job.spec().restart_budget()
-            << "\n";
-  if (!job.merged_adapter_path().empty()) {
-    std::cout << "  merged adapter: " << job.merged_adapter_path() << "\n";
-  }
-  if (!job.merged_model_path().empty()) {
-    std::cout << "  merged model: " << job.merged_model_path() << "\n";
-  }
-}
-
 int ExitCodeFor(const Job& job) {
   return job.state() == paft::v1::JOB_STATE_SUCCEEDED ? kExitOk : kExitJobFailed;
 }
 
-std::string FormatEta(double seconds) {
-  if (seconds <= 0) return "--";
-  const int64_t s = static_cast<int64_t>(seconds + 0.5);
-  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, (s / 60) % 60);
-  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
-  return absl::StrFormat("%ds", s);
-}
-
-std::string ProgressLine(const paft::v1::BranchStatus& b) {
-  return absl::StrFormat("%-9s %s %lld/%lld  loss %.4f  %.0f tok/s  ETA %s",
-                         paft::BranchName(b.kind()),
-                         ProgressBar(b.step(), b.total_steps()), static_cast<long long>(b.step()),
-                         static_cast<long long>(b.total_steps()), b.loss(),
-                         b.tokens_per_second(), FormatEta(b.eta_seconds()));
-}
-
-// Event lines scroll; on a terminal the branches' progress bars stay below them, redrawn in
-// place. Elsewhere (logs, CI) progress is printed as lines, at most every progress_every_s.
-class WatchPrinter {
- public:
-  WatchPrinter() : tty_(::isatty(STDOUT_FILENO) == 1) {}
-
-  void Event(const std::string& line) {
-    ClearBars();
-    std::cout << line << "\n";
-    DrawBars();
-  }
-  void Progress(const paft::v1::JobEvent& event) {
-    const int kind = event.branch();
-    if (tty_) {
-      bars_[kind] = ProgressLine(event.progress());
-      ClearBars();
-      DrawBars();
-      return;
-    }
-    const absl::Time now = absl::Now();
-    auto& last = last_printed_[kind];
-    const bool done = event.progress().step() >= event.progress().total_steps();
-    if (now - last < absl::Seconds(absl::GetFlag(FLAGS_progress_every_s)) && !done) return;
-    last = now;
-    std::cout << absl::FormatTime("%H:%M:%S", paft::FromProtoTime(event.time()),
-                                  absl::LocalTimeZone())
-              << "  " << ProgressLine(event.progress()) << "\n"
-              << std::flush;
-  }
-  // A branch left RUNNING: its bar goes.
-  void EndBar(int kind) {
-    ClearBars();
-    bars_.erase(kind);
-    DrawBars();
-  }
-  void Finish() { ClearBars(); }
-
- private:
-  void ClearBars() {
-    if (tty_ && drawn_ > 0) std::cout << "\033[" << drawn_ << "F\033[J";
-    drawn_ = 0;
-  }
-  void DrawBars() {
-    if (tty_) {
-      for (const auto& [kind, line] : bars_) std::cout << "  " << line << "\n";
-      drawn_ = static_cast<int>(bars_.size());
-    }
-    std::cout << std::flush;
-  }
-
-  const bool tty_;
-  std::map<int, std::string> bars_;
-  std::map<int, absl::Time> last_printed_;
-  int drawn_ = 0;
-};
-
 int Watch(paft::v1::JobService::Stub& stub, const std::string& job_id) {
   int64_t after = 0;
-  WatchPrinter printer;
+  paft::cli::WatchPrinter printer(absl::Seconds(absl::GetFlag(FLAGS_progress_every_s)));
   for (int reconnects = 0;; ++reconnects) {
     grpc::ClientContext context;
     paft::AddToken(&context, Token());
@@ -403,7 +177,7 @@ int Watch(paft::v1::JobService::Stub& stub, const std::string& job_id) {
   get.set_job_id(job_id);
   grpc::Status status = stub.GetJob(context.get(), get, &job);
   if (!status.ok()) return RpcError(status);
-  PrintJob(job);
+  PrintJob(job, absl::GetFlag(FLAGS_json));
   return ExitCodeFor(job);
 }
 
@@ -437,7 +211,11 @@ int main(int argc, char** argv) {
   };
   if (command == "local") {
     need(1);
-    return LocalCommand(args[2], argv[0]);
+    return paft::cli::LocalCommand(
+        args[2], argv[0],
+        paft::cli::LocalCommandFlags{absl::GetFlag(FLAGS_local_dir), absl::GetFlag(FLAGS_bin_dir),
+                                     absl::GetFlag(FLAGS_pools), absl::GetFlag(FLAGS_grace_s),
+                                     absl::GetFlag(FLAGS_json)});
   }
   auto made = paft::MakeClientChannel(
       CoordinatorAddress(),
@@ -476,7 +254,7 @@ int main(int argc, char** argv) {
     }
     if (!status.ok()) return RpcError(status);
     if (absl::GetFlag(FLAGS_json) && !absl::GetFlag(FLAGS_watch)) {
-      PrintJob(job);
+      PrintJob(job, absl::GetFlag(FLAGS_json));
     } else {
       std::cout << "submitted job " << job.job_id() << " (request " << request.request_id()
                 << ")\n";
@@ -492,7 +270,7 @@ int main(int argc, char** argv) {
     grpc::Status status = stub->GetJob(context.get(), request, &job);
     if (!status.ok()) return RpcError(status);
     if (command == "get") {
-      PrintJob(job);
+      PrintJob(job, absl::GetFlag(FLAGS_json));
       return kExitOk;
     }
     if (absl::GetFlag(FLAGS_json)) {
@@ -559,7 +337,7 @@ int main(int argc, char** argv) {
     auto context = Context();
     grpc::Status status = stub->CancelJob(context.get(), request, &job);
     if (!status.ok()) return RpcError(status);
-    PrintJob(job);
+    PrintJob(job, absl::GetFlag(FLAGS_json));
     return kExitOk;
   }
   if (command == "workers") {

@@ -14,6 +14,7 @@
 #include "common/failure.h"
 #include "common/file_util.h"
 #include "common/logging.h"
+#include "common/merge_request.h"
 #include "common/merge_search.h"
 #include "common/status.h"
 #include "common/time_util.h"
@@ -405,16 +406,10 @@ std::vector<JobManager::PendingMerge> JobManager::PendingMerges() {
       if (chosen < 0 || chosen >= static_cast<int>(candidates.size())) continue;
       merge = candidates[chosen];
     }
-    paft::v1::MergeRequest request;
+    paft::v1::MergeRequest request =
+        BranchMergeRequest(job.spec().base_model(), job.sft().checkpoint_path(),
+                           job.alignment().checkpoint_path(), merge);
     request.set_merge_id(absl::StrCat(id, "-merge"));
-    request.set_base_model(job.spec().base_model());
-    auto* sft = request.add_inputs();
-    sft->set_path(job.sft().checkpoint_path());
-    *sft->mutable_params() = merge.sft();
-    auto* align = request.add_inputs();
-    align->set_path(job.alignment().checkpoint_path());
-    *align->mutable_params() = merge.alignment();
-    *request.mutable_spec() = merge;
     const std::string& output = merge.output();
     const JobLayout layout(job.spec().output_dir());
     if (output != "adapter") request.set_output_dir(layout.MergedModelDir());

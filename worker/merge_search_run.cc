@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/job_layout.h"
+#include "common/merge_request.h"
 #include "common/merge_search.h"
 #include "common/process_util.h"
 #include "common/status.h"
@@ -87,16 +88,9 @@ absl::StatusOr<std::map<std::string, double>> MeasureCandidate(
     const paft::v1::Task& task, const MergeSpec& candidate, int index, const std::string& dir,
     const Validation& v, const MergeSearchRunOptions& options) {
   const auto& search = task.merge_search();
-  paft::v1::MergeRequest request;
+  paft::v1::MergeRequest request = BranchMergeRequest(
+      task.base_model(), search.sft_checkpoint(), search.alignment_checkpoint(), candidate);
   request.set_merge_id(absl::StrCat(task.job_id(), "-search-", index));
-  request.set_base_model(task.base_model());
-  auto* sft = request.add_inputs();
-  sft->set_path(search.sft_checkpoint());
-  *sft->mutable_params() = candidate.sft();
-  auto* alignment = request.add_inputs();
-  alignment->set_path(search.alignment_checkpoint());
-  *alignment->mutable_params() = candidate.alignment();
-  *request.mutable_spec() = candidate;
   const bool as_model = candidate.merge_space() == "delta";
   const std::string out = JoinPath(dir, as_model ? "model" : "adapter");
   if (as_model) {

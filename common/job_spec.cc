@@ -387,12 +387,13 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
   ValidateBranch(e, spec.sft(), "sft", /*is_sft=*/true);
   ValidateBranch(e, spec.alignment(), "alignment", /*is_sft=*/false);
   const auto& merge = spec.merge();
-  const auto kMethods = {"linear",      "task_arithmetic",  "ties",           "dare_linear",
-                         "dare_ties",   "breadcrumbs",      "breadcrumbs_ties", "magnitude_prune"};
-  if (!OneOf(merge.method(), kMethods)) e.Add("merge.method", Allowed(kMethods));
+  if (!OneOf(merge.method(), kDeltaMergeMethods)) {
+    e.Add("merge.method", Allowed(kDeltaMergeMethods));
+  }
   for (const auto& [name, input] : {std::make_pair("merge.sft", &merge.sft()),
                                     std::make_pair("merge.alignment", &merge.alignment())}) {
-    CheckRange(e, absl::StrCat(name, ".weight"), input->weight(), -100, 100);
+    CheckRange(e, absl::StrCat(name, ".weight"), input->weight(), -kMaxMergeWeight,
+               kMaxMergeWeight);
     CheckRange(e, absl::StrCat(name, ".density"), input->density(), 0, 1, /*lo_open=*/true);
     if (input->has_gamma() && !(input->gamma() >= 0 && input->gamma() < 1)) {
       e.Add(absl::StrCat(name, ".gamma"), absl::StrCat("must be in [0, 1), got ", input->gamma()));
@@ -423,11 +424,9 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
                                               "delta-space merges, not of PEFT's (merge_space ",
                                               merge.merge_space(), ")"));
     }
-    const auto kAdapterMethods = {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
-                                  "magnitude_prune"};
-    if (!OneOf(merge.method(), kAdapterMethods)) {
+    if (!OneOf(merge.method(), kAdapterMergeMethods)) {
       e.Add("merge.method", absl::StrCat("in merge_space ", merge.merge_space(), " must be ",
-                                         Allowed(kAdapterMethods)));
+                                         Allowed(kAdapterMergeMethods)));
     }
   }
   if (merge.svd_rank() < 0 || merge.svd_rank() > 4096) {

@@ -3,6 +3,7 @@
 #ifndef PAFT_COMMON_JOB_SPEC_H_
 #define PAFT_COMMON_JOB_SPEC_H_
 
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,16 @@ inline constexpr int kMaxWorldSize = 1024;
 inline constexpr int kMaxRestartBudget = 100;
 inline constexpr int kMaxPathLength = 4096;
 inline constexpr int kMaxNameLength = 253;
+
+// The merge methods of each merge space (mergekit's names; the adapter spaces take PEFT's
+// add_weighted_adapter's), and the bound of a branch's merge weight: checked for `merge` and for
+// every candidate of `merge.search`.
+inline constexpr std::initializer_list<const char*> kDeltaMergeMethods = {
+    "linear",    "task_arithmetic", "ties",             "dare_linear",
+    "dare_ties", "breadcrumbs",     "breadcrumbs_ties", "magnitude_prune"};
+inline constexpr std::initializer_list<const char*> kAdapterMergeMethods = {
+    "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "magnitude_prune"};
+inline constexpr double kMaxMergeWeight = 100;
 
 // PAFT's defaults, used when a spec sets no L1 or merge settings (sources in docs/job-spec.md):
 // an L1-sparsified SFT adapter and a TIES merge of the two branches.

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "common/allowed_values.h"
 #include "common/file_util.h"
+#include "common/job_spec.h"
 #include "common/status.h"
 
 namespace paft {
@@ -73,12 +74,7 @@ std::vector<std::string> MergeSearchErrors(const paft::v1::JobSpec& spec) {
   const std::string& space = spec.merge().merge_space();
   for (int i = 0; i < search.methods_size(); ++i) {
     const std::string& m = search.methods(i);
-    static const std::initializer_list<const char*> kDelta = {
-        "linear",    "task_arithmetic", "ties",           "dare_linear",
-        "dare_ties", "breadcrumbs",     "breadcrumbs_ties", "magnitude_prune"};
-    static const std::initializer_list<const char*> kAdapter = {
-        "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "magnitude_prune"};
-    const auto& allowed = space == "delta" ? kDelta : kAdapter;
+    const auto& allowed = space == "delta" ? kDeltaMergeMethods : kAdapterMergeMethods;
     if (!OneOf(m, allowed)) {
       add(absl::StrCat("methods[", i, "]"),
           absl::StrCat("'", m, "' in merge_space ", space, " must be ", Allowed(allowed)));
@@ -93,8 +89,9 @@ std::vector<std::string> MergeSearchErrors(const paft::v1::JobSpec& spec) {
   for (int i = 0; i < search.weights_size(); ++i) {
     for (const auto& [name, w] : {std::make_pair("sft", search.weights(i).sft()),
                                   std::make_pair("alignment", search.weights(i).alignment())}) {
-      if (!std::isfinite(w) || w < -100 || w > 100) {
-        add(absl::StrCat("weights[", i, "].", name), absl::StrCat("must be in [-100, 100], got ", w));
+      if (!std::isfinite(w) || w < -kMaxMergeWeight || w > kMaxMergeWeight) {
+        add(absl::StrCat("weights[", i, "].", name),
+            absl::StrCat("must be in [", -kMaxMergeWeight, ", ", kMaxMergeWeight, "], got ", w));
       }
     }
   }

@@ -150,15 +150,11 @@ absl::Status JobManager::AdmitPoolsLocked(const paft::v1::JobSpec& spec) const {
   const bool declared = !options_.pool_capacity.empty();
   const auto& capacities = declared ? options_.pool_capacity : pool_high_water_;
   // The gangs the job will ask for: its branches, and its merge search's.
-  std::vector<std::pair<std::string, BranchSpec>> gangs = {{"sft", spec.sft()},
-                                                           {"alignment", spec.alignment()}};
-  if (spec.merge().has_search()) {
-    BranchSpec search;
-    search.set_pool(spec.merge().search().pool());
-    search.set_world_size(spec.merge().search().world_size());
-    gangs.emplace_back("merge.search", search);
-  }
-  for (const auto& [field, branch] : gangs) {
+  for (BranchKind kind : kGangs) {
+    if (kind == paft::v1::BRANCH_KIND_MERGE_SEARCH && !spec.merge().has_search()) continue;
+    const BranchSpec branch = GangSpec(spec, kind);
+    const std::string field =
+        kind == paft::v1::BRANCH_KIND_MERGE_SEARCH ? "merge.search" : BranchName(kind);
     auto it = capacities.find(branch.pool());
     if (it == capacities.end()) {
       std::vector<std::string> known;

@@ -15,7 +15,6 @@
 #include "common/file_util.h"
 #include "common/logging.h"
 #include "common/merge_request.h"
-#include "common/merge_search.h"
 #include "common/status.h"
 #include "common/time_util.h"
 #include "coordinator/job_manager_internal.h"
@@ -397,14 +396,16 @@ std::vector<JobManager::PendingMerge> JobManager::PendingMerges() {
   for (const auto& [id, record] : jobs_) {
     const Job& job = record.job;
     if (job.state() != paft::v1::JOB_STATE_MERGING) continue;
-    // With a search, the merge is the candidate it chose, once it has.
+    // With a search, the merge is the candidate it chose, once it has: the stored table's row,
+    // checked against the job's grid when the table was read.
     paft::v1::MergeSpec merge = job.spec().merge();
     if (merge.has_search()) {
-      if (job.merge_search().state() != paft::v1::BRANCH_STATE_SUCCEEDED) continue;
-      const std::vector<paft::v1::MergeSpec> candidates = MergeCandidates(merge);
-      const int chosen = job.merge_search_result().chosen();
-      if (chosen < 0 || chosen >= static_cast<int>(candidates.size())) continue;
-      merge = candidates[chosen];
+      const paft::v1::MergeSearchResult& result = job.merge_search_result();
+      if (job.merge_search().state() != paft::v1::BRANCH_STATE_SUCCEEDED ||
+          result.chosen() < 0 || result.chosen() >= result.candidates_size()) {
+        continue;
+      }
+      merge = result.candidates(result.chosen()).merge();
     }
     paft::v1::MergeRequest request =
         BranchMergeRequest(job.spec().base_model(), job.sft().checkpoint_path(),

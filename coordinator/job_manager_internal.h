@@ -36,19 +36,22 @@ inline const paft::v1::BranchStatus& Branch(const paft::v1::Job& job, paft::v1::
     default: return job.alignment();
   }
 }
-// What the scheduler and the task tracking read of a gang (a copy): a branch's spec, or for the
-// merge search its pool and world_size.
-inline paft::v1::BranchSpec Spec(const paft::v1::Job& job, paft::v1::BranchKind kind) {
+// What admission, the scheduler and the task tracking read of a gang (a copy): a branch's spec,
+// or for the merge search its pool and world_size.
+inline paft::v1::BranchSpec GangSpec(const paft::v1::JobSpec& spec, paft::v1::BranchKind kind) {
   switch (kind) {
-    case paft::v1::BRANCH_KIND_SFT: return job.spec().sft();
+    case paft::v1::BRANCH_KIND_SFT: return spec.sft();
     case paft::v1::BRANCH_KIND_MERGE_SEARCH: {
       paft::v1::BranchSpec gang;
-      gang.set_pool(job.spec().merge().search().pool());
-      gang.set_world_size(job.spec().merge().search().world_size());
+      gang.set_pool(spec.merge().search().pool());
+      gang.set_world_size(spec.merge().search().world_size());
       return gang;
     }
-    default: return job.spec().alignment();
+    default: return spec.alignment();
   }
+}
+inline paft::v1::BranchSpec Spec(const paft::v1::Job& job, paft::v1::BranchKind kind) {
+  return GangSpec(job.spec(), kind);
 }
 inline bool BranchTerminal(paft::v1::BranchState s) {
   return s == paft::v1::BRANCH_STATE_SUCCEEDED || s == paft::v1::BRANCH_STATE_FAILED ||
@@ -80,6 +83,7 @@ using internal::BranchTerminal;
 using internal::BranchTitle;
 using internal::BranchWaiting;
 using internal::GangActive;
+using internal::GangSpec;
 using internal::kBranches;
 using internal::kGangs;
 using internal::MutableBranch;
